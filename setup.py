@@ -1,0 +1,39 @@
+"""Install tfzoo: `pip install -e .` (add `[test]` for the test suite, `[bench]` for benchmarks)."""
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tfzoo" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="tfzoo",
+    version=VERSION,
+    description="A TensorFlow 2 / Keras 3 model zoo for classic object detectors, R-CNN to SSD.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfzoo", "tfzoo.*"]),
+    install_requires=[
+        "tensorflow>=2.18",
+        # keras < 3.13.2 has load-time code execution CVEs.
+        "keras>=3.13.2",
+        "tensorflow-datasets",
+        "numpy",
+        "pycocotools",
+        "pillow",
+        "defusedxml",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "ai-edge-litert"],
+        "bench": ["keras-hub"],
+    },
+    entry_points={"console_scripts": ["tfzoo=tfzoo.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)

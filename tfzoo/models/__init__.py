@@ -1,0 +1,5 @@
+"""Detector presets. ``MODELS`` maps a preset name to a builder ``(**overrides) -> keras.Model``.
+
+The table is the zoo's only registry; each detector module adds its presets here.
+"""
+MODELS = {}
