@@ -68,10 +68,7 @@ def _anchor_set(kind, image_size):
     if kind == "ssd":
         return np.asarray(anchors.ssd_default_boxes()), "SSD300 default boxes"
     if kind == "rpn":
-        stride = 16
-        side = math.ceil(image_size / stride)
-        anchors_px = anchors.grid_anchors(side, side, stride, anchors.anchor_base())
-        return np.asarray(anchors_px) / image_size, "Faster R-CNN RPN, stride 16"
+        return np.asarray(anchors.single_level_anchors(image_size)), "Faster R-CNN RPN, stride 16"
     raise ValueError(f"unknown anchor layout {kind!r}")
 
 

@@ -1,6 +1,165 @@
-"""IoU matcher with named sentinels (filled in below)."""
+"""IoU matcher: assigns each anchor (or proposal) a ground-truth index, background or ignore.
+
+The rule is TF Model Garden's ``box_matcher.BoxMatcher``: sorted ``thresholds`` cut the
+similarity axis into ``len(thresholds) + 1`` intervals, ``[-inf, t0), [t0, t1), ...,
+[t_last, inf)``, and ``labels`` says what an anchor whose best similarity falls in each
+interval becomes: :data:`BACKGROUND`, :data:`IGNORE`, or :data:`POSITIVE` (matched to its
+best ground truth). Named sentinels as in torchvision's ``Matcher``.
+
+``matches`` (the result) holds, per anchor, the ground-truth index ``>= 0`` for positives,
+``BACKGROUND`` (-1) for negatives and ``IGNORE`` (-2) for anchors that contribute no loss.
+Class targets use the same values (``-1`` background, ``-2`` ignore), see
+``tfzoo.data.schema``; :func:`gather_matched` turns matches into per-anchor targets.
+
+Shape legend: A anchors (or proposals), G ground truth, D target width; ``...`` any
+leading batch dimensions (e.g. B).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
 
 #: Match value of an anchor/proposal assigned to background (a negative).
 BACKGROUND = -1
 #: Match value of an anchor/proposal that contributes no loss.
 IGNORE = -2
+#: A *label* (never a match value): "positive, take the best ground truth's index".
+POSITIVE = 1
+
+_LABELS = (BACKGROUND, IGNORE, POSITIVE)
+#: Similarity given to padding ground truth: below any threshold, finite.
+_INVALID = -1e9
+
+
+def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_valid=None):
+    """Matches anchors to ground truth by similarity (usually ``boxes.iou(anchors, gt)``).
+
+    Args:
+      similarity: ``[..., A, G]`` float, e.g. IoU of anchors (rows) with ground truth.
+      thresholds: sorted thresholds ``[t0, ..., t_{n-1}]``.
+      labels: ``n + 1`` labels from ``{BACKGROUND, IGNORE, POSITIVE}``; ``labels[i]`` applies
+        to a best similarity in ``[t_{i-1}, t_i)`` (so ``>= t_{n-1}`` gets ``labels[n]``).
+      allow_low_quality_matches: every valid ground truth also gets its best anchor(s) as
+        positives, all anchors tied at its maximum similarity (detectron2's rule for ties),
+        if that maximum is > 0. Unlike detectron2, which keeps such an anchor's own best
+        ground truth, the anchor is assigned to the ground truth it is best for (SSD's
+        "match each ground truth to the default box with the best jaccard overlap", the TF
+        Object Detection API's ``force_match_for_each_row``); an anchor that is the best
+        of several goes to the one with the highest similarity (lowest index on ties).
+      gt_valid: optional ``[..., G]`` bool, False for padding rows (e.g. ``classes != -1``).
+
+    Returns:
+      int32 ``[..., A]``: ground-truth index for positives, ``BACKGROUND`` or ``IGNORE``.
+      With no (valid) ground truth every anchor gets ``labels[0]``'s value (no NaN, no
+      error; ``labels[0]`` must not be ``POSITIVE``).
+    """
+    thresholds = tuple(float(t) for t in thresholds)
+    labels = tuple(int(label) for label in labels)
+    _check(thresholds, labels)
+    similarity = tf.convert_to_tensor(similarity)
+    if not similarity.dtype.is_floating:
+        similarity = tf.cast(similarity, tf.float32)
+    if similarity.shape.rank is not None and similarity.shape.rank < 2:
+        raise ValueError(f"similarity must have shape [..., A, G], got {similarity.shape}")
+    if gt_valid is not None:
+        gt_valid = tf.cast(gt_valid, tf.bool)
+        similarity = tf.where(gt_valid[..., None, :], similarity, tf.cast(_INVALID, similarity.dtype))
+    # One padding column so that max/argmax are defined when G == 0.
+    pad = tf.fill(tf.concat([tf.shape(similarity)[:-1], [1]], axis=0), tf.cast(_INVALID, similarity.dtype))
+    padded = tf.concat([similarity, pad], axis=-1)  # [..., A, G + 1]
+    best = tf.reduce_max(padded, axis=-1)  # [..., A]
+    best_gt = tf.argmax(padded, axis=-1, output_type=tf.int32)  # [..., A]
+
+    matches = tf.fill(tf.shape(best_gt), tf.constant(_value(labels[0]), tf.int32))
+    for threshold, label in zip(thresholds, labels[1:]):
+        value = best_gt if label == POSITIVE else tf.fill(tf.shape(best_gt), tf.constant(label, tf.int32))
+        matches = tf.where(best >= threshold, value, matches)
+
+    if allow_low_quality_matches:
+        gt_best = tf.reduce_max(padded, axis=-2, keepdims=True)  # [..., 1, G + 1]
+        is_best = (padded == gt_best) & (gt_best > 0.0)  # [..., A, G + 1]
+        claim = tf.where(is_best, padded, tf.cast(_INVALID, padded.dtype))
+        claimed = tf.reduce_any(is_best, axis=-1)  # [..., A]
+        claimant = tf.argmax(claim, axis=-1, output_type=tf.int32)  # [..., A]
+        matches = tf.where(claimed, claimant, matches)
+    return matches
+
+
+def _value(label):
+    if label == POSITIVE:
+        raise ValueError("labels[0] (similarity below every threshold) cannot be POSITIVE")
+    return label
+
+
+def _check(thresholds, labels):
+    if len(labels) != len(thresholds) + 1:
+        raise ValueError(f"need len(labels) == len(thresholds) + 1, got {len(labels)} and {len(thresholds)}")
+    if list(thresholds) != sorted(thresholds):
+        raise ValueError(f"thresholds must be sorted, got {thresholds}")
+    for label in labels:
+        if label not in _LABELS:
+            raise ValueError(f"labels must be BACKGROUND, IGNORE or POSITIVE, got {label}")
+    _value(labels[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Matcher:
+    """A matching rule as a value: ``Matcher(thresholds, labels, allow_low_quality_matches)``.
+
+    ``matcher(similarity, gt_valid=None)`` is :func:`match` with these settings.
+    """
+
+    thresholds: tuple
+    labels: tuple
+    allow_low_quality_matches: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        object.__setattr__(self, "labels", tuple(int(label) for label in self.labels))
+        _check(self.thresholds, self.labels)
+
+    def __call__(self, similarity, gt_valid=None):
+        return match(similarity, self.thresholds, self.labels, self.allow_low_quality_matches, gt_valid)
+
+    match = __call__
+
+
+# --- presets (the papers' rules) -------------------------------------------------------
+
+#: Faster R-CNN RPN: IoU < 0.3 negative, [0.3, 0.7) ignored, >= 0.7 positive, plus each
+#: ground truth's highest-IoU anchor(s). The seed says 0.4 for the negative threshold; the
+#: paper (Ren et al. 2015, section 3.1.2) says 0.3, used here.
+RPN = Matcher((0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE), allow_low_quality_matches=True)
+#: Fast R-CNN proposals: IoU >= 0.5 positive, [0.1, 0.5) background, < 0.1 ignored (the
+#: paper's lower bound, a heuristic for hard example mining; detectron2 uses [0, 0.5)).
+FAST_RCNN = Matcher((0.1, 0.5), (IGNORE, BACKGROUND, POSITIVE))
+#: RetinaNet: IoU >= 0.5 positive, < 0.4 background, [0.4, 0.5) ignored (Lin et al. 2017).
+#: The paper states no low-quality matches; detectron2 and TF Model Garden enable them.
+RETINANET = Matcher((0.4, 0.5), (BACKGROUND, IGNORE, POSITIVE))
+#: SSD: each ground truth's best default box, plus every box with IoU >= 0.5.
+SSD = Matcher((0.5,), (BACKGROUND, POSITIVE), allow_low_quality_matches=True)
+
+
+def gather_matched(values, matches, fill_value=0):
+    """Per-anchor targets: ``values[..., matches, :]``, ``fill_value`` where ``matches < 0``.
+
+    Args:
+      values: ``[..., G, *D]`` per-ground-truth values (boxes ``[..., G, 4]``, classes
+        ``[..., G]``); the leading dimensions match ``matches``'.
+      matches: int ``[..., A]`` from :func:`match`.
+      fill_value: value of rows whose match is ``BACKGROUND`` or ``IGNORE``.
+
+    Returns:
+      ``[..., A, *D]``, same dtype as ``values``. Safe for ``G == 0`` (all fill).
+    """
+    values = tf.convert_to_tensor(values)
+    matches = tf.convert_to_tensor(matches)
+    batch_dims = matches.shape.rank - 1
+    if batch_dims is None:
+        raise ValueError("matches must have a known rank")
+    num_gt = tf.shape(values)[batch_dims]
+    fill_shape = tf.concat([tf.shape(values)[:batch_dims], [1], tf.shape(values)[batch_dims + 1 :]], axis=0)
+    padded = tf.concat([values, tf.fill(fill_shape, tf.cast(fill_value, values.dtype))], axis=batch_dims)
+    indices = tf.where(matches >= 0, tf.cast(matches, tf.int32), num_gt)  # [..., A]
+    return tf.gather(padded, indices, axis=batch_dims, batch_dims=batch_dims)  # [..., A, *D]

@@ -1,0 +1,171 @@
+"""tfzoo.ops.matcher: thresholds and labels, low-quality matches, padding, presets, gather."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfzoo.ops import boxes
+from tfzoo.ops.matcher import (
+    BACKGROUND,
+    FAST_RCNN,
+    IGNORE,
+    POSITIVE,
+    RETINANET,
+    RPN,
+    SSD,
+    Matcher,
+    gather_matched,
+    match,
+)
+
+
+def np_match(similarity, thresholds, labels, low_quality, gt_valid=None):
+    """Slow reference: one anchor, then one ground truth at a time."""
+    num_anchors, num_gt = similarity.shape
+    valid = np.ones(num_gt, bool) if gt_valid is None else np.asarray(gt_valid)
+    out = np.zeros(num_anchors, np.int32)
+    for a in range(num_anchors):
+        candidates = [(similarity[a, g], -g) for g in range(num_gt) if valid[g]]
+        best, neg_g = max(candidates) if candidates else (-np.inf, 0)
+        interval = sum(best >= t for t in thresholds)
+        label = labels[interval]
+        out[a] = -neg_g if label == POSITIVE else label
+    if low_quality:
+        claims = {}
+        for g in range(num_gt):
+            if not valid[g]:
+                continue
+            top = similarity[:, g].max() if num_anchors else 0
+            if top <= 0:
+                continue
+            for a in range(num_anchors):
+                if similarity[a, g] == top and (a not in claims or top > similarity[a, claims[a]]):
+                    claims[a] = g
+        for a, g in claims.items():
+            out[a] = g
+    return out
+
+
+def test_thresholds_and_labels_intervals():
+    # Anchors' best IoU: 0.2, 0.3, 0.5, 0.69, 0.7, 0.9 against a single ground truth.
+    sim = np.array([[0.2], [0.3], [0.5], [0.69], [0.7], [0.9]], np.float32)
+    np.testing.assert_array_equal(
+        RPN(sim), [BACKGROUND, IGNORE, IGNORE, IGNORE, 0, 0]
+    )  # low-quality adds nothing here: the best anchor is already positive
+    np.testing.assert_array_equal(
+        match(sim, (0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE)), [BACKGROUND, IGNORE, IGNORE, IGNORE, 0, 0]
+    )
+    np.testing.assert_array_equal(FAST_RCNN(np.array([[0.05], [0.1], [0.49], [0.5]])), [IGNORE, BACKGROUND, BACKGROUND, 0])
+    np.testing.assert_array_equal(RETINANET(np.array([[0.39], [0.4], [0.49], [0.5]])), [BACKGROUND, IGNORE, IGNORE, 0])
+
+
+def test_positive_takes_best_ground_truth_index():
+    sim = np.array([[0.1, 0.8, 0.6], [0.55, 0.2, 0.9], [0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(match(sim, (0.5,), (BACKGROUND, POSITIVE)), [1, 2, BACKGROUND])
+
+
+def test_low_quality_matches_keep_every_ground_truths_best_anchors_with_ties():
+    sim = np.array(
+        [
+            [0.35, 0.0, 0.0],  # best for gt 0 (tie with row 1)
+            [0.35, 0.1, 0.0],  # best for gt 0 (tie)
+            [0.1, 0.2, 0.0],  # best for gt 1
+            [0.0, 0.0, 0.0],  # gt 2 overlaps nothing: no forced match
+        ],
+        np.float32,
+    )
+    plain = match(sim, (0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE))
+    np.testing.assert_array_equal(plain, [IGNORE, IGNORE, BACKGROUND, BACKGROUND])
+    forced = RPN(sim)
+    np.testing.assert_array_equal(forced, [0, 0, 1, BACKGROUND])
+
+
+def test_low_quality_assigns_the_anchor_to_the_ground_truth_it_is_best_for():
+    # Anchor 0 is gt 1's best (0.3) but its own argmax is gt 0 (0.8); gt 0's best is anchor 1.
+    sim = np.array([[0.8, 0.3], [0.9, 0.0]], np.float32)
+    np.testing.assert_array_equal(SSD(sim), [1, 0])
+    # Anchor 0 is the best of both: the higher similarity wins.
+    sim = np.array([[0.4, 0.3], [0.1, 0.1]], np.float32)
+    np.testing.assert_array_equal(SSD(sim), [0, BACKGROUND])
+
+
+def test_matches_numpy_reference_batched(rng):
+    for low_quality in (False, True):
+        iou = rng.uniform(0, 1, size=(3, 40, 6)).astype(np.float32) ** 3
+        iou[..., 5] = iou[..., 4]  # duplicate columns: ties across ground truth
+        valid = rng.uniform(size=(3, 6)) > 0.3
+        got = match(iou, (0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE), low_quality, gt_valid=valid).numpy()
+        assert got.shape == (3, 40) and got.dtype == np.int32
+        for b in range(3):
+            want = np_match(iou[b], (0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE), low_quality, valid[b])
+            np.testing.assert_array_equal(got[b], want)
+
+
+def test_padding_is_never_matched():
+    sim = np.array([[0.9, 0.95], [0.1, 0.8]], np.float32)
+    valid = np.array([True, False])
+    np.testing.assert_array_equal(SSD(sim, gt_valid=valid), [0, BACKGROUND])
+    np.testing.assert_array_equal(SSD(sim), [1, 1])
+
+
+@pytest.mark.parametrize("matcher", [RPN, FAST_RCNN, RETINANET, SSD])
+def test_no_ground_truth_gives_lowest_label(matcher):
+    lowest = matcher.labels[0]
+    empty = match(tf.zeros([2, 5, 0]), matcher.thresholds, matcher.labels, matcher.allow_low_quality_matches)
+    np.testing.assert_array_equal(empty, np.full([2, 5], lowest))
+    # All padding: boxes of zeros, IoU 0, all invalid.
+    anchors = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32)
+    iou = boxes.iou(anchors, np.zeros([3, 4], np.float32))
+    padded = matcher(iou, gt_valid=np.zeros([3], bool))
+    np.testing.assert_array_equal(padded, [lowest, lowest])
+
+
+def test_gather_matched_fills_negatives_and_handles_empty():
+    gt_boxes = np.array([[[0.1, 0.1, 0.2, 0.2], [0.3, 0.3, 0.6, 0.6]]], np.float32)  # [1, 2, 4]
+    gt_classes = np.array([[4, 7]], np.int32)
+    matches = np.array([[1, BACKGROUND, 0, IGNORE]], np.int32)
+    targets = gather_matched(gt_boxes, matches).numpy()
+    np.testing.assert_allclose(targets, [[gt_boxes[0, 1], [0] * 4, gt_boxes[0, 0], [0] * 4]])
+    classes = gather_matched(gt_classes, matches, fill_value=BACKGROUND).numpy()
+    np.testing.assert_array_equal(classes, [[7, BACKGROUND, 4, BACKGROUND]])
+    empty = gather_matched(tf.zeros([1, 0, 4]), tf.fill([1, 3], BACKGROUND)).numpy()
+    np.testing.assert_array_equal(empty, np.zeros([1, 3, 4]))
+    unbatched = gather_matched(gt_boxes[0], matches[0]).numpy()
+    np.testing.assert_allclose(unbatched, targets[0])
+
+
+def test_matcher_is_a_frozen_validated_value():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RPN.thresholds = (0.4, 0.7)
+    with pytest.raises(ValueError):
+        Matcher((0.3, 0.7), (BACKGROUND, POSITIVE))  # wrong label count
+    with pytest.raises(ValueError):
+        Matcher((0.7, 0.3), (BACKGROUND, IGNORE, POSITIVE))  # unsorted
+    with pytest.raises(ValueError):
+        Matcher((0.5,), (POSITIVE, BACKGROUND))  # positive below every threshold
+    with pytest.raises(ValueError):
+        Matcher((0.5,), (BACKGROUND, 3))
+    assert RPN.thresholds == (0.3, 0.7) and RPN.allow_low_quality_matches
+    assert RETINANET.thresholds == (0.4, 0.5) and SSD.thresholds == (0.5,)
+
+
+def test_in_graph_and_dataset(three_ways, make_boxes):
+    anchors, gt = make_boxes(30), make_boxes(2, 4)
+    classes = np.array([[1, 2, -1, -1], [0, -1, -1, -1]], np.int32)
+
+    def encode(gt_boxes, gt_classes):
+        iou = boxes.iou(anchors, gt_boxes)  # [B, A, G] by broadcasting [A, 4] against [B, G, 4]
+        matches = RPN(iou, gt_valid=gt_classes >= 0)
+        return matches, gather_matched(gt_boxes, matches), gather_matched(gt_classes, matches, BACKGROUND)
+
+    matches, _, _ = three_ways(encode, gt, classes)
+    iou = boxes.iou(anchors, gt).numpy()
+    for b in range(2):
+        want = np_match(iou[b], (0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE), True, classes[b] >= 0)
+        np.testing.assert_array_equal(matches[b], want)
+    # Works on an example with no ground truth at all, inside Dataset.map.
+    matches, targets, target_classes = three_ways(encode, np.zeros([1, 0, 4], np.float32), np.zeros([1, 0], np.int32))
+    np.testing.assert_array_equal(matches, BACKGROUND)
+    np.testing.assert_array_equal(targets, 0.0)
+    np.testing.assert_array_equal(target_classes, BACKGROUND)
