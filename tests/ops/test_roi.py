@@ -1,0 +1,261 @@
+"""RoI pooling and SPP against slow NumPy references; graph modes; TFLite builtins only."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfzoo.ops import roi
+
+
+# --- slow, obvious NumPy references -------------------------------------------------
+
+
+def reference_crop(image, box, crop_h, crop_w):
+    """Bilinear crop of image [H, W, C] at box (normalized yxyx), crop_and_resize's rule.
+
+    Sample coordinates are computed in float32 in the kernel's order, the interpolation
+    in float64; points outside [0, H-1] x [0, W-1] read 0.
+    """
+    f32 = np.float32
+    height, width, channels = image.shape
+    y1, x1, y2, x2 = (f32(v) for v in box)
+
+    def coords(start, end, size, crop):
+        if crop > 1:
+            scale = (end - start) * f32(size - 1) / f32(crop - 1)
+            return [start * f32(size - 1) + f32(i) * scale for i in range(crop)]
+        return [f32(0.5) * (start + end) * f32(size - 1)]
+
+    out = np.zeros((crop_h, crop_w, channels))
+    for i, y in enumerate(coords(y1, y2, height, crop_h)):
+        if y < 0 or y > height - 1:
+            continue
+        top, bottom, ly = math.floor(y), math.ceil(y), float(y) - math.floor(y)
+        for j, x in enumerate(coords(x1, x2, width, crop_w)):
+            if x < 0 or x > width - 1:
+                continue
+            left, right, lx = math.floor(x), math.ceil(x), float(x) - math.floor(x)
+            upper = image[top, left] * (1 - lx) + image[top, right] * lx
+            lower = image[bottom, left] * (1 - lx) + image[bottom, right] * lx
+            out[i, j] = upper * (1 - ly) + lower * ly
+    return out
+
+
+def reference_roi_pool(features, rois, out_h, out_w, s):
+    batch, num_rois = rois.shape[:2]
+    result = np.zeros((batch, num_rois, out_h, out_w, features.shape[-1]))
+    for b in range(batch):
+        for r in range(num_rois):
+            crop = reference_crop(features[b], rois[b, r], out_h * s, out_w * s)
+            for i in range(out_h):
+                for j in range(out_w):
+                    result[b, r, i, j] = crop[i * s:(i + 1) * s, j * s:(j + 1) * s].max(
+                        axis=(0, 1))
+    return result
+
+
+def reference_spp(features, levels, window_stride=False):
+    """Max over explicit windows; window_stride=True uses the paper's ceil/floor rule."""
+    out = []
+    for b in range(features.shape[0]):
+        row = []
+        for n in levels:
+            h, w = features.shape[1:3]
+            if window_stride:
+                (wy, sy), (wx, sx) = roi.spp_bins(h, n), roi.spp_bins(w, n)
+                ys = [(i * sy, i * sy + wy) for i in range(n)]
+                xs = [(j * sx, j * sx + wx) for j in range(n)]
+            else:
+                ys = [(math.floor(i * h / n), math.ceil((i + 1) * h / n)) for i in range(n)]
+                xs = [(math.floor(j * w / n), math.ceil((j + 1) * w / n)) for j in range(n)]
+            for y0, y1 in ys:
+                for x0, x1 in xs:
+                    row.append(features[b, y0:y1, x0:x1].max(axis=(0, 1)))
+        out.append(np.concatenate(row))
+    return np.stack(out)
+
+
+def _random_rois(rng, batch, num):
+    """RoIs mostly inside the map, some crossing its border (extrapolation) or tiny."""
+    yx = rng.uniform(-0.2, 0.9, (batch, num, 2))
+    hw = rng.uniform(0.01, 0.6, (batch, num, 2))
+    return np.concatenate([yx, yx + hw], axis=-1).astype(np.float32)
+
+
+# --- RoI pooling ----------------------------------------------------------------------
+
+
+def test_roi_pool_and_builtin_match_numpy_reference():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
+    rois = _random_rois(rng, 2, 6)
+    expected = reference_roi_pool(features, rois, 3, 4, 2)
+    fast = roi.roi_pool(features, rois, output_size=(3, 4), sampling_ratio=2).numpy()
+    builtin = roi.roi_pool_builtin(features, rois, output_size=(3, 4), sampling_ratio=2)
+    assert fast.shape == (2, 6, 3, 4, 3)
+    np.testing.assert_allclose(fast, expected, atol=1e-5)
+    np.testing.assert_allclose(builtin.numpy(), expected, atol=1e-5)
+    # Border-crossing RoIs really did read the extrapolation value 0 somewhere.
+    assert (reference_crop(features[0], [-0.5, -0.5, 0.2, 0.2], 4, 4) == 0).any()
+
+
+@pytest.mark.parametrize("crop_size", [(1, 1), (2, 5), (7, 7)])
+def test_crop_and_resize_builtin_equals_tf_crop_and_resize(crop_size):
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(3, 8, 6, 4)).astype(np.float32)
+    rois = _random_rois(rng, 3, 5)
+    rois[0, 0] = [0.0, 0.0, 1.0, 1.0]
+    rois[1, 0] = [-0.5, -0.5, 1.5, 1.5]  # mostly outside
+    expected = tf.image.crop_and_resize(features, rois.reshape(-1, 4), np.repeat(np.arange(3), 5),
+                                        crop_size).numpy().reshape((3, 5) + crop_size + (4,))
+    got = roi.crop_and_resize_builtin(features, rois, crop_size).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got[1, 1], reference_crop(features[1], rois[1, 1], *crop_size),
+                               atol=1e-5)
+
+
+def test_whole_map_roi_at_native_size_is_identity():
+    features = np.arange(2 * 5 * 7 * 2, dtype=np.float32).reshape(2, 5, 7, 2)
+    rois = np.tile(np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32), (2, 1, 1))
+    for pool in (roi.roi_pool, roi.roi_pool_builtin):
+        out = pool(features, rois, output_size=(5, 7), sampling_ratio=1).numpy()
+        np.testing.assert_allclose(out[:, 0], features, atol=1e-4)
+
+
+def test_roi_pool_bad_shapes_raise():
+    with pytest.raises(ValueError):
+        roi.roi_pool(np.zeros((1, 4, 4), np.float32), np.zeros((1, 2, 4), np.float32))
+    with pytest.raises(ValueError):
+        roi.roi_pool_builtin(np.zeros((1, 4, 4, 1), np.float32), np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError):
+        roi.roi_pool(np.zeros((1, 4, 4, 1), np.float32), np.zeros((1, 2, 4), np.float32),
+                     sampling_ratio=0)
+
+
+def test_roi_ops_run_in_tf_function_and_dataset_map():
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(4, 10, 10, 2)).astype(np.float32)
+    rois = _random_rois(rng, 4, 3)
+    spec = [tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([None, None, 4])]
+    for op in (roi.roi_pool, roi.roi_pool_builtin, roi.roi_spatial_pyramid_pool):
+        eager = op(features, rois).numpy()
+        graph = tf.function(op, input_signature=spec)(features, rois).numpy()
+        ds = tf.data.Dataset.from_tensor_slices((features, rois)).batch(2).map(op)
+        mapped = np.concatenate([x.numpy() for x in ds])
+        np.testing.assert_allclose(graph, eager, atol=1e-5)
+        np.testing.assert_allclose(mapped, eager, atol=1e-5)
+    pooled = tf.function(roi.spatial_pyramid_pool, input_signature=spec[:1])(features).numpy()
+    ds = tf.data.Dataset.from_tensor_slices(features).batch(3).map(roi.spatial_pyramid_pool)
+    np.testing.assert_allclose(np.concatenate([x.numpy() for x in ds]), pooled)
+    np.testing.assert_allclose(pooled, reference_spp(features, (3, 2, 1)), atol=1e-6)
+
+
+# --- spatial pyramid pooling --------------------------------------------------------
+
+
+def test_spp_bins_golden_values_from_seed():
+    assert [roi.spp_bins(13, n) for n in (3, 2, 1)] == [(5, 4), (7, 6), (13, 13)]
+    assert [roi.spp_bins(10, n) for n in (3, 2, 1)] == [(4, 3), (5, 5), (10, 10)]
+
+
+@pytest.mark.parametrize("a", [13, 10])
+def test_adaptive_bins_equal_window_stride_bins_on_seed_sizes(a):
+    for n in (3, 2, 1):
+        window, stride = roi.spp_bins(a, n)
+        assert roi.spp_bin_edges(a, n) == [(i * stride, i * stride + window) for i in range(n)]
+        assert roi.spp_bin_edges(a, n)[-1][1] == a
+
+
+def test_adaptive_bins_always_n_nonempty_covering_bins():
+    # The paper's rule breaks here: window 2, stride 1 -> 6 windows, not 4.
+    window, stride = roi.spp_bins(7, 4)
+    assert (7 - window) // stride + 1 == 6
+    assert roi.spp_bin_edges(7, 4) == [(0, 2), (1, 4), (3, 6), (5, 7)]
+    for a in range(1, 40):
+        for n in range(1, 8):
+            edges = roi.spp_bin_edges(a, n)
+            assert len(edges) == n and edges[0][0] == 0 and edges[-1][1] == a
+            assert all(end > start for start, end in edges)
+            assert all(edges[i + 1][0] <= edges[i][1] for i in range(n - 1))  # no gap
+
+
+def test_spatial_pyramid_pool_fixed_length_and_seed_windows():
+    rng = np.random.default_rng(3)
+    channels = 5
+    lengths = []
+    for size in (13, 10):  # conv5 of 224 and 180 inputs in the seed
+        features = rng.normal(size=(2, size, size, channels)).astype(np.float32)
+        out = roi.spatial_pyramid_pool(features, levels=(3, 2, 1)).numpy()
+        lengths.append(out.shape[1])
+        np.testing.assert_allclose(out, reference_spp(features, (3, 2, 1), window_stride=True))
+    assert lengths == [channels * (9 + 4 + 1)] * 2
+    # Non-square, awkward sizes (a < n too) still give the fixed length.
+    odd = rng.normal(size=(1, 3, 7, channels)).astype(np.float32)
+    out = roi.spatial_pyramid_pool(odd, levels=(4, 2, 1)).numpy()
+    assert out.shape == (1, channels * 21)
+    np.testing.assert_allclose(out, reference_spp(odd, (4, 2, 1)))
+
+
+def test_roi_spatial_pyramid_pool_matches_reference():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(2, 12, 12, 3)).astype(np.float32)
+    rois = _random_rois(rng, 2, 4)
+    expected = np.concatenate(
+        [reference_roi_pool(features, rois, n, n, 2).reshape(2, 4, -1) for n in (2, 1)], -1)
+    for builtin in (False, True):
+        out = roi.roi_spatial_pyramid_pool(features, rois, levels=(2, 1), builtin=builtin)
+        assert out.shape == (2, 4, 3 * 5)
+        np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+
+
+# --- TFLite, builtin ops only -------------------------------------------------------
+
+
+def _tflite_op_names(model_bytes):
+    """Names of every operator in every subgraph's code table; custom ops as CUSTOM:<code>."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = set()
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == schema.BuiltinOperator.CUSTOM or code.customCode:
+            names.add(f"CUSTOM:{code.customCode.decode() if code.customCode else ''}")
+        else:
+            names.add(code_names[builtin])
+    return names
+
+
+def test_roi_pool_builtin_converts_to_tflite_builtins_and_matches():
+    from ai_edge_litert.interpreter import Interpreter
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 12, 10, 4], tf.float32),
+                                  tf.TensorSpec([None, 6, 4], tf.float32)])
+    def pool(features, rois):
+        return roi.roi_pool_builtin(features, rois, output_size=(3, 3), sampling_ratio=2)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [pool.get_concrete_function()], pool)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    model = converter.convert()
+    ops = _tflite_op_names(model)
+    assert {"GATHER", "MAX_POOL_2D"} <= ops
+    assert not [op for op in ops if op.startswith("CUSTOM") or "FLEX" in op.upper()], ops
+
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(2, 12, 10, 4)).astype(np.float32)
+    rois = _random_rois(rng, 2, 6)
+    interpreter = Interpreter(model_content=model)
+    inputs = {d["name"]: d for d in interpreter.get_input_details()}
+    interpreter.resize_tensor_input(inputs["features"]["index"], features.shape)
+    interpreter.resize_tensor_input(inputs["rois"]["index"], rois.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inputs["features"]["index"], features)
+    interpreter.set_tensor(inputs["rois"]["index"], rois)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = roi.roi_pool(features, rois, output_size=(3, 3), sampling_ratio=2).numpy()
+    assert got.shape == (2, 6, 3, 3, 4)
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -1,0 +1,258 @@
+"""Multi-class non-maximum suppression from TFLite builtin ops only, with padded outputs.
+
+The graph uses ``TopKV2``, ``GatherV2``, ``NonMaxSuppressionV5`` and elementwise ops, which
+the TFLite converter maps to the builtins ``TOPK_V2``, ``GATHER``, ``NON_MAX_SUPPRESSION_V5``
+(and ``WHILE`` for a batch whose size is not statically 1). It needs no Flex or custom op,
+so the same function runs in a SavedModel, in ``tf.data`` and inside a ``.tflite`` file.
+``tf.image.combined_non_max_suppression`` (no TFLite builtin) and
+``tf.image.non_max_suppression_padded`` (a Python tile loop in TF 2.x, seconds per image
+with many classes) are deliberately not used.
+
+How it works, per image:
+
+1. Candidates are (box, class) pairs. The ``pre_nms_top_k`` highest of the ``N * K``
+   per-class scores are picked with one ``tf.math.top_k``; pairs whose score is not
+   above ``score_threshold`` are dropped. This keeps NMS cheap when ``N * K`` is large.
+2. Class-offset trick: every candidate box is shifted so that boxes of different classes
+   can never overlap, and a single single-class NMS then suppresses within classes only.
+   Classes are laid out on a ``ceil(sqrt(K))``-wide 2-D grid of offsets (not along one
+   axis) so coordinates stay small and float32 IoUs stay accurate.
+3. The kept detections are sorted by score (as NMS emits them), optionally capped per
+   class, and padded to ``max_detections``.
+
+Output padding: ``detection_boxes`` 0, ``detection_scores`` 0 and ``detection_classes``
+:data:`PADDING_CLASS` (-1) beyond ``num_detections``.
+
+Semantics shared with ``tf.image.non_max_suppression``: a candidate needs
+``score > score_threshold`` (strictly); a box is suppressed by a kept box of the same
+class when their IoU is ``> iou_threshold`` (strictly).
+
+Shape legend: B batch, N boxes (anchors or RoIs), K classes, M detections, L levels.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+#: ``detection_classes`` value of the padding rows beyond ``num_detections``.
+PADDING_CLASS = -1
+
+
+def _static_dim(tensor, axis):
+    """The static size of ``axis`` if known, else the dynamic scalar size."""
+    static = tensor.shape[axis]
+    return static if static is not None else tf.shape(tensor)[axis]
+
+
+def _padded_top_k(values, k):
+    """``tf.math.top_k`` over ``values [B, P]`` with a static ``k`` even when ``P < k``.
+
+    Returns ``(top_values [B, k], top_indices [B, k])``, sorted descending. Missing entries
+    (``P < k``) get value ``-inf`` and an index clamped into ``[0, max(P - 1, 0)]``, so a
+    gather with it stays in range; callers must treat ``-inf`` entries as invalid.
+    """
+    p = values.shape[-1]
+    if p is None or p < k:
+        num = tf.shape(values)[-1]
+        values = tf.pad(values, [[0, 0], [0, tf.maximum(k - num, 0)]],
+                        constant_values=float("-inf"))
+        top_values, top_indices = tf.math.top_k(values, k=k, sorted=True)
+        top_indices = tf.minimum(top_indices, tf.maximum(num - 1, 0))
+        return top_values, top_indices
+    return tf.math.top_k(values, k=k, sorted=True)
+
+
+def top_k_candidates(scores, k):
+    """The ``k`` highest (anchor, class) scores of ``scores [B, A, K]``, over ``A * K``.
+
+    Returns ``(top_scores [B, k], anchor_indices [B, k] int32, class_indices [B, k] int32)``
+    sorted by score, descending. When ``A * K < k`` the missing entries have score ``-inf``
+    and valid (clamped) indices; drop them with any finite score threshold.
+    """
+    scores = tf.convert_to_tensor(scores)
+    if scores.shape.rank != 3:
+        raise ValueError(f"scores must have shape [B, A, K], got {scores.shape}")
+    num_classes = scores.shape[-1]
+    if num_classes is None:
+        raise ValueError("scores must have a static number of classes K")
+    scores = tf.cast(scores, tf.float32)
+    flat = tf.reshape(scores, [tf.shape(scores)[0], -1])  # [B, A * K]
+    top_scores, flat_indices = _padded_top_k(flat, int(k))
+    return top_scores, flat_indices // num_classes, flat_indices % num_classes
+
+
+def select_top_k_per_level(boxes_per_level, scores_per_level, k=1000):
+    """Pre-selects the ``k`` best (anchor, class) pairs on each level and merges them.
+
+    RetinaNet inference (Lin et al. 2017): the top 1000 predictions of each level are
+    merged before NMS. A pair selected on its level keeps only its own class score, so an
+    anchor chosen for two classes appears twice, once per class; feed the result to
+    :func:`multiclass_nms`.
+
+    Args:
+      boxes_per_level: list over L levels of decoded boxes ``[B, A_l, 4]`` (or per-class
+        ``[B, A_l, K, 4]``), ``[y1, x1, y2, x2]``.
+      scores_per_level: list over L levels of ``[B, A_l, K]`` probabilities.
+      k: candidates kept per level; a level with fewer than ``k`` pairs is padded with
+        score 0 rows (which no positive ``score_threshold`` keeps).
+
+    Returns:
+      ``(boxes [B, L * k, 4], scores [B, L * k, K])``, the selected candidates where each
+      row's scores are zero except for its selected class.
+    """
+    if len(boxes_per_level) != len(scores_per_level) or not boxes_per_level:
+        raise ValueError("need one boxes and one scores tensor per level, at least one level")
+    all_boxes, all_scores = [], []
+    for boxes, scores in zip(boxes_per_level, scores_per_level):
+        boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
+        top_scores, anchor_idx, class_idx = top_k_candidates(scores, k)  # [B, k]
+        num_classes = scores.shape[-1]
+        if boxes.shape.rank == 4:
+            flat_boxes = tf.reshape(boxes, [tf.shape(boxes)[0], -1, 4])  # [B, A_l * K, 4]
+            picked = tf.gather(flat_boxes, anchor_idx * num_classes + class_idx, batch_dims=1)
+        elif boxes.shape.rank == 3:
+            picked = tf.gather(boxes, anchor_idx, batch_dims=1)  # [B, k, 4]
+        else:
+            raise ValueError(f"boxes must be [B, A, 4] or [B, A, K, 4], got {boxes.shape}")
+        top_scores = tf.where(tf.math.is_finite(top_scores), top_scores, 0.0)
+        one_hot = tf.one_hot(class_idx, num_classes, dtype=tf.float32)  # [B, k, K]
+        all_boxes.append(picked)
+        all_scores.append(one_hot * top_scores[..., None])
+    return tf.concat(all_boxes, axis=1), tf.concat(all_scores, axis=1)
+
+
+def _class_offsets(class_indices, boxes, num_classes):
+    """Shifts ``boxes [B, P, 4]`` so that boxes of different classes never overlap.
+
+    Class ``c`` goes to cell ``(c // G, c % G)`` of a ``G = ceil(sqrt(K))`` grid whose
+    cells are ``span`` wide, ``span`` exceeding the extent of all boxes of the image.
+    Boxes are first moved to start at 0, so coordinates stay below ``G * span``.
+    """
+    grid = max(1, math.ceil(math.sqrt(num_classes)))
+    finite = tf.where(tf.math.is_finite(boxes), boxes, tf.zeros_like(boxes))
+    low = tf.reduce_min(finite, axis=[1, 2], keepdims=True)  # [B, 1, 1]
+    high = tf.reduce_max(finite, axis=[1, 2], keepdims=True)  # [B, 1, 1]
+    span = high - low + 1.0
+    row = tf.cast(class_indices // grid, tf.float32)[..., None]  # [B, P, 1]
+    col = tf.cast(class_indices % grid, tf.float32)[..., None]  # [B, P, 1]
+    offset = tf.concat([row, col, row, col], axis=-1) * span  # [B, P, 4]
+    return finite - low + offset
+
+
+def _nms_one_image(boxes, scores, max_output_size, iou_threshold, score_threshold):
+    """Single-class padded NMS of ``boxes [P, 4]``, ``scores [P]`` -> (indices [O], count)."""
+    indices, _, count = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=boxes,
+        scores=scores,
+        max_output_size=max_output_size,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        soft_nms_sigma=0.0,
+        pad_to_max_output_size=True,
+    )
+    return indices, count
+
+
+def multiclass_nms(
+    boxes,
+    scores,
+    max_detections=100,
+    iou_threshold=0.5,
+    score_threshold=0.05,
+    pre_nms_top_k=1000,
+    max_detections_per_class=None,
+):
+    """Per-class NMS of a batch, padded to ``max_detections`` (TFLite builtins only).
+
+    Args:
+      boxes: ``[B, N, 4]`` class-agnostic boxes or ``[B, N, K, 4]`` per-class boxes,
+        ``[y1, x1, y2, x2]`` (normalized or pixels; any consistent units).
+      scores: ``[B, N, K]`` per-class probabilities (no background column); K static.
+      max_detections: M, detections kept per image.
+      iou_threshold: a box is suppressed by a higher-scoring kept box of the same class
+        when their IoU is ``> iou_threshold``.
+      score_threshold: candidates need ``score > score_threshold``.
+      pre_nms_top_k: only the ``pre_nms_top_k`` best (box, class) pairs of the ``N * K``
+        enter NMS.
+      max_detections_per_class: optional cap on detections of any one class (applied
+        before the overall ``max_detections`` cut); ``None`` for no cap.
+
+    Returns:
+      dict with ``detection_boxes [B, M, 4]`` float32, ``detection_scores [B, M]`` float32,
+      ``detection_classes [B, M]`` int32 and ``num_detections [B]`` int32. Rows are sorted
+      by score, descending; rows ``>= num_detections`` are padding: boxes and scores 0,
+      classes :data:`PADDING_CLASS` (-1).
+    """
+    boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
+    scores = tf.cast(tf.convert_to_tensor(scores), tf.float32)
+    if scores.shape.rank != 3:
+        raise ValueError(f"scores must have shape [B, N, K], got {scores.shape}")
+    num_classes = scores.shape[-1]
+    if num_classes is None:
+        raise ValueError("scores must have a static number of classes K")
+    if boxes.shape.rank not in (3, 4) or boxes.shape[-1] not in (4, None):
+        raise ValueError(f"boxes must be [B, N, 4] or [B, N, K, 4], got {boxes.shape}")
+    max_detections = int(max_detections)
+    pre_nms_top_k = int(pre_nms_top_k)
+    if max_detections < 1 or pre_nms_top_k < 1:
+        raise ValueError("max_detections and pre_nms_top_k must be positive")
+    per_class = boxes.shape.rank == 4
+
+    # --- candidates: top-k (box, class) pairs ---
+    cand_scores, anchor_idx, class_idx = top_k_candidates(scores, pre_nms_top_k)  # [B, k]
+    if per_class:
+        flat_boxes = tf.reshape(boxes, [tf.shape(boxes)[0], -1, 4])  # [B, N * K, 4]
+        gather_from, gather_idx = flat_boxes, anchor_idx * num_classes + class_idx
+    else:
+        gather_from, gather_idx = boxes, anchor_idx
+    # An empty image (N == 0) gets one zero row so the clamped indices stay in range.
+    if gather_from.shape[1] is None or gather_from.shape[1] == 0:
+        gather_from = tf.pad(gather_from, [[0, 0], [0, 1], [0, 0]])
+    cand_boxes = tf.gather(gather_from, gather_idx, batch_dims=1)  # [B, k, 4]
+    cand_boxes = tf.where(tf.math.is_finite(cand_scores)[..., None], cand_boxes, 0.0)
+
+    # --- one single-class NMS per image over class-shifted boxes ---
+    shifted = _class_offsets(class_idx, cand_boxes, num_classes)  # [B, k, 4]
+    nms_size = max_detections if max_detections_per_class is None else max(
+        pre_nms_top_k, max_detections)
+    iou_threshold = tf.constant(iou_threshold, tf.float32)
+    score_threshold = tf.constant(score_threshold, tf.float32)
+
+    def nms_fn(args):
+        return _nms_one_image(args[0], args[1], nms_size, iou_threshold, score_threshold)
+
+    if shifted.shape[0] == 1:
+        keep, count = nms_fn((shifted[0], cand_scores[0]))
+        keep, count = keep[None], count[None]  # [1, nms_size], [1]
+    else:
+        keep, count = tf.map_fn(
+            nms_fn,
+            (shifted, cand_scores),
+            fn_output_signature=(tf.TensorSpec([nms_size], tf.int32),
+                                 tf.TensorSpec([], tf.int32)),
+        )  # [B, nms_size], [B]
+    valid = tf.range(nms_size)[None, :] < count[:, None]  # [B, nms_size]
+    det_classes = tf.gather(class_idx, keep, batch_dims=1)  # [B, nms_size]
+
+    # --- optional cap per class, then compaction to the first M valid rows ---
+    if max_detections_per_class is not None:
+        one_hot = tf.one_hot(det_classes, num_classes, dtype=tf.int32)  # [B, nms_size, K]
+        one_hot *= tf.cast(valid, tf.int32)[..., None]
+        rank_in_class = tf.reduce_sum(tf.cumsum(one_hot, axis=1) * one_hot, axis=-1)
+        valid &= rank_in_class <= int(max_detections_per_class)
+        # Stable compaction: the valid rows in their (score) order, then the rest.
+        position = tf.cast(tf.range(nms_size), tf.float32)[None, :]
+        key = tf.where(valid, -position, -position - float(nms_size))
+        _, order = tf.math.top_k(key, k=max_detections, sorted=True)  # [B, M]
+        keep = tf.gather(keep, order, batch_dims=1)
+        valid = tf.gather(valid, order, batch_dims=1)
+        det_classes = tf.gather(det_classes, order, batch_dims=1)
+    det_boxes = tf.gather(cand_boxes, keep, batch_dims=1)  # [B, M, 4]
+    det_scores = tf.gather(cand_scores, keep, batch_dims=1)  # [B, M]
+    return {
+        "detection_boxes": tf.where(valid[..., None], det_boxes, 0.0),
+        "detection_scores": tf.where(valid, det_scores, 0.0),
+        "detection_classes": tf.where(valid, det_classes, PADDING_CLASS),
+        "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1),
+    }
