@@ -217,8 +217,7 @@ def evaluate_detections_file(detections, spec, split, strict=False):
 
     report = Report(strict=strict)
     names = tfzoo.data.class_names(spec)
-    examples = tfzoo.data.load(spec, split, strict=strict, report=report).as_numpy_iterator()
-    examples = _progress(examples, desc=f"ground truth {split}")
+    examples = tfzoo.data.load(spec, split, strict=strict, report=report)
     return evaluate_results_file(detections, examples, names, tfzoo.data.category_ids(spec))
 
 
