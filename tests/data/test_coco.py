@@ -246,3 +246,18 @@ def test_voc_dataset_converts_to_coco_through_write(voc_data, tmp_path):
         np.testing.assert_allclose(after["boxes"], before["boxes"].numpy(), atol=1e-4)
         assert after["classes"].tolist() == before["classes"].numpy().tolist()
     assert coco.class_names(tmp_path / "c") == names and coco.category_ids(tmp_path / "c") == list(range(1, 21))
+
+
+def test_write_leaves_out_padding_rows_and_refuses_unknown_class_ids(tmp_path):
+    example = {
+        "image": np.zeros([20, 20, 3], np.uint8),
+        "boxes": np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32),
+        "classes": np.array([1, -1], np.int32),  # the second row is padding
+        "image_id": "7",
+    }
+    coco.write([example], tmp_path / "out", "val2017", ["a", "b"])
+    document = json.loads((tmp_path / "out" / "annotations" / "instances_val2017.json").read_text())
+    assert [a["category_id"] for a in document["annotations"]] == [2]
+    with pytest.raises(ValueError, match="0..1"):
+        coco.write([dict(example, classes=np.array([2], np.int32), boxes=example["boxes"][:1])],
+                   tmp_path / "bad", "val2017", ["a", "b"])

@@ -328,3 +328,25 @@ def test_images_above_max_pixels_are_refused_from_the_header(voc_data):
     records = voc.scan(root, "train", report=report, max_pixels=1000)
     assert [r["image_id"] for r in records] == ["small"]
     assert [(os.path.basename(p.file), p.problem) for p in report] == [("big.jpg", validate.IMAGE_TOO_LARGE)]
+
+
+def test_write_leaves_out_padding_rows_and_refuses_unknown_class_ids(tmp_path):
+    # An unbatched example from a padded batch keeps its padding rows (class -1, zero box).
+    example = {
+        "image": np.zeros([20, 20, 3], np.uint8),
+        "boxes": np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32),
+        "classes": np.array([1, schema.PAD_CLASS], np.int32),
+        "image_id": "x",
+    }
+    voc.write([example], tmp_path / "out", "train", ["a", "b"])
+    report = Report()
+    (record,) = voc.scan(tmp_path / "out", "train", report=report)
+    assert record["classes"].tolist() == [1] and len(report) == 0
+    with pytest.raises(ValueError, match="0..1"):
+        voc.write([dict(example, classes=np.array([1, 2], np.int32))], tmp_path / "bad", "train", ["a", "b"])
+
+
+def test_non_finite_xml_size_is_ignored_and_the_header_size_used(voc_data):
+    root = voc_data.add("inf", [("dog", 1, 1, 9, 9)], xml_size=("inf", "nan")).split()
+    (record,) = voc.scan(root, "train", check_images=False)
+    assert (record["height"], record["width"]) == (H, W)

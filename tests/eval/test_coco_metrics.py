@@ -108,3 +108,14 @@ def test_coco_results_entries():
     assert coco_metrics.coco_results("a", np.zeros([0, 4]), [], [], 10, 10) == []
     with pytest.raises(ValueError, match="rows differ"):
         coco_metrics.coco_results("a", np.zeros([2, 4]), [0.5], [0, 0], 10, 10)
+
+
+def test_coco_results_of_padded_outputs_needs_num_detections():
+    """Padding rows (class -1) must not become a category: cut them or get an error."""
+    boxes, scores, classes = np.full([3, 4], 0.5), [0.9, 0.0, 0.0], [1, -1, -1]
+    entries = coco_metrics.coco_results("5", boxes, scores, classes, 10, 10, [1, 3], num_detections=1)
+    assert [(e["image_id"], e["category_id"]) for e in entries] == [(5, 3)]
+    with pytest.raises(ValueError, match="class ids"):
+        coco_metrics.coco_results("5", boxes, scores, classes, 10, 10, [1, 3])
+    with pytest.raises(ValueError, match="class ids"):
+        coco_metrics.coco_results("5", boxes[:1], [0.9], [2], 10, 10, [1, 3])

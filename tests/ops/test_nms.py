@@ -233,24 +233,8 @@ def test_runs_in_tf_function_with_dynamic_batch_and_in_dataset_map():
 # --- TFLite, builtin ops only -------------------------------------------------------
 
 
-def _tflite_op_names(model_bytes):
-    """Names of every operator in every subgraph's code table; custom ops as CUSTOM:<code>."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = set()
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM or code.customCode:
-            names.add(f"CUSTOM:{code.customCode.decode() if code.customCode else ''}")
-        else:
-            names.add(code_names[builtin])
-    return names
-
-
 @pytest.mark.parametrize("batch,per_class_boxes,cap", [(None, False, None), (1, True, 4)])
-def test_tflite_builtins_only_conversion_matches_tf(batch, per_class_boxes, cap):
+def test_tflite_builtins_only_conversion_matches_tf(batch, per_class_boxes, cap, tflite_op_names):
     """Dynamic batch (a WHILE loop over images) and static batch 1 with per-class boxes."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -268,7 +252,7 @@ def test_tflite_builtins_only_conversion_matches_tf(batch, per_class_boxes, cap)
         [detect.get_concrete_function()], detect)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     model = converter.convert()
-    ops = _tflite_op_names(model)
+    ops = tflite_op_names(model)
     assert "NON_MAX_SUPPRESSION_V5" in ops and ("WHILE" in ops) == (batch is None)
     assert not [op for op in ops if op.startswith("CUSTOM") or "FLEX" in op.upper()], ops
 

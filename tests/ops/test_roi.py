@@ -212,23 +212,7 @@ def test_roi_spatial_pyramid_pool_matches_reference():
 # --- TFLite, builtin ops only -------------------------------------------------------
 
 
-def _tflite_op_names(model_bytes):
-    """Names of every operator in every subgraph's code table; custom ops as CUSTOM:<code>."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = set()
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM or code.customCode:
-            names.add(f"CUSTOM:{code.customCode.decode() if code.customCode else ''}")
-        else:
-            names.add(code_names[builtin])
-    return names
-
-
-def test_roi_pool_builtin_converts_to_tflite_builtins_and_matches():
+def test_roi_pool_builtin_converts_to_tflite_builtins_and_matches(tflite_op_names):
     from ai_edge_litert.interpreter import Interpreter
 
     @tf.function(input_signature=[tf.TensorSpec([None, 12, 10, 4], tf.float32),
@@ -240,7 +224,7 @@ def test_roi_pool_builtin_converts_to_tflite_builtins_and_matches():
         [pool.get_concrete_function()], pool)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     model = converter.convert()
-    ops = _tflite_op_names(model)
+    ops = tflite_op_names(model)
     assert {"GATHER", "MAX_POOL_2D"} <= ops
     assert not [op for op in ops if op.startswith("CUSTOM") or "FLEX" in op.upper()], ops
 

@@ -204,11 +204,11 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
             continue
         x, y, w, h = values
         crowd = validate.to_float(ann.get("iscrowd", 0)) not in (None, 0.0)
-        objects[image_id].append((record, [y, x, y + h, x + w], class_of[category], crowd))
+        objects[image_id].append((record, [y, x, y + h, x + w], class_of[category], crowd, False))
 
     # Image files: inside the dataset, present, readable; sizes from the header.
     allowed = (images_dir, root)
-    candidates = []  # (image id, image path, annotated size or None)
+    candidates = []  # of images.build_records
     for image_id in order:
         img = by_id[image_id]
         name = img.get("file_name")
@@ -226,48 +226,18 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
         size = None
         if height is not None and width is not None and height > 0 and width > 0 and np.isfinite([height, width]).all():
             size = (int(height), int(width))
-        candidates.append((image_id, image_path, size))
-
-    items = [{"path": p, "size": size, "file": path, "record": f"image {i}"} for i, p, size in candidates]
-    sizes = images.check_files(items, report, check_images=check_images, max_pixels=max_pixels)
-
-    entries, kept = [], []
-    for (image_id, image_path, _), size in zip(candidates, sizes):
-        if size is None:
-            continue
-        objs = objects[image_id]
-        entries.append(
+        candidates.append(
             {
-                "file": path,
-                "records": [o[0] for o in objs],
-                "boxes_px": np.array([o[1] for o in objs], np.float64).reshape(-1, 4),
-                "classes": np.array([o[2] for o in objs], np.int64),
-                "is_crowd": np.array([o[3] for o in objs], bool),
-                "height": size[0],
-                "width": size[1],
+                "image_id": str(image_id),
+                "path": image_path,
+                "annotation": path,
+                "size": size,
+                "size_record": f"image {image_id}",
+                "objects": objects[image_id],
             }
         )
-        kept.append((image_id, image_path))
-    cleaned = validate.clean_boxes(entries, report)
 
-    records = []
-    for (image_id, image_path), entry, (keep, boxes) in zip(kept, entries, cleaned):
-        n = int(keep.sum())
-        record = {
-            "image_id": str(image_id),
-            "path": str(image_path),
-            "annotation": str(path),
-            "height": int(entry["height"]),
-            "width": int(entry["width"]),
-            "boxes": boxes[keep].reshape(-1, 4),
-            "classes": entry["classes"][keep].astype(np.int32),
-            "is_crowd": entry["is_crowd"][keep],
-            "difficult": np.zeros([n], bool),
-        }
-        if n == 0:
-            report.note(validate.NOTE_NEGATIVE)
-        records.append(record)
-    return records
+    return images.build_records(candidates, report, check_images=check_images, max_pixels=max_pixels)
 
 
 def load(root, split, *, strict=False, report=None, check_images=True, max_pixels=images.MAX_PIXELS):
@@ -294,6 +264,8 @@ def write(examples, root, split, class_names, *, category_ids=None):
     written as category ``category_ids[i]`` (default ``i + 1``). Image ids are the examples'
     ``image_id`` when all are distinct decimal integers, else ``1, 2, ...``. ``bbox`` is
     ``[x, y, w, h]`` in pixels (2 decimals), ``area = w * h``; ``difficult`` is not written.
+    Padding rows (negative class) are left out; a class id ``>= len(class_names)`` raises
+    ``ValueError``.
     """
     root = pathlib.Path(root)
     class_names = list(class_names)
@@ -302,7 +274,7 @@ def write(examples, root, split, class_names, *, category_ids=None):
         raise ValueError("category_ids must be distinct, one per class name")
     examples = [images.numpy_example(e) for e in examples]
     given = [str(e.get("image_id") or "") for e in examples]
-    use_given = all(g.isdigit() for g in given) and len(set(int(g) for g in given)) == len(given)
+    use_given = all(g.isascii() and g.isdigit() for g in given) and len(set(int(g) for g in given)) == len(given)
     ids = [int(g) for g in given] if use_given else list(range(1, len(examples) + 1))
 
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -317,7 +289,8 @@ def write(examples, root, split, class_names, *, category_ids=None):
         boxes = np.asarray(ex["boxes"], np.float64).reshape(-1, 4)
         classes = np.asarray(ex["classes"]).reshape(-1)
         crowd = np.asarray(ex.get("is_crowd", np.zeros(len(classes), bool)), bool).reshape(-1)
-        for box, cls, is_crowd in zip(boxes, classes, crowd):
+        keep = validate.writable_rows(classes, len(class_names), f"image {image_id}")
+        for box, cls, is_crowd in zip(boxes[keep], classes[keep], crowd[keep]):
             y1, x1, y2, x2 = box * [height, width, height, width]
             bbox = [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)]
             out_annotations.append(

@@ -346,6 +346,60 @@ def check_files(items, report, *, check_images=True, max_pixels=MAX_PIXELS):
     return sizes
 
 
+def build_records(candidates, report, *, check_images=True, max_pixels=MAX_PIXELS):
+    """The end of every reader's ``scan``: image checks, box cleaning, one record per image.
+
+    ``candidates``: one dict per annotated image, in output order, with ``image_id`` (str),
+    ``path`` (image file), ``annotation`` (the file named in box problems), ``size``
+    (annotated ``(h, w)`` or None), ``size_record`` (the record named on a size mismatch)
+    and ``objects``: a list of ``(record, box_px [y1, x1, y2, x2], class, is_crowd,
+    difficult)``. Images are checked by :func:`check_files` (failures reported and
+    dropped), boxes by :func:`validate.clean_boxes` against the image's (oriented) size;
+    images left without boxes are kept as negatives (noted).
+
+    Returns records: ``image_id``, ``path``, ``annotation``, ``height``, ``width``,
+    ``boxes`` float32 ``[G, 4]`` normalized ``[y1, x1, y2, x2]``, ``classes`` int32 ``[G]``,
+    ``is_crowd`` and ``difficult`` bool ``[G]``.
+    """
+    items = [
+        {"path": c["path"], "size": c["size"], "file": c["annotation"], "record": c["size_record"]}
+        for c in candidates
+    ]
+    sizes = check_files(items, report, check_images=check_images, max_pixels=max_pixels)
+    kept = [(c, size) for c, size in zip(candidates, sizes) if size is not None]
+    entries = [
+        {
+            "file": c["annotation"],
+            "records": [o[0] for o in c["objects"]],
+            "boxes_px": np.array([o[1] for o in c["objects"]], np.float64).reshape(-1, 4),
+            "classes": np.array([o[2] for o in c["objects"]], np.int64),
+            "is_crowd": np.array([o[3] for o in c["objects"]], bool),
+            "difficult": np.array([o[4] for o in c["objects"]], bool),
+            "height": size[0],
+            "width": size[1],
+        }
+        for c, size in kept
+    ]
+    records = []
+    for (c, size), entry, (keep, boxes) in zip(kept, entries, validate.clean_boxes(entries, report)):
+        if not keep.any():
+            report.note(validate.NOTE_NEGATIVE)
+        records.append(
+            {
+                "image_id": str(c["image_id"]),
+                "path": str(c["path"]),
+                "annotation": str(c["annotation"]),
+                "height": int(size[0]),
+                "width": int(size[1]),
+                "boxes": boxes[keep].reshape(-1, 4),
+                "classes": entry["classes"][keep].astype(np.int32),
+                "is_crowd": entry["is_crowd"][keep],
+                "difficult": entry["difficult"][keep],
+            }
+        )
+    return records
+
+
 def numpy_example(example):
     """A canonical example (tensors or arrays) as NumPy values, ``image_id`` as ``str``."""
     out = {}

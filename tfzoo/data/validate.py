@@ -205,7 +205,8 @@ def resolve_inside(name, base, roots):
     the dataset root, both resolved, so a folder-level symlink such as
     ``train2017 -> /mnt/coco/train2017`` is allowed). Backslashes count as separators.
     Returns ``(path, "")`` or ``(None, reason)`` for an absolute path, a ``..`` that leaves
-    the roots, or a symlink resolving outside them. The file need not exist.
+    ``base`` (even into another root), or a file or symlink resolving outside the roots.
+    The file need not exist.
     """
     text = str(name).replace("\\", "/")
     if not text:
@@ -252,6 +253,19 @@ def to_float(value):
         except ValueError:
             return None
     return None
+
+
+def writable_rows(classes, num_classes, where):
+    """Which ground-truth rows a writer writes: ``classes [G]`` -> ``keep [G]`` bool.
+
+    Rows with a negative class are padding (``schema.PAD_CLASS``, e.g. after
+    ``padded_batch`` + ``unbatch``) and are left out; any other id outside ``0..C-1``
+    raises ``ValueError`` naming ``where``, rather than being written as a wrong class.
+    """
+    classes = np.asarray(classes).reshape(-1)
+    if classes.size and (classes.max() >= num_classes or not np.all(classes == np.round(classes))):
+        raise ValueError(f"{where}: class ids must be integers in 0..{num_classes - 1}, got {classes.tolist()}")
+    return classes >= 0
 
 
 # --- boxes --------------------------------------------------------------------------

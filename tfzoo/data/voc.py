@@ -39,6 +39,7 @@ external entities are refused as ``malformed annotation``).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import pathlib
 import re
@@ -176,7 +177,7 @@ def _parse_annotation(path, class_ids, report):
     size = None
     width = validate.to_float(node.findtext("size/width"))
     height = validate.to_float(node.findtext("size/height"))
-    if width is not None and height is not None and width > 0 and height > 0:
+    if width is not None and height is not None and 0 < width < math.inf and 0 < height < math.inf:
         size = (int(height), int(width))
 
     objects = []
@@ -204,7 +205,7 @@ def _parse_annotation(path, class_ids, report):
             else:
                 difficult = value != 0
         box_px = [values["ymin"] - 1.0, values["xmin"] - 1.0, values["ymax"], values["xmax"]]
-        objects.append((record, box_px, class_ids[name], difficult))
+        objects.append((record, box_px, class_ids[name], False, difficult))
     return {"filename": filename, "size": size, "objects": objects}
 
 
@@ -245,7 +246,7 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
     allowed_ann = (annotations_dir, voc_root)
     allowed_img = (images_dir, voc_root)
 
-    parsed = []  # (stem, xml path, image path, annotation dict)
+    parsed = []  # candidates of images.build_records
     for stem in stems:
         xml_path, why = validate.resolve_inside(f"{stem}.xml", annotations_dir, allowed_ann)
         if xml_path is None:
@@ -265,48 +266,18 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
         if ann["filename"] and not image_path.exists() and (images_dir / f"{stem}.jpg").exists():
             image_path, _ = validate.resolve_inside(f"{stem}.jpg", images_dir, allowed_img)
             report.note("used <stem>.jpg for a missing <filename>")
-        parsed.append((stem, xml_path, image_path, ann))
-
-    items = [{"path": p[2], "size": p[3]["size"], "file": p[1], "record": "size"} for p in parsed]
-    sizes = images.check_files(items, report, check_images=check_images, max_pixels=max_pixels)
-
-    entries, kept = [], []
-    for (stem, xml_path, image_path, ann), size in zip(parsed, sizes):
-        if size is None:
-            continue
-        objects = ann["objects"]
-        entries.append(
+        parsed.append(
             {
-                "file": xml_path,
-                "records": [o[0] for o in objects],
-                "boxes_px": np.array([o[1] for o in objects], np.float64).reshape(-1, 4),
-                "classes": np.array([o[2] for o in objects], np.int64),
-                "is_crowd": np.zeros([len(objects)], bool),
-                "height": size[0],
-                "width": size[1],
+                "image_id": stem,
+                "path": image_path,
+                "annotation": xml_path,
+                "size": ann["size"],
+                "size_record": "size",
+                "objects": ann["objects"],
             }
         )
-        kept.append((stem, xml_path, image_path, ann))
-    cleaned = validate.clean_boxes(entries, report)
 
-    records = []
-    for (stem, xml_path, image_path, ann), entry, (keep, boxes) in zip(kept, entries, cleaned):
-        difficult = np.array([o[3] for o in ann["objects"]], bool)
-        record = {
-            "image_id": stem,
-            "path": str(image_path),
-            "annotation": str(xml_path),
-            "height": int(entry["height"]),
-            "width": int(entry["width"]),
-            "boxes": boxes[keep].reshape(-1, 4),
-            "classes": entry["classes"][keep].astype(np.int32),
-            "difficult": difficult[keep] if len(difficult) else np.zeros([0], bool),
-            "is_crowd": np.zeros([int(keep.sum())], bool),
-        }
-        if not len(record["boxes"]):
-            report.note(validate.NOTE_NEGATIVE)
-        records.append(record)
-    return records
+    return images.build_records(parsed, report, check_images=check_images, max_pixels=max_pixels)
 
 
 def load(root, split, *, strict=False, report=None, check_images=True, max_pixels=images.MAX_PIXELS):
@@ -334,7 +305,8 @@ def write(examples, root, split, class_names):
     Creates ``JPEGImages/<stem>.jpg`` (quality 95), ``Annotations/<stem>.xml``,
     ``ImageSets/Main/<split>.txt`` and ``labels.txt`` (the class list, so ids round-trip).
     The stem is the example's ``image_id`` when it is a safe file name, else a 6-digit
-    index. Crowd boxes are left out (VOC has no crowd flag); ``difficult`` is kept.
+    index. Crowd boxes and padding rows (negative class) are left out (VOC has no crowd
+    flag); ``difficult`` is kept. A class id ``>= len(class_names)`` raises ``ValueError``.
     Boxes are written as integer 1-based inclusive pixels (see the module docstring).
     """
     from xml.sax.saxutils import escape  # noqa: PLC0415
@@ -363,9 +335,10 @@ def write(examples, root, split, class_names):
         classes = np.asarray(ex["classes"]).reshape(-1)
         crowd = np.asarray(ex.get("is_crowd", np.zeros(len(classes), bool)), bool).reshape(-1)
         difficult = np.asarray(ex.get("difficult", np.zeros(len(classes), bool)), bool).reshape(-1)
+        keep = validate.writable_rows(classes, len(class_names), f"image_id {image_id!r}")
         objects = []
-        for box, cls, is_crowd, is_difficult in zip(boxes, classes, crowd, difficult):
-            if is_crowd:
+        for box, cls, is_crowd, is_difficult, is_object in zip(boxes, classes, crowd, difficult, keep):
+            if is_crowd or not is_object:
                 continue
             y1, x1, y2, x2 = box * [height, width, height, width]
             xmin, ymin = int(round(x1)) + 1, int(round(y1)) + 1

@@ -120,7 +120,7 @@ def results_image_id(image_id):
     return int(image_id) if _COCO_INT_ID.fullmatch(image_id) else image_id
 
 
-def coco_results(image_id, boxes, scores, classes, height, width, category_ids=None):
+def coco_results(image_id, boxes, scores, classes, height, width, category_ids=None, num_detections=None):
     """One image's detections as COCO results entries.
 
     Args:
@@ -129,15 +129,29 @@ def coco_results(image_id, boxes, scores, classes, height, width, category_ids=N
       scores: ``[M]``; classes: ``[M]`` contiguous ids ``0..C-1``.
       height, width: the original image size in pixels.
       category_ids: ``[C]`` dataset category id of each class; default ``1..C``.
+      num_detections: keep only the first ``num_detections`` rows (padded model outputs,
+        whose padding rows have class -1).
 
     Returns:
       list of ``{"image_id", "category_id", "bbox": [x, y, w, h] px, "score"}``.
+
+    Raises:
+      ValueError: rows differ in number, or a class id is outside ``0..C-1`` (e.g. padding
+        passed without ``num_detections``), which would otherwise be written as a wrong
+        category.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     scores = np.asarray(scores, np.float64).reshape(-1)
     classes = np.asarray(classes).reshape(-1).astype(np.int64)
+    if num_detections is not None:
+        num_detections = int(num_detections)
+        boxes, scores, classes = boxes[:num_detections], scores[:num_detections], classes[:num_detections]
     if not len(boxes) == len(scores) == len(classes):
         raise ValueError(f"boxes {len(boxes)}, scores {len(scores)} and classes {len(classes)} rows differ")
+    num_classes = len(category_ids) if category_ids is not None else None
+    if classes.size and (classes.min() < 0 or (num_classes is not None and classes.max() >= num_classes)):
+        upper = "C-1" if num_classes is None else num_classes - 1
+        raise ValueError(f"class ids must be in 0..{upper}, got {classes.min()}..{classes.max()}")
     boxes_xywh_px = box_ops.yxyx_to_xywh(box_ops.denormalize(boxes, height, width)).numpy()
     out_id = results_image_id(image_id)
     return [
