@@ -1,0 +1,129 @@
+"""Input-pipeline throughput: images/s through read/decode -> augment -> encode -> batch.
+
+Measures :func:`tfzoo.data.pipeline` alone (no model) with the trivial
+:class:`~tfzoo.data.pipeline.PaddedBoxesEncoder`, on
+
+- ``shapes``: the builtin synthetic dataset, generated on the fly with NumPy;
+- ``voc``: the same images written once as a VOCdevkit-layout copy (JPEG files + XML,
+  with :func:`tfzoo.data.voc.write`) in a temporary folder, read back with the VOC reader,
+
+for each augmentation preset asked for, without and with ``cache=True`` (the validated,
+decoded examples kept in memory; augmentation still runs every epoch). A ``reader`` row
+times the reader alone (iterating the canonical examples). Each configuration runs one
+warm-up epoch (which also fills the cache), then ``--repeats`` timed epochs; the table
+reports the median. ``first batch`` is the latency of a fresh, uncached pipeline.
+
+Usage::
+
+    python benchmarks/bench_pipeline.py --images 256 --batch-size 32 --image-size 320 \\
+        --repeats 3 --augment flip ssd --json /tmp/bench_pipeline.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import tensorflow as tf
+
+import tfzoo.data as data
+from tfzoo.data import schema, shapes
+from tfzoo.data.pipeline import PaddedBoxesEncoder, pipeline
+
+
+def _epoch(ds):
+    """Iterates one epoch; returns (seconds, images)."""
+    start = time.perf_counter()
+    n = 0
+    for batch in ds:
+        n += int(tf.shape(tf.nest.flatten(batch)[0])[0])
+    return time.perf_counter() - start, n
+
+
+def _first_batch(make):
+    start = time.perf_counter()
+    next(iter(make()))
+    return time.perf_counter() - start
+
+
+def _measure(ds, repeats):
+    _epoch(ds)  # warm-up: traces the functions, fills the cache
+    rates = []
+    for _ in range(repeats):
+        seconds, n = _epoch(ds)
+        rates.append(n / seconds)
+    return statistics.median(rates), rates
+
+
+def run(args):
+    encoder = PaddedBoxesEncoder(args.image_size, max_boxes=32)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        voc_root = os.path.join(tmp, "VOC2007")
+        start = time.perf_counter()
+        from tfzoo.data import voc
+
+        voc.write(shapes.examples("train", args.images), voc_root, "train", shapes.class_names())
+        write_seconds = time.perf_counter() - start
+        sources = {"shapes": f"shapes:{args.images}", "voc": f"voc:{voc_root}"}
+        for name, spec in sources.items():
+            reader = data.load(spec, "train")
+            rate, rates = _measure(reader.padded_batch(args.batch_size, padding_values=schema.padding_values()), args.repeats)
+            results.append(dict(dataset=name, augment="-", cache=False, stage="reader", images_per_s=rate, runs=rates))
+            for preset in args.augment:
+                for cache in (False, True):
+                    make = lambda: pipeline(  # noqa: E731
+                        data.load(spec, "train"), encoder, args.batch_size, True,
+                        seed=0, augment=preset, cache=cache, shuffle_buffer=args.shuffle_buffer,
+                    )
+                    first = None if cache else _first_batch(make)
+                    rate, rates = _measure(make(), args.repeats)
+                    results.append(dict(
+                        dataset=name, augment=preset, cache=cache, stage="pipeline",
+                        images_per_s=rate, runs=rates, first_batch_s=first,
+                    ))
+                    print(f"  {name:6s} {preset:12s} cache={cache!s:5s} {rate:8.1f} img/s", flush=True)
+    return results, write_seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=256, help="images per epoch")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=320)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per configuration")
+    parser.add_argument("--augment", nargs="+", default=["flip", "ssd"], help="augmentation presets")
+    parser.add_argument("--shuffle-buffer", type=int, default=256)
+    parser.add_argument("--json", default="bench_pipeline.json", help="where to write the results")
+    args = parser.parse_args(argv)
+
+    results, write_seconds = run(args)
+    header = "| dataset | stage | augment | cache | images/s (median) | first batch (s) |"
+    lines = [header, "|---|---|---|---|---:|---:|"]
+    for r in results:
+        first = "" if r.get("first_batch_s") is None else f"{r['first_batch_s']:.2f}"
+        lines.append(
+            f"| {r['dataset']} | {r['stage']} | {r['augment']} | {'yes' if r['cache'] else 'no'} "
+            f"| {r['images_per_s']:.1f} | {first} |"
+        )
+    env = {
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+    print()
+    print("\n".join(lines))
+    print(f"\n{args.images} images, batch {args.batch_size}, input {args.image_size}, median of "
+          f"{args.repeats} epochs after one warm-up; VOC copy written in {write_seconds:.1f} s; {env}")
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump({"args": vars(args), "env": env, "voc_write_s": write_seconds, "results": results}, f, indent=2)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""tfzoo.data.augment: box-aware, aligned, graph-safe, deterministic augmentation."""
+import functools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfzoo.data import augment as aug
+from tfzoo.data import schema
+from tfzoo.ops import boxes as box_ops
+
+OBJECT = (255, 0, 0)
+BACKGROUND = (0, 255, 0)
+
+
+def _example(h=60, w=80, rects=((10, 20, 30, 50),), image_id="x"):
+    """Green image with red filled rectangles ``(y1, x1, y2, x2)`` in pixels."""
+    image = np.zeros([h, w, 3], np.uint8) + np.array(BACKGROUND, np.uint8)
+    boxes = []
+    for y1, x1, y2, x2 in rects:
+        image[y1:y2, x1:x2] = OBJECT
+        boxes.append([y1 / h, x1 / w, y2 / h, x2 / w])
+    n = len(boxes)
+    classes = np.arange(n, dtype=np.int32)
+    return schema.make_example(
+        image, np.reshape(np.asarray(boxes, np.float32), [n, 4]), classes,
+        is_crowd=classes % 2 == 0, difficult=classes % 3 == 0, image_id=image_id,
+    )
+
+
+def _object_box(image):
+    """Pixel box ``[y1, x1, y2, x2]`` of the clearly-red pixels, or None."""
+    image = np.asarray(image)
+    red = (image[..., 0] > 190) & (image[..., 1] < 64)
+    if not red.any():
+        return None
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1], np.float32)
+
+
+def _seed(i):
+    return tf.constant([i, 17], tf.int64)
+
+
+RANDOM_OPS = {
+    "flip": aug.random_flip_left_right,
+    "scale_crop": functools.partial(aug.random_scale_crop, output_size=(64, 96)),
+    "zoom_out": functools.partial(aug.ssd_zoom_out, prob=1.0),
+    "ssd_crop": aug.ssd_random_crop,
+    "jitter_crop": aug.random_jitter_crop,
+    "hsv": aug.random_hsv,
+    "ssd_photometric": aug.ssd_photometric,
+    **{f"preset_{name}": aug.preset(name, (64, 64)) for name in aug.PRESETS},
+}
+GEOMETRIC = ("flip", "scale_crop", "zoom_out", "ssd_crop", "jitter_crop")
+
+
+def _ssd_geometry(example, seed):
+    """The SSD preset without its photometric step (colours must stay put to find pixels)."""
+    s_zoom, s_crop, s_flip = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    example = aug.ssd_zoom_out(example, s_zoom)
+    return aug.random_flip_left_right(aug.ssd_random_crop(example, s_crop), s_flip)
+
+
+RANDOM_OPS["ssd_geometry"] = _ssd_geometry
+
+
+def _check_valid(out):
+    boxes = out[schema.BOXES].numpy()
+    assert boxes.dtype == np.float32 and boxes.shape[1:] == (4,)
+    assert np.all((boxes >= 0) & (boxes <= 1))
+    assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+    classes = out[schema.CLASSES].numpy()
+    n = len(boxes)
+    assert classes.shape == out[schema.IS_CROWD].shape == out[schema.DIFFICULT].shape == (n,)
+    # rows stayed aligned: the flags were functions of the class id
+    np.testing.assert_array_equal(out[schema.IS_CROWD].numpy(), classes % 2 == 0)
+    np.testing.assert_array_equal(out[schema.DIFFICULT].numpy(), classes % 3 == 0)
+    image = out[schema.IMAGE].numpy()
+    assert image.min() >= 0 and image.max() <= 255
+    assert out[schema.IMAGE_ID].numpy() == b"x"
+
+
+def test_flip_twice_is_identity():
+    ex = _example()
+    twice = aug.flip_left_right(aug.flip_left_right(ex))
+    np.testing.assert_array_equal(twice[schema.IMAGE], ex[schema.IMAGE])
+    np.testing.assert_allclose(twice[schema.BOXES], ex[schema.BOXES], atol=1e-6)
+    once = aug.flip_left_right(ex)
+    np.testing.assert_allclose(_object_box(once[schema.IMAGE]) / [60, 80, 60, 80], once[schema.BOXES][0], atol=1e-6)
+
+
+def test_random_flip_probability_extremes():
+    ex = _example()
+    never = aug.random_flip_left_right(ex, _seed(0), prob=0.0)
+    always = aug.random_flip_left_right(ex, _seed(0), prob=1.0)
+    np.testing.assert_array_equal(never[schema.IMAGE], ex[schema.IMAGE])
+    np.testing.assert_array_equal(always[schema.IMAGE], aug.flip_left_right(ex)[schema.IMAGE])
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_OPS))
+def test_boxes_stay_valid_and_aligned(name):
+    rects = ((0, 0, 20, 30), (10, 20, 30, 50), (35, 60, 60, 80), (5, 70, 15, 78), (40, 5, 55, 25))
+    for i in range(8):
+        _check_valid(RANDOM_OPS[name](_example(rects=rects), _seed(i)))
+
+
+@pytest.mark.parametrize("name", GEOMETRIC + ("ssd_geometry", "preset_scale_jitter"))
+def test_boxes_match_the_pixels_after_geometric_ops(name):
+    """The box of the single red rectangle tightly bounds the red pixels (1.5 px tolerance)."""
+    checked = 0
+    for i in range(12):
+        out = RANDOM_OPS[name](_example(), _seed(i))
+        image = out[schema.IMAGE].numpy()
+        h, w = image.shape[:2]
+        found = _object_box(image)
+        if len(out[schema.BOXES]) == 0:
+            continue
+        assert found is not None
+        np.testing.assert_allclose(out[schema.BOXES][0].numpy() * [h, w, h, w], found, atol=1.5)
+        checked += 1
+    assert checked >= 6
+
+
+def test_resize_and_pad_and_back_to_original():
+    ex = _example(h=60, w=80)
+    out = aug.resize_and_pad(ex, 100)
+    image = out[schema.IMAGE].numpy()
+    assert image.shape == (100, 100, 3) and image.dtype == np.float32
+    assert np.all(image[76:] == 0)  # 60 * 100/80 = 75 rows of content, then padding
+    np.testing.assert_allclose(out[schema.BOXES][0] * 100, _object_box(image), atol=1.0)
+    info = out[aug.IMAGE_INFO].numpy()
+    np.testing.assert_allclose(info, [[60, 80], [100, 100], [1.25, 1.25], [0, 0]])
+    back = aug.boxes_to_original(out[schema.BOXES], info)
+    np.testing.assert_allclose(back, ex[schema.BOXES] * [60, 80, 60, 80], atol=1e-3)
+
+
+def test_scale_crop_image_info_maps_boxes_back():
+    ex = _example(h=60, w=80, rects=((20, 30, 40, 50),))  # central: never cut by the crop
+    for i in range(6):
+        out = aug.random_scale_crop(ex, _seed(i), 64, scale_range=(1.0, 1.6))
+        assert out[schema.IMAGE].shape == (64, 64, 3)
+        if len(out[schema.BOXES]) and np.all(out[schema.BOXES].numpy() % 1 != 0):
+            back = aug.boxes_to_original(out[schema.BOXES], out[aug.IMAGE_INFO])
+            np.testing.assert_allclose(back, ex[schema.BOXES] * [60, 80, 60, 80], atol=1e-2)
+
+
+def test_resize_warps_and_keeps_boxes():
+    ex = _example()
+    out = aug.resize(ex, (30, 100))
+    assert out[schema.IMAGE].shape == (30, 100, 3)
+    np.testing.assert_array_equal(out[schema.BOXES], ex[schema.BOXES])
+    np.testing.assert_allclose(out[aug.IMAGE_INFO][2], [0.5, 1.25])
+
+
+def test_ssd_crop_uses_every_option():
+    ex = _example(rects=((10, 20, 30, 50), (35, 60, 60, 80)))
+    sizes = {tuple(aug.ssd_random_crop(ex, _seed(i))[schema.IMAGE].shape) for i in range(40)}
+    assert (60, 80, 3) in sizes and len(sizes) > 10  # whole image sometimes, crops otherwise
+
+
+def test_ssd_crop_respects_min_iou():
+    """Pixels encode their coordinates, so the crop's window can be read off its corner."""
+    h, w = 60, 80
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    image = np.stack([rows, cols, np.zeros_like(rows)], -1).astype(np.uint8)
+    box = np.array([[10 / h, 20 / w, 30 / h, 50 / w]], np.float32)
+    ex = schema.make_example(image, box, [0])
+    cropped = 0
+    for i in range(30):
+        out = aug.ssd_random_crop(ex, _seed(i), options=(0.5,))
+        crop = out[schema.IMAGE].numpy()
+        ch, cw = crop.shape[:2]
+        if (ch, cw) == (h, w):
+            continue  # no candidate satisfied the constraint: the whole image is kept
+        y0, x0 = crop[0, 0, :2]
+        window = np.array([[y0 / h, x0 / w, (y0 + ch) / h, (x0 + cw) / w]], np.float32)
+        assert box_ops.iou(window, box).numpy()[0, 0] >= 0.5 - 0.03  # snapped to pixels
+        cropped += 1
+    assert cropped >= 10
+
+
+def test_zoom_out_fills_with_mean():
+    ex = _example()
+    out = aug.ssd_zoom_out(ex, _seed(3), prob=1.0, max_ratio=3.0)
+    image = out[schema.IMAGE].numpy()
+    assert image.shape[0] >= 60 and image.shape[1] >= 80
+    corners = image[[0, 0, -1, -1], [0, -1, 0, -1]]
+    assert any(np.allclose(c, aug.MEAN_RGB, atol=1e-3) for c in corners)
+
+
+def test_photometric_ops_keep_geometry():
+    ex = _example()
+    for op in (aug.random_hsv, aug.ssd_photometric):
+        out = op(ex, _seed(5))
+        np.testing.assert_array_equal(out[schema.BOXES], ex[schema.BOXES])
+        assert out[schema.IMAGE].shape == (60, 80, 3)
+        assert not np.array_equal(out[schema.IMAGE].numpy(), ex[schema.IMAGE].numpy().astype(np.float32))
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_OPS))
+def test_empty_boxes(name):
+    out = RANDOM_OPS[name](_example(rects=()), _seed(1))
+    assert out[schema.BOXES].shape == (0, 4) and out[schema.CLASSES].shape == (0,)
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_OPS))
+def test_deterministic_given_seed(name):
+    ex = _example(rects=((10, 20, 30, 50), (35, 60, 60, 80)))
+    a, b = RANDOM_OPS[name](ex, _seed(4)), RANDOM_OPS[name](ex, _seed(4))
+    for key in (schema.IMAGE, schema.BOXES, schema.CLASSES):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_runs_in_dataset_map_and_tf_function():
+    examples = [_example(rects=()), _example(), _example(h=40, w=90, rects=((1, 1, 39, 89), (5, 5, 10, 10)))]
+    ds = tf.data.Dataset.from_generator(lambda: ({k: v.numpy() for k, v in e.items()} for e in examples),
+                                        output_signature=schema.output_signature())
+    for name in ("preset_ssd", "preset_yolo", "preset_scale_jitter"):
+        fn = RANDOM_OPS[name]
+        mapped = ds.enumerate().map(lambda i, ex: aug.resize_and_pad(fn(ex, tf.stack([i, i])), 64))
+        outs = list(mapped)
+        assert len(outs) == 3 and all(o[schema.IMAGE].shape == (64, 64, 3) for o in outs)
+        graph_fn = tf.function(fn, input_signature=[schema.output_signature(), tf.TensorSpec([2], tf.int64)])
+        for i, ex in enumerate(examples):
+            _check_valid(graph_fn(ex, _seed(i)))
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="known presets"):
+        aug.preset("mosaic")
+    with pytest.raises(ValueError, match="image_size"):
+        aug.preset("scale_jitter")

@@ -1,0 +1,155 @@
+"""tfzoo.data.pipeline with the trivial PaddedBoxesEncoder."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfzoo.data as data
+from tfzoo.data import augment as aug
+from tfzoo.data import schema, shapes
+from tfzoo.data.pipeline import Encoder, PaddedBoxesEncoder, pad_ground_truth, pipeline, validate
+
+SIZE = 96
+MAX_BOXES = 8
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return data.load("shapes:12", "train").cache()
+
+
+def _batches(ds, n=None):
+    return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in (ds if n is None else ds.take(n))]
+
+
+def _assert_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        tf.nest.map_structure(np.testing.assert_array_equal, x, y)
+
+
+def test_training_outputs_are_static_and_typed(dataset):
+    ds = pipeline(dataset, PaddedBoxesEncoder(SIZE, MAX_BOXES), 4, True, seed=1, augment="ssd")
+    inputs, targets = ds.element_spec
+    assert inputs == tf.TensorSpec([4, SIZE, SIZE, 3], tf.float32)
+    assert targets == {
+        "boxes": tf.TensorSpec([4, MAX_BOXES, 4], tf.float32),
+        "classes": tf.TensorSpec([4, MAX_BOXES], tf.int32),
+        "is_crowd": tf.TensorSpec([4, MAX_BOXES], tf.bool),
+        "difficult": tf.TensorSpec([4, MAX_BOXES], tf.bool),
+    }
+    batches = _batches(ds)
+    assert len(batches) == 3
+    for images, t in batches:
+        assert images.min() >= 0 and images.max() <= 255
+        real = t["classes"] >= 0
+        assert np.all(t["classes"][~real] == schema.PAD_CLASS)
+        assert np.all(t["boxes"][~real] == 0) and not t["is_crowd"][~real].any()
+        b = t["boxes"][real]
+        assert np.all((b >= 0) & (b <= 1)) and np.all(b[:, 2:] > b[:, :2])
+        assert np.all(t["classes"][real] < len(shapes.CLASS_NAMES))
+        # padding rows only after the real ones
+        assert np.all(np.diff(real.astype(int), axis=1) <= 0)
+
+
+@pytest.mark.parametrize("preset", aug.PRESETS)
+def test_seeded_pipeline_is_deterministic(dataset, preset):
+    make = lambda: pipeline(dataset, PaddedBoxesEncoder(SIZE, MAX_BOXES), 4, True, seed=3, augment=preset)
+    a, b = make(), make()
+    epoch1, epoch2 = _batches(a), _batches(a)
+    _assert_equal(epoch1, _batches(b))
+    _assert_equal(epoch2, _batches(b))
+    # a new epoch reshuffles and re-augments
+    assert not np.array_equal(epoch1[0][0], epoch2[0][0])
+
+
+def test_different_seeds_differ(dataset):
+    a = _batches(pipeline(dataset, PaddedBoxesEncoder(SIZE, MAX_BOXES), 4, True, seed=1), 1)
+    b = _batches(pipeline(dataset, PaddedBoxesEncoder(SIZE, MAX_BOXES), 4, True, seed=2), 1)
+    assert not np.array_equal(a[0][0], b[0][0])
+
+
+def test_cache_gives_the_same_batches(dataset):
+    enc = PaddedBoxesEncoder(SIZE, MAX_BOXES)
+    _assert_equal(_batches(pipeline(dataset, enc, 4, True, seed=5, cache=True)),
+                  _batches(pipeline(dataset, enc, 4, True, seed=5)))
+
+
+def test_evaluation_outputs_map_back_to_original_pixels():
+    ds = pipeline(data.load("shapes:5", "val"), PaddedBoxesEncoder(SIZE, MAX_BOXES), 2, False)
+    images_spec, truth_spec = ds.element_spec
+    assert images_spec == tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32)
+    assert truth_spec["image_info"] == tf.TensorSpec([None, 4, 2], tf.float32)
+    assert truth_spec["image_id"] == tf.TensorSpec([None], tf.string)
+    seen = 0
+    for images, truth in _batches(ds):
+        back = aug.boxes_to_original(truth["boxes"], truth["image_info"]).numpy()
+        for j, image_id in enumerate(truth["image_id"]):
+            ref = shapes.generate("val", int(image_id.decode().split("_")[1]))
+            h, w = ref[schema.IMAGE].shape[:2]
+            n = len(ref[schema.CLASSES])
+            np.testing.assert_array_equal(truth["classes"][j][:n], ref[schema.CLASSES])
+            assert np.all(truth["classes"][j][n:] == schema.PAD_CLASS)
+            np.testing.assert_allclose(back[j][:n], ref[schema.BOXES] * [h, w, h, w], atol=1e-3)
+            np.testing.assert_allclose(truth["image_info"][j][0], [h, w])
+            seen += 1
+    assert seen == 5
+
+
+def test_warp_resize_when_the_encoder_does_not_keep_aspect_ratio():
+    enc = PaddedBoxesEncoder((64, 80), MAX_BOXES, keep_aspect_ratio=False)
+    images, truth = _batches(pipeline(data.load("shapes:2", "val"), enc, 2, False))[0]
+    assert images.shape == (2, 64, 80, 3)
+    h, w = truth["image_info"][0][0]
+    np.testing.assert_allclose(truth["image_info"][0][2], [64 / h, 80 / w], rtol=1e-6)
+
+
+class _Detector:
+    """Stands for a Keras detector exposing its encoder."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+
+def test_detector_with_encoder_and_argument_checks(dataset):
+    enc = PaddedBoxesEncoder(SIZE, MAX_BOXES, augment="none")
+    assert pipeline(dataset, _Detector(enc), 4, True, seed=0).element_spec[0].shape == (4, SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="disagrees"):
+        pipeline(dataset, enc, 4, True, image_size=128)
+    with pytest.raises(ValueError, match="training"):
+        pipeline(dataset, enc, 4, False, augment="ssd")
+    with pytest.raises(TypeError, match="Encoder"):
+        pipeline(dataset, object(), 4, True)
+    with pytest.raises(TypeError, match="Dataset"):
+        pipeline("shapes", enc, 4, True)
+
+
+def test_encoder_targets_must_have_static_shapes(dataset):
+    class Ragged(Encoder):
+        image_size = (SIZE, SIZE)
+
+        def targets(self, example):
+            return example[schema.BOXES]
+
+    with pytest.raises(ValueError, match="static shapes"):
+        pipeline(dataset, Ragged(), 4, True)
+
+
+def test_validate_drops_bad_boxes_with_their_fields():
+    bad = schema.make_example(
+        np.zeros([10, 10, 3], np.uint8),
+        [[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.2, 0.9], [np.nan, 0, 1, 1], [-0.5, -0.5, 1.5, 0.5]],
+        [0, 1, 2, 3], is_crowd=[True, False, False, True],
+    )
+    out = validate(bad)
+    np.testing.assert_allclose(out[schema.BOXES], [[0.1, 0.1, 0.5, 0.5], [0, 0, 1, 0.5]])
+    np.testing.assert_array_equal(out[schema.CLASSES], [0, 3])
+    np.testing.assert_array_equal(out[schema.IS_CROWD], [True, True])
+
+
+def test_pad_ground_truth_cuts_and_pads():
+    ex = schema.make_example(np.zeros([4, 4, 3], np.uint8), np.tile([[0.1, 0.2, 0.3, 0.4]], [5, 1]), [1, 2, 3, 4, 0])
+    out = pad_ground_truth(ex, 3)
+    assert out[schema.BOXES].shape == (3, 4) and out[schema.CLASSES].numpy().tolist() == [1, 2, 3]
+    out = pad_ground_truth(ex, 7)
+    assert out[schema.CLASSES].numpy().tolist() == [1, 2, 3, 4, 0, -1, -1]
+    assert np.all(out[schema.BOXES].numpy()[5:] == 0)
