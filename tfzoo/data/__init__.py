@@ -20,6 +20,7 @@ Note that ``tfzoo.data.pipeline`` is the function; import the module's other nam
 """
 from __future__ import annotations
 
+from tfzoo.data import _shutdown  # noqa: F401  (registers the exit-time iterator release)
 from tfzoo.data.pipeline import Encoder, PaddedBoxesEncoder, pipeline  # noqa: F401  (re-export)
 
 SPEC_FORMS = ("shapes", "shapes:N", "voc:PATH", "coco:PATH", "tfds:NAME")
