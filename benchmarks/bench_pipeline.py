@@ -11,7 +11,14 @@ for each augmentation preset asked for, without and with ``cache=True`` (the val
 decoded examples kept in memory; augmentation still runs every epoch). A ``reader`` row
 times the reader alone (iterating the canonical examples). Each configuration runs one
 warm-up epoch (which also fills the cache), then ``--repeats`` timed epochs; the table
-reports the median. ``first batch`` is the latency of a fresh, uncached pipeline.
+reports the median and the spread (min-max). ``first batch`` is the latency of a fresh,
+uncached pipeline.
+
+The peer, measured in the same run: the training step the pipeline has to feed. Until the
+first detector lands, a stand-in: ``keras.applications.MobileNetV2`` (``weights=None``) at
+``--image-size`` with a 1x1-conv dense head and an MSE loss, ``train_on_batch`` at
+``--step-batch-size``. A real detector step (FPN, heads, matching loss) is slower than this
+stand-in, so the pipeline/step ratio printed here is a lower bound.
 
 Usage::
 
@@ -59,6 +66,29 @@ def _measure(ds, repeats):
     return statistics.median(rates), rates
 
 
+def _train_step_rate(args):
+    """Images/s of the stand-in training step (median of ``--repeats`` x 5 steps)."""
+    import keras
+    import numpy as np
+
+    size = args.image_size
+    backbone = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None)
+    head = keras.layers.Conv2D(9 * (4 + 5), 1)(backbone.output)  # 9 anchors x (4 box + 5 classes)
+    model = keras.Model(backbone.input, head)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="mse")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (args.step_batch_size, size, size, 3)).astype("float32")
+    targets = np.zeros((args.step_batch_size,) + tuple(model.output.shape[1:]), "float32")
+    model.train_on_batch(images, targets)  # warm-up: traces and builds the optimizer
+    rates = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(5):
+            model.train_on_batch(images, targets)
+        rates.append(5 * args.step_batch_size / (time.perf_counter() - start))
+    return statistics.median(rates), rates
+
+
 def run(args):
     encoder = PaddedBoxesEncoder(args.image_size, max_boxes=32)
     results = []
@@ -98,18 +128,26 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per configuration")
     parser.add_argument("--augment", nargs="+", default=["flip", "ssd"], help="augmentation presets")
     parser.add_argument("--shuffle-buffer", type=int, default=256)
-    parser.add_argument("--json", default="bench_pipeline.json", help="where to write the results")
+    parser.add_argument("--step-batch-size", type=int, default=8, help="batch of the training-step peer")
+    parser.add_argument("--no-step", action="store_true", help="skip the training-step peer")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
     results, write_seconds = run(args)
-    header = "| dataset | stage | augment | cache | images/s (median) | first batch (s) |"
-    lines = [header, "|---|---|---|---|---:|---:|"]
+    step = None if args.no_step else _train_step_rate(args)
+    header = "| dataset | stage | augment | cache | images/s median (min-max) | first batch (s) |"
+    if step:
+        header += " x training step |"
+    lines = [header, "|---|---|---|---|---:|---:|" + ("---:|" if step else "")]
     for r in results:
         first = "" if r.get("first_batch_s") is None else f"{r['first_batch_s']:.2f}"
-        lines.append(
+        line = (
             f"| {r['dataset']} | {r['stage']} | {r['augment']} | {'yes' if r['cache'] else 'no'} "
-            f"| {r['images_per_s']:.1f} | {first} |"
+            f"| {r['images_per_s']:.1f} ({min(r['runs']):.1f}-{max(r['runs']):.1f}) | {first} |"
         )
+        if step:
+            line += f" {r['images_per_s'] / step[0]:.1f}x |"
+        lines.append(line)
     env = {
         "tensorflow": tf.__version__,
         "python": platform.python_version(),
@@ -120,9 +158,15 @@ def main(argv=None):
     print("\n".join(lines))
     print(f"\n{args.images} images, batch {args.batch_size}, input {args.image_size}, median of "
           f"{args.repeats} epochs after one warm-up; VOC copy written in {write_seconds:.1f} s; {env}")
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump({"args": vars(args), "env": env, "voc_write_s": write_seconds, "results": results}, f, indent=2)
-    print(f"wrote {args.json}")
+    if step:
+        print(f"training-step peer (MobileNetV2 {args.image_size}, batch {args.step_batch_size}): "
+              f"{step[0]:.1f} img/s median ({min(step[1]):.1f}-{max(step[1]):.1f})")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"args": vars(args), "env": env, "voc_write_s": write_seconds, "results": results,
+                       "train_step_images_per_s": None if step is None else {"median": step[0], "runs": step[1]}},
+                      f, indent=2)
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
