@@ -219,6 +219,19 @@ def verify_decodes(paths, *, max_pixels=MAX_PIXELS, workers=None):
         return list(pool.map(one, [os.fspath(p) for p in paths]))
 
 
+def load_scanned(scan, root, split, *, strict=False, report=None, check_images=True, max_pixels=MAX_PIXELS):
+    """A reader's ``load``: ``scan(root, split, ...)`` the annotations, then :func:`dataset`.
+
+    All annotation and header problems are found by ``scan`` before the Dataset is
+    returned (strict mode raises then). Images whose pixel data turn out corrupt while
+    decoding are dropped and reported (strict: the iteration raises);
+    ``check_images="decode"`` finds those up front too.
+    """
+    report = validate.ensure_report(report, strict)
+    records = scan(root, split, report=report, check_images=check_images, max_pixels=max_pixels)
+    return dataset(records, report, max_pixels=max_pixels)
+
+
 def dataset(records, report, *, max_pixels=MAX_PIXELS):
     """``tf.data.Dataset`` of canonical examples from scanned records, decoding inside tf.data.
 

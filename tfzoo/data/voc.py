@@ -281,16 +281,10 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
 
 
 def load(root, split, *, strict=False, report=None, check_images=True, max_pixels=images.MAX_PIXELS):
-    """``tf.data.Dataset`` of canonical examples of one split (see :func:`scan` for checks).
-
-    All annotation and header problems are found before the Dataset is returned (strict
-    mode raises then). Images whose pixel data turn out corrupt while decoding are dropped
-    and reported (strict: the iteration raises); ``check_images="decode"`` finds those
-    up front too.
-    """
-    report = validate.ensure_report(report, strict)
-    records = scan(root, split, report=report, check_images=check_images, max_pixels=max_pixels)
-    return images.dataset(records, report, max_pixels=max_pixels)
+    """``tf.data.Dataset`` of canonical examples of one split: :func:`scan`, then decoding
+    in tf.data (:func:`tfzoo.data.images.load_scanned` says what is checked when)."""
+    return images.load_scanned(scan, root, split, strict=strict, report=report, check_images=check_images,
+                               max_pixels=max_pixels)
 
 
 # --- writing ------------------------------------------------------------------------
