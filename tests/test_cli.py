@@ -153,3 +153,37 @@ def test_evaluate_missing_file_is_named(tmp_path, capsys):
     code, _, err = run(["evaluate", "--detections", str(tmp_path / "nope.json"), "--data", "shapes:2",
                         "--split", "val"], capsys)
     assert code == 1 and "nope.json" in err
+
+
+def test_error_raised_inside_tf_data_is_one_clean_line(capsys, monkeypatch):
+    """A strict reader failing inside Dataset.map (TFDS) reaches the user without TF's wrapping."""
+    import tensorflow as tf
+
+    import tfzoo.data
+    from tfzoo.data.validate import DataError
+
+    def fail(index):
+        raise DataError("bad.xml [3]: box outside the image")
+
+    def load(spec, split, *, strict=False, report=None):
+        return tf.data.Dataset.range(2).map(lambda i: tf.py_function(fail, [i], tf.int64), num_parallel_calls=2)
+
+    monkeypatch.setattr(tfzoo.data, "load", load)
+    monkeypatch.setattr(tfzoo.data, "class_names", lambda spec: ["a"])
+    code, out, err = run(["inspect", "--data", "shapes", "--strict"], capsys)
+    assert code == 1 and out == ""
+    assert err == "tfzoo: error: DataError: bad.xml [3]: box outside the image\n"
+
+
+def test_evaluate_warns_about_repaired_ground_truth(tmp_path, capsys):
+    root = tmp_path / "voc"
+    examples = _voc_copy_of_shapes(root, count=2)
+    broken = _annotation_files(root)[0]
+    text = broken.read_text()
+    broken.write_text(text[:text.index("<xmax>") + len("<xmax>")] + "100000" + text[text.index("</xmax>"):])
+    detections = tmp_path / "results.json"
+    detections.write_text(json.dumps(_results_from_ground_truth(examples)))
+    code, out, err = run(["evaluate", "--detections", str(detections), "--data", f"voc:{root}", "--split", "val"],
+                         capsys)
+    assert code == 0, err
+    assert "warning: 1 ground-truth problems" in err and "AP50" in out

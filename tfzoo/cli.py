@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 EXIT_FAILURE = 1
@@ -95,7 +96,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
     report = Report(strict=strict)
     names = tfzoo.data.class_names(spec)
     dataset = tfzoo.data.load(spec, split, strict=strict, report=report)
-    if limit:
+    if limit is not None:
         dataset = dataset.take(limit)
     per_class = {name: 0 for name in names}
     sides_px, canvas_boxes = [], []
@@ -218,7 +219,11 @@ def evaluate_detections_file(detections, spec, split, strict=False):
     report = Report(strict=strict)
     names = tfzoo.data.class_names(spec)
     examples = tfzoo.data.load(spec, split, strict=strict, report=report)
-    return evaluate_results_file(detections, examples, names, tfzoo.data.category_ids(spec))
+    metrics = evaluate_results_file(detections, examples, names, tfzoo.data.category_ids(spec))
+    if len(report):
+        print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
+              f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
+    return metrics
 
 
 def _write_json_atomic(path, payload):
@@ -263,6 +268,23 @@ def cmd_evaluate(args):
 
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 1."""
+
+
+#: TensorFlow's wrapping of an error raised inside a ``tf.data`` function (e.g. a reader's
+#: ``DataError`` in strict mode): ``{{function_node ...}} Error in user-defined function
+#: passed to MapDataset:3 transformation with iterator: Iterator::Root::Map: <the error>``.
+_TF_DATA_WRAPPING = re.compile(
+    r"^(\{\{function_node [^}]*\}\}\s*)?(Error in user-defined function passed to .*? "
+    r"transformation with iterator: \S+: )?"
+)
+
+
+def _error_line(error):
+    """The first line of ``error``'s message, without TensorFlow's tf.data wrapping."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return _TF_DATA_WRAPPING.sub("", text.splitlines()[0], count=1) or type(error).__name__
 
 
 def build_parser():
@@ -324,8 +346,7 @@ def main(argv=None):
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"tfzoo: error: {message}", file=sys.stderr)
+        print(f"tfzoo: error: {_error_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -137,12 +137,15 @@ def test_resize_and_pad_and_back_to_original():
 
 def test_scale_crop_image_info_maps_boxes_back():
     ex = _example(h=60, w=80, rects=((20, 30, 40, 50),))  # central: never cut by the crop
+    checked = 0
     for i in range(6):
         out = aug.random_scale_crop(ex, _seed(i), 64, scale_range=(1.0, 1.6))
         assert out[schema.IMAGE].shape == (64, 64, 3)
         if len(out[schema.BOXES]) and np.all(out[schema.BOXES].numpy() % 1 != 0):
             back = aug.boxes_to_original(out[schema.BOXES], out[aug.IMAGE_INFO])
             np.testing.assert_allclose(back, ex[schema.BOXES] * [60, 80, 60, 80], atol=1e-2)
+            checked += 1
+    assert checked >= 4
 
 
 def test_resize_warps_and_keeps_boxes():
@@ -196,6 +199,34 @@ def test_photometric_ops_keep_geometry():
         np.testing.assert_array_equal(out[schema.BOXES], ex[schema.BOXES])
         assert out[schema.IMAGE].shape == (60, 80, 3)
         assert not np.array_equal(out[schema.IMAGE].numpy(), ex[schema.IMAGE].numpy().astype(np.float32))
+
+
+def test_hsv_jitter_ranges():
+    """YOLO: exposure and saturation scaled by a factor in [1/1.5, 1.5], both ways; hue
+    shifted by at most 0.1 of the wheel. The colour is mid-range so nothing clips."""
+    ex = schema.make_example(np.tile(np.array([160, 120, 80], np.uint8), [2, 2, 1]), np.zeros([0, 4]), [])
+    h0, s0, v0 = tf.image.rgb_to_hsv(ex[schema.IMAGE][0, 0] / 255).numpy()
+    ratios_s, ratios_v, shifts = [], [], []
+    for i in range(40):
+        out = aug.random_hsv(ex, _seed(i))
+        assert out[schema.IMAGE].dtype == tf.float32
+        h, s, v = tf.image.rgb_to_hsv(out[schema.IMAGE][0, 0] / 255).numpy()
+        ratios_s.append(s / s0)
+        ratios_v.append(v / v0)
+        shifts.append((h - h0 + 0.5) % 1.0 - 0.5)
+    for ratios in (ratios_s, ratios_v):
+        assert 1 / 1.5 - 1e-3 <= min(ratios) < 0.8 and 1.25 < max(ratios) <= 1.5 + 1e-3
+    assert max(np.abs(shifts)) <= 0.1 + 1e-3 and max(np.abs(shifts)) > 0.05
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 300), (300, 2)])
+def test_tiny_and_extreme_images(hw):
+    ex = schema.make_example(np.full(hw + (3,), 200, np.uint8), [[0.0, 0.0, 1.0, 1.0]], [0])
+    for name in aug.PRESETS:
+        out = aug.resize_and_pad(aug.preset(name, (32, 32))(ex, _seed(2)), 32)
+        assert out[schema.IMAGE].shape == (32, 32, 3)
+        boxes = out[schema.BOXES].numpy()
+        assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(boxes[:, 2:] > boxes[:, :2])
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM_OPS))

@@ -153,3 +153,14 @@ def test_pad_ground_truth_cuts_and_pads():
     out = pad_ground_truth(ex, 7)
     assert out[schema.CLASSES].numpy().tolist() == [1, 2, 3, 4, 0, -1, -1]
     assert np.all(out[schema.BOXES].numpy()[5:] == 0)
+
+
+def test_evaluation_batches_of_images_without_objects():
+    examples = [schema.make_example(np.full([20 + i, 30, 3], 9, np.uint8), np.zeros([0, 4]), []) for i in range(3)]
+    ds = tf.data.Dataset.from_generator(lambda: ({k: v.numpy() for k, v in e.items()} for e in examples),
+                                        output_signature=schema.output_signature())
+    batches = _batches(pipeline(ds, PaddedBoxesEncoder(32, 4), 2, False))
+    assert [b[0].shape[0] for b in batches] == [2, 1]  # the last, partial batch is kept
+    assert batches[0][1]["boxes"].shape == (2, 0, 4) and batches[1][1]["classes"].shape == (1, 0)
+    (images, targets), = _batches(pipeline(ds, PaddedBoxesEncoder(32, 4), 2, True, seed=0, augment="ssd"))
+    assert images.shape == (2, 32, 32, 3) and np.all(targets["classes"] == schema.PAD_CLASS)
