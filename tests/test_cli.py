@@ -187,3 +187,21 @@ def test_evaluate_warns_about_repaired_ground_truth(tmp_path, capsys):
                          capsys)
     assert code == 0, err
     assert "warning: 1 ground-truth problems" in err and "AP50" in out
+
+
+def test_inspect_text_names_each_problem_with_its_detail(tmp_path, capsys):
+    root = tmp_path / "voc"
+    _voc_copy_of_shapes(root, count=3)
+    bad = _annotation_files(root)[1]
+    bad.write_text(bad.read_text().replace("<name>", "<name>unicorn_", 1))
+    code, out, _ = run(["inspect", "--data", f"voc:{root}", "--split", "val"], capsys)
+    assert code == 0
+    assert f"{bad.name} [object 0]: unknown class: name 'unicorn_" in out
+    assert "(dropped box)" in out and "problems: 1" in out
+
+
+def test_evaluate_without_detections_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", "--data", "shapes:2"])
+    assert exit_info.value.code == 2
+    assert "--detections" in capsys.readouterr().err

@@ -189,9 +189,16 @@ def _print_inspection(result):
               f"{a['boxes_with_best_iou_lt_0.4']} stay below 0.4", file=out)
     problems = result["problems"]
     print(f"problems: {len(problems)}", file=out)
+    kinds = {}
+    for p in problems:
+        kinds[(p["problem"], p["action"])] = kinds.get((p["problem"], p["action"]), 0) + 1
+    if len(kinds) > 1:
+        for (problem, action), count in sorted(kinds.items(), key=lambda item: -item[1]):
+            print(f"  {count:>6} x {problem} ({action})", file=out)
     for p in problems:
         where = p["file"] + (f" [{p['record']}]" if p["record"] else "")
-        print(f"  {where}: {p['problem']} ({p['action']})", file=out)
+        detail = f": {p['detail']}" if p.get("detail") else ""
+        print(f"  {where}: {p['problem']}{detail} ({p['action']})", file=out)
 
 
 def cmd_inspect(args):
@@ -252,7 +259,7 @@ def _print_metrics(metrics):
 
 def cmd_evaluate(args):
     if not args.detections:
-        raise CLIError("evaluate needs --detections RESULTS.json (scoring a model file arrives with the detectors)")
+        args.parser.error("evaluate needs --detections RESULTS.json (scoring a model file arrives with the detectors)")
     if not os.path.exists(args.detections):
         raise CLIError(f"{args.detections}: no such file")
     metrics = evaluate_detections_file(args.detections, args.data, args.split, strict=args.strict)
@@ -326,7 +333,7 @@ def build_parser():
     p.add_argument("--split", default="val", help="split name (default: val)")
     p.add_argument("--strict", action="store_true", help="fail on the first ground-truth validation problem")
     p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file (atomically)")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, parser=p)
     return parser
 
 

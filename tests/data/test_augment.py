@@ -192,6 +192,20 @@ def test_zoom_out_fills_with_mean():
     assert any(np.allclose(c, aug.MEAN_RGB, atol=1e-3) for c in corners)
 
 
+def test_zoom_out_canvas_is_capped_and_boxes_still_match_pixels():
+    """A large source zoomed out 4x stays within max_side, and its box still bounds the object."""
+    ex = _example(h=600, w=800, rects=((100, 200, 400, 500),))
+    for i in range(4):
+        out = aug.ssd_zoom_out(ex, _seed(i), prob=1.0, max_ratio=4.0, max_side=500)
+        image = out[schema.IMAGE].numpy()
+        h, w = image.shape[:2]
+        assert max(h, w) <= 501
+        np.testing.assert_allclose(out[schema.BOXES][0].numpy() * [h, w, h, w], _object_box(image), atol=2.0)
+    # Below the cap nothing is shrunk: the canvas is the full zoomed-out size.
+    out = aug.ssd_zoom_out(_example(), _seed(0), prob=1.0, max_ratio=4.0, max_side=10_000)
+    assert out[schema.IMAGE].shape[0] >= 60 and out[schema.IMAGE].shape[1] >= 80
+
+
 def test_photometric_ops_keep_geometry():
     ex = _example()
     for op in (aug.random_hsv, aug.ssd_photometric):

@@ -164,3 +164,12 @@ def test_evaluation_batches_of_images_without_objects():
     assert batches[0][1]["boxes"].shape == (2, 0, 4) and batches[1][1]["classes"].shape == (1, 0)
     (images, targets), = _batches(pipeline(ds, PaddedBoxesEncoder(32, 4), 2, True, seed=0, augment="ssd"))
     assert images.shape == (2, 32, 32, 3) and np.all(targets["classes"] == schema.PAD_CLASS)
+
+
+def test_training_with_fewer_examples_than_a_batch_is_an_error():
+    dataset = data.load("shapes:3", "val")
+    with pytest.raises(ValueError, match="3 examples, fewer than batch_size 4"):
+        pipeline(dataset, PaddedBoxesEncoder(64, max_boxes=8), batch_size=4, training=True)
+    # Evaluation keeps the partial batch, so it is fine.
+    batches = list(pipeline(dataset, PaddedBoxesEncoder(64, max_boxes=8), batch_size=4, training=False))
+    assert len(batches) == 1 and batches[0][0].shape[0] == 3

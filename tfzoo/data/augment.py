@@ -271,15 +271,27 @@ def ssd_photometric(example, seed, *, brightness=32.0, contrast=(0.5, 1.5), satu
 # --- SSD geometric ------------------------------------------------------------------
 
 
-def ssd_zoom_out(example, seed, *, max_ratio=4.0, prob=0.5, fill=MEAN_RGB):
+def ssd_zoom_out(example, seed, *, max_ratio=4.0, prob=0.5, fill=MEAN_RGB, max_side=1536):
     """SSD zoom-out ("expand"): with probability ``prob`` places the image at a random spot
-    of a canvas ``r`` times larger (``r`` uniform in [1, ``max_ratio``]) filled with ``fill``."""
+    of a canvas ``r`` times larger (``r`` uniform in [1, ``max_ratio``]) filled with ``fill``.
+
+    The canvas's long side is capped at ``max_side`` pixels: a larger source is shrunk
+    first (boxes are normalized, so the geometry is the same). Without the cap a 3000 x 4000
+    photo zoomed out 4x is a 12000 x 16000 float canvas (2.3 GB) per example; the cap keeps
+    it under 30 MB while leaving far more pixels than an SSD300/512 input uses.
+    """
     s_do, s_ratio, s_y, s_x = _split(seed, 4)
     ratio = tf.where(_uniform(s_do) < prob, _uniform(s_ratio, 1.0, max_ratio), 1.0)
     top = _uniform(s_y) * (ratio - 1.0)
     left = _uniform(s_x) * (ratio - 1.0)
     window = tf.stack([-top, -left, ratio - top, ratio - left])
-    return crop(example, window, fill=fill)
+    image = example[schema.IMAGE]
+    h, w = _hw(image)
+    shrink = tf.minimum(1.0, float(max_side) / (tf.maximum(h, w) * ratio))
+    size = tf.maximum(tf.cast(tf.round(tf.stack([h, w]) * shrink), tf.int32), 1)
+    image = tf.cond(shrink < 1.0, lambda: tf.image.resize(_float_image(example), size),
+                    lambda: _float_image(example))
+    return crop({**example, schema.IMAGE: image}, window, fill=fill)
 
 
 def ssd_random_crop(

@@ -211,6 +211,13 @@ def pipeline(
         raise ValueError("image_size is needed: the encoder has none")
     keep_aspect = getattr(encoder, "keep_aspect_ratio", True)
     autotune = tf.data.AUTOTUNE
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    count = int(dataset.cardinality())
+    if training and 0 <= count < batch_size:
+        # Training batches drop the remainder: this dataset would give no batch at all.
+        raise ValueError(f"the dataset has {count} examples, fewer than batch_size {batch_size}: "
+                         "training would see no batch; lower batch_size or add data")
 
     ds = dataset.map(validate, num_parallel_calls=autotune)
     if cache:
