@@ -38,6 +38,19 @@ COCO_CATEGORY_IDS = (
 )
 
 
+def _tfds(name):
+    """``tensorflow_datasets``, with the builder of ``name`` registered if it is ours.
+
+    ``tfzoo_shapes`` (:mod:`tfzoo.data.shapes_tfds`) is registered only when asked for, so
+    that ``import tfzoo.data`` stays light.
+    """
+    import tensorflow_datasets as tfds
+
+    if name.split(":")[0].split("/")[0] == "tfzoo_shapes":
+        import tfzoo.data.shapes_tfds  # noqa: F401  (registers the builder)
+    return tfds
+
+
 def _label_feature(info):
     try:
         return info.features["objects"]["label"]
@@ -50,9 +63,7 @@ def _label_feature(info):
 
 def class_names(name, *, data_dir=None):
     """Class names of TFDS dataset ``name`` from its builder's ``objects/label`` feature."""
-    import tensorflow_datasets as tfds
-
-    info = tfds.builder(name, data_dir=data_dir).info
+    info = _tfds(name).builder(name, data_dir=data_dir).info
     return list(_label_feature(info).names)
 
 
@@ -71,9 +82,7 @@ def load(name, split, *, data_dir=None, download=True, strict=False, report=None
     read in order (``shuffle_files=False``) so the stream is reproducible; the pipeline
     shuffles. ``download=False`` requires the dataset to be prepared in ``data_dir``.
     """
-    import tensorflow_datasets as tfds
-
-    ds, info = tfds.load(
+    ds, info = _tfds(name).load(
         name, split=split, data_dir=data_dir, download=download, shuffle_files=False, with_info=True
     )
     num_classes = _label_feature(info).num_classes
