@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from tests.reference import box_iou
 from tfzoo.eval import voc_metrics
 
 
@@ -86,14 +87,6 @@ def test_class_without_ground_truth_is_undefined_and_left_out_of_the_mean():
 # --- a slow, obvious reference ------------------------------------------------------------
 
 
-def _reference_iou(a, b):
-    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ih * iw
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _reference_voc_ap(images, cls, use_07):
     """py-faster-rcnn's voc_eval, loop by loop, for one class over ``images``."""
     npos = sum(1 for im in images for c, d in zip(im["gt_classes"], im["difficult"]) if c == cls and not d)
@@ -113,7 +106,7 @@ def _reference_voc_ap(images, cls, use_07):
         best, jmax = -1.0, -1
         for j, (g, c) in enumerate(zip(im["gt_boxes"], im["gt_classes"])):
             if c == cls:
-                o = _reference_iou(box, g)
+                o = box_iou(box, g)
                 if o > best:
                     best, jmax = o, j
         if best > 0.5:

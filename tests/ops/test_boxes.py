@@ -3,20 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.reference import pairwise_iou as np_iou
 from tfzoo.ops import boxes
-
-
-def np_iou(a, b):
-    """Slow pairwise IoU reference, one pair at a time."""
-    out = np.zeros((len(a), len(b)), np.float64)
-    for i, (ay1, ax1, ay2, ax2) in enumerate(a):
-        for j, (by1, bx1, by2, bx2) in enumerate(b):
-            ih = max(0.0, min(ay2, by2) - max(ay1, by1))
-            iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
-            inter = ih * iw
-            union = max(ay2 - ay1, 0) * max(ax2 - ax1, 0) + max(by2 - by1, 0) * max(bx2 - bx1, 0) - inter
-            out[i, j] = inter / union if union > 0 else 0.0
-    return out
 
 
 def np_giou(a, b):

@@ -3,18 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.reference import box_iou
 from tfzoo.ops import nms
 
 
 # --- slow, obvious NumPy reference --------------------------------------------------
-
-
-def _np_iou(a, b):
-    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ih * iw
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def reference_nms(boxes, scores, max_detections, iou_threshold, score_threshold,
@@ -35,7 +28,7 @@ def reference_nms(boxes, scores, max_detections, iou_threshold, score_threshold,
             if c != cls:
                 continue
             box = boxes[anchor, c] if boxes.ndim == 3 else boxes[anchor]
-            if all(_np_iou(box, other) <= iou_threshold for _, _, other in kept_cls):
+            if all(box_iou(box, other) <= iou_threshold for _, _, other in kept_cls):
                 kept_cls.append((score, cls, box))
         kept += kept_cls[:max_per_class] if max_per_class else kept_cls
     kept.sort(key=lambda t: -t[0])
