@@ -20,6 +20,9 @@ setup(
         # keras < 3.13.2 has load-time code execution CVEs.
         "keras>=3.13.2",
         "tensorflow-datasets",
+        # tensorflow-datasets 4.9 imports it when it prepares a dataset but declares it only
+        # for Python < 3.9 (tensorflow/datasets#11212).
+        "importlib_resources",
         "numpy",
         "pycocotools",
         "pillow",

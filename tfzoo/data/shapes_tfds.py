@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from tfzoo.data import schema, shapes
 
@@ -35,6 +36,9 @@ class TfzooShapes(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: the images of tfzoo.data.shapes.generate."}
+    # This file, given rather than looked up: TFDS 4.9.10 looks it up through
+    # `importlib_resources`, which it declares only for Python < 3.9 (tensorflow/datasets#11212).
+    code_path = epath.Path(__file__)
 
     def _info(self):
         return tfds.core.DatasetInfo(

@@ -14,6 +14,8 @@ TFDS field                  canonical key   present in
 ==========================  ==============  ================================
 
 Without either id field, ``image_id`` is the example's index in the split, as text.
+``tfzoo_shapes`` (the builtin shapes, :mod:`tfzoo.data.shapes_tfds`) is registered with
+TFDS on first use here; its ``image/filename`` stem is the shapes ``image_id``.
 
 Validation happens in the graph, per example, since TFDS streams records: object fields
 whose lengths disagree are cut to the shortest, boxes that are not finite, inverted or
