@@ -205,3 +205,41 @@ def test_evaluate_without_detections_is_a_usage_error(capsys):
         cli.main(["evaluate", "--data", "shapes:2"])
     assert exit_info.value.code == 2
     assert "--detections" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_coco_folder_with_its_own_category_ids(tmp_path, capsys):
+    """A user's COCO folder: non-contiguous category ids, integer image ids, results in those ids."""
+    import tfzoo.data
+    from tfzoo.data import coco
+
+    examples = list(tfzoo.data.load("shapes:4", "val").as_numpy_iterator())
+    category_ids = [1, 3, 17, 44, 90]
+    image_ids = coco.write(examples, tmp_path / "coco", "val2017", tfzoo.data.class_names("shapes"),
+                           category_ids=category_ids)
+    results = _results_from_ground_truth(examples)
+    stem_to_id = {ex["image_id"].decode(): int(i) for ex, i in zip(examples, image_ids)}
+    for entry in results:
+        entry["image_id"] = stem_to_id[entry["image_id"]]
+        entry["category_id"] = category_ids[entry["category_id"] - 1]
+    detections = tmp_path / "results.json"
+    detections.write_text(json.dumps(results))
+    out_json = tmp_path / "metrics.json"
+    code, _, err = run(["evaluate", "--detections", str(detections), "--data", f"coco:{tmp_path / 'coco'}",
+                        "--split", "val", "--json", str(out_json)], capsys)
+    assert code == 0, err
+    metrics = json.loads(out_json.read_text())
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["voc12_mAP"] == pytest.approx(1.0)
+
+
+def test_evaluate_empty_results_scores_zero_with_a_warning(tmp_path, capsys):
+    root = tmp_path / "voc"
+    _voc_copy_of_shapes(root, count=2)
+    detections = tmp_path / "results.json"
+    detections.write_text("[]")
+    out_json = tmp_path / "metrics.json"
+    code, _, err = run(["evaluate", "--detections", str(detections), "--data", f"voc:{root}", "--split", "val",
+                        "--json", str(out_json)], capsys)
+    assert code == 0, err
+    assert "tfzoo: warning: no detections to evaluate" in err and "UserWarning" not in err
+    metrics = json.loads(out_json.read_text())
+    assert metrics["AP50"] == 0.0 and metrics["voc07_mAP"] == 0.0

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+import warnings
 
 EXIT_FAILURE = 1
 
@@ -337,6 +338,11 @@ def build_parser():
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one ``tfzoo: warning:`` line on stderr (``--debug`` keeps Python's form)."""
+    print(f"tfzoo: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -346,7 +352,10 @@ def main(argv=None):
     if not args.debug:
         _quiet_tensorflow()
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except KeyboardInterrupt:
         print("tfzoo: interrupted", file=sys.stderr)
         return 130

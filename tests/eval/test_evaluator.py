@@ -2,6 +2,8 @@
 import json
 import math
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -116,7 +118,9 @@ def test_difficult_and_crowd_boxes_count_neither_way(flag):
     assert run(flagged=False, detect_flagged_box=False)["voc12_mAP"] == pytest.approx(0.5)
 
 
-def test_padded_inference_outputs_and_dataset_input(capsys):
+def test_padded_inference_outputs_and_dataset_input(capsys, monkeypatch):
+    # The bar shows on a terminal only (tqdm's disable=None): make captured stderr look like one.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     examples = _examples(seed=1, num_images=4)
     dataset = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=schema.output_signature())
     evaluator = Evaluator(CLASS_NAMES)

@@ -177,7 +177,7 @@ class Evaluator:
         elif hasattr(examples, "__len__"):
             total = len(examples)
         count = 0
-        bar = tqdm(examples, total=total, desc="ground truth", unit="img", file=sys.stderr, disable=not progress)
+        bar = tqdm(examples, total=total, desc="ground truth", unit="img", file=sys.stderr, disable=None if progress else True)
         for example in bar:
             image = np.asarray(example[schema.IMAGE])
             if image.ndim != 3:
