@@ -109,6 +109,7 @@ def test_inspect_reports_problems_leniently_and_strict_fails_first(tmp_path, cap
     result = json.loads(out)
     assert result["images"] == 4
     assert any(broken.name in p["file"] for p in result["problems"])
+    assert sum(int(line.split(" x ")[0]) for line in result["problem_summary"]) == len(result["problems"])
 
     code, out, err = run(["inspect", "--data", f"voc:{root}", "--split", "val", "--strict"], capsys)
     assert code == 1 and out == ""

@@ -145,6 +145,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
             "histogram": histogram,
         },
         "problems": report.to_json(),
+        "problem_summary": report.summary(),
     }
     if anchors:
         anchor_boxes, description = _anchor_set(anchors, image_size)
@@ -188,18 +189,15 @@ def _print_inspection(result):
               f"{a['best_iou_median'] if a['best_iou_median'] is None else round(a['best_iou_median'], 3)}, "
               f"{a['boxes_with_best_iou_ge_0.5']} boxes reach IoU >= 0.5, "
               f"{a['boxes_with_best_iou_lt_0.4']} stay below 0.4", file=out)
+    from tfzoo.data.validate import Problem
+
     problems = result["problems"]
     print(f"problems: {len(problems)}", file=out)
-    kinds = {}
+    if len(result["problem_summary"]) > 1:
+        for line in result["problem_summary"]:
+            print(f"  {line}", file=out)
     for p in problems:
-        kinds[(p["problem"], p["action"])] = kinds.get((p["problem"], p["action"]), 0) + 1
-    if len(kinds) > 1:
-        for (problem, action), count in sorted(kinds.items(), key=lambda item: -item[1]):
-            print(f"  {count:>6} x {problem} ({action})", file=out)
-    for p in problems:
-        where = p["file"] + (f" [{p['record']}]" if p["record"] else "")
-        detail = f": {p['detail']}" if p.get("detail") else ""
-        print(f"  {where}: {p['problem']}{detail} ({p['action']})", file=out)
+        print(f"  {Problem(**p)}", file=out)
 
 
 def cmd_inspect(args):

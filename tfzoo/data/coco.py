@@ -38,6 +38,7 @@ import pathlib
 import numpy as np
 
 from tfzoo.data import images, validate
+from tfzoo.ops import boxes as box_ops
 
 
 # --- layout -------------------------------------------------------------------------
@@ -284,9 +285,9 @@ def write(examples, root, split, class_names, *, category_ids=None):
         classes = np.asarray(ex["classes"]).reshape(-1)
         crowd = np.asarray(ex.get("is_crowd", np.zeros(len(classes), bool)), bool).reshape(-1)
         keep = validate.writable_rows(classes, len(class_names), f"image {image_id}")
-        for box, cls, is_crowd in zip(boxes[keep], classes[keep], crowd[keep]):
-            y1, x1, y2, x2 = box * [height, width, height, width]
-            bbox = [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)]
+        boxes_xywh_px = box_ops.yxyx_to_xywh(box_ops.denormalize(boxes[keep], height, width)).numpy()
+        for box_xywh, cls, is_crowd in zip(boxes_xywh_px, classes[keep], crowd[keep]):
+            bbox = [round(float(v), 2) for v in box_xywh]
             out_annotations.append(
                 {
                     "id": len(out_annotations) + 1,
