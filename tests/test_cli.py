@@ -244,3 +244,17 @@ def test_evaluate_empty_results_scores_zero_with_a_warning(tmp_path, capsys):
     assert "tfzoo: warning: no detections to evaluate" in err and "UserWarning" not in err
     metrics = json.loads(out_json.read_text())
     assert metrics["AP50"] == 0.0 and metrics["voc07_mAP"] == 0.0
+
+
+def test_inspect_counts_normal_conversions(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "voc"
+    _voc_copy_of_shapes(root, count=2)
+    jpeg = sorted(root.rglob("JPEGImages/*.jpg"))[0]
+    Image.open(jpeg).convert("L").save(jpeg, quality=95)  # a grayscale JPEG becomes RGB when read
+    code, out, _ = run(["inspect", "--data", f"voc:{root}", "--split", "val", "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["problems"] == [] and result["images"] == 2
+    assert any("L to RGB" in line for line in result["conversions"]), result["conversions"]

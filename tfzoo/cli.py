@@ -146,6 +146,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
         },
         "problems": report.to_json(),
         "problem_summary": report.summary(),
+        "conversions": report.notes_summary(),
     }
     if anchors:
         anchor_boxes, description = _anchor_set(anchors, image_size)
@@ -191,6 +192,10 @@ def _print_inspection(result):
               f"{a['boxes_with_best_iou_lt_0.4']} stay below 0.4", file=out)
     from tfzoo.data.validate import Problem
 
+    if result["conversions"]:
+        print("normal conversions (not problems):", file=out)
+        for line in result["conversions"]:
+            print(f"  {line}", file=out)
     problems = result["problems"]
     print(f"problems: {len(problems)}", file=out)
     if len(result["problem_summary"]) > 1:
