@@ -1,1 +1,67 @@
-"""tfzoo.backbones"""
+"""Backbones from ``keras.applications``, cut at their stride-8/16/32 feature maps.
+
+``build_backbone(name, image_size, weights)`` returns a functional ``keras.Model`` named
+``backbone`` mapping a *preprocessed* image ``[B, H, W, 3]`` to ``[C3, C4, C5]`` (strides
+8, 16, 32). ``PREPROCESSING[name]`` names the pixel normalization the weights expect; a
+detector applies it with :class:`tfzoo.layers.ImageNormalization` so that its own inputs
+stay RGB pixels in [0, 255].
+
+``weights="imagenet"`` downloads the ImageNet classifier weights through Keras (users with
+internet); ``weights=None`` starts from random initialization (tests, offline machines);
+a path loads a weights file.
+"""
+from __future__ import annotations
+
+import keras
+
+#: name -> (application constructor, [C3, C4, C5] layer names, preprocessing mode)
+_BACKBONES = {
+    "resnet50": (
+        "ResNet50",
+        ("conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+        "caffe",
+    ),
+    "resnet101": (
+        "ResNet101",
+        ("conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
+        "caffe",
+    ),
+    "mobilenet_v2": (
+        "MobileNetV2",
+        ("block_6_expand_relu", "block_13_expand_relu", "out_relu"),
+        "tf",
+    ),
+}
+
+#: Backbone names accepted by :func:`build_backbone`.
+BACKBONES = tuple(sorted(_BACKBONES))
+#: Pixel normalization each backbone's ImageNet weights expect (see ImageNormalization).
+PREPROCESSING = {name: spec[2] for name, spec in _BACKBONES.items()}
+
+
+def build_backbone(name, image_size, weights=None, alpha=1.0):
+    """The ``[C3, C4, C5]`` feature extractor ``name`` for ``image_size`` (int or (h, w)).
+
+    Args:
+      name: one of :data:`BACKBONES`.
+      image_size: model input size in pixels; both sides must be multiples of 32.
+      weights: ``"imagenet"``, ``None`` or a weights file path.
+      alpha: width multiplier (MobileNetV2 only).
+
+    Returns:
+      ``keras.Model`` named ``"backbone"``: ``[B, H, W, 3] -> [C3, C4, C5]``.
+    """
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if height % 32 or width % 32:
+        raise ValueError(f"image_size must be a multiple of 32 on both sides, got {height}x{width}")
+    constructor, feature_names, _ = _BACKBONES[name]
+    kwargs = {"alpha": alpha} if name == "mobilenet_v2" else {}
+    if name != "mobilenet_v2" and alpha != 1.0:
+        raise ValueError(f"alpha applies to mobilenet_v2 only, not {name}")
+    app = getattr(keras.applications, constructor)(
+        include_top=False, weights=weights, input_shape=(height, width, 3), **kwargs
+    )
+    outputs = [app.get_layer(layer_name).output for layer_name in feature_names]
+    return keras.Model(app.input, outputs, name="backbone")

@@ -1,1 +1,118 @@
-"""tfzoo.layers"""
+"""Keras building blocks shared by the detectors: input normalization, FPN, dense heads.
+
+Everything here is either a registered serializable layer or a function that wires stock
+Keras layers into a functional graph, so models load with ``safe_mode=True``.
+
+Shape legend: B batch, H/W feature height/width, A anchors, K classes, L levels.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+#: Modes of :class:`ImageNormalization` (the ``keras.applications`` preprocessing modes).
+NORMALIZATION_MODES = ("caffe", "tf", "torch", "none")
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class ImageNormalization(keras.layers.Layer):
+    """RGB pixels in [0, 255] (any numeric dtype) -> what a backbone's weights expect.
+
+    Modes, as ``keras.applications.imagenet_utils.preprocess_input``: ``"caffe"`` (RGB to
+    BGR, minus the ImageNet BGR mean; ResNet), ``"tf"`` (to [-1, 1]; MobileNetV2),
+    ``"torch"`` (to [0, 1], minus mean, over std), ``"none"`` (cast only).
+    """
+
+    def __init__(self, mode="tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in NORMALIZATION_MODES:
+            raise ValueError(f"mode must be one of {NORMALIZATION_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        x = tf.cast(images, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            return x[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, x.dtype)
+        if self.mode == "torch":
+            return (x / 255.0 - tf.constant(_TORCH_MEAN, x.dtype)) / tf.constant(_TORCH_STD, x.dtype)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def fpn(features, channels, min_level=3, max_level=7, name="fpn"):
+    """Feature pyramid (Lin et al. 2017) over backbone maps ``[C3, C4, C5]``.
+
+    P3-P5: 1x1 lateral convs, top-down nearest 2x upsampling and sum, 3x3 output convs.
+    Levels above 5 as in RetinaNet: P6 = 3x3 stride-2 conv on C5, P7 = 3x3 stride-2 conv on
+    ReLU(P6). ``min_level`` may be 3..5 (finer levels are dropped after the top-down pass).
+
+    Returns:
+      list of ``[B, H_l, W_l, channels]`` tensors for levels ``min_level..max_level``.
+    """
+    if not 3 <= min_level <= 5 or max_level < 5:
+        raise ValueError(f"need 3 <= min_level <= 5 <= max_level, got {min_level}..{max_level}")
+    c3, c4, c5 = features
+    conv = keras.layers.Conv2D
+    laterals = {
+        level: conv(channels, 1, name=f"{name}_lateral_p{level}")(c)
+        for level, c in zip((3, 4, 5), (c3, c4, c5))
+    }
+    merged = {5: laterals[5]}
+    for level in (4, 3):
+        up = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_up_p{level + 1}")(merged[level + 1])
+        merged[level] = keras.layers.Add(name=f"{name}_merge_p{level}")([laterals[level], up])
+    outputs = {
+        level: conv(channels, 3, padding="same", name=f"{name}_output_p{level}")(merged[level])
+        for level in (3, 4, 5)
+    }
+    previous = c5
+    for level in range(6, max_level + 1):
+        if level > 6:
+            previous = keras.layers.ReLU(name=f"{name}_relu_p{level - 1}")(previous)
+        previous = conv(channels, 3, strides=2, padding="same", name=f"{name}_p{level}")(previous)
+        outputs[level] = previous
+    return [outputs[level] for level in range(min_level, max_level + 1)]
+
+
+def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bias_init="zeros", name="head"):
+    """A RetinaNet-style head shared across levels: ``num_convs`` x (3x3 conv + ReLU), then
+    a 3x3 conv with ``num_anchors * outputs_per_anchor`` channels.
+
+    The same layer objects run on every level (one set of weights). The output conv and
+    the reshape run in float32 (mixed-precision safe).
+
+    Returns:
+      ``[B, sum_l H_l * W_l * num_anchors, outputs_per_anchor]`` float32, levels in order,
+      anchor-major within each location (matching :func:`tfzoo.ops.anchors.multilevel_anchors`).
+    """
+    convs = [
+        keras.layers.Conv2D(
+            channels, 3, padding="same", activation="relu",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name=f"{name}_conv{i}",
+        )
+        for i in range(num_convs)
+    ]
+    predict = keras.layers.Conv2D(
+        num_anchors * outputs_per_anchor, 3, padding="same", dtype="float32",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        bias_initializer=bias_init, name=f"{name}_predict",
+    )
+    per_level = []
+    for level_index, x in enumerate(levels):
+        for layer in convs:
+            x = layer(x)
+        x = predict(x)  # [B, H, W, A * D]
+        per_level.append(keras.layers.Reshape((-1, outputs_per_anchor), name=f"{name}_reshape{level_index}")(x))  # [B, H*W*A, D]
+    if len(per_level) == 1:
+        return per_level[0]
+    return keras.layers.Concatenate(axis=1, name=f"{name}_concat", dtype="float32")(per_level)

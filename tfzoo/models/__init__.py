@@ -2,4 +2,6 @@
 
 The table is the zoo's only registry; each detector module adds its presets here.
 """
-MODELS = {}
+from tfzoo.models import retinanet
+
+MODELS = {name: retinanet.builder(name) for name in retinanet.PRESETS}

@@ -1,0 +1,240 @@
+"""The Detector contract every tfzoo detector implements.
+
+A detector is a functional ``keras.Model`` subclass built from one frozen config
+dataclass::
+
+    detector = tfzoo.build_model("retinanet_mobile", num_classes=3)
+    train = tfzoo.data.pipeline(tfzoo.data.load("shapes", "train"), detector, 8, training=True)
+    detector.compile(optimizer="adam")      # the loss is built in; compile() also works
+    detector.fit(train, epochs=1)
+    out = detector.predict(images)          # detection_boxes/scores/classes, num_detections
+    detector.save("x.keras"); keras.saving.load_model("x.keras")   # safe_mode=True works
+
+- Inputs: RGB pixels in [0, 255], uint8 or float32, ``[B, H, W, 3]`` at ``image_size``;
+  the model normalizes them itself.
+- ``detector(images)`` returns the raw head outputs (a dict of float32 tensors); that is
+  what ``fit`` trains. ``predict`` / ``predict_on_batch`` / :meth:`Detector.detect` run the
+  decoder (box decoding + NMS) and return::
+
+      detection_boxes    float32 [B, M, 4]  normalized [y1, x1, y2, x2] of the model input
+      detection_scores   float32 [B, M]
+      detection_classes  int32   [B, M]     0..K-1, -1 on padding rows
+      num_detections     int32   [B]
+
+- ``detector.config``: the config dataclass; ``detector.encoder``: the tf.data target
+  encoder (:class:`tfzoo.data.pipeline.Encoder`); ``detector.anchors`` where it has any.
+- ``get_config`` is ``{"config": <the dataclass as a dict>}`` and ``from_config`` rebuilds
+  the graph from it (with random backbone weights; the saved weights are loaded after), so
+  a ``.keras`` file holds only the config JSON and weights, no code.
+
+Subclasses set :attr:`Detector.config_class` and implement ``create(config)`` (a classmethod
+returning the model), ``make_encoder()``, ``compute_losses(targets, outputs)`` and
+``decode(outputs)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+import keras
+import tensorflow as tf
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _field_types(cls):
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value, annotation, name):
+    """A config field value from JSON or ``--set`` text, checked against the field type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config field {name!r} takes a list, got {value!r}")
+        item = args[0] if args else None
+        return tuple(_coerce(v, item, name) if item not in (None, Ellipsis) else v for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config field {name!r} takes true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError(f"config field {name!r} takes an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config field {name!r} takes a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config field {name!r} takes a string, got {value!r}")
+        return value
+    return value
+
+
+class ConfigMixin:
+    """JSON round trip and checked overrides for the frozen config dataclasses."""
+
+    def to_dict(self):
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values):
+        return cls().replace(**values)
+
+    def replace(self, **overrides):
+        """A copy with ``overrides``, each checked against its field's type."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(unknown)} for {type(self).__name__}; "
+                             f"fields: {', '.join(sorted(names))}")
+        types = _field_types(type(self))
+        checked = {k: _coerce(v, types[k], k) for k, v in overrides.items()}
+        return dataclasses.replace(self, **checked)
+
+    def with_settings(self, settings):
+        """A copy with ``["key=value", ...]`` overrides; values parse as JSON, else as text."""
+        overrides = {}
+        for item in settings or ():
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            overrides[key.strip()] = value
+        return self.replace(**overrides)
+
+
+class Detector(keras.Model):
+    """Base class of the functional detectors (see the module doc for the contract)."""
+
+    #: The detector's config dataclass (a frozen dataclass with :class:`ConfigMixin`).
+    config_class = None
+
+    def __init__(self, inputs, outputs, config, **kwargs):
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._detector_config = config
+        self._encoder = None
+        self.loss_trackers = {}
+
+    # --- construction / serialization -------------------------------------------------
+
+    @classmethod
+    def create(cls, config):
+        raise NotImplementedError
+
+    @property
+    def config(self):
+        return self._detector_config
+
+    def get_config(self):
+        return {"config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        values = dict(config["config"])
+        # The architecture is rebuilt without downloading weights: the file's weights follow.
+        if "backbone_weights" in values:
+            values["backbone_weights"] = None
+        return cls.create(cls.config_class.from_dict(values))
+
+    # --- data ---------------------------------------------------------------------------
+
+    @property
+    def encoder(self):
+        """The tf.data target encoder for :func:`tfzoo.data.pipeline`."""
+        if self._encoder is None:
+            self._encoder = self.make_encoder()
+        return self._encoder
+
+    def make_encoder(self):
+        raise NotImplementedError
+
+    @property
+    def image_size(self):
+        """``(height, width)`` of the model input."""
+        return tuple(int(d) for d in self.inputs[0].shape[1:3])
+
+    # --- training -----------------------------------------------------------------------
+
+    def compile(self, optimizer="adam", **kwargs):
+        """``keras.Model.compile`` with the detector's built-in loss (pass no ``loss``)."""
+        if kwargs.get("loss") is not None:
+            raise ValueError(f"{type(self).__name__} has its loss built in; do not pass loss=")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Restores the compiled state saved in a ``.keras`` file (optimizer included)."""
+        config = keras.saving.deserialize_keras_object(config)
+        config.pop("loss", None)
+        self.compile(**config)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_losses(self, targets, outputs):
+        """``{name: scalar}`` loss terms of one (per-replica) batch; summed for training."""
+        raise NotImplementedError
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        del x, sample_weight
+        if y is None:
+            raise ValueError(f"{type(self).__name__} needs targets: build the dataset with "
+                             "tfzoo.data.pipeline(..., detector, training=True)")
+        losses = self.compute_losses(y, y_pred)
+        for name, value in losses.items():
+            if name not in self.loss_trackers:
+                raise KeyError(f"no tracker for loss term {name!r}")
+            self.loss_trackers[name].update_state(value)
+        total = tf.add_n(list(losses.values()))
+        regularization = self.losses
+        if regularization:
+            total = total + tf.add_n([tf.cast(r, total.dtype) for r in regularization])
+        return total
+
+    # --- inference ----------------------------------------------------------------------
+
+    def decode(self, outputs):
+        """Raw head outputs -> the detections dict (see the module doc)."""
+        raise NotImplementedError
+
+    def detect(self, images):
+        """Detections of a batch of images at ``image_size`` (graph-safe)."""
+        return self.decode(self(images, training=False))
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.detect(x)
+
+    def save_config(self, path):
+        """Writes ``config.json`` (the dataclass) to ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.config.to_json() + "\n")
+
+
+def replica_sum(value):
+    """``value`` summed over the replicas of the current distribution strategy (identity
+    outside a multi-replica replica context)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

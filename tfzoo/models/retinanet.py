@@ -1,0 +1,268 @@
+"""RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection").
+
+Backbone C3-C5 -> FPN P3-P7 (P6, P7 by stride-2 convs, ReLU before P7) -> two heads shared
+across levels (4 x (3x3 conv + ReLU) + output conv): ``A * K`` sigmoid logits with the
+prior bias ``-log((1 - 0.01) / 0.01)`` and ``A * 4`` box deltas. Anchors: 9 per location,
+sizes ``anchor_scale * stride * 2**(k/3)``, ratios 0.5/1/2 (76,725 at 640x640).
+
+Training targets are encoded in tf.data (:class:`RetinaNetEncoder`) with the shared IoU
+matcher (>= 0.5 positive, < 0.4 background, ignored between); the loss is the focal loss
+(alpha 0.25, gamma 2) plus smooth L1, both divided by the number of positive anchors of
+the batch (at least 1). Inference keeps scores above 0.05, the top 1,000 per level, then
+per-class NMS at IoU 0.5 and 100 detections, all TFLite builtins.
+
+Presets: ``retinanet`` (ResNet-50, 640, the paper), ``retinanet_r101`` and
+``retinanet_mobile`` (MobileNetV2, narrow heads, 320: a CPU-friendly variant with anchors
+half the paper's size relative to the stride, low-quality matches and scale jitter, which
+suit small inputs and small datasets).
+
+Shape legend: B batch, A anchors, G ground truth, K classes, L levels, M detections.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from tfzoo import backbones, layers
+from tfzoo.data import schema
+from tfzoo.data.pipeline import Encoder
+from tfzoo.models.base import ConfigMixin, Detector, replica_sum
+from tfzoo.ops import anchors as anchor_ops
+from tfzoo.ops import box_coder
+from tfzoo.ops import boxes as box_ops
+from tfzoo.ops import losses as loss_ops
+from tfzoo.ops import matcher as matcher_ops
+from tfzoo.ops import nms as nms_ops
+
+#: Keys of the raw head outputs and of the encoded targets.
+BOX_DELTAS = "box_deltas"
+CLASS_LOGITS = "class_logits"
+CLASSES = "classes"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetinaNetConfig(ConfigMixin):
+    """RetinaNet settings; defaults are the paper's (ResNet-50-FPN, 640, COCO)."""
+
+    name: str = "retinanet"
+    num_classes: int = 80
+    class_names: tuple[str, ...] = ()  # names of classes 0..K-1 (set by tfzoo train); () = unnamed
+    image_size: int = 640
+    # --- architecture ---
+    backbone: str = "resnet50"
+    backbone_weights: str | None = "imagenet"
+    backbone_alpha: float = 1.0
+    min_level: int = 3
+    max_level: int = 7
+    fpn_channels: int = 256
+    head_channels: int = 256
+    head_convs: int = 4
+    prior_probability: float = 0.01
+    # --- anchors and matching ---
+    anchor_scale: float = 4.0
+    scales_per_octave: int = 3
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    box_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    negative_iou: float = 0.4
+    positive_iou: float = 0.5
+    allow_low_quality_matches: bool = False
+    # --- loss ---
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    smooth_l1_beta: float = 0.1
+    box_loss_weight: float = 1.0
+    # --- inference ---
+    score_threshold: float = 0.05
+    pre_nms_top_k: int = 1000
+    nms_iou_threshold: float = 0.5
+    max_detections: int = 100
+    # --- training recipe (tfzoo train) ---
+    augment: str = "flip"
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    lr_schedule: str = "step"
+    epochs: int = 12
+
+    def __post_init__(self):
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
+        if self.image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+        if not self.min_level <= self.max_level:
+            raise ValueError("min_level must not exceed max_level")
+
+    @property
+    def num_anchors(self):
+        """Anchors per location (scales x ratios)."""
+        return self.scales_per_octave * len(self.aspect_ratios)
+
+
+def anchors_for(config):
+    """``[A, 4]`` normalized anchors of ``config`` (finest level first)."""
+    return anchor_ops.multilevel_anchors(
+        config.image_size, config.min_level, config.max_level, config.anchor_scale,
+        config.scales_per_octave, config.aspect_ratios,
+    )
+
+
+def anchors_per_level(config):
+    """Anchor counts of each level, in order."""
+    sizes = anchor_ops.feature_map_sizes(config.image_size, config.min_level, config.max_level)
+    return [h * w * config.num_anchors for h, w in sizes]
+
+
+class RetinaNetEncoder(Encoder):
+    """Per-example targets: ``{"box_deltas": [A, 4], "classes": [A] int32}``.
+
+    ``classes`` holds the matched class for positive anchors, ``BACKGROUND`` (-1) and
+    ``IGNORE`` (-2) otherwise. Crowd and difficult boxes never make positives; anchors that
+    overlap them by at least ``negative_iou`` are ignored rather than called background.
+    """
+
+    keep_aspect_ratio = True
+
+    def __init__(self, config, anchors):
+        self.config = config
+        self.image_size = (config.image_size, config.image_size)
+        self.augment = config.augment
+        self.anchors = tf.convert_to_tensor(anchors, tf.float32)  # [A, 4]
+        self.matcher = matcher_ops.Matcher(
+            (config.negative_iou, config.positive_iou),
+            (matcher_ops.BACKGROUND, matcher_ops.IGNORE, matcher_ops.POSITIVE),
+            config.allow_low_quality_matches,
+        )
+
+    def targets(self, example):
+        boxes = example[schema.BOXES]  # [G, 4]
+        classes = example[schema.CLASSES]  # [G]
+        special = example[schema.IS_CROWD] | example[schema.DIFFICULT]
+        valid = (classes >= 0) & ~special
+        similarity = box_ops.iou(self.anchors, boxes)  # [A, G]
+        matches = self.matcher(similarity, gt_valid=valid)  # [A]
+        target_classes = matcher_ops.gather_matched(classes, matches, fill_value=matcher_ops.BACKGROUND)
+        target_classes = tf.where(matches == matcher_ops.IGNORE, matcher_ops.IGNORE, target_classes)
+        special_similarity = tf.where(special[None, :], similarity, 0.0)  # [A, G]
+        zero_column = tf.zeros_like(similarity[:, :1])  # keeps the max defined when G == 0
+        special_overlap = tf.reduce_max(tf.concat([special_similarity, zero_column], axis=1), axis=1)  # [A]
+        ignore_special = (target_classes == matcher_ops.BACKGROUND) & (special_overlap >= self.config.negative_iou)
+        target_classes = tf.where(ignore_special, matcher_ops.IGNORE, target_classes)
+        matched_boxes = matcher_ops.gather_matched(boxes, matches, fill_value=0.0)  # [A, 4]
+        deltas = box_coder.encode(matched_boxes, self.anchors, self.config.box_weights)  # [A, 4]
+        deltas = tf.where((matches >= 0)[:, None], deltas, 0.0)
+        return {BOX_DELTAS: deltas, CLASSES: tf.cast(target_classes, tf.int32)}
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class RetinaNet(Detector):
+    """RetinaNet as a functional Keras model (see the module doc and :mod:`tfzoo.models.base`)."""
+
+    config_class = RetinaNetConfig
+
+    def __init__(self, inputs, outputs, config, **kwargs):
+        super().__init__(inputs, outputs, config, **kwargs)
+        self.anchors = anchors_for(config)
+        self.loss_trackers = {
+            "cls_loss": keras.metrics.Mean(name="cls_loss"),
+            "box_loss": keras.metrics.Mean(name="box_loss"),
+        }
+
+    @classmethod
+    def create(cls, config):
+        size = config.image_size
+        # --- layers ---
+        backbone = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha)
+        normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
+        # --- graph ---
+        images = keras.Input((size, size, 3), name="images")
+        features = backbone(normalize(images))
+        pyramid = layers.fpn(features, config.fpn_channels, config.min_level, config.max_level)
+        box_deltas = layers.dense_head(
+            pyramid, 4, config.num_anchors, config.head_channels, config.head_convs, name="box_head"
+        )  # [B, A, 4]
+        class_logits = layers.dense_head(
+            pyramid, config.num_classes, config.num_anchors, config.head_channels, config.head_convs,
+            bias_init=keras.initializers.Constant(loss_ops.prior_bias(config.prior_probability)),
+            name="class_head",
+        )  # [B, A, K]
+        outputs = {BOX_DELTAS: box_deltas, CLASS_LOGITS: class_logits}
+        return cls(images, outputs, config, name=config.name)
+
+    def make_encoder(self):
+        return RetinaNetEncoder(self.config, self.anchors)
+
+    def compute_losses(self, targets, outputs):
+        config = self.config
+        target_classes = targets[CLASSES]  # [B, A]
+        positive = target_classes >= 0
+        num_positives = replica_sum(tf.reduce_sum(tf.cast(positive, tf.float32)))
+        normalizer = tf.maximum(num_positives, 1.0)
+        onehot = tf.one_hot(target_classes, config.num_classes, dtype=tf.float32)  # [B, A, K]; -1/-2 -> 0
+        not_ignored = tf.cast(target_classes != matcher_ops.IGNORE, tf.float32)  # [B, A]
+        cls_loss = loss_ops.sigmoid_focal_loss(
+            onehot, outputs[CLASS_LOGITS], config.focal_alpha, config.focal_gamma, weights=not_ignored
+        )  # [B, A, K]
+        box_loss = loss_ops.smooth_l1(
+            targets[BOX_DELTAS], outputs[BOX_DELTAS], config.smooth_l1_beta, weights=tf.cast(positive, tf.float32)
+        )  # [B, A]
+        return {
+            "cls_loss": tf.reduce_sum(cls_loss) / normalizer,
+            "box_loss": config.box_loss_weight * tf.reduce_sum(box_loss) / normalizer,
+        }
+
+    def decode(self, outputs):
+        config = self.config
+        boxes = box_ops.clip(box_coder.decode(outputs[BOX_DELTAS], self.anchors, config.box_weights))  # [B, A, 4]
+        scores = tf.sigmoid(tf.cast(outputs[CLASS_LOGITS], tf.float32))  # [B, A, K]
+        counts = anchors_per_level(config)
+        boxes_l = tf.split(boxes, counts, axis=1)
+        scores_l = tf.split(scores, counts, axis=1)
+        cand_boxes, cand_scores = nms_ops.select_top_k_per_level(boxes_l, scores_l, config.pre_nms_top_k)
+        return nms_ops.multiclass_nms(
+            cand_boxes, cand_scores, max_detections=config.max_detections,
+            iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
+            pre_nms_top_k=min(config.pre_nms_top_k * len(counts), cand_scores.shape[1] * config.num_classes),
+        )
+
+
+PRESETS = {
+    "retinanet": RetinaNetConfig(),
+    "retinanet_r101": RetinaNetConfig(name="retinanet_r101", backbone="resnet101"),
+    "retinanet_mobile": RetinaNetConfig(
+        name="retinanet_mobile",
+        image_size=320,
+        backbone="mobilenet_v2",
+        backbone_alpha=1.0,
+        fpn_channels=96,
+        head_channels=96,
+        head_convs=2,
+        anchor_scale=2.0,
+        allow_low_quality_matches=True,
+        augment="scale_jitter",
+        batch_size=16,
+        optimizer="adamw",
+        learning_rate=2e-3,
+        weight_decay=1e-4,
+        warmup_steps=100,
+        lr_schedule="cosine",
+        epochs=20,
+    ),
+}
+
+
+def builder(preset):
+    """``(**overrides) -> RetinaNet`` for the preset named ``preset``."""
+
+    def build(**overrides):
+        return RetinaNet.create(PRESETS[preset].replace(**overrides))
+
+    build.__doc__ = f"Builds the {preset!r} RetinaNet preset with config overrides."
+    return build
