@@ -84,24 +84,36 @@ def fpn(features, channels, min_level=3, max_level=7, name="fpn"):
     return [outputs[level] for level in range(min_level, max_level + 1)]
 
 
-def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bias_init="zeros", name="head"):
+#: ``norm`` values of :func:`dense_head`.
+HEAD_NORMS = ("none", "group")
+
+
+def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bias_init="zeros", norm="none",
+               name="head"):
     """A RetinaNet-style head shared across levels: ``num_convs`` x (3x3 conv + ReLU), then
     a 3x3 conv with ``num_anchors * outputs_per_anchor`` channels.
 
     The same layer objects run on every level (one set of weights). The output conv and
-    the reshape run in float32 (mixed-precision safe).
+    the reshape run in float32 (mixed-precision safe). ``norm="group"`` puts a GroupNorm
+    (groups of 8 channels at most 32 groups, shared across levels, as detectron2's GN
+    heads) between each conv and its ReLU: heads trained from scratch converge much faster.
 
     Returns:
       ``[B, sum_l H_l * W_l * num_anchors, outputs_per_anchor]`` float32, levels in order,
       anchor-major within each location (matching :func:`tfzoo.ops.anchors.multilevel_anchors`).
     """
-    convs = [
-        keras.layers.Conv2D(
-            channels, 3, padding="same", activation="relu",
+    if norm not in HEAD_NORMS:
+        raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
+    convs = []
+    for i in range(num_convs):
+        convs.append(keras.layers.Conv2D(
+            channels, 3, padding="same", activation="relu" if norm == "none" else None,
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name=f"{name}_conv{i}",
-        )
-        for i in range(num_convs)
-    ]
+        ))
+        if norm == "group":
+            groups = max(1, min(32, channels // 8))
+            convs.append(keras.layers.GroupNormalization(groups, name=f"{name}_gn{i}"))
+            convs.append(keras.layers.ReLU(name=f"{name}_relu{i}"))
     predict = keras.layers.Conv2D(
         num_anchors * outputs_per_anchor, 3, padding="same", dtype="float32",
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),

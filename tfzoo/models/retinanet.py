@@ -60,6 +60,7 @@ class RetinaNetConfig(ConfigMixin):
     fpn_channels: int = 256
     head_channels: int = 256
     head_convs: int = 4
+    head_norm: str = "none"  # "group": GroupNorm in the head convs (for training from scratch)
     prior_probability: float = 0.01
     # --- anchors and matching ---
     anchor_scale: float = 4.0
@@ -186,12 +187,13 @@ class RetinaNet(Detector):
         features = backbone(normalize(images))
         pyramid = layers.fpn(features, config.fpn_channels, config.min_level, config.max_level)
         box_deltas = layers.dense_head(
-            pyramid, 4, config.num_anchors, config.head_channels, config.head_convs, name="box_head"
+            pyramid, 4, config.num_anchors, config.head_channels, config.head_convs, norm=config.head_norm,
+            name="box_head",
         )  # [B, A, 4]
         class_logits = layers.dense_head(
             pyramid, config.num_classes, config.num_anchors, config.head_channels, config.head_convs,
             bias_init=keras.initializers.Constant(loss_ops.prior_bias(config.prior_probability)),
-            name="class_head",
+            norm=config.head_norm, name="class_head",
         )  # [B, A, K]
         outputs = {BOX_DELTAS: box_deltas, CLASS_LOGITS: class_logits}
         return cls(images, outputs, config, name=config.name)
