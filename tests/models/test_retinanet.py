@@ -31,7 +31,7 @@ def test_paper_preset_defaults():
     assert (config.optimizer, config.momentum, config.weight_decay) == ("sgd", 0.9, 1e-4)
     assert retinanet.PRESETS["retinanet_r101"].backbone == "resnet101"
     mobile = retinanet.PRESETS["retinanet_mobile"]
-    assert (mobile.backbone, mobile.image_size) == ("mobilenet_v2", 320)
+    assert (mobile.backbone, mobile.image_size, mobile.head_norm) == ("mobilenet_v2", 320, "group")
 
 
 def test_76725_anchors_at_640():
@@ -69,6 +69,11 @@ def test_heads_are_shared_across_levels():
     layer = detector.get_layer("class_head_conv0")
     # One set of weights applied once per level (P3..P7).
     assert len(layer._inbound_nodes) == 5
+    # The mobile preset's GroupNorm heads: one GN per conv, shared across levels too.
+    norm = detector.get_layer("class_head_gn0")
+    assert norm.groups == 2 and len(norm._inbound_nodes) == 5
+    paper = build_tiny("retinanet")
+    assert not [l for l in paper.layers if "_gn" in l.name]
 
 
 def _encode(detector, boxes, classes, crowd=None, size=64):
