@@ -29,9 +29,14 @@ setup(
         "defusedxml",
         "tqdm",
         "matplotlib",
+        # TensorBoard logs of `tfzoo train` (TensorFlow no longer pulls it in).
+        "tensorboard",
+        # The TFLite interpreter: exports are verified and `.tflite` models run with it
+        # (tf.lite.Interpreter is deprecated).
+        "ai-edge-litert",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ai-edge-litert"],
+        "test": ["pytest", "pytest-xdist"],
         "bench": ["keras-hub"],
     },
     entry_points={"console_scripts": ["tfzoo=tfzoo.cli:main"]},

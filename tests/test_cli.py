@@ -1,5 +1,6 @@
-"""The `tfzoo` command as a user runs it: help, list, inspect, evaluate, and its errors."""
+"""The `tfzoo` command as a user runs it: help, list, inspect, evaluate, predict, export, train, and its errors."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -258,3 +259,254 @@ def test_inspect_counts_normal_conversions(tmp_path, capsys):
     result = json.loads(out)
     assert result["problems"] == [] and result["images"] == 2
     assert any("L to RGB" in line for line in result["conversions"]), result["conversions"]
+
+
+# --- model commands: train (parsing), evaluate MODEL_PATH, predict, export ---------------
+
+
+@pytest.fixture(scope="module")
+def model_artifacts(tmp_path_factory):
+    """``artifact(kind)`` -> path of the tiny detector's artifacts (shared with tests/export)."""
+    from tests.export import helpers
+
+    base = tmp_path_factory.mktemp("cli_artifacts")
+    return lambda kind: helpers.artifact(kind, base)
+
+
+def test_help_lists_the_model_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("predict", "export", "train"):
+        assert command in out
+
+
+def _fake_train(monkeypatch, result=None, error=None):
+    import types
+
+    import tfzoo.train
+
+    calls = []
+
+    def train(model, data, **kwargs):
+        calls.append((model, data, kwargs))
+        if error:
+            raise error
+        return result or types.SimpleNamespace(out_dir="runs/x", metrics={"AP": 0.5, "AP50": 0.75}, stopped=None)
+
+    monkeypatch.setattr(tfzoo.train, "train", train)
+    return calls
+
+
+def test_train_passes_every_option_to_tfzoo_train(monkeypatch, capsys):
+    calls = _fake_train(monkeypatch)
+    code, out, err = run(["train", "retinanet_mobile", "--data", "shapes:16", "--split", "train", "--val-split", "test",
+                          "--image-size", "64", "--batch-size", "4", "--minutes", "2.5", "--out", "runs/x", "--resume",
+                          "--set", "head_convs=1", "--set", "learning_rate=0.01", "--strategy", "mirrored",
+                          "--mixed-precision", "--eval-every-epoch", "--seed", "7"], capsys)
+    assert code == 0, err
+    assert calls == [("retinanet_mobile", "shapes:16", dict(
+        split="train", val_split="test", image_size=64, batch_size=4, epochs=None, minutes=2.5, out="runs/x",
+        resume=True, settings=["head_convs=1", "learning_rate=0.01"], strategy="mirrored", mixed_precision=True,
+        eval_every_epoch=True, seed=7))]
+    assert "runs/x" in out and "AP 0.5000" in out and "AP50 0.7500" in out
+
+
+def test_train_defaults_leave_the_recipe_to_the_config(monkeypatch, capsys):
+    import types
+
+    calls = _fake_train(monkeypatch, types.SimpleNamespace(out_dir="runs/y", metrics=None, stopped="time budget"))
+    code, out, err = run(["train", "retinanet_mobile", "--data", "shapes"], capsys)
+    assert code == 0
+    (_, _, kwargs), = calls
+    assert kwargs == dict(split="train", val_split="val", image_size=None, batch_size=None, epochs=None, minutes=None,
+                          out=None, resume=False, settings=[], strategy="default", mixed_precision=False,
+                          eval_every_epoch=False, seed=0)
+    assert "runs/y" in out and "warning: training stopped early: time budget" in err
+
+
+def test_train_epochs_and_minutes_exclude_each_other(monkeypatch, capsys):
+    calls = _fake_train(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "retinanet_mobile", "--data", "shapes", "--epochs", "2", "--minutes", "5"])
+    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "retinanet_mobile", "--data", "shapes", "--strategy", "tpu"])
+    assert exit_info.value.code == 2 and calls == []
+
+
+def test_train_errors_are_one_line(monkeypatch, capsys):
+    _fake_train(monkeypatch, error=ValueError("unknown model 'yolo9'; known models: retinanet"))
+    code, out, err = run(["train", "yolo9", "--data", "shapes"], capsys)
+    assert code == 1 and err == "tfzoo: error: unknown model 'yolo9'; known models: retinanet\n"
+
+
+def test_evaluate_a_model_file(model_artifacts, tmp_path, capsys):
+    from tfzoo.eval import RESULT_KEYS
+
+    out_json = tmp_path / "metrics.json"
+    code, out, err = run(["evaluate", model_artifacts("keras"), "--data", "shapes:3", "--split", "val",
+                          "--batch-size", "2", "--json", str(out_json)], capsys)
+    assert code == 0, err
+    metrics = json.loads(out_json.read_text())
+    assert set(RESULT_KEYS) <= set(metrics) and 0.0 <= metrics["AP"] <= 1.0
+    assert "AP50" in out and "voc07_mAP" in out
+
+
+def test_evaluate_refuses_an_untrusted_saved_model_and_both_sources(model_artifacts, capsys):
+    path = model_artifacts("saved_model")
+    code, out, err = run(["evaluate", path, "--data", "shapes:2"], capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert path in err and "--trust-model" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", path, "--detections", "r.json", "--data", "shapes:2"])
+    assert exit_info.value.code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_model_with_other_classes(model_artifacts, monkeypatch, capsys):
+    import tfzoo.data
+
+    monkeypatch.setattr(tfzoo.data, "class_names", lambda spec: ["cat", "dog", "bird", "fish", "frog"])
+    code, _, err = run(["evaluate", model_artifacts("keras"), "--data", "shapes:2"], capsys)
+    assert code == 1 and "differ from the classes of shapes:2" in err and "circle" in err
+
+
+def _expected_pixel_detections(detector, image, min_score):
+    """Keras detections of ``image`` by the evaluation pipeline's letterbox, in original pixels."""
+    import tensorflow as tf
+
+    from tfzoo.data import augment as aug
+
+    example = aug.resize_and_pad({"image": tf.constant(image), "boxes": tf.zeros([0, 4])}, detector.image_size)
+    out = detector.predict_on_batch(example["image"][None])
+    info = example["image_info"].numpy()
+    count = int(out["num_detections"][0])
+    scale = np.tile(info[2], 2)  # input pixels per original pixel, [y, x, y, x]
+    boxes_px = out["detection_boxes"][0, :count] * np.tile(info[1], 2) / scale
+    boxes_px = np.minimum(boxes_px, np.tile(info[0], 2))
+    keep = (out["detection_scores"][0, :count] >= min_score) & (boxes_px[:, 2] > boxes_px[:, 0]) & (
+        boxes_px[:, 3] > boxes_px[:, 1])  # boxes wholly in the letterbox padding have no extent
+    return boxes_px[keep], out["detection_classes"][0, :count][keep], out["detection_scores"][0, :count][keep]
+
+
+def test_predict_draws_and_writes_detections_in_original_pixels(model_artifacts, tmp_path, capsys):
+    from PIL import Image
+
+    from tests.export import helpers
+    from tfzoo.export import compare_detections
+
+    images = helpers.sample_images(2).astype(np.uint8)
+    first = np.asarray(Image.fromarray(images[0]).resize((150, 90)))  # 90 x 150: letterboxed, padded
+    Image.fromarray(first).save(tmp_path / "first.png")
+    Image.fromarray(images[1]).save(tmp_path / "second.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    out_dir = tmp_path / "out"
+    threshold = helpers.SCORE_THRESHOLD + 0.01
+    code, out, err = run(["predict", model_artifacts("keras"), str(tmp_path / "first.png"), str(tmp_path / "broken.jpg"),
+                          str(tmp_path / "second.png"), "--out", str(out_dir), "--score-threshold", str(threshold)],
+                         capsys)
+    assert code == 1  # one image failed; the others were still done
+    assert "broken.jpg" in err and err.strip().splitlines()[-1].startswith("tfzoo: error: 1 of 3 images")
+    assert sorted(os.listdir(out_dir)) == ["detections.json", "first.png", "second.png"]
+    with Image.open(out_dir / "first.png") as drawn:
+        assert drawn.size == (150, 90)
+        assert not np.array_equal(np.asarray(drawn.convert("RGB")), first)  # boxes were drawn
+    result = json.loads((out_dir / "detections.json").read_text())
+    assert [e["file"] for e in result["failed"]] == [str(tmp_path / "broken.jpg")]
+    entry = result["images"][0]
+    assert (entry["file"], entry["height"], entry["width"]) == (str(tmp_path / "first.png"), 90, 150)
+    rows = entry["detections"]
+    assert rows and all(r["score"] >= threshold and r["class"] == helpers.CLASS_NAMES[r["class_id"]] for r in rows)
+    for r in rows:
+        y1, x1, y2, x2 = r["box_yxyx_px"]
+        assert r["bbox_xywh_px"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.02)
+        assert 0 <= x1 <= x2 <= 150 and 0 <= y1 <= y2 <= 90
+    boxes_px, classes, scores = _expected_pixel_detections(helpers.detector(), first, threshold)
+    size = np.array([90, 150, 90, 150], np.float32)
+
+    def as_detections(boxes, cls, sc):
+        n = len(sc)
+        return {"detection_boxes": (np.asarray(boxes, np.float32).reshape(-1, 4) / size)[None],
+                "detection_scores": np.asarray(sc, np.float32)[None], "detection_classes": np.asarray(cls)[None],
+                "num_detections": np.array([n])}
+
+    got = as_detections([r["box_yxyx_px"] for r in rows], [r["class_id"] for r in rows], [r["score"] for r in rows])
+    report = compare_detections(as_detections(boxes_px, classes, scores), got, iou=0.99)
+    assert report["agree"] and report["matched"] == len(rows), report
+
+
+def test_export_int8_tflite_calibrated_on_the_training_split(model_artifacts, tmp_path, capsys):
+    from tfzoo.export import load_model, op_names
+
+    target = tmp_path / "model_int8.tflite"
+    code, out, err = run(["export", model_artifacts("keras"), "--format", "tflite", "--quantize", "int8",
+                          "--data", "shapes:4", "--calibration-images", "4", "--out", str(target)], capsys)
+    assert code == 0, err
+    assert out.startswith(f"wrote {target} (") and out.strip().endswith("MB)")
+    ops = op_names(target.read_bytes())
+    assert "NON_MAX_SUPPRESSION_V5" in ops and not [op for op in ops if op.startswith("CUSTOM")]
+    assert "QUANTIZE" in ops  # the network runs in int8
+    model = load_model(str(target))
+    assert model.quantize == "int8"
+    from tests.export import helpers
+
+    outputs = model.detect(helpers.sample_images(1))
+    assert sorted(outputs) == ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
+    assert all(np.all(np.isfinite(v)) for v in outputs.values())
+    assert outputs["detection_boxes"].shape == (1, 100, 4) and outputs["detection_classes"].dtype == np.int32
+    assert sorted(os.listdir(tmp_path)) == ["model_int8.tflite"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--format", "tflite", "--quantize", "int8", "--out", "m.tflite"], "int8 needs --data"),
+    (["--format", "saved_model", "--quantize", "float16", "--out", "sm"], "--format tflite only"),
+    (["--format", "tflite", "--out", "model.bin"], "must end with .tflite"),
+    (["--format", "onnx", "--out", "m.onnx"], "invalid choice"),
+])
+def test_export_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "some.keras"] + argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_export_needs_a_keras_model(model_artifacts, tmp_path, capsys):
+    path = model_artifacts("tflite")
+    code, out, err = run(["export", path, "--format", "tflite", "--out", str(tmp_path / "again.tflite")], capsys)
+    assert code == 1 and "needs a Keras model" in err and path in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow  # traces a train step (tens of seconds on 2 CPU cores); still part of the default run
+def test_train_then_predict_evaluate_and_export_from_the_run_directory(tmp_path, capsys):
+    from PIL import Image
+
+    import tfzoo.data
+
+    run_dir = tmp_path / "run"
+    tiny = ["backbone_alpha=0.35", "fpn_channels=16", "head_channels=16", "head_convs=1", "backbone_weights=null"]
+    code, out, err = run(["train", "retinanet_mobile", "--data", "shapes:8", "--image-size", "64", "--batch-size", "4",
+                          "--epochs", "1", "--out", str(run_dir)] + [a for s in tiny for a in ("--set", s)], capsys)
+    assert code == 0, err
+    assert f"training directory: {run_dir}" in out and "AP50" in out
+    assert {"config.json", "model.keras", "state.json", "metrics.json"} <= set(os.listdir(run_dir))
+
+    metrics_json = tmp_path / "metrics.json"
+    code, _, err = run(["evaluate", str(run_dir), "--data", "shapes:8", "--split", "val", "--json", str(metrics_json)],
+                       capsys)
+    assert code == 0, err
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert json.loads(metrics_json.read_text())["AP"] == pytest.approx(trained["AP"], abs=1e-6)
+
+    image = next(tfzoo.data.load("shapes:1", "val").as_numpy_iterator())["image"]
+    Image.fromarray(image).save(tmp_path / "shape.png")
+    code, _, err = run(["predict", str(run_dir), str(tmp_path / "shape.png"), "--out", str(tmp_path / "pred")], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path / "pred")) == ["detections.json", "shape.png"]
+
+    tflite = tmp_path / "model.tflite"
+    code, out, err = run(["export", str(run_dir), "--format", "tflite", "--out", str(tflite)], capsys)
+    assert code == 0 and tflite.exists(), err
+    code, _, err = run(["evaluate", str(tflite), "--data", "shapes:8", "--split", "val", "--json", str(metrics_json)],
+                       capsys)
+    assert code == 0, err
+    assert abs(json.loads(metrics_json.read_text())["AP"] - trained["AP"]) <= 0.005

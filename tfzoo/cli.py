@@ -17,6 +17,9 @@ import warnings
 EXIT_FAILURE = 1
 
 DATA_HELP = "dataset spec: shapes | voc:PATH | coco:PATH | tfds:NAME (e.g. tfds:voc/2007)"
+MODEL_HELP = "a training directory, a .keras or .tflite file, or (with --trust-model) a SavedModel directory or .h5"
+TRUST_HELP = ("allow SavedModel directories and .h5 files, which can run arbitrary code when loaded: only for "
+              "files from a source you trust")
 
 
 def _quiet_tensorflow():
@@ -261,16 +264,204 @@ def _print_metrics(metrics):
             print(f"  {name:<{width}}  {cells}")
 
 
+def _load(args):
+    """The model at ``args.model`` (:func:`tfzoo.export.load_model`)."""
+    from tfzoo.export import load_model
+
+    return load_model(args.model, trust_model=args.trust_model)
+
+
+def evaluate_model(model, spec, split, batch_size=8, strict=False):
+    """Scores a loaded model (:func:`tfzoo.export.load_model`) on a dataset split."""
+    import tfzoo.data
+    from tfzoo.data.validate import Report
+    from tfzoo.eval import evaluate_detector
+
+    names = list(tfzoo.data.class_names(spec))
+    if len(names) != model.num_classes:
+        raise CLIError(f"{model.path} has {model.num_classes} classes, {spec} has {len(names)}")
+    if model.has_class_names and tuple(model.class_names) != tuple(names):
+        raise CLIError(f"{model.path} classes ({', '.join(model.class_names)}) differ from the classes of {spec} "
+                       f"({', '.join(names)})")
+    report = Report(strict=strict)
+    examples = tfzoo.data.load(spec, split, strict=strict, report=report)
+    metrics = evaluate_detector(model.detect, examples, model.image_size, names, tfzoo.data.category_ids(spec),
+                                batch_size=batch_size, keep_aspect_ratio=model.keep_aspect_ratio)
+    if len(report):
+        print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
+              f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
+    return metrics
+
+
 def cmd_evaluate(args):
-    if not args.detections:
-        args.parser.error("evaluate needs --detections RESULTS.json (scoring a model file arrives with the detectors)")
-    if not os.path.exists(args.detections):
-        raise CLIError(f"{args.detections}: no such file")
-    metrics = evaluate_detections_file(args.detections, args.data, args.split, strict=args.strict)
+    if args.model and args.detections:
+        args.parser.error("give either MODEL_PATH or --detections, not both")
+    if not args.model and not args.detections:
+        args.parser.error("evaluate needs MODEL_PATH (a model to run) or --detections RESULTS.json")
+    if args.batch_size < 1:
+        args.parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.detections:
+        if not os.path.exists(args.detections):
+            raise CLIError(f"{args.detections}: no such file")
+        metrics = evaluate_detections_file(args.detections, args.data, args.split, strict=args.strict)
+    else:
+        model = _load(args)
+        metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size, strict=args.strict)
     if args.json:
         _write_json_atomic(args.json, metrics)
         print(f"metrics written to {args.json}", file=sys.stderr)
     _print_metrics(metrics)
+    return 0
+
+
+# --- tfzoo predict ------------------------------------------------------------------
+
+
+def _unique_stems(paths):
+    """Output stems of ``paths``: the file stem, with ``_2``, ``_3`` ... for repeats."""
+    seen, stems = {}, []
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0] or "image"
+        count = seen.get(stem, 0) + 1
+        seen[stem] = count
+        stems.append(stem if count == 1 else f"{stem}_{count}")
+    return stems
+
+
+def cmd_predict(args):
+    import numpy as np
+
+    from tfzoo.data.images import ImageError, decode_image
+    from tfzoo.draw import draw_detections, image_detections, save_png_atomic
+
+    if not 0.0 <= args.score_threshold <= 1.0:
+        args.parser.error(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    model = _load(args)
+    os.makedirs(args.out, exist_ok=True)
+    results, failures = [], []
+    for path, stem in zip(_progress(args.images, desc="predict"), _unique_stems(args.images)):
+        try:
+            image = decode_image(path)
+        except ImageError as e:
+            print(f"tfzoo: error: {e}", file=sys.stderr)
+            failures.append({"file": path, "error": str(e)})
+            continue
+        rows = image_detections(model, image, args.score_threshold)
+        drawn = draw_detections(image, np.array([r["box_yxyx_px"] for r in rows], np.float32).reshape(-1, 4),
+                                [r["class_id"] for r in rows], [r["score"] for r in rows], model.class_names)
+        output = os.path.join(args.out, f"{stem}.png")
+        save_png_atomic(drawn, output)
+        results.append({"file": path, "output": output, "height": int(image.shape[0]),
+                        "width": int(image.shape[1]), "detections": rows})
+        print(f"{path}: {len(rows)} detections -> {output}")
+    payload = {"model": args.model, "format": model.format, "score_threshold": args.score_threshold,
+               "box_format": "box_yxyx_px: [y1, x1, y2, x2], bbox_xywh_px: [x, y, width, height], "
+                             "pixels of the original image",
+               "images": results, "failed": failures}
+    _write_json_atomic(os.path.join(args.out, "detections.json"), payload)
+    print(f"detections written to {os.path.join(args.out, 'detections.json')}", file=sys.stderr)
+    if failures:
+        raise CLIError(f"{len(failures)} of {len(args.images)} images could not be read "
+                       f"(first: {failures[0]['error']})")
+    return 0
+
+
+# --- tfzoo export -------------------------------------------------------------------
+
+
+def _calibration_images(model, spec, split, count):
+    """``count`` images of ``spec``/``split`` resized to the model input by the eval pipeline."""
+    import tfzoo.data
+
+    examples = tfzoo.data.load(spec, split).take(count)
+    return tfzoo.data.pipeline(examples, model.detector, 1, training=False)
+
+
+def _size_text(path):
+    if os.path.isdir(path):
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    else:
+        size = os.path.getsize(path)
+    return f"{size / 1e6:.1f} MB"
+
+
+def cmd_export(args):
+    from tfzoo.export import export_saved_model, export_tflite
+
+    if args.format == "saved_model" and args.quantize:
+        args.parser.error("--quantize applies to --format tflite only")
+    if args.quantize == "int8" and not args.data:
+        args.parser.error("--quantize int8 needs --data (calibration images from the training split)")
+    if args.format == "tflite" and not args.out.endswith(".tflite"):
+        args.parser.error(f"--out must end with .tflite for --format tflite, got {args.out}")
+    if args.calibration_images < 1:
+        args.parser.error(f"--calibration-images must be >= 1, got {args.calibration_images}")
+    model = _load(args)
+    if model.format != "keras":
+        raise CLIError(f"{args.model}: export needs a Keras model (a training directory, .keras or .h5), "
+                       f"not a {model.format} export")
+    if args.format == "saved_model":
+        export_saved_model(model.detector, args.out)
+    else:
+        calibration = None
+        if args.quantize == "int8":
+            calibration = _calibration_images(model, args.data, args.split, args.calibration_images)
+        export_tflite(model.detector, args.out, quantize=args.quantize, calibration_images=calibration)
+    print(f"wrote {args.out} ({_size_text(args.out)})")
+    return 0
+
+
+# --- tfzoo train --------------------------------------------------------------------
+
+
+def cmd_train(args):
+    import tfzoo.train
+
+    if args.epochs is not None and args.epochs < 1:
+        args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.minutes is not None and not args.minutes > 0:
+        args.parser.error(f"--minutes must be > 0, got {args.minutes}")
+    result = tfzoo.train.train(
+        args.model,
+        args.data,
+        split=args.split,
+        val_split=args.val_split,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        minutes=args.minutes,
+        out=args.out,
+        resume=args.resume,
+        settings=list(args.set or ()),
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+        eval_every_epoch=args.eval_every_epoch,
+        seed=args.seed,
+    )
+    if result.stopped:
+        print(f"tfzoo: warning: training stopped early: {result.stopped}", file=sys.stderr)
+    print(f"training directory: {result.out_dir}")
+    if result.metrics:
+        print(f"AP {result.metrics['AP']:.4f}  AP50 {result.metrics['AP50']:.4f} "
+              f"({os.path.join(result.out_dir, 'metrics.json')})")
+    else:
+        print("no evaluation (no validation split)")
+    return 0
+
+
+# --- tfzoo demo ---------------------------------------------------------------------
+
+
+def cmd_demo(args):
+    import tfzoo.demo
+
+    if args.epochs is not None and args.epochs < 1:
+        args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.minutes is not None and not args.minutes > 0:
+        args.parser.error(f"--minutes must be > 0, got {args.minutes}")
+    summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or tfzoo.demo.DEMO_EPOCHS, minutes=args.minutes,
+                             seed=args.seed)
+    print(tfzoo.demo.format_summary(summary))
     return 0
 
 
@@ -328,16 +519,89 @@ def build_parser():
     p.add_argument("--limit", type=int, default=None, help="inspect only the first N images")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("evaluate", help="COCO and VOC metrics of a detections file",
-                       description="Scores a COCO-format results file (image_id, category_id in the dataset's "
-                                   "own ids, bbox [x, y, w, h] in pixels, score; on VOC data image_id is the "
-                                   "file stem) against a dataset split.")
-    p.add_argument("--detections", help="COCO-format results JSON")
+    p = sub.add_parser("evaluate", help="COCO and VOC metrics of a model or of a detections file",
+                       description="Runs a model (MODEL_PATH) on a dataset split, or scores a COCO-format "
+                                   "results file (--detections: image_id, category_id in the dataset's own ids, "
+                                   "bbox [x, y, w, h] in pixels, score; on VOC data image_id is the file stem), "
+                                   "and prints the COCO and VOC metrics.")
+    p.add_argument("model", nargs="?", metavar="MODEL_PATH", help=MODEL_HELP)
+    p.add_argument("--detections", help="COCO-format results JSON (instead of MODEL_PATH)")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="val", help="split name (default: val)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     p.add_argument("--strict", action="store_true", help="fail on the first ground-truth validation problem")
     p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file (atomically)")
+    p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_evaluate, parser=p)
+
+    p = sub.add_parser("predict", help="detect objects in image files; draw them and write JSON",
+                       description="Runs a model on image files. For each image writes OUT/<stem>.png with the "
+                                   "boxes, class names and scores drawn, and OUT/detections.json with the "
+                                   "detections in pixel coordinates of the original image.")
+    p.add_argument("model", metavar="MODEL_PATH", help=MODEL_HELP)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="keep detections scoring at least this (default: 0.3)")
+    p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=cmd_predict, parser=p)
+
+    p = sub.add_parser("export", help="export a Keras model to a SavedModel or a TFLite file",
+                       description="Exports a Keras model (training directory, .keras or .h5) with NMS inside: "
+                                   "a SavedModel taking uint8 images of any size, or a TFLite file (builtin ops "
+                                   "only) taking one float32 image resized to the model input. Every file is "
+                                   "checked (loaded back and run) before it replaces an earlier one.")
+    p.add_argument("model", metavar="MODEL_PATH", help=MODEL_HELP)
+    p.add_argument("--format", required=True, choices=("saved_model", "tflite"), help="what to write")
+    p.add_argument("--quantize", choices=("float16", "dynamic", "int8"),
+                   help="TFLite quantization (default: none, float32); int8 needs --data")
+    p.add_argument("--data", help=f"calibration data for int8: {DATA_HELP}")
+    p.add_argument("--split", default="train", help="calibration split (default: train)")
+    p.add_argument("--calibration-images", type=int, default=100,
+                   help="calibration images for int8 (default: 100)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="SavedModel directory, or .tflite file (replaced if it is an earlier export)")
+    p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
+    p.set_defaults(func=cmd_export, parser=p)
+
+    p = sub.add_parser("train", help="train a model on a dataset (writes a training directory)",
+                       description="Trains a registered model ('tfzoo list') with its recipe and writes a "
+                                   "training directory: config.json, model.keras (after every epoch), "
+                                   "state.json, metrics.json, logs/.")
+    p.add_argument("model", metavar="MODEL", help="a registered model name, e.g. retinanet_mobile")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--split", default="train", help="training split (default: train)")
+    p.add_argument("--val-split", default="val", help="evaluation split (default: val)")
+    p.add_argument("--image-size", type=int, help="square input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, help="global batch size (default: the model's)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="epochs to train (default: the model's)")
+    budget.add_argument("--minutes", type=float, help="time budget; the schedule is fitted to it")
+    p.add_argument("--out", metavar="DIR", help="training directory (default: runs/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. --set learning_rate=0.005)")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                   help="distribution strategy (default: default)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
+    p.add_argument("--eval-every-epoch", action="store_true", help="evaluate on --val-split after every epoch")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=cmd_train, parser=p)
+
+    p = sub.add_parser(
+        "demo", help="the main job: train retinanet_mobile on shapes, evaluate, export, time, draw",
+        description="Trains retinanet_mobile on the builtin shapes data (from random initialization, no "
+                    "download), evaluates it on shapes/val, exports a SavedModel and a builtin-only TFLite "
+                    "file, scores both exports, times each format and draws detections on a few val images. "
+                    "Everything lands in --out; a summary is printed at the end.")
+    p.add_argument("--out", metavar="DIR", default="saved_models/retinanet_shapes",
+                   help="output folder (default: saved_models/retinanet_shapes)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="training epochs (default: the demo's recipe)")
+    budget.add_argument("--minutes", type=float, help="training time budget instead of a number of epochs")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=cmd_demo, parser=p)
     return parser
 
 

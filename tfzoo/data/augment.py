@@ -22,7 +22,8 @@ write ``image_info``, float32 [4, 2] (TF Model Garden's layout)::
 
 relative to the image the op received: in evaluation (no augmentation before the resize)
 that is the original image, and :func:`boxes_to_original` maps boxes on the output canvas
-back to original pixels.
+back to original pixels. :func:`resize_images` is the batched form of :func:`resize_and_pad`
+and :func:`resize` (same pixels), for serving graphs.
 
 Presets (:data:`PRESETS`, built by :func:`preset`): ``none``; ``flip``; ``scale_jitter``
 (flip + :func:`random_scale_crop` with scale in [0.5, 2.0], RetinaNet / TF Model Garden);
@@ -168,14 +169,21 @@ def random_flip_left_right(example, seed, prob=0.5):
 # --- resizing -----------------------------------------------------------------------
 
 
+def _fit_size(in_h, in_w, out_h, out_w, scale=1.0):
+    """int32 ``(new_h, new_w)`` of an aspect-preserving resize of an ``in_h x in_w`` image
+    to ``scale`` x the largest size that fits ``out_h x out_w`` (at least 1 pixel each)."""
+    factor = tf.minimum(out_h / in_h, out_w / in_w) * scale
+    new_h = tf.maximum(tf.cast(tf.round(in_h * factor), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(in_w * factor), tf.int32), 1)
+    return new_h, new_w
+
+
 def _resize_crop_pad(example, output_size, scale, offset_frac, pad_value):
     """Aspect-preserving resize to ``scale`` x the fit into ``output_size``, crop, pad."""
     out_h, out_w = _size(output_size)
     image = _float_image(example)
     in_h, in_w = _hw(image)
-    factor = tf.minimum(out_h / in_h, out_w / in_w) * scale
-    new_h = tf.maximum(tf.cast(tf.round(in_h * factor), tf.int32), 1)
-    new_w = tf.maximum(tf.cast(tf.round(in_w * factor), tf.int32), 1)
+    new_h, new_w = _fit_size(in_h, in_w, out_h, out_w, scale)
     image = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear")
     off_y = tf.cast(tf.floor(tf.cast(tf.maximum(new_h - out_h, 0), tf.float32) * offset_frac[0]), tf.int32)
     off_x = tf.cast(tf.floor(tf.cast(tf.maximum(new_w - out_w, 0), tf.float32) * offset_frac[1]), tf.int32)
@@ -209,6 +217,34 @@ def resize(example, output_size):
     out[schema.IMAGE] = tf.ensure_shape(tf.image.resize(image, [out_h, out_w], method="bilinear"), [out_h, out_w, 3])
     out[IMAGE_INFO] = _image_info(in_h, in_w, out_h, out_w, out_h / in_h, out_w / in_w, 0.0, 0.0)
     return out
+
+
+def resize_images(images, output_size, *, keep_aspect_ratio=True, pad_value=0.0):
+    """Batched :func:`resize_and_pad` (or :func:`resize`) of images that share one size.
+
+    ``images``: ``[B, H, W, 3]`` (any real dtype; H and W may be dynamic). Returns
+    ``(images float32 [B, out_h, out_w, 3], image_info float32 [B, 4, 2])``, pixel for
+    pixel what the per-example op gives each image (the same size arithmetic and resize
+    kernel), so a serving graph resizes exactly as the evaluation pipeline. Map boxes back
+    with :func:`boxes_to_original`.
+    """
+    out_h, out_w = _size(output_size)
+    images = tf.convert_to_tensor(images)
+    images = images if images.dtype == tf.float32 else tf.cast(images, tf.float32)
+    shape = tf.shape(images)
+    in_h, in_w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    if keep_aspect_ratio:
+        new_h, new_w = _fit_size(in_h, in_w, out_h, out_w)
+        images = tf.image.resize(images, tf.stack([new_h, new_w]), method="bilinear")
+        paddings = [[0, 0], [0, out_h - new_h], [0, out_w - new_w], [0, 0]]
+        images = tf.pad(images - pad_value, paddings) + pad_value
+        new_hf, new_wf = tf.cast(new_h, tf.float32), tf.cast(new_w, tf.float32)
+        info = _image_info(in_h, in_w, out_h, out_w, new_hf / in_h, new_wf / in_w, 0.0, 0.0)
+    else:
+        images = tf.image.resize(images, [out_h, out_w], method="bilinear")
+        info = _image_info(in_h, in_w, out_h, out_w, out_h / in_h, out_w / in_w, 0.0, 0.0)
+    images = tf.ensure_shape(images, [None, out_h, out_w, 3])
+    return images, tf.tile(info[None], [shape[0], 1, 1])
 
 
 def random_scale_crop(example, seed, output_size, scale_range=(0.5, 2.0), *, pad_value=0.0):

@@ -1,0 +1,121 @@
+"""TFLite export: builtin ops only, NMS inside, parity with Keras, metadata, atomic writes."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.export import helpers
+from tfzoo.export import artifacts, compare_detections, export_tflite
+from tfzoo.export import tflite as tl
+
+
+@pytest.fixture(scope="module")
+def model_bytes(tflite_path):
+    with open(tflite_path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def runtime(tflite_path):
+    return tl.interpreter(model_path=tflite_path)
+
+
+def test_builtin_ops_only_with_nms_and_frozen_weights(model_bytes):
+    ops = tl.op_names(model_bytes)
+    assert tl.non_builtin_ops(ops) == []
+    assert not [op for op in ops if op.startswith("CUSTOM") or "FLEX" in op.upper()], ops
+    assert "NON_MAX_SUPPRESSION_V5" in ops and "TOPK_V2" in ops
+    assert "WHILE" not in ops  # static batch 1
+    assert not set(tl.VARIABLE_OPS) & ops  # weights are constants, not variables
+
+
+def test_signatures_keep_the_output_names(runtime):
+    signatures = runtime.get_signature_list()
+    assert signatures["serving_default"]["inputs"] == ["images"]
+    assert sorted(signatures["serving_default"]["outputs"]) == sorted(artifacts.DETECTION_KEYS)
+    assert sorted(signatures["raw_outputs"]["outputs"]) == ["box_deltas", "class_logits"]
+    (details,) = runtime.get_signature_runner("serving_default").get_input_details().values()
+    assert list(details["shape"]) == [1, helpers.IMAGE_SIZE, helpers.IMAGE_SIZE, 3]
+    assert details["dtype"] == np.float32
+
+
+def test_raw_outputs_match_keras_within_1e_4_of_their_scale(detector, runtime):
+    images = helpers.sample_images(2)
+    expected = helpers.keras_raw_outputs(detector, images)
+    for i in range(2):
+        got = tl.run_signature(runtime, images[i:i + 1], "raw_outputs")
+        for key in expected:
+            helpers.assert_close_to_scale(got[key], expected[key][i:i + 1], 1e-4)
+
+
+def test_detections_match_keras_by_class_and_iou(detector, runtime):
+    images = helpers.sample_images(4)
+    expected = detector.predict_on_batch(images)
+    got = [tl.run_signature(runtime, images[i:i + 1]) for i in range(len(images))]
+    got = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
+    for key in artifacts.DETECTION_KEYS:
+        assert got[key].shape == expected[key].shape and got[key].dtype == expected[key].dtype
+    assert expected["num_detections"].sum() > 10
+    report = compare_detections(expected, got, iou=0.99, min_score=helpers.SCORE_THRESHOLD + 0.01)
+    assert report["agree"], report
+    assert report["max_score_diff"] < 1e-4
+
+
+def test_metadata_inside_the_file(detector, model_bytes):
+    metadata = tl.read_metadata(model_bytes)
+    assert metadata["config"] == json.loads(detector.config.to_json())
+    assert metadata["class_names"] == list(helpers.CLASS_NAMES)
+    assert metadata["image_size"] == [helpers.IMAGE_SIZE] * 2 and metadata["quantize"] is None
+    assert tl.read_metadata(model_bytes, "no such entry") is None
+
+
+def test_bad_arguments_fail_before_any_work(detector, tmp_path):
+    with pytest.raises(ValueError, match="unknown quantize mode 'int4'"):
+        export_tflite(detector, str(tmp_path / "m.tflite"), quantize="int4")
+    with pytest.raises(ValueError, match="needs calibration_images"):
+        export_tflite(detector, str(tmp_path / "m.tflite"), quantize="int8")
+    with pytest.raises(ValueError, match="int8 quantization only"):
+        export_tflite(detector, str(tmp_path / "m.tflite"), calibration_images=[np.zeros([64, 64, 3])])
+    assert os.listdir(tmp_path) == []
+
+
+def test_calibration_images_take_images_batches_and_pipeline_pairs():
+    image = np.full([64, 64, 3], 7.0, np.float32)
+    batches = list(tl._calibration_batches([image, image[None].repeat(2, 0), (image[None], {"boxes": 0})], (64, 64)))
+    assert len(batches) == 4 and all(b["images"].shape == (1, 64, 64, 3) for b in batches)
+    assert len(list(tl._calibration_batches([image] * 5, (64, 64), limit=3))) == 3
+    with pytest.raises(ValueError, match=r"float32 \[64, 64, 3\].*\[32, 32, 3\]"):
+        list(tl._calibration_batches([np.zeros([32, 32, 3])], (64, 64)))
+
+
+def test_a_file_failing_its_check_leaves_the_earlier_file(detector, tmp_path, monkeypatch, model_bytes):
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"earlier model")
+    monkeypatch.setattr(tl, "_convert", lambda *args: model_bytes)
+
+    def verify(path, *args):
+        assert os.path.getsize(path) > 1000  # the new model was written, under another name
+        raise artifacts.ExportError("the TFLite model uses non-builtin ops CUSTOM:FlexErf")
+
+    monkeypatch.setattr(tl, "_verify", verify)
+    with pytest.raises(artifacts.ExportError, match="FlexErf"):
+        export_tflite(detector, str(target))
+    assert target.read_bytes() == b"earlier model"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_the_check_refuses_a_model_without_nms(detector, tmp_path, monkeypatch):
+    """A converted graph that lost its NMS (or its weights) never reaches the target."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def plain(x):
+        return {"y": x * 2.0}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([plain.get_concrete_function()])
+    monkeypatch.setattr(tl, "_convert", lambda *args: converter.convert())
+    target = tmp_path / "model.tflite"
+    with pytest.raises(artifacts.ExportError, match="no NON_MAX_SUPPRESSION_V5"):
+        export_tflite(detector, str(target))
+    assert os.listdir(tmp_path) == []

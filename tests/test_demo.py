@@ -1,0 +1,47 @@
+"""The demo's steps end to end on a tiny model (the real run is the README's first command)."""
+import json
+import os
+
+import pytest
+
+import tfzoo.demo
+from tfzoo import cli
+
+TINY = ("image_size=64", "backbone_alpha=0.35", "fpn_channels=16", "head_channels=16", "head_convs=1",
+        "batch_size=4", "score_threshold=0.0")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("demo"))
+    summary = tfzoo.demo.run(out=out, epochs=1, data="shapes:8", settings=TINY, num_images=2,
+                             latency_repeats=2, verbose=0)
+    return out, summary
+
+
+def test_demo_writes_every_artifact(demo_run):
+    out, summary = demo_run
+    for name in ("metrics.json", "summary.json", "model.tflite", "saved_model/saved_model.pb",
+                 "train/model.keras", "train/config.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert {"AP", "AP50", "per_class"} <= set(metrics)
+    assert len(summary["predictions"]) == 2 and all(p.endswith(".png") and os.path.exists(p)
+                                                   for p in summary["predictions"])
+
+
+def test_demo_summary_reports_each_format(demo_run):
+    _, summary = demo_run
+    assert set(summary["formats"]) == {"keras", "saved_model", "tflite"}
+    for entry in summary["formats"].values():
+        assert entry["size_bytes"] > 0 and entry["latency"]["median_ms"] > 0
+        assert 0.0 <= entry["AP50"] <= 1.0
+    text = tfzoo.demo.format_summary(summary)
+    assert "AP50" in text and "tflite" in text and "saved_model" in text
+
+
+def test_demo_command_line_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    assert "saved_models/retinanet_shapes" in capsys.readouterr().out

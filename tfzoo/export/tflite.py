@@ -1,0 +1,260 @@
+"""TFLite export with NMS inside, TFLite builtin ops only (no Flex, no custom ops).
+
+::
+
+    tfzoo.export.export_tflite(detector, "model_fp32.tflite")
+    tfzoo.export.export_tflite(detector, "model_int8.tflite", quantize="int8",
+                               calibration_images=images)   # float32 [S, S, 3] each
+
+The file has one signature, ``serving_default``:
+
+- input ``images``: float32 ``[1, S, S, 3]``, RGB in [0, 255], **already resized** to the
+  model input the way the evaluation pipeline does it (for RetinaNet an aspect-preserving
+  resize with bottom/right zero padding: :func:`tfzoo.data.augment.resize_images`). The
+  batch is static 1 (a dynamic batch would need a ``WHILE`` loop around NMS). The input
+  stays float32 for every ``quantize`` mode (int8 files quantize and dequantize inside).
+- outputs ``detection_boxes`` float32 ``[1, M, 4]`` normalized ``[y1, x1, y2, x2]`` of the
+  input, ``detection_scores`` ``[1, M]``, ``detection_classes`` int32 ``[1, M]`` (-1 on
+  padding), ``num_detections`` int32 ``[1]``; use the signature runner to get them by
+  name. Map boxes to the original image with the ``image_info`` of the resize
+  (:func:`tfzoo.export.saved_model.detections_on_original`).
+
+With ``raw_outputs=True`` the file also has a ``raw_outputs`` signature (the raw head
+outputs, for parity checks; it makes the file about twice as large).
+
+NMS is the shared :mod:`tfzoo.ops.nms` (``detector.decode``): ``TOPK_V2``, ``GATHER`` and
+``NON_MAX_SUPPRESSION_V5``. Quantization (``quantize``): ``None`` float32; ``"float16"``
+float16 weights; ``"dynamic"`` int8 weights, float activations; ``"int8"`` full integer
+quantization of the network calibrated on ``calibration_images``, with the NMS and box
+decoding left in float32 builtins (``TFLITE_BUILTINS_INT8`` then ``TFLITE_BUILTINS``).
+
+The detector's metadata (:func:`tfzoo.export.artifacts.export_metadata`: config, class
+names, input size) is stored inside the file as the TFLite metadata entry ``tfzoo``
+(:func:`read_metadata`). Every file is written to a temporary name, loaded in the LiteRT
+interpreter (``ai_edge_litert``), checked (builtin ops only, ``NON_MAX_SUPPRESSION_V5``
+present, weights frozen into constants, one run giving the four outputs) and only then
+renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from tfzoo.export import artifacts
+from tfzoo.export import saved_model as sm
+
+#: ``quantize`` modes of :func:`export_tflite`.
+QUANTIZE_MODES = (None, "float16", "dynamic", "int8")
+#: Name of the metadata entry holding the tfzoo metadata JSON.
+METADATA_NAME = "tfzoo"
+#: Ops that mean the weights were not frozen (the Keras 3 weightless-file trap).
+VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
+#: The NMS op every detector file must contain.
+NMS_OP = "NON_MAX_SUPPRESSION_V5"
+#: Detections of a float32 file must agree with Keras within this (verification).
+SCORE_TOLERANCE = 1e-3
+
+
+def interpreter(model_path=None, model_content=None, num_threads=None):
+    """A LiteRT ``Interpreter`` (``ai_edge_litert``; ``tf.lite.Interpreter`` is deprecated)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError("running .tflite files needs the LiteRT interpreter: pip install ai-edge-litert") from e
+    return Interpreter(model_path=model_path, model_content=model_content,
+                       num_threads=num_threads or os.cpu_count())
+
+
+def op_names(model_bytes):
+    """Names of every operator in every subgraph of a ``.tflite`` model.
+
+    Builtins by their ``BuiltinOperator`` name (``CONV_2D``, ``NON_MAX_SUPPRESSION_V5``);
+    custom ops (Flex included) as ``CUSTOM:<code>`` (``CUSTOM:FlexSomething``).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        custom = code.CustomCode()
+        if builtin == schema.BuiltinOperator.CUSTOM or custom:
+            names.add(f"CUSTOM:{custom.decode() if custom else ''}")
+        else:
+            names.add(code_names[builtin])
+    return names
+
+
+def non_builtin_ops(names):
+    """The custom/Flex ops among ``names`` (from :func:`op_names`)."""
+    return sorted(n for n in names if n.startswith("CUSTOM") or "FLEX" in n.upper())
+
+
+def add_metadata(model_bytes, name, payload):
+    """``model_bytes`` with a TFLite metadata entry ``name`` holding ``payload`` (JSON)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(payload, sort_keys=True).encode("utf-8"), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != name.encode()] + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_metadata(model_bytes, name=METADATA_NAME):
+    """The JSON payload of metadata entry ``name`` of a ``.tflite`` model, or ``None``."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() is not None and entry.Name().decode() == name:
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            return json.loads(bytes(data).decode("utf-8"))
+    return None
+
+
+def _calibration_batches(calibration_images, image_size, limit=None):
+    """``{"images": float32 [1, S, S, 3]}`` per calibration image (TFLite's representative dataset).
+
+    Accepts an iterable (or ``tf.data.Dataset``) of images ``[S, S, 3]``, batches
+    ``[B, S, S, 3]``, or ``(images, ...)`` tuples as :func:`tfzoo.data.pipeline` yields.
+    """
+    expected = (int(image_size[0]), int(image_size[1]), 3)
+    count = 0
+    for element in calibration_images:
+        if isinstance(element, (tuple, list)):
+            element = element[0]
+        if isinstance(element, dict):
+            element = element["images"]
+        images = np.asarray(element, np.float32)
+        images = images[None] if images.ndim == 3 else images
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(f"calibration images must be float32 {list(expected)} (resized to the model "
+                             f"input), got shape {list(np.shape(element))}")
+        for image in images:
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield {"images": image[None]}
+
+
+def _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit):
+    names = (sm.SERVING_DEFAULT, sm.RAW_OUTPUTS) if raw_outputs else (sm.SERVING_DEFAULT,)
+    functions = sm.serving_functions(detector, batch=1, names=(sm.DETECT,) + names[1:])
+    functions[sm.SERVING_DEFAULT] = functions.pop(sm.DETECT)  # fixed-size float input
+    module = sm.ServingModule(detector, functions)
+    with tempfile.TemporaryDirectory(prefix="tfzoo-tflite-") as directory:
+        tf.saved_model.save(module, directory, signatures=module.signatures())
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=list(names))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            seen = []
+
+            def representative_dataset():
+                for batch in _calibration_batches(calibration_images, detector.image_size, calibration_limit):
+                    seen.append(1)
+                    yield batch
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+            model = converter.convert()
+            if not seen:
+                raise ValueError("int8 quantization got no calibration images")
+            return model
+        return converter.convert()
+
+
+def run_signature(runner_or_interpreter, images, signature=sm.SERVING_DEFAULT):
+    """Runs ``signature`` of an interpreter on ``images float32 [1, S, S, 3]``; dict of arrays."""
+    runner = runner_or_interpreter
+    if hasattr(runner, "get_signature_runner"):
+        runner = runner.get_signature_runner(signature)
+    return {k: np.asarray(v) for k, v in runner(images=np.asarray(images, np.float32)).items()}
+
+
+def _verify(path, detector, quantize, raw_outputs):
+    with open(path, "rb") as f:
+        model_bytes = f.read()
+    names = op_names(model_bytes)
+    bad = non_builtin_ops(names)
+    if bad:
+        raise artifacts.ExportError(f"the TFLite model uses non-builtin ops {', '.join(bad)}")
+    if NMS_OP not in names:
+        raise artifacts.ExportError(f"the TFLite model has no {NMS_OP} op: NMS is missing")
+    variable_ops = sorted(set(VARIABLE_OPS) & names)
+    if variable_ops:
+        raise artifacts.ExportError(f"the TFLite model reads variables ({', '.join(variable_ops)}): "
+                                    "its weights were not frozen")
+    if read_metadata(model_bytes) is None:
+        raise artifacts.ExportError(f"the TFLite model lacks its {METADATA_NAME!r} metadata")
+    runtime = interpreter(model_path=path)
+    signatures = runtime.get_signature_list()
+    expected = {sm.SERVING_DEFAULT} | ({sm.RAW_OUTPUTS} if raw_outputs else set())
+    if set(signatures) != expected:
+        raise artifacts.ExportError(f"the TFLite model has signatures {sorted(signatures)}, expected {sorted(expected)}")
+    h, w = detector.image_size
+    image = sm.sample_image(h, w)[None].astype(np.float32)
+    outputs = run_signature(runtime, image)
+    keras_outputs = {k: np.asarray(v) for k, v in detector.detect(image).items()}
+    artifacts.check_detections(outputs, 1, sm.max_detections_of(detector, keras_outputs), "TFLite serving_default")
+    if quantize is None:
+        got, want = outputs["detection_scores"].max(), keras_outputs["detection_scores"].max()
+        if not abs(got - want) <= SCORE_TOLERANCE:
+            raise artifacts.ExportError(f"the float32 TFLite model's top score {got:g} differs from the Keras "
+                                        f"model's {want:g}")
+
+
+def export_tflite(detector, path, quantize=None, calibration_images=None, *, raw_outputs=False,
+                  calibration_limit=None):
+    """Writes ``detector`` as a ``.tflite`` file at ``path`` (see the module doc).
+
+    Args:
+      detector: a tfzoo Keras detector.
+      path: the file to write (replaced atomically; its directory is created).
+      quantize: one of :data:`QUANTIZE_MODES`.
+      calibration_images: ``"int8"`` only: an iterable or ``tf.data.Dataset`` of float32
+        images ``[S, S, 3]`` resized to the model input (batches ``[B, S, S, 3]`` and
+        ``(images, ground_truth)`` pairs from ``tfzoo.data.pipeline(..., training=False)``
+        work too); a few hundred from the training split is typical.
+      raw_outputs: also add the ``raw_outputs`` signature.
+      calibration_limit: use at most this many calibration images.
+
+    Returns:
+      ``path``.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"unknown quantize mode {quantize!r}; use one of "
+                         f"{', '.join(str(m) for m in QUANTIZE_MODES)}")
+    if quantize == "int8" and calibration_images is None:
+        raise ValueError("int8 quantization needs calibration_images (images from the training split)")
+    if quantize != "int8" and calibration_images is not None:
+        raise ValueError(f"calibration_images apply to int8 quantization only, not {quantize!r}")
+    model = _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit)
+    signatures = {sm.SERVING_DEFAULT: "images float32 [1, S, S, 3] at the model input -> detections "
+                                      "normalized to the input"}
+    if raw_outputs:
+        signatures[sm.RAW_OUTPUTS] = sm.SIGNATURES[sm.RAW_OUTPUTS].replace("[B,", "[1,")
+    metadata = {**artifacts.export_metadata(detector, signatures), "quantize": quantize}
+    model = add_metadata(model, METADATA_NAME, metadata)
+    with artifacts.atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(model)
+        _verify(tmp, detector, quantize, raw_outputs)
+    return path
