@@ -39,15 +39,22 @@ top.
 non-finite weights: a non-finite loss stops training with a message naming the step and
 the epoch, ``state.json`` records it and the previous ``model.keras`` stays as it was.
 ``resume=True`` loads ``model.keras`` (its optimizer and iteration count included) and
-continues from ``state.json``'s epoch on the same schedule; options that disagree with
-the saved run are an error, and resuming a finished run only says so.
+continues from ``state.json``'s epoch on the same schedule (``minutes`` then only bounds
+the session); options that disagree with the saved run are an error, and resuming a
+finished run only says so. Without ``resume``, a directory holding a previous run is
+reused with a warning: its ``model.keras`` is replaced at the new run's first checkpoint.
+A val split the dataset lacks (a VOC folder with only ``train``) skips evaluation with a
+warning.
 
 **Strategies.** ``"default"`` (none), ``"mirrored"`` (``tf.distribute.MirroredStrategy``
 over the local GPUs, else the local logical CPUs; the batch size is the global batch)
 and ``"multiworker"`` (``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``; it must be
 the first TensorFlow work in the process; only the chief writes the training directory,
 the other workers write to temporary folders that are deleted, as the TensorFlow guide
-recommends; ``minutes`` is refused since workers would stop at different steps).
+recommends; ``minutes`` is refused since workers would stop at different steps). Keras
+3.15's ``model.fit`` does not run under ``MultiWorkerMirroredStrategy`` with more than
+one worker (keras-team/keras#20585: its symbolic build and its metric reduction both
+fail), so today only the single-worker path works; that failure is reported as such.
 ``mixed_precision=True`` trains under ``mixed_float16`` on GPU, ``mixed_bfloat16`` on CPU
 (float16 matmuls are slow there); the heads' outputs and the loss stay float32, and the
 previous global policy is restored afterwards.
@@ -239,21 +246,9 @@ def preset_config(model):
     raise ValueError(f"model {model!r} has no preset config in its detector module's PRESETS table")
 
 
-def _parse_settings(settings):
-    """``["k=v", ...]`` -> ``{k: parsed value}`` (the parsing of ``ConfigMixin.with_settings``)."""
-    return {key: value for key, value in _setting_items(settings)}
-
-
-def _setting_items(settings):
-    for item in settings or ():
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        yield key.strip(), value
+def _setting_keys(settings):
+    """Config fields named in ``["key=value", ...]`` (``with_settings`` parses the values)."""
+    return {item.partition("=")[0].strip() for item in settings or ()}
 
 
 def resolve_config(model, class_names, *, image_size=None, batch_size=None, epochs=None, settings=(),
@@ -267,7 +262,7 @@ def resolve_config(model, class_names, *, image_size=None, batch_size=None, epoc
     """
     preset = preset_config(model)
     config = preset.with_settings(settings)
-    explicit = _parse_settings(settings)
+    explicit = _setting_keys(settings)
     overrides = {"num_classes": len(class_names), "class_names": tuple(class_names)}
     if image_size is not None:
         overrides["image_size"] = int(image_size)
@@ -289,7 +284,7 @@ def resolve_config(model, class_names, *, image_size=None, batch_size=None, epoc
 
 def _requested_fields(settings, image_size, batch_size, epochs):
     """Config fields a call sets explicitly (what a resume must agree with)."""
-    fields = set(_parse_settings(settings)) | {"num_classes", "class_names"}
+    fields = _setting_keys(settings) | {"num_classes", "class_names"}
     if image_size is not None:
         fields.add("image_size")
     if batch_size is not None or "batch_size" in fields:
@@ -361,8 +356,10 @@ def split_exists(spec, split):
 
 def count_examples(specs, split, dataset):
     """Examples in ``dataset`` (split ``split`` of ``specs``): its cardinality when known;
-    for VOC/COCO folders the annotation index (images that fail to decode later are only
-    dropped from the stream; epochs count steps, so that is harmless); else one pass."""
+    for VOC/COCO folders (whose decoding filter hides the count from tf.data) the records
+    of the annotation index without reading image headers again (an image that turns out
+    missing or corrupt is only dropped from the stream: epochs count steps, so the schedule
+    stays right); else one pass over the data."""
     count = int(dataset.cardinality())
     if count >= 0:
         return count
@@ -371,16 +368,16 @@ def count_examples(specs, split, dataset):
     total = 0
     for spec in specs:
         kind, arg = tfzoo.data._parse(spec)
-        part = tfzoo.data.load(spec, split)
-        known = int(part.cardinality())
-        if known >= 0:
-            total += known
-        elif kind in ("voc", "coco"):
+        if kind in ("voc", "coco"):
             reader = importlib.import_module(f"tfzoo.data.{kind}")
             total += len(reader.scan(arg, split, check_images=False))
-        else:
+            continue
+        part = tfzoo.data.load(spec, split)
+        known = int(part.cardinality())
+        if known < 0:
             warnings.warn(f"{spec} [{split}]: counting the examples with one pass over the data")
-            total += int(part.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+            known = int(part.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+        total += known
     return total
 
 
@@ -735,6 +732,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                          "different steps; use epochs")
     if epochs is not None and epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    for spec in specs + val_specs:
+        tfzoo.data._parse(spec)  # a malformed spec: error before any TensorFlow work
     out = os.path.abspath(out or os.path.join("runs", model))
     dist = make_strategy(strategy)  # first: multiworker needs to start before other TF work
     scope = dist.scope() if dist is not None else contextlib.nullcontext()
@@ -744,9 +743,6 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         config, state = _resume_config(out, model, names, settings, image_size, batch_size, epochs, mixed_precision)
         policy = state.get("precision", FLOAT32)
     else:
-        for name in (STATE_FILE, MODEL_FILE):
-            if os.path.exists(os.path.join(out, name)):
-                raise ValueError(f"{out} already holds a training run ({name}); resume it or choose another out")
         config = resolve_config(model, names, image_size=image_size, batch_size=batch_size, epochs=epochs,
                                 settings=settings, backbone_weights=backbone_weights)
         policy = mixed_policy_name() if mixed_precision else FLOAT32
@@ -782,7 +778,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         try:
             if resume:
                 if state.get("finished"):
-                    return _finished(out, rundir, state, started, verbose)
+                    return _finished(out, state, started)
                 model_path = os.path.join(out, MODEL_FILE)
                 if not os.path.exists(model_path):
                     raise ValueError(f"{out}: no {MODEL_FILE} to resume from (the run stopped before its first "
@@ -803,9 +799,12 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                 planned = config.epochs
                 schedule = make_schedule(config, planned * steps_per_epoch)
                 detector.compile(optimizer=make_optimizer(config, schedule))
+                # Optimizer slots now, not inside the first traced step (which tf.function
+                # would then trace a second time to lift the new variables).
+                detector.optimizer.build(detector.trainable_variables)
                 initial_epoch = 0
                 if rundir.chief:
-                    os.makedirs(out, exist_ok=True)
+                    _start_over(out)
                 write_json_atomic(rundir.path(CONFIG_FILE), json.loads(config.to_json()))
                 rundir_state = {
                     "model": model, "data": specs, "split": split, "epoch": 0, "step": 0, "finished": False,
@@ -823,6 +822,16 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                         eval_every_epoch, seed, verbose, dist, callbacks, started, epochs)
         finally:
             rundir.cleanup()
+
+
+def _start_over(out):
+    """Prepares ``out`` for a new run: a previous run there is replaced (its model.keras
+    only when the first epoch's checkpoint is written; its metrics.json at once)."""
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(os.path.join(out, MODEL_FILE)) or os.path.exists(os.path.join(out, STATE_FILE)):
+        warnings.warn(f"{out} holds a previous run: starting a new one over it (resume=True would continue it)")
+    if os.path.exists(os.path.join(out, METRICS_FILE)):
+        os.remove(os.path.join(out, METRICS_FILE))
 
 
 def _resume_config(out, model, names, settings, image_size, batch_size, epochs, mixed_precision):
@@ -850,14 +859,13 @@ def _resume_config(out, model, names, settings, image_size, batch_size, epochs, 
     return saved, state
 
 
-def _finished(out, rundir, state, started, verbose):
+def _finished(out, state, started):
     model_path = os.path.join(out, MODEL_FILE)
     warnings.warn(f"{out}: the run already finished ({state.get('epoch')} epochs, step {state.get('step')}); "
                   "nothing to resume")
     detector = keras.saving.load_model(model_path, safe_mode=True)
     metrics_path = os.path.join(out, METRICS_FILE)
     metrics = _read_json(metrics_path) if os.path.exists(metrics_path) else None
-    del rundir, verbose
     return TrainResult(out, detector, metrics, int(state.get("epoch", 0)), int(state.get("step", 0)),
                        state.get("stopped"), time.monotonic() - started, True,
                        int(state.get("planned_epochs", 0)), int(state.get("steps_per_epoch", 0)))
@@ -895,7 +903,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     def fit(first, last):
         try:
             result = detector.fit(batches, epochs=last, initial_epoch=first, steps_per_epoch=steps_per_epoch,
-                                  callbacks=callbacks, verbose=verbose)
+                                  callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
         except ValueError as error:
             if _workers(dist) > 1 and ("PerReplica" in str(error) or "reduction dimension" in str(error)):
                 raise RuntimeError(

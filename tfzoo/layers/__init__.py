@@ -124,7 +124,7 @@ def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bia
         for layer in convs:
             x = layer(x)
         x = predict(x)  # [B, H, W, A * D]
-        per_level.append(keras.layers.Reshape((-1, outputs_per_anchor), name=f"{name}_reshape{level_index}")(x))  # [B, H*W*A, D]
+        per_level.append(keras.layers.Reshape((-1, outputs_per_anchor), name=f"{name}_reshape{level_index}", dtype="float32")(x))  # [B, H*W*A, D]
     if len(per_level) == 1:
         return per_level[0]
     return keras.layers.Concatenate(axis=1, name=f"{name}_concat", dtype="float32")(per_level)

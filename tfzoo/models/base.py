@@ -201,10 +201,14 @@ class Detector(keras.Model):
             raise ValueError(f"{type(self).__name__} needs targets: build the dataset with "
                              "tfzoo.data.pipeline(..., detector, training=True)")
         losses = self.compute_losses(y, y_pred)
+        # Each replica's terms are its share of the global sum (see replica_sum): the
+        # trackers show the whole, as Keras does for its own loss.
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
         for name, value in losses.items():
             if name not in self.loss_trackers:
                 raise KeyError(f"no tracker for loss term {name!r}")
-            self.loss_trackers[name].update_state(value)
+            self.loss_trackers[name].update_state(value * replicas)
         total = tf.add_n(list(losses.values()))
         regularization = self.losses
         if regularization:
