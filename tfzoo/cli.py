@@ -241,13 +241,9 @@ def evaluate_detections_file(detections, spec, split, strict=False):
 
 
 def _write_json_atomic(path, payload):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    from tfzoo.export.artifacts import write_json_atomic
+
+    write_json_atomic(path, payload, sort_keys=False)
 
 
 def _print_metrics(metrics):
@@ -414,13 +410,18 @@ def cmd_export(args):
 # --- tfzoo train --------------------------------------------------------------------
 
 
-def cmd_train(args):
-    import tfzoo.train
-
+def _check_budget(args):
+    """Usage errors for a bad ``--epochs`` / ``--minutes`` (train, demo)."""
     if args.epochs is not None and args.epochs < 1:
         args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.minutes is not None and not args.minutes > 0:
         args.parser.error(f"--minutes must be > 0, got {args.minutes}")
+
+
+def cmd_train(args):
+    import tfzoo.train
+
+    _check_budget(args)
     result = tfzoo.train.train(
         args.model,
         args.data,
@@ -455,10 +456,7 @@ def cmd_train(args):
 def cmd_demo(args):
     import tfzoo.demo
 
-    if args.epochs is not None and args.epochs < 1:
-        args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
-    if args.minutes is not None and not args.minutes > 0:
-        args.parser.error(f"--minutes must be > 0, got {args.minutes}")
+    _check_budget(args)
     summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or tfzoo.demo.DEMO_EPOCHS, minutes=args.minutes,
                              seed=args.seed)
     print(tfzoo.demo.format_summary(summary))

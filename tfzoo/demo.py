@@ -66,6 +66,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     from tfzoo import train as train_lib
     from tfzoo.draw import draw_detections, image_detections, save_png_atomic
     from tfzoo.export import export_saved_model, export_tflite, load_model, parity_report
+    from tfzoo.export.artifacts import write_json_atomic
 
     started = time.monotonic()
     os.makedirs(out, exist_ok=True)
@@ -95,7 +96,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     report = parity_report(detector, [saved_model, tflite], val, class_names=tfzoo.data.class_names(data),
                            category_ids=tfzoo.data.category_ids(data), progress=bool(verbose))
     metrics = report["keras"]["metrics"]
-    train_lib.write_json_atomic(os.path.join(out, "metrics.json"), metrics)
+    write_json_atomic(os.path.join(out, "metrics.json"), metrics)
 
     # --- 4. latency per format (one image, NMS included) ---
     say("[4/5] timing single-image detection per format ...")
@@ -146,7 +147,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         },
         "predictions": pictures,
     }
-    train_lib.write_json_atomic(os.path.join(out, "summary.json"), summary)
+    write_json_atomic(os.path.join(out, "summary.json"), summary)
     summary["total_seconds"] = round(time.monotonic() - started, 1)
     return summary
 

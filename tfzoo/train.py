@@ -83,6 +83,7 @@ import tfzoo
 import tfzoo.data
 import tfzoo.eval
 from tfzoo.data import validate
+from tfzoo.export.artifacts import write_json_atomic
 
 #: The distribution strategies :func:`train` accepts.
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -449,21 +450,6 @@ def precision(policy):
 
 
 # --- files -----------------------------------------------------------------------------
-
-
-def write_json_atomic(path, payload):
-    """Writes ``payload`` as JSON to a temp file beside ``path``, then ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _read_json(path):

@@ -100,6 +100,8 @@ def atomic_file(path):
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -107,11 +109,18 @@ def atomic_file(path):
         raise
 
 
-def write_json(path, payload):
+def write_json(path, payload, sort_keys=True):
     """Writes ``payload`` as indented JSON (not atomic: for files inside a temp directory)."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        json.dump(payload, f, indent=2, sort_keys=sort_keys)
         f.write("\n")
+
+
+def write_json_atomic(path, payload, sort_keys=True):
+    """Writes ``payload`` as JSON to ``path`` atomically (:func:`atomic_file`): a failure
+    leaves any earlier file intact and no temporary file behind."""
+    with atomic_file(path) as tmp:
+        write_json(tmp, payload, sort_keys=sort_keys)
 
 
 @contextlib.contextmanager
