@@ -27,14 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
+import sys
 import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
 
 from tfzoo.ops import nms
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 
 #: Beta(a, b) of the background scores per scenario.
@@ -59,14 +61,9 @@ def make_inputs(num_anchors, num_classes, num_objects, scenario="trained", seed=
 
 
 def _time(fn, warmup, repeats):
-    for _ in range(warmup):
-        fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(1000 * (time.perf_counter() - start))
-    return statistics.median(runs), min(runs), max(runs)
+    """``(median, min, max)`` latency in ms of ``fn()`` (see :func:`common.time_calls`)."""
+    stats = common.spread(common.time_calls(fn, warmup, repeats))
+    return tuple(1000 * stats[k] for k in ("median", "min", "max"))
 
 
 def main(argv=None):

@@ -30,25 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
-
-import tensorflow as tf
 
 import tfzoo.data as data
 from tfzoo.data import schema, shapes
 from tfzoo.data.pipeline import PaddedBoxesEncoder, pipeline
 
-
-def _epoch(ds):
-    """Iterates one epoch; returns (seconds, images)."""
-    start = time.perf_counter()
-    n = 0
-    for batch in ds:
-        n += int(tf.shape(tf.nest.flatten(batch)[0])[0])
-    return time.perf_counter() - start, n
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import environment  # noqa: E402
+from common import epoch as _epoch  # noqa: E402
 
 
 def _first_batch(make):
@@ -148,12 +141,7 @@ def main(argv=None):
         if step:
             line += f" {r['images_per_s'] / step[0]:.1f}x |"
         lines.append(line)
-    env = {
-        "tensorflow": tf.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-    }
+    env = environment()
     print()
     print("\n".join(lines))
     print(f"\n{args.images} images, batch {args.batch_size}, input {args.image_size}, median of "

@@ -1,0 +1,104 @@
+"""Smoke tests of the benchmark scripts: they start, parse their options, and the RetinaNet
+benchmark runs end to end at tiny sizes (KerasHub contenders only where keras_hub imports)."""
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPTS = ("bench_retinanet.py", "bench_pipeline.py", "bench_nms.py")
+HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _load(name):
+    """Imports ``benchmarks/<name>.py`` without leaving its folder on ``sys.path`` or its
+    ``common`` import in ``sys.modules``."""
+    saved_path, had_common = list(sys.path), "common" in sys.modules
+    try:
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved_path
+        if not had_common:
+            sys.modules.pop("common", None)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_help(script):
+    proc = _run(str(BENCHMARKS / script), "--help", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout and "--repeats" in proc.stdout
+
+
+def test_retinanet_rejects_bad_options():
+    proc = _run(str(BENCHMARKS / "bench_retinanet.py"), "--parts", "latency,speed", timeout=120)
+    assert proc.returncode == 2
+    assert "unknown part(s) speed" in proc.stderr
+    proc = _run(str(BENCHMARKS / "bench_retinanet.py"), "--repeats", "0", timeout=120)
+    assert proc.returncode == 2
+    assert "--repeats and --latency-repeats must be >= 1" in proc.stderr
+
+
+def test_spread_and_interleaving():
+    common = _load("common")
+    stats = common.spread([4.0, 1.0, 3.0, 2.0, 100.0])
+    assert (stats["median"], stats["min"], stats["max"], stats["n"]) == (3.0, 1.0, 100.0, 5)
+    assert stats["q1"] == 2.0 and stats["q3"] == 4.0
+    assert common.fmt(stats, 1000, 0) == "3000 (1000-100000)"
+    calls = []
+    runs = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3)
+    assert {k: len(v) for k, v in runs.items()} == {"a": 3, "b": 3}
+    # warm-up a, b; then rounds in rotated order: ab, ba, ab
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    with pytest.raises(ValueError):
+        common.spread([])
+    ratios = common.paired_ratios([2.0, 4.0, 9.0], [1.0, 4.0, 3.0])
+    assert (ratios["median"], ratios["min"], ratios["max"]) == (2.0, 1.0, 3.0)
+    with pytest.raises(ValueError):
+        common.paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_calibrated_class_head_gives_the_asked_number_of_candidates():
+    bench_retinanet = _load("bench_retinanet")
+    import keras
+    import numpy as np
+
+    layer = keras.layers.Dense(6, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3))
+    x = np.random.default_rng(0).normal(size=(50, 3)).astype("float32")
+    layer(x)
+    assert bench_retinanet.candidate_counts(layer(x).numpy()) == (300, 50)  # every score 0.5
+    bench_retinanet.calibrate_class_head(layer, lambda: layer(x), candidates=37)
+    logits = layer(x).numpy()
+    assert abs(logits.std() - bench_retinanet.LOGIT_SPREAD) < 1e-3
+    pairs, anchors = bench_retinanet.candidate_counts(logits)
+    assert pairs == 37 and 0 < anchors <= 37
+
+
+def test_retinanet_tiny_latency_run(tmp_path):
+    out = tmp_path / "results.json"
+    proc = _run(str(BENCHMARKS / "bench_retinanet.py"), "--tiny", "--repeats", "1", "--parts", "latency",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    latency = results["parts"]["latency"]
+    assert results["env"]["cpus"] >= 1 and results["env"]["tensorflow"]
+    assert latency["tfzoo"]["forward_flops"] > 0
+    assert latency["tfzoo"]["candidates"]["pairs"] > 0  # NMS saw candidates after calibration
+    assert 0 < latency["tfzoo"]["num_detections"] <= 100
+    assert latency["stats_s"]["tfzoo detect (tf.function)"]["median"] > 0
+    assert "| tfzoo detect (tf.function) |" in proc.stdout
+    if HAS_KERAS_HUB:
+        assert latency["keras_hub"]["num_detections"] > 0
+        assert latency["ratio_detect_vs_keras_hub"] > 0
+    else:
+        assert "keras_hub" not in latency
