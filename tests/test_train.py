@@ -518,7 +518,10 @@ def test_recipe_script_help_works_offline(name):
     assert done.returncode == 0, done.stderr
     for option in ("--out", "--strategy", "--mixed-precision", "--batch-size", "--resume"):
         assert option in done.stdout
-    assert _script(name).STRATEGIES == T.STRATEGIES
+    import tfzoo.recipes
+
+    assert tfzoo.recipes.STRATEGIES == T.STRATEGIES
+    assert _script(name).MODEL in tfzoo.list_models()
 
 
 def test_coco_script_holds_the_paper_recipe():

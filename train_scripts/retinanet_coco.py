@@ -20,8 +20,9 @@ prepared on first use into ``TFDS_DATA_DIR``, default ``~/tensorflow_datasets``)
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+import tfzoo.recipes
 
 MODEL = "retinanet"
 DATA = "tfds:coco/2017"
@@ -39,41 +40,11 @@ SETTINGS = (
     "epochs=12",
     "augment=flip",
 )
-#: Strategies of tfzoo.train (repeated so that --help needs no TensorFlow).
-STRATEGIES = ("default", "mirrored", "multiworker")
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/retinanet_coco", help="training directory (default: %(default)s)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="mirrored",
-                        help="distribution strategy (default: %(default)s, all local GPUs)")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 on GPU")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="global batch (default: 16, the paper's); the learning rate scales with it")
-    parser.add_argument("--image-size", type=int, default=640, help="square input size, a multiple of 32 "
-                                                                    "(default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the 12-epoch (1x) schedule")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--eval-every-epoch", action="store_true", help="also evaluate after every epoch")
-    return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    import tfzoo.train  # after parsing: --help needs neither TensorFlow nor the data
-
-    result = tfzoo.train.train(
-        MODEL, DATA, split=SPLIT, val_split=VAL_SPLIT, image_size=args.image_size, batch_size=args.batch_size,
-        epochs=args.epochs, out=args.out, resume=args.resume, settings=SETTINGS, strategy=args.strategy,
-        mixed_precision=args.mixed_precision, eval_every_epoch=args.eval_every_epoch,
-    )
-    if result.stopped:
-        print(f"stopped: {result.stopped}", file=sys.stderr)
-        return 1
-    print(f"{result.out_dir}: {result.epochs} epochs, {result.steps} steps, AP "
-          f"{(result.metrics or {}).get('AP', float('nan')):.4f}")
-    return 0
+    return tfzoo.recipes.main(argv, doc=__doc__, model=MODEL, data=DATA, split=SPLIT, val_split=VAL_SPLIT,
+                              settings=SETTINGS, out="runs/retinanet_coco", image_size=640, epochs=12)
 
 
 if __name__ == "__main__":

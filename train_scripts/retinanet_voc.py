@@ -21,8 +21,9 @@ Data comes from TensorFlow Datasets (``tfds:voc/2007`` and ``tfds:voc/2012``, ab
 """
 from __future__ import annotations
 
-import argparse
 import sys
+
+import tfzoo.recipes
 
 MODEL = "retinanet"
 DATA = ("tfds:voc/2007", "tfds:voc/2012")
@@ -41,41 +42,12 @@ SETTINGS = (
     "epochs=18",
     "augment=flip",
 )
-#: Strategies of tfzoo.train (repeated so that --help needs no TensorFlow).
-STRATEGIES = ("default", "mirrored", "multiworker")
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/retinanet_voc", help="training directory (default: %(default)s)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="mirrored",
-                        help="distribution strategy (default: %(default)s, all local GPUs)")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 on GPU")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="global batch (default: 16); the learning rate scales with it")
-    parser.add_argument("--image-size", type=int, default=512, help="square input size, a multiple of 32 "
-                                                                    "(default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the 18-epoch schedule")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--eval-every-epoch", action="store_true", help="also evaluate after every epoch")
-    return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    import tfzoo.train  # after parsing: --help needs neither TensorFlow nor the data
-
-    result = tfzoo.train.train(
-        MODEL, list(DATA), split=SPLIT, val_split=VAL_SPLIT, val_data=VAL_DATA, image_size=args.image_size,
-        batch_size=args.batch_size, epochs=args.epochs, out=args.out, resume=args.resume, settings=SETTINGS,
-        strategy=args.strategy, mixed_precision=args.mixed_precision, eval_every_epoch=args.eval_every_epoch,
-    )
-    if result.stopped:
-        print(f"stopped: {result.stopped}", file=sys.stderr)
-        return 1
-    print(f"{result.out_dir}: {result.epochs} epochs, {result.steps} steps, VOC07 mAP "
-          f"{(result.metrics or {}).get('voc07_mAP', float('nan')):.4f}")
-    return 0
+    return tfzoo.recipes.main(argv, doc=__doc__, model=MODEL, data=DATA, split=SPLIT, val_split=VAL_SPLIT,
+                              val_data=VAL_DATA, settings=SETTINGS, out="runs/retinanet_voc", image_size=512,
+                              epochs=18, metric="voc07_mAP")
 
 
 if __name__ == "__main__":

@@ -58,23 +58,9 @@ def make_boxes(rng):
     return lambda *shape: random_boxes(rng, shape)
 
 
-def _tflite_op_names(model_bytes):
-    """Names of every operator in every subgraph's code table; custom ops as CUSTOM:<code>."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
-    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    names = set()
-    for code in model.operatorCodes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == schema.BuiltinOperator.CUSTOM or code.customCode:
-            names.add(f"CUSTOM:{code.customCode.decode() if code.customCode else ''}")
-        else:
-            names.add(code_names[builtin])
-    return names
-
-
 @pytest.fixture
 def tflite_op_names():
     """``tflite_op_names(model_bytes)`` -> set of operator names in a ``.tflite`` model."""
-    return _tflite_op_names
+    from tfzoo.export.tflite import op_names
+
+    return op_names
