@@ -25,5 +25,10 @@ def tflite_path(artifacts_dir):
 
 
 @pytest.fixture(scope="session")
+def tflite_int8_path(artifacts_dir):
+    return helpers.artifact("tflite_int8", artifacts_dir)
+
+
+@pytest.fixture(scope="session")
 def keras_path(artifacts_dir):
     return helpers.artifact("keras", artifacts_dir)

@@ -123,7 +123,8 @@ def artifact(kind, base_dir):
 
     Kinds: ``keras`` (a ``.keras`` file), ``run`` (a training directory: model.keras +
     config.json), ``saved_model`` (directory), ``tflite`` (float32, with the raw_outputs
-    signature), ``h5``.
+    signature), ``tflite_int8`` (full integer, calibrated on 8 val images, with raw_outputs),
+    ``h5``.
     """
     if kind in _PATHS and os.path.exists(_PATHS[kind]):
         return _PATHS[kind]
@@ -143,6 +144,9 @@ def artifact(kind, base_dir):
         path = export.export_saved_model(model, os.path.join(base_dir, "saved_model"))
     elif kind == "tflite":
         path = export.export_tflite(model, os.path.join(base_dir, "tiny_fp32.tflite"), raw_outputs=True)
+    elif kind == "tflite_int8":
+        path = export.export_tflite(model, os.path.join(base_dir, "tiny_int8.tflite"), quantize="int8",
+                                    calibration_images=sample_images(8), raw_outputs=True)
     elif kind == "h5":
         import warnings
 

@@ -119,3 +119,50 @@ def test_the_check_refuses_a_model_without_nms(detector, tmp_path, monkeypatch):
     with pytest.raises(artifacts.ExportError, match="no NON_MAX_SUPPRESSION_V5"):
         export_tflite(detector, str(target))
     assert os.listdir(tmp_path) == []
+
+
+def test_int8_quantizes_the_network_and_keeps_the_decoder_float(tflite_int8_path):
+    with open(tflite_int8_path, "rb") as f:
+        model_bytes = f.read()
+    assert tl.non_builtin_ops(tl.op_names(model_bytes)) == []
+    types = tl.op_input_types(model_bytes)
+    assert types["CONV_2D"] == {"INT8"} and types["DEPTHWISE_CONV_2D"] == {"INT8"}
+    for op in ("LOGISTIC", "TOPK_V2", "GATHER", "NON_MAX_SUPPRESSION_V5", "EXP"):
+        assert "FLOAT32" in types[op] and "INT8" not in types[op], (op, types[op])
+    assert tl.read_metadata(model_bytes)["quantize"] == "int8"
+
+
+def test_int8_detections_are_the_float_decoder_of_its_int8_network(detector, tflite_int8_path):
+    """The int8 trap: a decoder quantized with the network returned 0 detections. Here the
+    file's detections equal the Keras decoder run on the file's own (int8 network) head
+    outputs, so the decoder stayed float32; and those outputs follow Keras'."""
+    images = helpers.sample_images(4)
+    runtime = tl.interpreter(model_path=tflite_int8_path)
+    keras_raw = helpers.keras_raw_outputs(detector, images)
+    for i in range(len(images)):
+        got = tl.run_signature(runtime, images[i:i + 1])
+        raw = tl.run_signature(runtime, images[i:i + 1], "raw_outputs")
+        want = {k: np.asarray(v) for k, v in detector.decode(raw).items()}
+        assert got["num_detections"][0] > 0 and got["num_detections"][0] == want["num_detections"][0]
+        report = compare_detections(want, got, iou=0.99, min_score=0.0)
+        assert report["agree"] and report["max_score_diff"] < 1e-4, report
+        for key in raw:  # a tiny random network loses more to int8 than a trained one
+            assert np.corrcoef(raw[key].ravel(), keras_raw[key][i].ravel())[0, 1] > 0.7, key
+
+
+def test_an_export_that_detects_nothing_is_refused(detector, tmp_path, monkeypatch, model_bytes):
+    """The check compares detection counts with Keras on its check image."""
+    images = helpers.sample_images(1)
+    monkeypatch.setattr(tl, "_convert", lambda *args: model_bytes)
+    monkeypatch.setattr(tl.sm, "sample_image", lambda h, w: images[0])
+
+    def empty(runner, image, signature="serving_default"):
+        out = {k: np.asarray(v) for k, v in detector.detect(image).items()}
+        return {**out, "num_detections": np.zeros([1], np.int32),
+                "detection_scores": np.zeros_like(out["detection_scores"])}
+
+    monkeypatch.setattr(tl, "run_signature", empty)
+    target = tmp_path / "model.tflite"
+    with pytest.raises(artifacts.ExportError, match="detects nothing on the check image"):
+        export_tflite(detector, str(target), raw_outputs=True)
+    assert os.listdir(tmp_path) == []

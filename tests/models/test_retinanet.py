@@ -217,3 +217,18 @@ def test_config_overrides_are_checked():
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown backbone 'vgg99'"):
         build_tiny("retinanet_mobile", backbone="vgg99")
+
+
+def test_backbone_batchnorm_momentum_follows_the_config():
+    """keras.applications' MobileNetV2 keeps moving statistics with momentum 0.999, too slow
+    for a few hundred steps from scratch (the inference-mode model then detects nothing)."""
+    for preset, want in (("retinanet_mobile", 0.9), ("retinanet", 0.99)):
+        config = retinanet.PRESETS[preset]
+        assert config.batchnorm_momentum == want
+    model = tfzoo.build_model("retinanet_mobile", num_classes=2, image_size=64, backbone_weights=None,
+                              backbone_alpha=0.35, fpn_channels=8, head_channels=8, head_convs=1)
+    norms = [layer for layer in model.get_layer("backbone").layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {layer.momentum for layer in norms} == {0.9}
+    with pytest.raises(ValueError, match="batchnorm_momentum"):
+        retinanet.PRESETS["retinanet"].replace(batchnorm_momentum=1.0)

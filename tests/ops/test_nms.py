@@ -115,6 +115,20 @@ def test_same_box_different_classes_both_kept_same_class_suppressed():
     np.testing.assert_allclose(out["detection_scores"][0], [0.9, 0.6, 0.0, 0.0])
 
 
+def test_padding_of_short_candidate_lists_is_finite_zero():
+    """Fewer pairs than k: padded with score 0 (finite, so an int8 TFLite graph can calibrate
+    the padded tensor), valid indices, and NMS never returns the padding."""
+    scores = np.array([[[0.9, 0.2], [0.0, 0.7]]], np.float32)  # 4 pairs, k = 6
+    top, anchors, classes = (t.numpy() for t in nms.top_k_candidates(scores, 6))
+    np.testing.assert_allclose(top[0], [0.9, 0.7, 0.2, 0.0, 0.0, 0.0])
+    assert np.all(np.isfinite(top)) and anchors.max() <= 1 and classes.max() <= 1
+    boxes = np.array([[[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]]], np.float32)
+    out = _numpy(nms.multiclass_nms(boxes, scores, max_detections=6, score_threshold=0.0, pre_nms_top_k=6))
+    assert out["num_detections"][0] == 3
+    with pytest.raises(ValueError, match="score_threshold must be >= 0"):
+        nms.multiclass_nms(boxes, scores, score_threshold=-0.1)
+
+
 def test_select_top_k_per_level_matches_numpy_then_feeds_nms():
     rng = np.random.default_rng(2)
     sizes, k, num_classes = (50, 3), 20, 4  # level 1 has 12 < k pairs: padded

@@ -39,7 +39,7 @@ BACKBONES = tuple(sorted(_BACKBONES))
 PREPROCESSING = {name: spec[2] for name, spec in _BACKBONES.items()}
 
 
-def build_backbone(name, image_size, weights=None, alpha=1.0):
+def build_backbone(name, image_size, weights=None, alpha=1.0, batchnorm_momentum=None):
     """The ``[C3, C4, C5]`` feature extractor ``name`` for ``image_size`` (int or (h, w)).
 
     Args:
@@ -47,6 +47,8 @@ def build_backbone(name, image_size, weights=None, alpha=1.0):
       image_size: model input size in pixels; both sides must be multiples of 32.
       weights: ``"imagenet"``, ``None`` or a weights file path.
       alpha: width multiplier (MobileNetV2 only).
+      batchnorm_momentum: if set, the momentum of every batch-norm layer's moving
+        statistics (keras.applications: 0.99 for ResNets, 0.999 for MobileNetV2).
 
     Returns:
       ``keras.Model`` named ``"backbone"``: ``[B, H, W, 3] -> [C3, C4, C5]``.
@@ -63,5 +65,9 @@ def build_backbone(name, image_size, weights=None, alpha=1.0):
     app = getattr(keras.applications, constructor)(
         include_top=False, weights=weights, input_shape=(height, width, 3), **kwargs
     )
+    if batchnorm_momentum is not None:
+        for layer in app.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(batchnorm_momentum)
     outputs = [app.get_layer(layer_name).output for layer_name in feature_names]
     return keras.Model(app.input, outputs, name="backbone")

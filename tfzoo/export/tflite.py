@@ -25,8 +25,12 @@ outputs, for parity checks; it makes the file about twice as large).
 NMS is the shared :mod:`tfzoo.ops.nms` (``detector.decode``): ``TOPK_V2``, ``GATHER`` and
 ``NON_MAX_SUPPRESSION_V5``. Quantization (``quantize``): ``None`` float32; ``"float16"``
 float16 weights; ``"dynamic"`` int8 weights, float activations; ``"int8"`` full integer
-quantization of the network calibrated on ``calibration_images``, with the NMS and box
-decoding left in float32 builtins (``TFLITE_BUILTINS_INT8`` then ``TFLITE_BUILTINS``).
+quantization of the network (weights and activations) calibrated on
+``calibration_images``, with the decoder (sigmoid, box decoding, top-k, NMS: every op
+under :data:`tfzoo.models.base.DECODER_SCOPE`) kept in float32. Quantizing the decoder
+too would requantize the scores with a scale calibrated on background anchors (most
+scores near 0) and lose the detections; a ``DEQUANTIZE`` between the int8 heads and the
+float decoder costs little. The input and outputs stay float32 in every mode.
 
 The detector's metadata (:func:`tfzoo.export.artifacts.export_metadata`: config, class
 names, input size) is stored inside the file as the TFLite metadata entry ``tfzoo``
@@ -40,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -57,6 +62,8 @@ VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 NMS_OP = "NON_MAX_SUPPRESSION_V5"
 #: Detections of a float32 file must agree with Keras within this (verification).
 SCORE_TOLERANCE = 1e-3
+#: A Keras detection this far above the score threshold must not vanish in any export.
+CLEAR_MARGIN = 0.1
 
 
 def interpreter(model_path=None, model_content=None, num_threads=None):
@@ -89,6 +96,37 @@ def op_names(model_bytes):
         else:
             names.add(code_names[builtin])
     return names
+
+
+def _operators(model_bytes):
+    """Yields ``(subgraph, operator, op type name)`` for every operator of a ``.tflite`` model."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(model_bytes, 0)
+    code_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            yield graph, op, code_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+
+
+def op_input_types(model_bytes):
+    """``{op type: set of dtype names of its first input}`` over every subgraph of a model
+    (``{"CONV_2D": {"INT8"}, "TOPK_V2": {"FLOAT32"}, ...}``)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    types = {}
+    for graph, op, op_type in _operators(model_bytes):
+        if op.InputsLength() and op.Inputs(0) >= 0:
+            types.setdefault(op_type, set()).add(type_names[graph.Tensors(op.Inputs(0)).Type()])
+    return types
+
+
+#: Decoder ops whose input must stay float32 in an int8 file (see :func:`export_tflite`).
+FLOAT_DECODER_OPS = ("LOGISTIC", "TOPK_V2", NMS_OP)
 
 
 def non_builtin_ops(names):
@@ -164,21 +202,85 @@ def _convert(detector, quantize, calibration_images, raw_outputs, calibration_li
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
         elif quantize == "int8":
-            seen = []
-
-            def representative_dataset():
-                for batch in _calibration_batches(calibration_images, detector.image_size, calibration_limit):
-                    seen.append(1)
-                    yield batch
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
-            model = converter.convert()
-            if not seen:
-                raise ValueError("int8 quantization got no calibration images")
-            return model
+            return _convert_int8(converter, detector, names, calibration_images, calibration_limit)
         return converter.convert()
+
+
+def decoder_ops(model_bytes):
+    """What an int8 export keeps in float32: ``(tensor_names, op_types)`` of a ``.tflite`` model.
+
+    ``tensor_names``: outputs of the ops under the decoder's name scope
+    (:data:`tfzoo.models.base.DECODER_SCOPE`; a fused op's tensor is named ``"a;b"`` after
+    its parts, each part is listed too) and the outputs of every subgraph that has such
+    ops. ``op_types``: the op types that occur only in the decoder. The quantizer honours
+    the tensor names for ops it quantizes on their own (``MUL``, ``ADD``), but quantizes
+    pass-through ops (``TOPK_V2``, ``SPLIT_V``, ``GATHER``) with their input unless their type
+    is denied, hence both lists.
+    """
+    from tfzoo.models.base import DECODER_SCOPE
+
+    names, decoder_types, network_types = set(), set(), set()
+    graphs_with_decoder = {}
+
+    def tensor_name(graph, i):
+        return (graph.Tensors(i).Name() or b"").decode("utf-8", "replace")
+
+    for graph, op, op_type in _operators(model_bytes):
+        outputs = [tensor_name(graph, op.Outputs(i)) for i in range(op.OutputsLength()) if op.Outputs(i) >= 0]
+        if any(DECODER_SCOPE in name for name in outputs):
+            graphs_with_decoder[id(graph)] = graph
+            decoder_types.add(op_type)
+            for name in outputs:
+                names.update(part for part in [name, *name.split(";")] if DECODER_SCOPE in part)
+        else:
+            network_types.add(op_type)
+    for graph in graphs_with_decoder.values():
+        names.update(tensor_name(graph, graph.Outputs(i)) for i in range(graph.OutputsLength()))
+    return sorted(names), sorted(decoder_types - network_types)
+
+
+def _convert_int8(converter, detector, names, calibration_images, calibration_limit):
+    """Full-integer network, float32 decoder (see the module doc).
+
+    The converter calibrates only (what ``tf.lite.experimental.QuantizationDebugger`` does),
+    then the calibrated model is quantized with the decoder's tensors on the deny list, as
+    the debugger's ``denylisted_nodes`` does.
+    """
+    from tensorflow.lite.python import convert as tflite_convert
+
+    from tfzoo.models.base import DECODER_SCOPE
+
+    seen = []
+
+    def representative_dataset():
+        for batch in _calibration_batches(calibration_images, detector.image_size, calibration_limit):
+            seen.append(1)
+            if len(names) == 1:
+                yield batch
+            else:  # a multi-signature model takes (signature key, inputs); calibrate every one
+                for name in names:
+                    yield name, batch
+
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    with warnings.catch_warnings():  # the calibrator runs the deprecated tf.lite.Interpreter
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        calibrated = converter.convert()
+    if not seen:
+        raise ValueError("int8 quantization got no calibration images")
+    keep_float, float_types = decoder_ops(calibrated)
+    if not keep_float:
+        raise artifacts.ExportError(f"int8 export found no tensor under the decoder's name scope "
+                                    f"{DECODER_SCOPE!r} to keep in float32")
+    return tflite_convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=converter._experimental_disable_per_channel,  # pylint: disable=protected-access
+        fully_quantize=False,
+        denylisted_nodes=keep_float,
+        denylisted_ops=float_types,
+    )
 
 
 def run_signature(runner_or_interpreter, images, signature=sm.SERVING_DEFAULT):
@@ -202,6 +304,14 @@ def _verify(path, detector, quantize, raw_outputs):
     if variable_ops:
         raise artifacts.ExportError(f"the TFLite model reads variables ({', '.join(variable_ops)}): "
                                     "its weights were not frozen")
+    if quantize == "int8":
+        types = op_input_types(model_bytes)
+        quantized = [op for op in FLOAT_DECODER_OPS if types.get(op, {"FLOAT32"}) != {"FLOAT32"}]
+        if quantized:
+            raise artifacts.ExportError(f"the int8 TFLite model quantized its decoder ({', '.join(quantized)} "
+                                        "take integer inputs): its scores would be requantized")
+        if "INT8" not in types.get("CONV_2D", set()):
+            raise artifacts.ExportError("the int8 TFLite model has no int8 convolution: the network was not quantized")
     if read_metadata(model_bytes) is None:
         raise artifacts.ExportError(f"the TFLite model lacks its {METADATA_NAME!r} metadata")
     runtime = interpreter(model_path=path)
@@ -214,6 +324,14 @@ def _verify(path, detector, quantize, raw_outputs):
     outputs = run_signature(runtime, image)
     keras_outputs = {k: np.asarray(v) for k, v in detector.detect(image).items()}
     artifacts.check_detections(outputs, 1, sm.max_detections_of(detector, keras_outputs), "TFLite serving_default")
+    # A quantized file may lose detections near the threshold, never all the clear ones (the
+    # int8 trap: a decoder quantized with the network returns nothing at all).
+    threshold = float(getattr(detector.config, "score_threshold", 0.0))
+    clear = int(np.sum(keras_outputs["detection_scores"][0] > threshold + CLEAR_MARGIN))
+    if clear and int(outputs["num_detections"][0]) == 0:
+        raise artifacts.ExportError(f"the {quantize or 'float32'} TFLite model detects nothing on the check image "
+                                    f"where the Keras model detects {clear} objects scoring above "
+                                    f"{threshold + CLEAR_MARGIN:g}")
     if quantize is None:
         got, want = outputs["detection_scores"].max(), keras_outputs["detection_scores"].max()
         if not abs(got - want) <= SCORE_TOLERANCE:

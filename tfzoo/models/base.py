@@ -40,6 +40,9 @@ import typing
 import keras
 import tensorflow as tf
 
+#: Name scope of the decoder ops in :meth:`Detector.detect` (box decoding, top-k, NMS).
+DECODER_SCOPE = "tfzoo_decoder"
+
 
 def _jsonable(value):
     if isinstance(value, tuple):
@@ -222,8 +225,14 @@ class Detector(keras.Model):
         raise NotImplementedError
 
     def detect(self, images):
-        """Detections of a batch of images at ``image_size`` (graph-safe)."""
-        return self.decode(self(images, training=False))
+        """Detections of a batch of images at ``image_size`` (graph-safe).
+
+        The decoder's ops are created under the name scope :data:`DECODER_SCOPE`, which is
+        how an int8 TFLite export finds them to keep them in float32.
+        """
+        outputs = self(images, training=False)
+        with tf.name_scope(DECODER_SCOPE):
+            return self.decode(outputs)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -46,17 +46,20 @@ def _static_dim(tensor, axis):
 
 
 def _padded_top_k(values, k):
-    """``tf.math.top_k`` over ``values [B, P]`` with a static ``k`` even when ``P < k``.
+    """``tf.math.top_k`` over ``values [B, P]`` (probabilities, >= 0) with a static ``k``
+    even when ``P < k``.
 
     Returns ``(top_values [B, k], top_indices [B, k])``, sorted descending. Missing entries
-    (``P < k``) get value ``-inf`` and an index clamped into ``[0, max(P - 1, 0)]``, so a
-    gather with it stays in range; callers must treat ``-inf`` entries as invalid.
+    (``P < k``) get value 0 and an index clamped into ``[0, max(P - 1, 0)]``, so a gather
+    with it stays in range. The padding is 0, not ``-inf``, on purpose: an integer-quantized
+    TFLite graph calibrates one scale for the padded tensor, and an infinite pad value makes
+    that scale infinite (every score rounds to 0). Any threshold ``>= 0`` used with the strict
+    ``score > threshold`` of NMS drops the padding.
     """
     p = values.shape[-1]
     if p is None or p < k:
         num = tf.shape(values)[-1]
-        values = tf.pad(values, [[0, 0], [0, tf.maximum(k - num, 0)]],
-                        constant_values=float("-inf"))
+        values = tf.pad(values, [[0, 0], [0, tf.maximum(k - num, 0)]], constant_values=0.0)
         top_values, top_indices = tf.math.top_k(values, k=k, sorted=True)
         top_indices = tf.minimum(top_indices, tf.maximum(num - 1, 0))
         return top_values, top_indices
@@ -64,11 +67,12 @@ def _padded_top_k(values, k):
 
 
 def top_k_candidates(scores, k):
-    """The ``k`` highest (anchor, class) scores of ``scores [B, A, K]``, over ``A * K``.
+    """The ``k`` highest (anchor, class) scores of ``scores [B, A, K]`` (probabilities),
+    over ``A * K``.
 
     Returns ``(top_scores [B, k], anchor_indices [B, k] int32, class_indices [B, k] int32)``
-    sorted by score, descending. When ``A * K < k`` the missing entries have score ``-inf``
-    and valid (clamped) indices; drop them with any finite score threshold.
+    sorted by score, descending. When ``A * K < k`` the missing entries have score 0 and
+    valid (clamped) indices; NMS with any ``score_threshold >= 0`` drops them.
     """
     scores = tf.convert_to_tensor(scores)
     if scores.shape.rank != 3:
@@ -95,7 +99,7 @@ def select_top_k_per_level(boxes_per_level, scores_per_level, k=1000):
         ``[B, A_l, K, 4]``), ``[y1, x1, y2, x2]``.
       scores_per_level: list over L levels of ``[B, A_l, K]`` probabilities.
       k: candidates kept per level; a level with fewer than ``k`` pairs is padded with
-        score 0 rows (which no positive ``score_threshold`` keeps).
+        score 0 rows (which NMS drops: it keeps ``score > score_threshold >= 0``).
 
     Returns:
       ``(boxes [B, L * k, 4], scores [B, L * k, K])``, the selected candidates where each
@@ -115,7 +119,6 @@ def select_top_k_per_level(boxes_per_level, scores_per_level, k=1000):
             picked = tf.gather(boxes, anchor_idx, batch_dims=1)  # [B, k, 4]
         else:
             raise ValueError(f"boxes must be [B, A, 4] or [B, A, K, 4], got {boxes.shape}")
-        top_scores = tf.where(tf.math.is_finite(top_scores), top_scores, 0.0)
         one_hot = tf.one_hot(class_idx, num_classes, dtype=tf.float32)  # [B, k, K]
         all_boxes.append(picked)
         all_scores.append(one_hot * top_scores[..., None])
@@ -197,6 +200,8 @@ def multiclass_nms(
     pre_nms_top_k = int(pre_nms_top_k)
     if max_detections < 1 or pre_nms_top_k < 1:
         raise ValueError("max_detections and pre_nms_top_k must be positive")
+    if not float(score_threshold) >= 0.0:
+        raise ValueError(f"score_threshold must be >= 0 (scores are probabilities), got {score_threshold}")
     per_class = boxes.shape.rank == 4
 
     # --- candidates: top-k (box, class) pairs ---
@@ -210,7 +215,6 @@ def multiclass_nms(
     if gather_from.shape[1] is None or gather_from.shape[1] == 0:
         gather_from = tf.pad(gather_from, [[0, 0], [0, 1], [0, 0]])
     cand_boxes = tf.gather(gather_from, gather_idx, batch_dims=1)  # [B, k, 4]
-    cand_boxes = tf.where(tf.math.is_finite(cand_scores)[..., None], cand_boxes, 0.0)
 
     # --- one single-class NMS per image over class-shifted boxes ---
     shifted = _class_offsets(class_idx, cand_boxes, num_classes)  # [B, k, 4]
