@@ -367,6 +367,17 @@ def test_training_directory_layout(nan_then_resume):
     assert any((out / T.LOGS_DIR / "validation").glob("events.out.tfevents.*"))
 
 
+def test_a_trained_model_loads_in_a_fresh_process_with_tfzoo_models(nan_then_resume):
+    """keras.saving.load_model needs the detector classes registered (``import tfzoo.models``);
+    the optimizer's schedule class (tfzoo.train) then comes along by itself."""
+    code = ("import keras, tfzoo.models, sys; m = keras.saving.load_model(sys.argv[1], safe_mode=True); "
+            "print(type(m).__name__, type(m.optimizer._learning_rate).__name__, int(m.optimizer.iterations))")
+    done = subprocess.run([sys.executable, "-c", code, str(nan_then_resume.out / T.MODEL_FILE)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["RetinaNet", "WarmupDecaySchedule", "8"]
+
+
 @slow
 def test_resume_refuses_another_config_and_reports_a_finished_run(nan_then_resume):
     run = nan_then_resume

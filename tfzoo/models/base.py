@@ -187,7 +187,13 @@ class Detector(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
-        """Restores the compiled state saved in a ``.keras`` file (optimizer included)."""
+        """Restores the compiled state saved in a ``.keras`` file (optimizer included).
+
+        A model trained by :func:`tfzoo.train.train` saves tfzoo's learning-rate schedule and
+        optimizer classes; importing :mod:`tfzoo.train` registers them with Keras.
+        """
+        import tfzoo.train  # noqa: F401  (registers WarmupDecaySchedule and L2SGD)
+
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         self.compile(**config)
