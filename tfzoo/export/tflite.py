@@ -36,8 +36,10 @@ The detector's metadata (:func:`tfzoo.export.artifacts.export_metadata`: config,
 names, input size) is stored inside the file as the TFLite metadata entry ``tfzoo``
 (:func:`read_metadata`). Every file is written to a temporary name, loaded in the LiteRT
 interpreter (``ai_edge_litert``), checked (builtin ops only, ``NON_MAX_SUPPRESSION_V5``
-present, weights frozen into constants, one run giving the four outputs) and only then
-renamed into place.
+present, weights frozen into constants, int8 files with int8 convolutions and a float32
+decoder, one run giving the four outputs, detections where the Keras model detects, the
+top score within :data:`SCORE_TOLERANCE` of Keras' for float32) and only then renamed
+into place.
 """
 from __future__ import annotations
 
