@@ -10,7 +10,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
-SCRIPTS = ("bench_retinanet.py", "bench_pipeline.py", "bench_nms.py")
+#: Each script and an option its --help must list.
+SCRIPTS = {"bench_retinanet.py": "--repeats", "bench_pipeline.py": "--repeats", "bench_nms.py": "--repeats",
+           "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 
 
@@ -33,11 +35,11 @@ def _load(name):
     return module
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_help(script):
     proc = _run(str(BENCHMARKS / script), "--help", timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "usage:" in proc.stdout and "--repeats" in proc.stdout
+    assert "usage:" in proc.stdout and SCRIPTS[script] in proc.stdout
 
 
 def test_retinanet_rejects_bad_options():
@@ -102,3 +104,20 @@ def test_retinanet_tiny_latency_run(tmp_path):
         assert latency["ratio_detect_vs_keras_hub"] > 0
     else:
         assert "keras_hub" not in latency
+
+
+def test_unseen_voc_stand_in_is_a_plain_voc_folder(tmp_path):
+    """The section-7 stand-in: resized images in [240, 420] px, VOC XML without tfzoo's
+    labels.txt, readable by the VOC reader with the classes found in the annotations."""
+    import tfzoo.data
+
+    bench = _load("bench_unseen_voc")
+    root = tmp_path / "voc"
+    stats = bench.write_dataset(str(root), 4, 2)
+    assert (stats["train_images"], stats["val_images"], stats["classes"]) == (4, 2, 5)
+    assert not (root / "labels.txt").exists()
+    examples = list(tfzoo.data.load(f"voc:{root}", "train").as_numpy_iterator())
+    assert len(examples) == 4
+    for example in examples:
+        assert all(bench.MIN_SIDE <= side <= bench.MAX_SIDE for side in example["image"].shape[:2])
+    assert sorted(tfzoo.data.class_names(f"voc:{root}")) == sorted(tfzoo.data.class_names("shapes"))

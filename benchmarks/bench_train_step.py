@@ -1,0 +1,66 @@
+"""Where a `retinanet_mobile` training step spends its time (batch in memory, one CPU run).
+
+Interleaved, on one random batch of ``--batch-size`` images at ``--image-size``:
+
+- the whole model: forward (training mode) and forward + backward (gradients of every
+  trainable variable);
+- the MobileNetV2 backbone alone: the same two.
+
+Weights are random (the arithmetic does not depend on them). Prints medians with
+min-max and the backbone's share of the forward + backward time.
+
+    python benchmarks/bench_train_step.py --image-size 256 --batch-size 16 --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import common
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    import keras
+    import tensorflow as tf
+
+    import tfzoo
+
+    print(json.dumps(common.environment()))
+    keras.utils.set_random_seed(0)
+    model = tfzoo.build_model("retinanet_mobile", num_classes=5, backbone_weights=None, image_size=args.image_size)
+    backbone = model.get_layer("backbone")
+    images = tf.random.uniform([args.batch_size, args.image_size, args.image_size, 3], 0.0, 255.0)
+
+    def forward_backward(layer, outputs_of):
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.add_n([tf.reduce_sum(t) for t in outputs_of(layer(images, training=True))]) * 1e-6
+            return tape.gradient(loss, layer.trainable_variables)
+        return step
+
+    model_outputs = lambda out: list(out.values())  # noqa: E731
+    fns = {
+        "model forward": tf.function(lambda: model(images, training=True)),
+        "model forward+backward": forward_backward(model, model_outputs),
+        "backbone forward": tf.function(lambda: backbone(images, training=True)),
+        "backbone forward+backward": forward_backward(backbone, list),
+    }
+    runs = common.interleaved(fns, args.warmup, args.repeats)
+    for name, seconds in runs.items():
+        print(f"{name:28s} {common.fmt(common.spread(seconds), 1000.0)} ms")
+    share = common.paired_ratios(runs["backbone forward+backward"], runs["model forward+backward"])
+    print(f"backbone share of forward+backward: {common.fmt(share, 1.0, 2)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
