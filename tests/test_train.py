@@ -411,6 +411,33 @@ def test_time_budget_stops_saves_and_evaluates(tmp_path):
     assert set(_json(out / T.METRICS_FILE)) == set(RESULT_KEYS) and result.metrics is not None
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_cache_generates_each_training_example_once(tmp_path, monkeypatch, cache):
+    from tfzoo.data import shapes as shapes_module
+
+    made = []
+    generate = shapes_module.generate
+
+    def counting(split, index, **kw):
+        made.append(index)
+        return generate(split, index, **kw)
+
+    monkeypatch.setattr(shapes_module, "generate", counting)
+    result = T.train("retinanet_mobile", "shapes:8", out=str(tmp_path / "run"), epochs=3, val_split=None,
+                     cache=cache, **RUN)
+    assert result.finished and result.steps == 3 * 2
+    assert sorted(set(made)) == list(range(8))
+    if cache:
+        assert len(made) == 8  # the first epoch fills the cache; the others read it
+    else:
+        assert len(made) >= 3 * 8  # every epoch generates again (prefetching may start a 4th)
+
+
+def test_cache_must_be_a_bool(tmp_path):
+    with pytest.raises(TypeError, match="cache must be True or False"):
+        T.train("retinanet_mobile", "shapes:8", out=str(tmp_path / "run"), epochs=1, cache="/tmp/x", **RUN)
+
+
 # --- strategies (subprocesses: devices are fixed when TensorFlow starts) ----------------------
 
 

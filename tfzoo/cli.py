@@ -445,6 +445,7 @@ def cmd_train(args):
         mixed_precision=args.mixed_precision,
         eval_every_epoch=args.eval_every_epoch,
         seed=args.seed,
+        cache=args.cache,
     )
     if result.stopped:
         print(f"tfzoo: warning: training stopped early: {result.stopped}", file=sys.stderr)
@@ -591,6 +592,9 @@ def build_parser():
     p.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
     p.add_argument("--eval-every-epoch", action="store_true", help="evaluate on --val-split after every epoch")
+    p.add_argument("--cache", action="store_true",
+                   help="keep the decoded training examples in memory after the first epoch (augmentation "
+                        "still runs every epoch); default: read and decode them every epoch")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=cmd_train, parser=p)
 
