@@ -4,10 +4,14 @@ Interleaved, on one random batch of ``--batch-size`` images at ``--image-size``:
 
 - the whole model: forward (training mode) and forward + backward (gradients of every
   trainable variable);
-- the MobileNetV2 backbone alone: the same two.
+- the MobileNetV2 backbone alone: the same two;
+- the same backbone with ``keras.layers.BatchNormalization`` in place of tfzoo's
+  ``FusedBatchNormalization`` (a copy with the same weights), forward + backward: the
+  peer of the fused kernel.
 
 Weights are random (the arithmetic does not depend on them). Prints medians with
-min-max and the backbone's share of the forward + backward time.
+min-max, the backbone's share of the forward + backward time and the fused batch norm's
+speed-up of the backbone (paired per round).
 
     python benchmarks/bench_train_step.py --image-size 256 --batch-size 16 --repeats 5
 """
@@ -38,6 +42,7 @@ def main(argv=None):
     model = tfzoo.build_model("retinanet_mobile", num_classes=5, backbone_weights=None, image_size=args.image_size)
     backbone = model.get_layer("backbone")
     images = tf.random.uniform([args.batch_size, args.image_size, args.image_size, 3], 0.0, 255.0)
+    keras_bn_backbone = with_keras_batchnorm(backbone)
 
     def forward_backward(layer, outputs_of):
         @tf.function
@@ -53,13 +58,31 @@ def main(argv=None):
         "model forward+backward": forward_backward(model, model_outputs),
         "backbone forward": tf.function(lambda: backbone(images, training=True)),
         "backbone forward+backward": forward_backward(backbone, list),
+        "backbone keras-BN fwd+bwd": forward_backward(keras_bn_backbone, list),
     }
     runs = common.interleaved(fns, args.warmup, args.repeats)
     for name, seconds in runs.items():
         print(f"{name:28s} {common.fmt(common.spread(seconds), 1000.0)} ms")
     share = common.paired_ratios(runs["backbone forward+backward"], runs["model forward+backward"])
     print(f"backbone share of forward+backward: {common.fmt(share, 1.0, 2)}")
+    speedup = common.paired_ratios(runs["backbone keras-BN fwd+bwd"], runs["backbone forward+backward"])
+    print(f"fused batch norm speed-up of the backbone's forward+backward: {common.fmt(speedup, 1.0, 2)}x")
     return 0
+
+
+def with_keras_batchnorm(backbone):
+    """A copy of ``backbone`` (same weights) with plain ``keras.layers.BatchNormalization``."""
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return keras.layers.BatchNormalization.from_config(config)
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(backbone, clone_function=clone)
+    copy.set_weights(backbone.get_weights())
+    return copy
 
 
 if __name__ == "__main__":

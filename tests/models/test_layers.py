@@ -1,0 +1,132 @@
+"""tfzoo.layers.FusedBatchNormalization against keras.layers.BatchNormalization."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfzoo
+from tfzoo import backbones
+from tfzoo.layers import FusedBatchNormalization
+
+
+def _pair(shape, **kwargs):
+    """A Keras and a fused batch norm with the same random weights and moving statistics."""
+    reference, fused = keras.layers.BatchNormalization(**kwargs), FusedBatchNormalization(**kwargs)
+    reference.build(shape)
+    fused.build(shape)
+    rng = np.random.default_rng(0)
+    channels = shape[-1]
+    weights = [rng.normal(size=channels).astype("float32") for _ in range(len(reference.weights))]
+    weights[-1] = rng.uniform(0.5, 2.0, size=channels).astype("float32")  # moving variance > 0
+    reference.set_weights(weights)
+    fused.set_weights(weights)
+    return reference, fused
+
+
+def _run(layer, x, upstream, training):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+    return y, tape.gradient(loss, [x] + layer.trainable_variables)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9, "epsilon": 1.001e-5}, {"center": False, "scale": False}])
+def test_fused_equals_keras_batch_norm(training, kwargs):
+    x = tf.random.stateless_normal([4, 9, 7, 6], seed=[1, 2]) * 3.0 + 1.5
+    upstream = tf.random.stateless_normal(x.shape, seed=[3, 4])
+    reference, fused = _pair(x.shape, **kwargs)
+    y_ref, grads_ref = _run(reference, x, upstream, training)
+    y, grads = _run(fused, x, upstream, training)
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), atol=2e-5)
+    assert len(grads) == len(grads_ref)
+    for got, want in zip(grads, grads_ref):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4, rtol=1e-4)
+    # The moving statistics move the same way (the biased batch variance), or not at all.
+    for got, want in zip(fused.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    if training:
+        assert not np.allclose(fused.moving_mean.numpy(), _pair(x.shape, **kwargs)[1].moving_mean.numpy())
+
+
+def test_fused_batch_norm_is_one_fused_op_in_the_graph():
+    layer = FusedBatchNormalization()
+    layer.build([2, 4, 4, 3])
+    for training in (True, False):
+        graph = tf.function(lambda x, t=training: layer(x, training=t)).get_concrete_function(
+            tf.TensorSpec([2, 4, 4, 3])).graph
+        ops = {op.type for op in graph.get_operations()}
+        assert "FusedBatchNormV3" in ops and "Rsqrt" not in ops
+
+
+def test_fused_batch_norm_under_mixed_precision_keeps_float32_statistics():
+    x = tf.random.stateless_normal([2, 5, 5, 4], seed=[5, 6]) * 2.0 + 1.0
+    reference, fused = _pair(x.shape)
+    want = reference(x, training=True)
+    layer = FusedBatchNormalization.from_config({**fused.get_config(), "dtype": "mixed_bfloat16"})
+    layer.build(x.shape)
+    layer.set_weights(_pair(x.shape)[1].get_weights())
+    got = layer(tf.cast(x, tf.bfloat16), training=True)
+    assert got.dtype == tf.bfloat16 and layer.moving_mean.dtype == tf.float32
+    np.testing.assert_allclose(tf.cast(got, tf.float32).numpy(), want.numpy(), atol=0.05)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), reference.moving_mean.numpy(), atol=0.02)
+
+
+def test_fused_batch_norm_falls_back_where_the_fused_op_does_not_apply():
+    x = tf.random.stateless_normal([8, 5], seed=[7, 8])  # 2-D: not a feature map
+    upstream = tf.ones_like(x)
+    reference, fused = _pair(x.shape)
+    for training in (True, False):
+        np.testing.assert_allclose(_run(fused, x, upstream, training)[0].numpy(),
+                                   _run(reference, x, upstream, training)[0].numpy(), atol=1e-5)
+    channels_first = FusedBatchNormalization(axis=1)
+    assert not channels_first._fused(tf.zeros([2, 3, 4, 4]), None)
+
+
+def test_fused_batch_norm_serializes_in_safe_mode(tmp_path):
+    inputs = keras.Input([6, 6, 3])
+    model = keras.Model(inputs, FusedBatchNormalization(momentum=0.9, name="bn")(inputs))
+    model.get_layer("bn").set_weights(_pair([1, 6, 6, 3])[1].get_weights())
+    path = str(tmp_path / "bn.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded.get_layer("bn")) is FusedBatchNormalization and loaded.get_layer("bn").momentum == 0.9
+    x = tf.random.stateless_normal([2, 6, 6, 3], seed=[9, 9])
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50"])
+def test_backbones_use_fused_batch_norm_and_keep_the_application_weights(name, monkeypatch):
+    size = 64
+    constructor = getattr(keras.applications, {"mobilenet_v2": "MobileNetV2", "resnet50": "ResNet50"}[name])
+    kwargs = {"alpha": 0.35} if name == "mobilenet_v2" else {}
+    keras.utils.set_random_seed(3)
+    built = []
+
+    def recording(*args, **kw):  # the application the backbone starts from
+        built.append(constructor(*args, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(keras.applications, constructor.__name__, recording)
+    backbone = backbones.build_backbone(name, size, weights=None, batchnorm_momentum=0.95, **kwargs)
+    app, = built
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(type(layer) is FusedBatchNormalization for layer in norms)
+    assert {layer.momentum for layer in norms} == {0.95}
+    # The same weights, and in inference the same features as the application.
+    by_name = {w.path: w.numpy() for w in app.weights}
+    assert all(np.array_equal(by_name[w.path], w.numpy()) for w in backbone.weights)
+    x = tf.random.stateless_uniform([1, size, size, 3], seed=[1, 1], minval=-1.0, maxval=1.0)
+    features = backbone(x, training=False)
+    reference = keras.Model(app.input, [app.get_layer(n).output for n in backbones._BACKBONES[name][1]])(x)
+    for got, want in zip(features, reference):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_detector_backbones_use_fused_batch_norm():
+    model = tfzoo.build_model("retinanet_mobile", num_classes=2, image_size=64, backbone_weights=None,
+                              backbone_alpha=0.35, fpn_channels=8, head_channels=8, head_convs=1)
+    norms = [layer for layer in model.get_layer("backbone").layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
