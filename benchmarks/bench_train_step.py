@@ -13,7 +13,7 @@ Weights are random (the arithmetic does not depend on them). Prints medians with
 min-max, the backbone's share of the forward + backward time and the fused batch norm's
 speed-up of the backbone (paired per round).
 
-    python benchmarks/bench_train_step.py --image-size 256 --batch-size 16 --repeats 5
+    python benchmarks/bench_train_step.py --image-size 256 --batch-size 8 --repeats 5
 """
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def build_backbone(name, image_size, weights=None, alpha=1.0, batchnorm_momentum
         statistics (keras.applications: 0.99 for ResNets, 0.999 for MobileNetV2).
 
     The batch-norm layers are :class:`tfzoo.layers.FusedBatchNormalization` (the same
-    normalization, TensorFlow's fused kernel: a 1.7x faster MobileNetV2 training step).
+    normalization, TensorFlow's fused kernel: MobileNetV2's training pass is 1.6x faster).
 
     Returns:
       ``keras.Model`` named ``"backbone"``: ``[B, H, W, 3] -> [C3, C4, C5]``.
