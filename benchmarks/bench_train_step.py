@@ -36,13 +36,14 @@ def main(argv=None):
     import tensorflow as tf
 
     import tfzoo
+    from tfzoo import backbones
 
     print(json.dumps(common.environment()))
     keras.utils.set_random_seed(0)
     model = tfzoo.build_model("retinanet_mobile", num_classes=5, backbone_weights=None, image_size=args.image_size)
     backbone = model.get_layer("backbone")
     images = tf.random.uniform([args.batch_size, args.image_size, args.image_size, 3], 0.0, 255.0)
-    keras_bn_backbone = with_keras_batchnorm(backbone)
+    keras_bn_backbone = backbones.with_batchnorm(backbone, keras.layers.BatchNormalization)
 
     def forward_backward(layer, outputs_of):
         @tf.function
@@ -68,21 +69,6 @@ def main(argv=None):
     speedup = common.paired_ratios(runs["backbone keras-BN fwd+bwd"], runs["backbone forward+backward"])
     print(f"fused batch norm speed-up of the backbone's forward+backward: {common.fmt(speedup, 1.0, 2)}x")
     return 0
-
-
-def with_keras_batchnorm(backbone):
-    """A copy of ``backbone`` (same weights) with plain ``keras.layers.BatchNormalization``."""
-    import keras
-
-    def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return keras.layers.BatchNormalization.from_config(config)
-        return layer.__class__.from_config(config)
-
-    copy = keras.models.clone_model(backbone, clone_function=clone)
-    copy.set_weights(backbone.get_weights())
-    return copy
 
 
 if __name__ == "__main__":

@@ -122,6 +122,12 @@ def test_backbones_use_fused_batch_norm_and_keep_the_application_weights(name, m
     reference = keras.Model(app.input, [app.get_layer(n).output for n in backbones._BACKBONES[name][1]])(x)
     for got, want in zip(features, reference):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-3)
+    # And back: a plain-Keras copy (the benchmarks' peer) holds the same weights and features.
+    plain = backbones.with_batchnorm(backbone, keras.layers.BatchNormalization)
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in plain.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), backbone.get_weights()))
+    for got, want in zip(plain(x, training=False), features):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-3)
 
 
 def test_detector_backbones_use_fused_batch_norm():

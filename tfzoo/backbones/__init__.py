@@ -70,23 +70,24 @@ def build_backbone(name, image_size, weights=None, alpha=1.0, batchnorm_momentum
     app = getattr(keras.applications, constructor)(
         include_top=False, weights=weights, input_shape=(height, width, 3), **kwargs
     )
-    app = _with_fused_batchnorm(app, batchnorm_momentum)
+    app = with_batchnorm(app, FusedBatchNormalization, batchnorm_momentum)
     outputs = [app.get_layer(layer_name).output for layer_name in feature_names]
     return keras.Model(app.input, outputs, name="backbone")
 
 
-def _with_fused_batchnorm(app, momentum=None):
-    """A copy of ``app`` (weights included) whose batch-norm layers are
-    :class:`tfzoo.layers.FusedBatchNormalization`, with ``momentum`` if given."""
+def with_batchnorm(model, layer_class, momentum=None):
+    """A copy of functional ``model`` (weights included) whose batch-norm layers are
+    ``layer_class`` (a ``keras.layers.BatchNormalization`` subclass, or that class itself),
+    with ``momentum`` if given."""
 
     def clone(layer):
         config = layer.get_config()
         if isinstance(layer, keras.layers.BatchNormalization):
             if momentum is not None:
                 config["momentum"] = float(momentum)
-            return FusedBatchNormalization.from_config(config)
+            return layer_class.from_config(config)
         return layer.__class__.from_config(config)
 
-    fused = keras.models.clone_model(app, clone_function=clone)
-    fused.set_weights(app.get_weights())
-    return fused
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
