@@ -80,10 +80,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             # The fused op returns the unbiased batch variance; Keras keeps the biased one.
             count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
             variance = variance * tf.maximum(count - 1.0, 0.0) / count
-            momentum = self.momentum
-            self.moving_mean.assign(self.moving_mean * momentum + tf.cast(mean, self.moving_mean.dtype) * (1.0 - momentum))
-            self.moving_variance.assign(self.moving_variance * momentum
-                                        + tf.cast(variance, self.moving_variance.dtype) * (1.0 - momentum))
+            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
+                moving.assign(moving * self.momentum + tf.cast(batch, moving.dtype) * (1.0 - self.momentum))
         else:
             y = tf.compat.v1.nn.fused_batch_norm(
                 x, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
