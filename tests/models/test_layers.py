@@ -1,4 +1,4 @@
-"""tfzoo.layers.FusedBatchNormalization against keras.layers.BatchNormalization."""
+"""tfzoo.layers.FusedBatchNormalization against keras.layers.BatchNormalization; backbones.without_conv_bias."""
 import keras
 import numpy as np
 import pytest
@@ -136,3 +136,53 @@ def test_detector_backbones_use_fused_batch_norm():
     norms = [layer for layer in model.get_layer("backbone").layers
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
+
+
+def _conv_bn_model(seed=0):
+    """conv(bias) -> BN -> relu; conv(bias) -> two consumers; conv(bias) -> BN (random weights)."""
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    a = FusedBatchNormalization(name="a_bn")(a)
+    a = keras.layers.ReLU()(a)
+    b = keras.layers.Conv2D(4, 1, name="b")(a)  # feeds a batch norm and an add: keeps its bias
+    c = keras.layers.Add()([FusedBatchNormalization(name="b_bn")(b), b])
+    d = keras.layers.Conv2D(5, 1, name="d")(c)
+    d = FusedBatchNormalization(center=False, name="d_bn")(d)
+    model = keras.Model(inputs, d)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = [rng.normal(size=w.shape).astype("float32") for w in layer.get_weights()]
+        if isinstance(layer, keras.layers.BatchNormalization):
+            weights[-1] = np.abs(weights[-1]) + 0.5
+        layer.set_weights(weights)
+    return model
+
+
+def test_without_conv_bias_moves_biases_into_the_moving_means():
+    model = _conv_bn_model()
+    copy = backbones.without_conv_bias(model)
+    assert [layer.use_bias for layer in copy.layers if isinstance(layer, keras.layers.Conv2D)] == [False, True, False]
+    for conv, norm in (("a", "a_bn"), ("d", "d_bn")):
+        np.testing.assert_allclose(copy.get_layer(norm).moving_mean.numpy(),
+                                   model.get_layer(norm).moving_mean.numpy() - model.get_layer(conv).bias.numpy())
+    x = tf.random.stateless_normal([4, 8, 8, 3], seed=[0, 5])
+    np.testing.assert_allclose(copy(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-4)
+    # Training mode: the same output and kernel gradients; each moving mean moves the same way.
+    outputs = []
+    for net in (model, copy):
+        with tf.GradientTape() as tape:
+            y = net(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(5, dtype=tf.float32))
+        outputs.append((y, tape.gradient(loss, net.get_layer("a").kernel)))
+    np.testing.assert_allclose(outputs[1][0].numpy(), outputs[0][0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(outputs[1][1].numpy(), outputs[0][1].numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(copy.get_layer("a_bn").moving_mean.numpy(),
+                               model.get_layer("a_bn").moving_mean.numpy() - model.get_layer("a").bias.numpy(),
+                               atol=1e-5)
+    assert backbones.without_conv_bias(copy) is copy  # nothing left to fold
+
+
+def test_resnet_backbone_convolutions_before_batch_norm_have_no_bias():
+    backbone = backbones.build_backbone("resnet50", 64, weights=None)
+    convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 53 and not any(layer.use_bias for layer in convs)
