@@ -62,6 +62,7 @@ Usage::
 
     python benchmarks/bench_retinanet.py --repeats 5 --json /tmp/bench_retinanet.json
     python benchmarks/bench_retinanet.py --parts export --trained saved_models/retinanet_shapes
+    python benchmarks/bench_retinanet.py --parts latency,train --policy mixed_bfloat16  # both sides bfloat16
     python benchmarks/bench_retinanet.py --tiny --repeats 1       # smoke test, seconds
 """
 from __future__ import annotations
@@ -855,6 +856,9 @@ def build_parser():
     parser.add_argument("--trained", default=None, help="trained model (training dir or .keras) for the int8 AP drop")
     parser.add_argument("--trained-data", default="shapes", help="dataset spec whose val split scores --trained")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="Keras dtype policy both sides are built under (latency, train); the matmul peer "
+                             "stays float32 (default: float32)")
     parser.add_argument("--tiny", action="store_true",
                         help=f"tiny models at {TINY_IMAGE_SIZE} px and small counts (smoke test)")
     parser.add_argument("--json", default=None, help="write the raw results to this JSON file")
@@ -881,6 +885,7 @@ def main(argv=None):
     import keras
 
     keras.utils.set_random_seed(args.seed)
+    keras.mixed_precision.set_global_policy(args.policy)
     env = common.environment()
     command = "python benchmarks/bench_retinanet.py " + " ".join(sys.argv[1:] if argv is None else argv)
     _print(f"{command}\n{json.dumps(env)}")

@@ -7,11 +7,15 @@ Interleaved, on one random batch of ``--batch-size`` images at ``--image-size``:
 - the MobileNetV2 backbone alone: the same two;
 - the same backbone with ``keras.layers.BatchNormalization`` in place of tfzoo's
   ``FusedBatchNormalization`` (a copy with the same weights), forward + backward: the
-  peer of the fused kernel.
+  peer of the fused kernel;
+- unless ``--skip-bfloat16``: the whole model's forward + backward built under the
+  ``mixed_bfloat16`` policy (variables float32, the same weights), once with the backbone
+  pinned to float32 (``backbone_dtype=float32``: bfloat16 FPN and heads, what ``tfzoo
+  demo`` trains on CPUs with AMX) and once all mixed; the float32 model is their peer.
 
 Weights are random (the arithmetic does not depend on them). Prints medians with
-min-max, the backbone's share of the forward + backward time and the fused batch norm's
-speed-up of the backbone (paired per round).
+min-max, the backbone's share of the forward + backward time, the fused batch norm's
+speed-up of the backbone and the bfloat16 speed-ups of the model (paired per round).
 
     python benchmarks/bench_train_step.py --image-size 256 --batch-size 8 --repeats 5
 """
@@ -30,6 +34,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--skip-bfloat16", action="store_true", help="leave out the mixed_bfloat16 contenders")
     args = parser.parse_args(argv)
 
     import keras
@@ -37,10 +42,12 @@ def main(argv=None):
 
     import tfzoo
     from tfzoo import backbones
+    from tfzoo.train import precision
 
     print(json.dumps(common.environment()))
     keras.utils.set_random_seed(0)
-    model = tfzoo.build_model("retinanet_mobile", num_classes=5, backbone_weights=None, image_size=args.image_size)
+    build = dict(num_classes=5, backbone_weights=None, image_size=args.image_size)
+    model = tfzoo.build_model("retinanet_mobile", **build)
     backbone = model.get_layer("backbone")
     images = tf.random.uniform([args.batch_size, args.image_size, args.image_size, 3], 0.0, 255.0)
     keras_bn_backbone = backbones.with_batchnorm(backbone, keras.layers.BatchNormalization)
@@ -61,6 +68,13 @@ def main(argv=None):
         "backbone forward+backward": forward_backward(backbone, list),
         "backbone keras-BN fwd+bwd": forward_backward(keras_bn_backbone, list),
     }
+    mixed = {"model fwd+bwd, bf16 FPN+heads": "float32", "model fwd+bwd, all mixed bf16": None}
+    if not args.skip_bfloat16:
+        for name, backbone_dtype in mixed.items():
+            with precision("mixed_bfloat16"):
+                twin = tfzoo.build_model("retinanet_mobile", backbone_dtype=backbone_dtype, **build)
+            twin.set_weights(model.get_weights())
+            fns[name] = forward_backward(twin, model_outputs)
     runs = common.interleaved(fns, args.warmup, args.repeats)
     for name, seconds in runs.items():
         print(f"{name:28s} {common.fmt(common.spread(seconds), 1000.0)} ms")
@@ -68,6 +82,9 @@ def main(argv=None):
     print(f"backbone share of forward+backward: {common.fmt(share, 1.0, 2)}")
     speedup = common.paired_ratios(runs["backbone keras-BN fwd+bwd"], runs["backbone forward+backward"])
     print(f"fused batch norm speed-up of the backbone's forward+backward: {common.fmt(speedup, 1.0, 2)}x")
+    for name in mixed if not args.skip_bfloat16 else ():
+        speedup = common.paired_ratios(runs["model forward+backward"], runs[name])
+        print(f"speed-up of the model's forward+backward, {name.split(', ')[1]}: {common.fmt(speedup, 1.0, 2)}x")
     return 0
 
 

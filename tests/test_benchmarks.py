@@ -106,6 +106,15 @@ def test_retinanet_tiny_latency_run(tmp_path):
         assert "keras_hub" not in latency
 
 
+def test_train_step_tiny_run_prints_every_contender():
+    result = _run("benchmarks/bench_train_step.py", "--image-size", "64", "--batch-size", "2", "--repeats", "1",
+                  "--warmup", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in ("model forward+backward", "backbone keras-BN fwd+bwd", "model fwd+bwd, bf16 FPN+heads",
+                 "model fwd+bwd, all mixed bf16", "speed-up of the model's forward+backward, bf16 FPN+heads"):
+        assert line in result.stdout, line
+
+
 def test_unseen_voc_stand_in_is_a_plain_voc_folder(tmp_path):
     """The section-7 stand-in: resized images in [240, 420] px, VOC XML without tfzoo's
     labels.txt, readable by the VOC reader with the classes found in the annotations."""

@@ -14,8 +14,9 @@ TINY = ("image_size=64", "backbone_alpha=0.35", "fpn_channels=16", "head_channel
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("demo"))
+    # "mixed" (bfloat16 FPN and heads), what "auto" picks on an AMX CPU: its exports must be float32.
     summary = tfzoo.demo.run(out=out, epochs=1, data="shapes:8", settings=TINY, num_images=2,
-                             latency_repeats=2, verbose=0)
+                             latency_repeats=2, verbose=0, precision="mixed")
     return out, summary
 
 
@@ -28,6 +29,34 @@ def test_demo_writes_every_artifact(demo_run):
     assert {"AP", "AP50", "per_class"} <= set(metrics)
     assert len(summary["predictions"]) == 2 and all(p.endswith(".png") and os.path.exists(p)
                                                    for p in summary["predictions"])
+
+
+def test_demo_trains_mixed_and_ships_float32(demo_run):
+    out, summary = demo_run
+    assert summary["precision"].endswith("FPN and heads, float32 backbone")
+    assert "backbone_dtype=float32" in summary["settings"]
+    state = json.load(open(os.path.join(out, "train", "state.json")))
+    assert state["precision"] in ("mixed_bfloat16", "mixed_float16")
+    # Exported from the float32 copy that was also evaluated: the same AP.
+    assert abs(summary["formats"]["saved_model"]["delta_AP_points"]) < 0.01
+    text = tfzoo.demo.format_summary(summary)
+    assert "FPN and heads" in text
+
+
+def test_demo_precision_choice(monkeypatch):
+    from tfzoo import train as train_lib
+
+    assert tfzoo.demo.resolve_precision("float32") == "float32"
+    assert tfzoo.demo.resolve_precision("mixed") == "mixed"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tfzoo.demo.resolve_precision("bfloat16")
+    monkeypatch.setattr(train_lib, "cpu_has_amx", lambda: False)
+    assert tfzoo.demo.resolve_precision("auto") == "float32"
+    monkeypatch.setattr(train_lib, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(tfzoo.demo, "_gpus", lambda: [])
+    assert tfzoo.demo.resolve_precision("auto") == "mixed"
+    monkeypatch.setattr(tfzoo.demo, "_gpus", lambda: ["GPU:0"])
+    assert tfzoo.demo.resolve_precision("auto") == "float32"
 
 
 def test_demo_summary_reports_each_format(demo_run):

@@ -241,6 +241,86 @@ def test_mixed_precision_head_outputs_keep_float32_precision():
         assert probe(tf.zeros([1, 64, 64, 3]))[0].dtype == tf.float32
 
 
+def test_backbone_dtype_pins_the_backbone_under_a_mixed_policy():
+    with T.precision("mixed_bfloat16"):
+        detector = tfzoo.build_model("retinanet_mobile", num_classes=3, backbone_dtype="float32", **TINY_KW)
+    dtypes = {name: detector.get_layer(name).compute_dtype
+              for name in ("normalize", "backbone", "fpn_output_p3", "class_head_conv0", "class_head_predict")}
+    assert dtypes == {"normalize": "float32", "backbone": "float32", "fpn_output_p3": "bfloat16",
+                      "class_head_conv0": "bfloat16", "class_head_predict": "float32"}
+    inner = detector.get_layer("backbone")
+    assert {layer.compute_dtype for layer in inner.layers} == {"float32"}
+    assert all(v.dtype == "float32" for v in detector.weights)
+    with pytest.raises(ValueError, match="backbone_dtype must be None or one of"):
+        tfzoo.build_model("retinanet_mobile", num_classes=3, backbone_dtype="float64", **TINY_KW)
+
+
+def test_mixed_gradients_stay_finite_on_one_pixel_top_levels():
+    # At 64 px, C5 is 2x2 and P6 1x1: the stride-2 P6/P7 convolutions must not run in
+    # bfloat16 (oneDNN returned Inf/NaN there in about half the runs).
+    with T.precision("mixed_bfloat16"):
+        detector = tfzoo.build_model("retinanet_mobile", num_classes=3, backbone_dtype="float32", **TINY_KW)
+    assert {detector.get_layer(name).compute_dtype for name in ("fpn_p6", "fpn_relu_p6", "fpn_p7")} == {"float32"}
+    images = tf.random.stateless_uniform([4, 64, 64, 3], (5, 6), 0, 255)
+
+    @tf.function
+    def gradients(images):
+        with tf.GradientTape() as tape:
+            outputs = detector(images, training=True)
+            loss = tf.add_n([tf.reduce_sum(v * v) for v in outputs.values()])
+        return tape.gradient(loss, detector.trainable_variables)
+
+    for _ in range(8):
+        assert all(np.all(np.isfinite(g.numpy())) for g in gradients(images))
+
+
+def test_as_float32_copies_a_mixed_detector_with_its_weights():
+    plain = tfzoo.build_model("retinanet_mobile", num_classes=3, **TINY_KW)
+    assert plain.as_float32() is plain
+    with T.precision("mixed_bfloat16"):
+        mixed = tfzoo.build_model("retinanet_mobile", num_classes=3, backbone_dtype="float32", **TINY_KW)
+    copy = mixed.as_float32()
+    assert copy is not mixed and copy.config == mixed.config
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+    # The copy computes what a float32 model with the same weights computes; the bfloat16
+    # original is close to it, not equal.
+    rng = np.random.default_rng(0)
+    mixed.set_weights([np.abs(w) + 0.5 if "variance" in v.path else rng.normal(0, 0.1, w.shape)
+                       for v, w in zip(mixed.weights, mixed.get_weights())])
+    copy = mixed.as_float32()
+    plain.set_weights(mixed.get_weights())
+    images = tf.random.stateless_uniform([2, 64, 64, 3], (1, 2), 0, 255)
+    got, want, rough = copy(images), plain(images), mixed(images)
+    for key in want:
+        scale = np.abs(want[key].numpy()).max()
+        assert np.abs(got[key].numpy() - want[key].numpy()).max() <= 1e-6 * scale
+        assert 1e-4 * scale < np.abs(rough[key].numpy() - want[key].numpy()).max() < 0.05 * scale
+
+
+def test_exports_of_a_mixed_detector_are_float32(tmp_path):
+    from tfzoo.export import export_saved_model, load_model
+
+    with T.precision("mixed_bfloat16"):
+        mixed = tfzoo.build_model("retinanet_mobile", num_classes=3, backbone_dtype="float32", **TINY_KW)
+    path = export_saved_model(mixed, str(tmp_path / "saved_model"))
+    loaded = load_model(path, trust_model=True)
+    images = tf.random.stateless_uniform([1, 64, 64, 3], (3, 4), 0, 255)
+    want = mixed.as_float32()(images)
+    got = loaded.raw_outputs(images)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key].numpy(), atol=1e-5)
+
+
+def test_cpu_has_amx_reads_the_cpu_flags(tmp_path):
+    with_amx, without = tmp_path / "amx", tmp_path / "plain"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n\n")
+    assert T.cpu_has_amx(str(with_amx)) is True
+    assert T.cpu_has_amx(str(without)) is False
+    assert T.cpu_has_amx(str(tmp_path / "missing")) is False
+
+
 def test_train_restores_the_policy_when_it_fails(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

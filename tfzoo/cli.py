@@ -466,7 +466,7 @@ def cmd_demo(args):
 
     _check_budget(args)
     summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or demo_epochs(), minutes=args.minutes,
-                             seed=args.seed)
+                             seed=args.seed, precision=args.precision)
     print(tfzoo.demo.format_summary(summary))
     return 0
 
@@ -590,7 +590,9 @@ def build_parser():
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="distribution strategy (default: default)")
     p.add_argument("--mixed-precision", action="store_true",
-                   help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
+                   help="mixed_float16 on GPU, mixed_bfloat16 on CPU (variables, prediction convs and losses stay "
+                        "float32); with --set backbone_dtype=float32 only the FPN and heads run in 16 bits, the "
+                        "fastest choice for retinanet_mobile on a CPU with AMX")
     p.add_argument("--eval-every-epoch", action="store_true", help="evaluate on --val-split after every epoch")
     p.add_argument("--cache", action="store_true",
                    help="keep the decoded training examples in memory after the first epoch (augmentation "
@@ -612,6 +614,12 @@ def build_parser():
                              "epochs, higher AP)")
     budget.add_argument("--minutes", type=float, help="training time budget instead of a number of epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    from tfzoo.demo import PRECISIONS  # no TensorFlow import
+
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training precision: 'mixed' runs the FPN and heads in bfloat16 (float16 on a GPU) with "
+                        "the backbone and losses in float32; 'auto' (default) picks it on a CPU with AMX and no "
+                        "GPU, where it trains about 1.2x faster, else float32. Exports are float32 either way")
     p.set_defaults(func=cmd_demo, parser=p)
     return parser
 

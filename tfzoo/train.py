@@ -82,6 +82,7 @@ import tensorflow as tf
 import tfzoo
 import tfzoo.data
 import tfzoo.eval
+from tfzoo import layers
 from tfzoo.data import validate
 from tfzoo.export.artifacts import write_json_atomic
 
@@ -433,6 +434,16 @@ def mixed_policy_name():
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
+def cpu_has_amx(cpuinfo="/proc/cpuinfo"):
+    """Whether this machine's CPU has AMX bfloat16 tiles (Intel Sapphire Rapids and later),
+    where oneDNN's bfloat16 convolutions run several times faster than float32 ones."""
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+    except OSError:  # not Linux
+        return False
+
+
 @contextlib.contextmanager
 def precision(policy):
     """Sets the Keras global dtype policy (``float32``, ``mixed_float16``/``bfloat16``, or
@@ -441,12 +452,8 @@ def precision(policy):
         policy = mixed_policy_name()
     elif policy in (False, None):
         policy = FLOAT32
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with layers.dtype_policy(policy):
         yield policy
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 # --- files -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""tfzoo.layers.FusedBatchNormalization against keras.layers.BatchNormalization; backbones.without_conv_bias."""
+"""tfzoo.layers: FusedBatchNormalization against keras.layers.BatchNormalization, backbones.without_conv_bias, dtype_policy."""
 import keras
 import numpy as np
 import pytest
@@ -136,6 +136,27 @@ def test_detector_backbones_use_fused_batch_norm():
     norms = [layer for layer in model.get_layer("backbone").layers
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
+
+
+def test_dtype_policy_scopes_layer_creation_and_restores():
+    from tfzoo.layers import dtype_policy
+
+    before = keras.mixed_precision.global_policy().name
+    with dtype_policy("mixed_bfloat16") as name:
+        assert name == "mixed_bfloat16"
+        inside = keras.layers.Dense(2)
+    assert inside.compute_dtype == "bfloat16" and inside.variable_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == before
+    with dtype_policy(None) as name:
+        assert name == before
+        assert keras.layers.Dense(2).compute_dtype == keras.mixed_precision.global_policy().compute_dtype
+    with pytest.raises(ValueError, match="dtype policy must be one of"):
+        with dtype_policy("float64"):
+            pass
+    with pytest.raises(RuntimeError, match="boom"):
+        with dtype_policy("mixed_float16"):
+            raise RuntimeError("boom")
+    assert keras.mixed_precision.global_policy().name == before
 
 
 def _conv_bn_model(seed=0):

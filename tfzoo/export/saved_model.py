@@ -212,10 +212,13 @@ def export_saved_model(detector, path):
     (one image of another size through ``serving_default``: keys, shapes, dtypes, finite
     values; ``raw_outputs`` equal to the Keras model's), and only then moved to ``path``.
     An existing SavedModel at ``path`` is replaced; any other existing folder is refused.
+    A detector with mixed-precision layers is exported as its float32 copy
+    (:meth:`tfzoo.models.base.Detector.as_float32`).
 
     Returns:
       ``path``.
     """
+    detector = detector.as_float32()
     with artifacts.atomic_directory(path, is_saved_model_dir) as tmp:
         module = save_module(detector, tmp)
         detector.save_config(os.path.join(tmp, artifacts.CONFIG_FILE))

@@ -346,7 +346,8 @@ def export_tflite(detector, path, quantize=None, calibration_images=None, *, raw
     """Writes ``detector`` as a ``.tflite`` file at ``path`` (see the module doc).
 
     Args:
-      detector: a tfzoo Keras detector.
+      detector: a tfzoo Keras detector (one with mixed-precision layers is converted as its
+        float32 copy, :meth:`tfzoo.models.base.Detector.as_float32`).
       path: the file to write (replaced atomically; its directory is created).
       quantize: one of :data:`QUANTIZE_MODES`.
       calibration_images: ``"int8"`` only: an iterable or ``tf.data.Dataset`` of float32
@@ -366,6 +367,7 @@ def export_tflite(detector, path, quantize=None, calibration_images=None, *, raw
         raise ValueError("int8 quantization needs calibration_images (images from the training split)")
     if quantize != "int8" and calibration_images is not None:
         raise ValueError(f"calibration_images apply to int8 quantization only, not {quantize!r}")
+    detector = detector.as_float32()
     model = _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit)
     signatures = {sm.SERVING_DEFAULT: "images float32 [1, S, S, 3] at the model input -> detections "
                                       "normalized to the input"}

@@ -8,6 +8,8 @@ Shape legend: B batch, H/W feature height/width, A anchors, K classes, L levels.
 """
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -16,6 +18,28 @@ _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
 #: Modes of :class:`ImageNormalization` (the ``keras.applications`` preprocessing modes).
 NORMALIZATION_MODES = ("caffe", "tf", "torch", "none")
+
+
+#: Keras dtype policies a part of a model may be pinned to (see :func:`dtype_policy`).
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@contextlib.contextmanager
+def dtype_policy(policy):
+    """Layers created inside the block get the Keras dtype policy ``policy`` (a name of
+    :data:`DTYPE_POLICIES`; ``None`` leaves the global policy alone); the previous global
+    policy is restored afterwards, also on error."""
+    if policy is None:
+        yield keras.mixed_precision.global_policy().name
+        return
+    if policy not in DTYPE_POLICIES:
+        raise ValueError(f"dtype policy must be one of {DTYPE_POLICIES}, got {policy!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
@@ -116,11 +140,14 @@ def fpn(features, channels, min_level=3, max_level=7, name="fpn"):
         level: conv(channels, 3, padding="same", name=f"{name}_output_p{level}")(merged[level])
         for level in (3, 4, 5)
     }
+    # P6, P7 stay float32 under a mixed policy: they cost little, and oneDNN's bfloat16
+    # stride-2 convolution returns garbage (often Inf/NaN) on a 1x1 input (TF 2.21, AMX CPU),
+    # which a 64-px image's C5 or P6 is.
     previous = c5
     for level in range(6, max_level + 1):
         if level > 6:
-            previous = keras.layers.ReLU(name=f"{name}_relu_p{level - 1}")(previous)
-        previous = conv(channels, 3, strides=2, padding="same", name=f"{name}_p{level}")(previous)
+            previous = keras.layers.ReLU(name=f"{name}_relu_p{level - 1}", dtype="float32")(previous)
+        previous = conv(channels, 3, strides=2, padding="same", name=f"{name}_p{level}", dtype="float32")(previous)
         outputs[level] = previous
     return [outputs[level] for level in range(min_level, max_level + 1)]
 

@@ -40,6 +40,8 @@ import typing
 import keras
 import tensorflow as tf
 
+from tfzoo import layers
+
 #: Name scope of the decoder ops in :meth:`Detector.detect` (box decoding, top-k, NMS).
 DECODER_SCOPE = "tfzoo_decoder"
 
@@ -161,6 +163,22 @@ class Detector(keras.Model):
             values["backbone_weights"] = None
         return cls.create(cls.config_class.from_dict(values))
 
+    def as_float32(self):
+        """This detector if every layer computes in float32, else a float32 copy with the same
+        weights (a model trained under mixed precision keeps float32 variables; the copy is
+        what exports and evaluations of the shipped model use)."""
+        if all(layer.compute_dtype == "float32" for layer in _all_layers(self)):
+            return self
+        values = self.config.to_dict()
+        for field in ("backbone_weights", "backbone_dtype"):  # weights follow; all in float32
+            if field in values:
+                values[field] = None
+        with layers.dtype_policy("float32"):
+            copy = type(self).create(self.config_class.from_dict(values))
+        copy.set_weights(self.get_weights())
+        copy._detector_config = self.config
+        return copy
+
     # --- data ---------------------------------------------------------------------------
 
     @property
@@ -257,3 +275,11 @@ def replica_sum(value):
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _all_layers(model):
+    """Every layer of ``model``, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
