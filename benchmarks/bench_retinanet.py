@@ -278,30 +278,43 @@ def part_latency(args):
 
     if keras_hub is not None:
         theirs = build_keras_hub(args)
-        preprocessed = theirs.preprocessor(image)
+        preprocessed = tf.cast(theirs.preprocessor(image), tf.float32)  # bfloat16 under --policy mixed_bfloat16
         head = theirs.classification_head.prediction_layer
         calibration = calibrate_class_head(head, lambda: theirs(preprocessed)["cls_logits"], args.candidates)
         theirs_logits = theirs(preprocessed)["cls_logits"].numpy()
-        theirs.make_predict_function()
-        predict_function = theirs.predict_function
         theirs_forward = tf.function(lambda x: theirs(x, training=False), input_signature=[spec], autograph=False)
-        try:
-            theirs.predict_on_batch(image)
-            fns["KerasHub predict_on_batch"] = lambda: theirs.predict_on_batch(image)
-            peer = "KerasHub predict_on_batch"
-            pob_error = None
-        except ValueError as error:
-            # keras-hub 0.32: RetinaNetObjectDetector.predict_step gets ``(x,)`` from
-            # predict_on_batch and decode_predictions unpacks it as ``(images, _)``.
-            pob_error = f"{type(error).__name__}: {error}"
-            peer = "KerasHub preprocessor + predict_function"
-            fns[peer] = lambda: predict_function([theirs.preprocessor(image)])
-        fns["KerasHub predict()"] = lambda: theirs.predict(image, verbose=0)
+        pob_error = None
+        if args.policy != "float32":
+            # keras-hub 0.32's decoder multiplies the bfloat16 head outputs by float32
+            # anchors and fails; the peer is its forward pass and decoder in one compiled
+            # function, the outputs cast to float32 between them (preprocessor outside).
+            def forward_decode(x):
+                raw = tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), theirs(x, training=False))
+                return theirs.decode_predictions(raw, x)
+
+            predict_function = tf.function(forward_decode, input_signature=[spec])
+            peer = "KerasHub forward + decode (float32 outputs; tf.function)"
+            fns[peer] = lambda: predict_function(tf.cast(theirs.preprocessor(image), tf.float32))
+            theirs_out = predict_function(preprocessed)
+        else:
+            theirs.make_predict_function()
+            predict_function = theirs.predict_function
+            try:
+                theirs.predict_on_batch(image)
+                fns["KerasHub predict_on_batch"] = lambda: theirs.predict_on_batch(image)
+                peer = "KerasHub predict_on_batch"
+            except ValueError as error:
+                # keras-hub 0.32: RetinaNetObjectDetector.predict_step gets ``(x,)`` from
+                # predict_on_batch and decode_predictions unpacks it as ``(images, _)``.
+                pob_error = f"{type(error).__name__}: {error}"
+                peer = "KerasHub preprocessor + predict_function"
+                fns[peer] = lambda: predict_function([theirs.preprocessor(image)])
+            fns["KerasHub predict()"] = lambda: theirs.predict(image, verbose=0)
+            theirs_out = predict_function([preprocessed])
         fns["KerasHub forward only (tf.function)"] = lambda: theirs_forward(preprocessed)
+        theirs_raw = tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), theirs_forward(preprocessed))
         theirs_decode = tf.function(theirs.decode_predictions)
-        theirs_raw = theirs_forward(preprocessed)
         fns["KerasHub decode + NMS only (tf.function)"] = lambda: theirs_decode(theirs_raw, preprocessed)
-        theirs_out = predict_function([preprocessed])
         result["keras_hub"] = {
             "version": keras_hub.__version__, "params": int(theirs.count_params()), "calibration": calibration,
             "candidates": dict(zip(("pairs", "anchors"), candidate_counts(theirs_logits))),
