@@ -1,4 +1,4 @@
-"""tfzoo.layers: FusedBatchNormalization against keras.layers.BatchNormalization, backbones.without_conv_bias, dtype_policy."""
+"""tfzoo.layers: FusedBatchNormalization against keras.layers.BatchNormalization, backbones.with_batchnorm(drop_conv_bias=True), dtype_policy."""
 import keras
 import numpy as np
 import pytest
@@ -179,9 +179,9 @@ def _conv_bn_model(seed=0):
     return model
 
 
-def test_without_conv_bias_moves_biases_into_the_moving_means():
+def test_dropped_conv_biases_move_into_the_moving_means():
     model = _conv_bn_model()
-    copy = backbones.without_conv_bias(model)
+    copy = backbones.with_batchnorm(model, drop_conv_bias=True)
     assert [layer.use_bias for layer in copy.layers if isinstance(layer, keras.layers.Conv2D)] == [False, True, False]
     for conv, norm in (("a", "a_bn"), ("d", "d_bn")):
         np.testing.assert_allclose(copy.get_layer(norm).moving_mean.numpy(),
@@ -200,7 +200,14 @@ def test_without_conv_bias_moves_biases_into_the_moving_means():
     np.testing.assert_allclose(copy.get_layer("a_bn").moving_mean.numpy(),
                                model.get_layer("a_bn").moving_mean.numpy() - model.get_layer("a").bias.numpy(),
                                atol=1e-5)
-    assert backbones.without_conv_bias(copy) is copy  # nothing left to fold
+    again = backbones.with_batchnorm(copy, drop_conv_bias=True)  # nothing left to fold
+    assert [layer.use_bias for layer in again.layers if isinstance(layer, keras.layers.Conv2D)] == [False, True, False]
+    assert all(np.array_equal(a, b) for a, b in zip(again.get_weights(), copy.get_weights()))
+    # One pass can swap the batch-norm class too: the benchmarks' plain-Keras peer.
+    plain = backbones.with_batchnorm(model, keras.layers.BatchNormalization, drop_conv_bias=True)
+    assert {type(layer) for layer in plain.layers if isinstance(layer, keras.layers.BatchNormalization)} == {
+        keras.layers.BatchNormalization}
+    np.testing.assert_allclose(plain(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-4)
 
 
 def test_resnet_backbone_convolutions_before_batch_norm_have_no_bias():
