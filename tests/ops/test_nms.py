@@ -131,19 +131,21 @@ def test_padding_of_short_candidate_lists_is_finite_zero():
 
 def test_select_top_k_per_level_matches_numpy_then_feeds_nms():
     rng = np.random.default_rng(2)
-    sizes, k, num_classes = (50, 3), 20, 4  # level 1 has 12 < k pairs: padded
+    sizes, k, num_classes = (50, 3), 20, 4  # level 1 has 12 < k pairs: all kept, no padding
     boxes = [_random_boxes(rng, (2, a)) for a in sizes]
     scores = [rng.uniform(0.0, 1.0, (2, a, num_classes)).astype(np.float32) for a in sizes]
     sel_boxes, sel_scores = nms.select_top_k_per_level(boxes, scores, k=k)
-    assert sel_boxes.shape == (2, 2 * k, 4) and sel_scores.shape == (2, 2 * k, num_classes)
+    rows_per_level = [min(k, a * num_classes) for a in sizes]
+    assert sel_boxes.shape == (2, sum(rows_per_level), 4) and sel_scores.shape == (2, sum(rows_per_level), num_classes)
     sel_boxes, sel_scores = sel_boxes.numpy(), sel_scores.numpy()
+    starts = np.cumsum([0] + rows_per_level)
     for b in range(2):
         got, want = [], []
         for level, (lb, ls) in enumerate(zip(boxes, scores)):
             flat = ls[b].reshape(-1)
             for i in np.argsort(-flat)[:k]:
                 want.append((level, flat[i], i % num_classes, tuple(lb[b, i // num_classes])))
-            rows = slice(level * k, (level + 1) * k)
+            rows = slice(starts[level], starts[level + 1])
             for box, row in zip(sel_boxes[b, rows], sel_scores[b, rows]):
                 assert np.count_nonzero(row) <= 1
                 if row.max() > 0:
@@ -156,6 +158,59 @@ def test_select_top_k_per_level_matches_numpy_then_feeds_nms():
     merged = reference_nms(np.concatenate([x[0] for x in boxes]),
                            np.concatenate([x[0] for x in scores]), 100, 0.5, 0.05, 1000)
     _assert_matches(out, 0, merged)
+
+
+def test_top_k_per_level_indexes_all_levels_and_two_stages_pick_the_top_pairs():
+    """Anchor indices count over all levels; a level with more anchors than k takes the
+    two-stage path (best anchors, then best pairs), which must pick exactly the pairs of a
+    plain sort over A * K, including several classes of one anchor; a dynamic level
+    shorter than k is padded with score 0."""
+    rng = np.random.default_rng(5)
+    sizes, k, num_classes = (40, 6, 2), 15, 3  # level 0: 40 anchors > k (two stages)
+    scores = [rng.uniform(0.0, 1.0, (2, a, num_classes)).astype(np.float32) for a in sizes]
+    scores[0][0, 3] = [0.999, 0.998, 0.997]  # one anchor owns the three best pairs
+    top, anchors, classes = (t.numpy() for t in nms.top_k_per_level(scores, k))
+    assert top.shape == (2, 15 + 15 + 6)
+    offsets = np.cumsum([0] + list(sizes))
+    for b in range(2):
+        want = []
+        for level, sc in enumerate(scores):
+            flat = sc[b].reshape(-1)
+            want += [(float(flat[i]), offsets[level] + i // num_classes, i % num_classes)
+                     for i in np.argsort(-flat)[:k]]
+        got = [(float(s), int(a), int(c)) for s, a, c in zip(top[b], anchors[b], classes[b])]
+        assert sorted(got) == sorted(want)
+        assert np.all(np.diff(top[b, :15]) <= 0)  # each level's rows sorted
+    assert [(a, c) for a, c in zip(anchors[0, :3], classes[0, :3])] == [(3, 0), (3, 1), (3, 2)]
+    all_scores = np.concatenate(scores, axis=1)
+    np.testing.assert_array_equal(all_scores[np.arange(2)[:, None], anchors, classes], top)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, num_classes], tf.float32)])
+    def dynamic(x):
+        return nms.top_k_per_level([x], k)
+
+    top, anchors, _ = (t.numpy() for t in dynamic(scores[2][:1]))  # 6 pairs, k = 15
+    assert top.shape == (1, k) and np.all(top[0, 6:] == 0.0) and anchors.max() <= 1
+
+
+def test_nms_candidates_matches_reference():
+    """nms_candidates on (box, score, class) rows equals the reference NMS of the same pairs
+    as one-hot scores (what multiclass_nms does after its top-k)."""
+    rng = np.random.default_rng(6)
+    num, num_classes = 300, 4
+    boxes = _clustered_boxes(rng, 2, num)
+    scores = rng.uniform(0.0, 1.0, (2, num)).astype(np.float32)
+    classes = rng.integers(0, num_classes, (2, num)).astype(np.int32)
+    out = _numpy(nms.nms_candidates(boxes, scores, classes, num_classes, max_detections=50))
+    for b in range(2):
+        one_hot = np.zeros((num, num_classes), np.float32)
+        one_hot[np.arange(num), classes[b]] = scores[b]
+        _assert_matches(out, b, reference_nms(boxes[b], one_hot, 50, 0.5, 0.05, num))
+    capped = _numpy(nms.nms_candidates(boxes, scores, classes, num_classes, max_detections=50,
+                                       max_detections_per_class=3))
+    assert np.all(np.bincount(capped["detection_classes"][0, :capped["num_detections"][0]]) <= 3)
+    with pytest.raises(ValueError, match=r"need boxes \[B, P, 4\]"):
+        nms.nms_candidates(boxes[0], scores, classes, num_classes)
 
 
 # --- empty inputs and padding -------------------------------------------------------

@@ -30,7 +30,9 @@ quantization of the network (weights and activations) calibrated on
 under :data:`tfzoo.models.base.DECODER_SCOPE`) kept in float32. Quantizing the decoder
 too would requantize the scores with a scale calibrated on background anchors (most
 scores near 0) and lose the detections; a ``DEQUANTIZE`` between the int8 heads and the
-float decoder costs little. The input and outputs stay float32 in every mode.
+float decoder costs little. The quantizer may still put a float -> int8 -> float round trip
+on a decoder tensor (it does on the sigmoid's scores of the RetinaNet decoder); such
+round trips are removed after quantization. The input and outputs stay float32 in every mode.
 
 The detector's metadata (:func:`tfzoo.export.artifacts.export_metadata`: config, class
 names, input size) is stored inside the file as the TFLite metadata entry ``tfzoo``
@@ -241,6 +243,88 @@ def decoder_ops(model_bytes):
     return sorted(names), sorted(decoder_types - network_types)
 
 
+def decoder_requantizations(model_bytes):
+    """Names of the float32 decoder tensors that a ``.tflite`` model puts on an integer grid
+    (a ``QUANTIZE`` op reading them): each is a float -> int8 -> float round trip."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from tfzoo.models.base import DECODER_SCOPE
+
+    found = set()
+    for graph, op, op_type in _operators(model_bytes):
+        if op_type == "QUANTIZE" and op.InputsLength() and op.Inputs(0) >= 0:
+            tensor = graph.Tensors(op.Inputs(0))
+            name = (tensor.Name() or b"").decode("utf-8", "replace")
+            if tensor.Type() == schema.TensorType.FLOAT32 and DECODER_SCOPE in name:
+                found.add(name)
+    return sorted(found)
+
+
+def _strip_decoder_requantization(model_bytes):
+    """Removes the float -> int8 -> float round trips on decoder tensors from a quantized model.
+
+    The quantizer keeps the denylisted decoder ops in float32 but, depending on the ops
+    around them, may still insert ``QUANTIZE`` (-> ``QUANTIZE``) -> ``DEQUANTIZE`` on one of
+    their float outputs (seen on the sigmoid's scores, which then come in steps of 1/256,
+    and on the decoded boxes). Such a chain is removed when it starts at a float32 tensor
+    under the decoder's name scope and ends only in ``DEQUANTIZE`` ops: their consumers read
+    the float tensor instead. A chain feeding any other op is left alone.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from tfzoo.models.base import DECODER_SCOPE
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    quantize, dequantize = schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE
+    changed = False
+    for graph in model.subgraphs:
+        ops = graph.operators or []
+        consumers = {}
+        for index, op in enumerate(ops):
+            for tensor in op.inputs if op.inputs is not None else []:
+                consumers.setdefault(int(tensor), []).append(index)
+        outputs = {int(t) for t in (graph.outputs if graph.outputs is not None else [])}
+        removed, replace = set(), {}
+        for index, op in enumerate(ops):
+            if codes[op.opcodeIndex] != quantize or index in removed:
+                continue
+            source = int(op.inputs[0])
+            tensor = graph.tensors[source]
+            name = (tensor.name or b"").decode("utf-8", "replace") if isinstance(tensor.name, bytes) else str(tensor.name)
+            if tensor.type != schema.TensorType.FLOAT32 or DECODER_SCOPE not in name:
+                continue
+            chain, ends, frontier, ok = {index}, [], [int(op.outputs[0])], True
+            while frontier and ok:
+                current = frontier.pop()
+                if current in outputs:
+                    ok = False
+                for user in consumers.get(current, []):
+                    code = codes[ops[user].opcodeIndex]
+                    if code == quantize:
+                        chain.add(user)
+                        frontier.append(int(ops[user].outputs[0]))
+                    elif code == dequantize:
+                        chain.add(user)
+                        ends.append(int(ops[user].outputs[0]))
+                    else:
+                        ok = False
+            if ok and ends:
+                removed |= chain
+                replace.update({end: source for end in ends})
+        if not removed:
+            continue
+        changed = True
+        for op in ops:
+            if op.inputs is not None:
+                op.inputs = np.array([replace.get(int(t), int(t)) for t in op.inputs], np.int32)
+        if graph.outputs is not None:
+            graph.outputs = np.array([replace.get(int(t), int(t)) for t in graph.outputs], np.int32)
+        graph.operators = [op for index, op in enumerate(ops) if index not in removed]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else model_bytes
+
+
 def _convert_int8(converter, detector, names, calibration_images, calibration_limit):
     """Full-integer network, float32 decoder (see the module doc).
 
@@ -276,13 +360,14 @@ def _convert_int8(converter, detector, names, calibration_images, calibration_li
     if not keep_float:
         raise artifacts.ExportError(f"int8 export found no tensor under the decoder's name scope "
                                     f"{DECODER_SCOPE!r} to keep in float32")
-    return tflite_convert.mlir_quantize(
+    quantized = tflite_convert.mlir_quantize(
         calibrated,
         disable_per_channel=converter._experimental_disable_per_channel,  # pylint: disable=protected-access
         fully_quantize=False,
         denylisted_nodes=keep_float,
         denylisted_ops=float_types,
     )
+    return _strip_decoder_requantization(quantized)
 
 
 def run_signature(runner_or_interpreter, images, signature=sm.SERVING_DEFAULT):
@@ -312,6 +397,10 @@ def _verify(path, detector, quantize, raw_outputs):
         if quantized:
             raise artifacts.ExportError(f"the int8 TFLite model quantized its decoder ({', '.join(quantized)} "
                                         "take integer inputs): its scores would be requantized")
+        requantized = decoder_requantizations(model_bytes)
+        if requantized:
+            raise artifacts.ExportError(f"the int8 TFLite model puts decoder tensors on an int8 grid "
+                                        f"({', '.join(requantized)}): its scores or boxes would be requantized")
         if "INT8" not in types.get("CONV_2D", set()):
             raise artifacts.ExportError("the int8 TFLite model has no int8 convolution: the network was not quantized")
     if read_metadata(model_bytes) is None:

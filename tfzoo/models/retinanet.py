@@ -240,17 +240,19 @@ class RetinaNet(Detector):
         }
 
     def decode(self, outputs):
+        # Sigmoid first: a float op right after the int8 heads keeps their int8 calibration
+        # (a split there narrowed the class head's range in an int8 export). Then the top k
+        # pairs per level (nms.top_k_per_level), and only their boxes are decoded.
         config = self.config
-        boxes = box_ops.clip(box_coder.decode(outputs[BOX_DELTAS], self.anchors, config.box_weights))  # [B, A, 4]
         scores = tf.sigmoid(tf.cast(outputs[CLASS_LOGITS], tf.float32))  # [B, A, K]
-        counts = anchors_per_level(config)
-        boxes_l = tf.split(boxes, counts, axis=1)
-        scores_l = tf.split(scores, counts, axis=1)
-        cand_boxes, cand_scores = nms_ops.select_top_k_per_level(boxes_l, scores_l, config.pre_nms_top_k)
-        return nms_ops.multiclass_nms(
-            cand_boxes, cand_scores, max_detections=config.max_detections,
+        top_scores, anchor_idx, class_idx = nms_ops.top_k_per_level(
+            tf.split(scores, anchors_per_level(config), axis=1), config.pre_nms_top_k)  # [B, P]
+        deltas = tf.gather(tf.cast(outputs[BOX_DELTAS], tf.float32), anchor_idx, batch_dims=1)  # [B, P, 4]
+        anchors = tf.gather(tf.cast(self.anchors, tf.float32), anchor_idx)  # [B, P, 4]
+        boxes = box_ops.clip(box_coder.decode(deltas, anchors, config.box_weights))
+        return nms_ops.nms_candidates(
+            boxes, top_scores, class_idx, config.num_classes, max_detections=config.max_detections,
             iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
-            pre_nms_top_k=min(config.pre_nms_top_k * len(counts), cand_scores.shape[1] * config.num_classes),
         )
 
 
