@@ -173,3 +173,37 @@ def test_an_export_that_detects_nothing_is_refused(detector, tmp_path, monkeypat
     with pytest.raises(artifacts.ExportError, match="detects nothing on the check image"):
         export_tflite(detector, str(target), raw_outputs=True)
     assert os.listdir(tmp_path) == []
+
+
+def _grouped_conv_2d(model_bytes):
+    """CONV_2D ops of a .tflite model whose input has more channels than the filter."""
+    found = []
+    for graph, op, op_type in tl._operators(model_bytes):
+        if op_type == "CONV_2D":
+            data = graph.Tensors(op.Inputs(0)).ShapeAsNumpy()
+            kernel = graph.Tensors(op.Inputs(1)).ShapeAsNumpy()  # [O, H, W, I]
+            if data[-1] != kernel[-1]:
+                found.append((int(data[-1]), int(kernel[-1])))
+    return found
+
+
+def test_exports_hold_plain_convolutions_where_keras_groups_them(tmp_path):
+    """At 256 px the heads' P3 map is 32x32, where tfzoo.layers.Conv2D runs grouped in Keras
+    inference on an x86 CPU; the TFLite file must still hold ordinary CONV_2D ops, and the
+    detector's own layers keep their setting afterwards."""
+    import tensorflow as tf
+
+    import tfzoo
+    from tfzoo import layers
+
+    detector = tfzoo.build_model("retinanet_mobile", num_classes=2, backbone_weights=None, image_size=256,
+                                 backbone_alpha=0.35, fpn_channels=16, head_channels=16, head_convs=1)
+    images = tf.zeros([1, 256, 256, 3])
+    graph = tf.function(detector.detect).get_concrete_function(images).graph
+    grouped = [op for op in graph.get_operations()
+               if op.type in ("Conv2D", "_FusedConv2D") and op.inputs[0].shape[-1] != op.inputs[1].shape[2]]
+    assert bool(grouped) == layers._grouped_inference_host()
+    path = export_tflite(detector, str(tmp_path / "m.tflite"))
+    with open(path, "rb") as f:
+        assert _grouped_conv_2d(f.read()) == []
+    assert all(layer.grouped_inference for layer in detector._flatten_layers() if isinstance(layer, layers.Conv2D))

@@ -214,3 +214,60 @@ def test_resnet_backbone_convolutions_before_batch_norm_have_no_bias():
     backbone = backbones.build_backbone("resnet50", 64, weights=None)
     convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 53 and not any(layer.use_bias for layer in convs)
+
+
+# --- Conv2D: grouped inference path on CPU ------------------------------------------
+
+
+def _grouped_convolutions(fn, *args):
+    """Conv2D ops of ``fn``'s graph whose input has more channels than the kernel expects."""
+    graph = tf.function(fn).get_concrete_function(*args).graph
+    return [op.name for op in graph.get_operations()
+            if op.type in ("Conv2D", "_FusedConv2D") and op.inputs[0].shape[-1] != op.inputs[1].shape[2]]
+
+
+def _conv_pair(filters=12, channels=8):
+    ours = tfzoo.layers.Conv2D(filters, 3, padding="same", activation="relu", name="ours")
+    stock = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name="stock")
+    ours.build((None, None, None, channels))
+    stock.build((None, None, None, channels))
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(0, 0.1, (3, 3, channels, filters)).astype(np.float32),
+               rng.normal(0, 0.1, (filters,)).astype(np.float32)]
+    ours.set_weights(weights)
+    stock.set_weights(weights)
+    return ours, stock
+
+
+def test_conv2d_grouped_inference_equals_the_plain_convolution():
+    ours, stock = _conv_pair()
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 32, 32, 8)).astype(np.float32))
+    want = stock(x).numpy()
+    np.testing.assert_allclose(ours(x, training=False).numpy(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours(x, training=True).numpy(), want, rtol=1e-6, atol=1e-6)
+    inference = _grouped_convolutions(lambda t: ours(t, training=False), x)
+    if tfzoo.layers._grouped_inference_host():
+        assert len(inference) == 1  # the grouped form is what runs on this machine
+    else:
+        assert inference == []
+    # Never in training, below 32x32, for an odd filter count, or for a portable trace.
+    assert _grouped_convolutions(lambda t: ours(t, training=True), x) == []
+    assert _grouped_convolutions(lambda t: ours(t, training=False), x[:, :16, :16]) == []
+    odd, _ = _conv_pair(filters=9)
+    assert _grouped_convolutions(lambda t: odd(t, training=False), x) == []
+    model = keras.Sequential([keras.Input((32, 32, 8)), ours])
+    with tfzoo.layers.portable_convolutions(model):
+        assert _grouped_convolutions(lambda t: model(t, training=False), x) == []
+    assert ours.grouped_inference
+
+
+def test_conv2d_gradients_are_the_plain_convolutions():
+    ours, stock = _conv_pair()
+    x = tf.constant(np.random.default_rng(2).normal(size=(1, 32, 32, 8)).astype(np.float32))
+    grads = []
+    for layer in (ours, stock):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True) ** 2)
+        grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_weights)])
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -37,6 +37,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from tfzoo import layers
 from tfzoo.data import augment as aug
 from tfzoo.export import artifacts
 from tfzoo.ops import boxes as box_ops
@@ -213,14 +214,16 @@ def export_saved_model(detector, path):
     values; ``raw_outputs`` equal to the Keras model's), and only then moved to ``path``.
     An existing SavedModel at ``path`` is replaced; any other existing folder is refused.
     A detector with mixed-precision layers is exported as its float32 copy
-    (:meth:`tfzoo.models.base.Detector.as_float32`).
+    (:meth:`tfzoo.models.base.Detector.as_float32`). The graph holds plain convolutions
+    (:func:`tfzoo.layers.portable_convolutions`), whatever machine exports it.
 
     Returns:
       ``path``.
     """
     detector = detector.as_float32()
     with artifacts.atomic_directory(path, is_saved_model_dir) as tmp:
-        module = save_module(detector, tmp)
+        with layers.portable_convolutions(detector):
+            module = save_module(detector, tmp)
         detector.save_config(os.path.join(tmp, artifacts.CONFIG_FILE))
         artifacts.write_json(os.path.join(tmp, artifacts.METADATA_FILE),
                              artifacts.export_metadata(detector, SIGNATURES))

@@ -53,6 +53,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from tfzoo import layers
 from tfzoo.export import artifacts
 from tfzoo.export import saved_model as sm
 
@@ -457,7 +458,8 @@ def export_tflite(detector, path, quantize=None, calibration_images=None, *, raw
     if quantize != "int8" and calibration_images is not None:
         raise ValueError(f"calibration_images apply to int8 quantization only, not {quantize!r}")
     detector = detector.as_float32()
-    model = _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit)
+    with layers.portable_convolutions(detector):  # plain CONV_2D ops, never tfzoo.layers.Conv2D's grouped form
+        model = _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit)
     signatures = {sm.SERVING_DEFAULT: "images float32 [1, S, S, 3] at the model input -> detections "
                                       "normalized to the input"}
     if raw_outputs:
