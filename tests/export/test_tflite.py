@@ -188,8 +188,8 @@ def _grouped_conv_2d(model_bytes):
 
 
 def test_exports_hold_plain_convolutions_where_keras_groups_them(tmp_path):
-    """At 256 px the heads' P3 map is 32x32, where tfzoo.layers.Conv2D runs grouped in Keras
-    inference on an x86 CPU; the TFLite file must still hold ordinary CONV_2D ops, and the
+    """At 256 px with 256-channel heads the P3 map is 32x32, where tfzoo.layers.Conv2D runs
+    grouped in single-image Keras inference on an x86 CPU; the TFLite file must still hold ordinary CONV_2D ops, and the
     detector's own layers keep their setting afterwards."""
     import tensorflow as tf
 
@@ -197,7 +197,7 @@ def test_exports_hold_plain_convolutions_where_keras_groups_them(tmp_path):
     from tfzoo import layers
 
     detector = tfzoo.build_model("retinanet_mobile", num_classes=2, backbone_weights=None, image_size=256,
-                                 backbone_alpha=0.35, fpn_channels=16, head_channels=16, head_convs=1)
+                                 backbone_alpha=0.35, fpn_channels=256, head_channels=256, head_convs=1)
     images = tf.zeros([1, 256, 256, 3])
     graph = tf.function(detector.detect).get_concrete_function(images).graph
     grouped = [op for op in graph.get_operations()

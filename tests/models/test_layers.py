@@ -214,6 +214,21 @@ def test_resnet_backbone_convolutions_before_batch_norm_have_no_bias():
     backbone = backbones.build_backbone("resnet50", 64, weights=None)
     convs = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 53 and not any(layer.use_bias for layer in convs)
+    # ... and they are tfzoo.layers.Conv2D (the grouped CPU inference path where it applies)
+    assert all(type(layer) is tfzoo.layers.Conv2D for layer in convs)
+
+
+def test_with_batchnorm_swaps_the_convolution_class_and_keeps_the_weights():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    outputs = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    model = keras.Model(inputs, outputs)
+    copy = backbones.with_batchnorm(model, conv_class=tfzoo.layers.Conv2D)
+    assert type(copy.get_layer("c1")) is tfzoo.layers.Conv2D
+    assert type(copy.get_layer("dw")) is keras.layers.DepthwiseConv2D
+    x = np.random.default_rng(4).uniform(size=(2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_allclose(copy(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-6)
 
 
 # --- Conv2D: grouped inference path on CPU ------------------------------------------
@@ -226,7 +241,7 @@ def _grouped_convolutions(fn, *args):
             if op.type in ("Conv2D", "_FusedConv2D") and op.inputs[0].shape[-1] != op.inputs[1].shape[2]]
 
 
-def _conv_pair(filters=12, channels=8):
+def _conv_pair(filters=256, channels=256):
     ours = tfzoo.layers.Conv2D(filters, 3, padding="same", activation="relu", name="ours")
     stock = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name="stock")
     ours.build((None, None, None, channels))
@@ -241,21 +256,29 @@ def _conv_pair(filters=12, channels=8):
 
 def test_conv2d_grouped_inference_equals_the_plain_convolution():
     ours, stock = _conv_pair()
-    x = tf.constant(np.random.default_rng(1).normal(size=(2, 32, 32, 8)).astype(np.float32))
+    x = tf.constant(np.random.default_rng(1).normal(size=(1, 32, 32, 256)).astype(np.float32))
     want = stock(x).numpy()
-    np.testing.assert_allclose(ours(x, training=False).numpy(), want, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours(x, training=True).numpy(), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours(x, training=False).numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours(x, training=True).numpy(), want, rtol=1e-5, atol=1e-5)
     inference = _grouped_convolutions(lambda t: ours(t, training=False), x)
     if tfzoo.layers._grouped_inference_host():
         assert len(inference) == 1  # the grouped form is what runs on this machine
     else:
         assert inference == []
-    # Never in training, below 32x32, for an odd filter count, or for a portable trace.
+    # Never in training, for batches other than a static 1, below 32x32, for other channel
+    # counts, or for a portable trace.
     assert _grouped_convolutions(lambda t: ours(t, training=True), x) == []
+    assert _grouped_convolutions(lambda t: ours(t, training=False), tf.concat([x, x], 0)) == []
+    assert _grouped_convolutions(lambda t: ours(t, training=False), tf.TensorSpec([None, 32, 32, 256])) == []
     assert _grouped_convolutions(lambda t: ours(t, training=False), x[:, :16, :16]) == []
-    odd, _ = _conv_pair(filters=9)
-    assert _grouped_convolutions(lambda t: odd(t, training=False), x) == []
-    model = keras.Sequential([keras.Input((32, 32, 8)), ours])
+    for filters, channels in ((192, 192), (320, 320), (512, 256)):
+        other, _ = _conv_pair(filters, channels)
+        assert _grouped_convolutions(lambda t: other(t, training=False), tf.TensorSpec([1, 32, 32, channels])) == []
+    big, _ = _conv_pair(512, 512)  # 512 channels: from 16x16 on
+    expected = 1 if tfzoo.layers._grouped_inference_host() else 0
+    assert len(_grouped_convolutions(lambda t: big(t, training=False), tf.TensorSpec([1, 16, 16, 512]))) == expected
+    assert _grouped_convolutions(lambda t: big(t, training=False), tf.TensorSpec([1, 8, 8, 512])) == []
+    model = keras.Sequential([keras.Input((32, 32, 256)), ours])
     with tfzoo.layers.portable_convolutions(model):
         assert _grouped_convolutions(lambda t: model(t, training=False), x) == []
     assert ours.grouped_inference
@@ -263,7 +286,7 @@ def test_conv2d_grouped_inference_equals_the_plain_convolution():
 
 def test_conv2d_gradients_are_the_plain_convolutions():
     ours, stock = _conv_pair()
-    x = tf.constant(np.random.default_rng(2).normal(size=(1, 32, 32, 8)).astype(np.float32))
+    x = tf.constant(np.random.default_rng(2).normal(size=(1, 32, 32, 256)).astype(np.float32))
     grads = []
     for layer in (ours, stock):
         with tf.GradientTape() as tape:

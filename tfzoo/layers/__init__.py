@@ -116,7 +116,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
-#: Smallest static map (H * W) on which :class:`Conv2D` takes its grouped inference path.
+#: :class:`Conv2D` takes its grouped inference path on a static map with
+#: ``H * W * (filters // 256) ** 2`` at least this: 32x32 at 256 or 384 channels, 16x16 at 512.
 GROUPED_MIN_PIXELS = 32 * 32
 
 
@@ -146,24 +147,27 @@ def _grouped_inference_host():
 
 @keras.saving.register_keras_serializable(package="tfzoo")
 class Conv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` whose float32 inference on an x86 CPU runs as a two-group
-    convolution of the input concatenated with itself, with the same kernel.
+    """``keras.layers.Conv2D`` whose single-image float32 inference on an x86 CPU runs a
+    square 3x3 convolution of 256, 384, 512... channels as a two-group convolution of the
+    input concatenated with itself, with the same kernel.
 
     Group ``g`` sees its own copy of the input and computes output channels
     ``g * F/2 .. (g + 1) * F/2`` with those kernel columns, so the result is exactly the
-    plain convolution's (bit for bit in TF 2.21). It is faster because TF hands oneDNN a
-    plain convolution's variable kernel in its stored HWIO layout, while a grouped
-    convolution gets the kernel reordered to oneDNN's blocked layout: a 3x3, 256-channel
-    convolution with bias and ReLU at 64x64 runs at about 336 instead of 284 GFLOP/s on
-    this project's 2-core AVX-512 machine (``benchmarks/bench_retinanet.py``; 18% at 32x32,
-    nothing at 16x16, slower at 8x8).
+    plain convolution's (bit for bit in TF 2.21). Why: at batch 1, TF 2.21's oneDNN
+    convolution with a variable kernel in its stored HWIO layout is slow for channel
+    counts that are multiples of 128 from 256 up, while a grouped convolution gets its
+    kernel reordered to oneDNN's blocked layout. One-off probes on this project's 2-core
+    AVX-512 machine (3x3, bias and ReLU, batch 1, ``C -> C``): 64x64 maps, grouped / plain
+    time 0.82 at 256 channels, 0.78 at 384, 0.63 at 512; 32x32: 0.81, 0.75, 0.54. Other
+    channel counts (64 to 224, 320) and 256 -> 720 are 5-30% slower grouped, and so is
+    batch 2, where the plain convolution already runs at about 360 GFLOP/s.
 
     The grouped path is taken only when all hold at trace time: not training (the grouped
-    backward pass is several times slower), float32 compute, 3x3 kernel, stride and
-    dilation 1, an even number of filters, a static map of at least
-    :data:`GROUPED_MIN_PIXELS`, an x86 host with oneDNN on and no GPU, and
-    ``grouped_inference`` true (:func:`portable_convolutions` turns it off while the
-    exporters trace). Otherwise it is the stock layer.
+    backward pass is several times slower), a static batch of 1, float32 compute, a 3x3
+    kernel, stride and dilation 1, as many filters as input channels, a multiple of 128
+    and at least 256, a static map of at least :data:`GROUPED_MIN_PIXELS`, an x86 host
+    with oneDNN on and no GPU, and ``grouped_inference`` true (:func:`portable_convolutions`
+    turns it off while the exporters trace). Otherwise it is the stock layer.
     """
 
     #: Whether inference may take the grouped path (an attribute, not part of the config).
@@ -179,13 +183,15 @@ class Conv2D(keras.layers.Conv2D):
         return self.activation(outputs) if self.activation is not None else outputs
 
     def _grouped_inference(self, inputs, training):
-        height, width = inputs.shape[1], inputs.shape[2]
-        return (not training
+        batch, height, width = inputs.shape[0], inputs.shape[1], inputs.shape[2]
+        return (not training and batch == 1
                 and self.grouped_inference
                 and self.compute_dtype == "float32" and inputs.dtype == tf.float32
                 and self.kernel_size == (3, 3) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
-                and self.groups == 1 and self.data_format == "channels_last" and self.filters % 2 == 0
-                and height is not None and width is not None and height * width >= GROUPED_MIN_PIXELS
+                and self.groups == 1 and self.data_format == "channels_last"
+                and inputs.shape[-1] == self.filters and self.filters % 128 == 0 and self.filters >= 256
+                and height is not None and width is not None
+                and height * width * (self.filters // 256) ** 2 >= GROUPED_MIN_PIXELS
                 and _grouped_inference_host())
 
 
