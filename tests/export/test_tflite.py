@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.export import helpers
+from tests.models.test_layers import _grouped_convolutions
 from tfzoo.export import artifacts, compare_detections, export_tflite
 from tfzoo.export import tflite as tl
 
@@ -198,10 +199,7 @@ def test_exports_hold_plain_convolutions_where_keras_groups_them(tmp_path):
 
     detector = tfzoo.build_model("retinanet_mobile", num_classes=2, backbone_weights=None, image_size=256,
                                  backbone_alpha=0.35, fpn_channels=256, head_channels=256, head_convs=1)
-    images = tf.zeros([1, 256, 256, 3])
-    graph = tf.function(detector.detect).get_concrete_function(images).graph
-    grouped = [op for op in graph.get_operations()
-               if op.type in ("Conv2D", "_FusedConv2D") and op.inputs[0].shape[-1] != op.inputs[1].shape[2]]
+    grouped = _grouped_convolutions(detector.detect, tf.zeros([1, 256, 256, 3]))
     assert bool(grouped) == layers._grouped_inference_host()
     path = export_tflite(detector, str(tmp_path / "m.tflite"))
     with open(path, "rb") as f:

@@ -129,32 +129,16 @@ def test_padding_of_short_candidate_lists_is_finite_zero():
         nms.multiclass_nms(boxes, scores, score_threshold=-0.1)
 
 
-def test_select_top_k_per_level_matches_numpy_then_feeds_nms():
+def test_top_k_per_level_then_nms_candidates_equals_nms_over_all_pairs():
+    """When k covers every pair of each level, NMS over the merged per-level candidates is
+    the reference NMS over all pairs (the selection itself is checked below)."""
     rng = np.random.default_rng(2)
-    sizes, k, num_classes = (50, 3), 20, 4  # level 1 has 12 < k pairs: all kept, no padding
+    sizes, num_classes = (50, 3), 4
     boxes = [_random_boxes(rng, (2, a)) for a in sizes]
     scores = [rng.uniform(0.0, 1.0, (2, a, num_classes)).astype(np.float32) for a in sizes]
-    sel_boxes, sel_scores = nms.select_top_k_per_level(boxes, scores, k=k)
-    rows_per_level = [min(k, a * num_classes) for a in sizes]
-    assert sel_boxes.shape == (2, sum(rows_per_level), 4) and sel_scores.shape == (2, sum(rows_per_level), num_classes)
-    sel_boxes, sel_scores = sel_boxes.numpy(), sel_scores.numpy()
-    starts = np.cumsum([0] + rows_per_level)
-    for b in range(2):
-        got, want = [], []
-        for level, (lb, ls) in enumerate(zip(boxes, scores)):
-            flat = ls[b].reshape(-1)
-            for i in np.argsort(-flat)[:k]:
-                want.append((level, flat[i], i % num_classes, tuple(lb[b, i // num_classes])))
-            rows = slice(starts[level], starts[level + 1])
-            for box, row in zip(sel_boxes[b, rows], sel_scores[b, rows]):
-                assert np.count_nonzero(row) <= 1
-                if row.max() > 0:
-                    got.append((level, row.max(), int(row.argmax()), tuple(box)))
-        assert sorted(got) == sorted(want)
-    # End to end: NMS over the merged candidates equals NMS over all pairs when k covers
-    # every pair of each level.
-    full = nms.select_top_k_per_level(boxes, scores, k=200)
-    out = _numpy(nms.multiclass_nms(*full, max_detections=100, pre_nms_top_k=1000))
+    top, anchors, classes = nms.top_k_per_level(scores, k=200)
+    cand_boxes = tf.gather(np.concatenate(boxes, axis=1), anchors, batch_dims=1)
+    out = _numpy(nms.nms_candidates(cand_boxes, top, classes, num_classes, max_detections=100))
     merged = reference_nms(np.concatenate([x[0] for x in boxes]),
                            np.concatenate([x[0] for x in scores]), 100, 0.5, 0.05, 1000)
     _assert_matches(out, 0, merged)

@@ -244,20 +244,27 @@ def decoder_ops(model_bytes):
     return sorted(names), sorted(decoder_types - network_types)
 
 
-def decoder_requantizations(model_bytes):
-    """Names of the float32 decoder tensors that a ``.tflite`` model puts on an integer grid
-    (a ``QUANTIZE`` op reading them): each is a float -> int8 -> float round trip."""
+def _is_float_decoder_tensor(tensor_type, name):
+    """Whether a tensor (its ``TensorType`` and name, bytes or str) is a float32 tensor under
+    the decoder's name scope."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     from tfzoo.models.base import DECODER_SCOPE
 
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return tensor_type == schema.TensorType.FLOAT32 and DECODER_SCOPE in (name or "")
+
+
+def decoder_requantizations(model_bytes):
+    """Names of the float32 decoder tensors that a ``.tflite`` model puts on an integer grid
+    (a ``QUANTIZE`` op reading them): each is a float -> int8 -> float round trip."""
     found = set()
     for graph, op, op_type in _operators(model_bytes):
         if op_type == "QUANTIZE" and op.InputsLength() and op.Inputs(0) >= 0:
             tensor = graph.Tensors(op.Inputs(0))
-            name = (tensor.Name() or b"").decode("utf-8", "replace")
-            if tensor.Type() == schema.TensorType.FLOAT32 and DECODER_SCOPE in name:
-                found.add(name)
+            if _is_float_decoder_tensor(tensor.Type(), tensor.Name()):
+                found.add(tensor.Name().decode("utf-8", "replace"))
     return sorted(found)
 
 
@@ -273,8 +280,6 @@ def _strip_decoder_requantization(model_bytes):
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
-
-    from tfzoo.models.base import DECODER_SCOPE
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
@@ -292,9 +297,7 @@ def _strip_decoder_requantization(model_bytes):
             if codes[op.opcodeIndex] != quantize or index in removed:
                 continue
             source = int(op.inputs[0])
-            tensor = graph.tensors[source]
-            name = (tensor.name or b"").decode("utf-8", "replace") if isinstance(tensor.name, bytes) else str(tensor.name)
-            if tensor.type != schema.TensorType.FLOAT32 or DECODER_SCOPE not in name:
+            if not _is_float_decoder_tensor(graph.tensors[source].type, graph.tensors[source].name):
                 continue
             chain, ends, frontier, ok = {index}, [], [int(op.outputs[0])], True
             while frontier and ok:

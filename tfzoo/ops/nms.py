@@ -137,37 +137,6 @@ def top_k_per_level(scores_per_level, k=1000):
     return tuple(tf.concat(parts, axis=1) for parts in (all_scores, all_anchors, all_classes))
 
 
-def select_top_k_per_level(boxes_per_level, scores_per_level, k=1000):
-    """:func:`top_k_per_level` with the candidates' boxes, in :func:`multiclass_nms`'s input
-    form.
-
-    Args:
-      boxes_per_level: list over L levels of decoded boxes ``[B, A_l, 4]`` (or per-class
-        ``[B, A_l, K, 4]``), ``[y1, x1, y2, x2]``.
-      scores_per_level: list over L levels of ``[B, A_l, K]`` probabilities.
-      k: candidates kept per level; a level with fewer than ``k`` pairs is padded with
-        score 0 rows (which NMS drops: it keeps ``score > score_threshold >= 0``).
-
-    Returns:
-      ``(boxes [B, L * k, 4], scores [B, L * k, K])``, the selected candidates where each
-      row's scores are zero except for its selected class.
-    """
-    if len(boxes_per_level) != len(scores_per_level) or not boxes_per_level:
-        raise ValueError("need one boxes and one scores tensor per level, at least one level")
-    num_classes = tf.convert_to_tensor(scores_per_level[0]).shape[-1]
-    top_scores, anchor_idx, class_idx = top_k_per_level(scores_per_level, k)  # [B, L * k]
-    boxes = tf.concat([tf.cast(tf.convert_to_tensor(b), tf.float32) for b in boxes_per_level], axis=1)
-    if boxes.shape.rank == 4:
-        flat_boxes = tf.reshape(boxes, [tf.shape(boxes)[0], -1, 4])  # [B, A * K, 4]
-        picked = tf.gather(flat_boxes, anchor_idx * num_classes + class_idx, batch_dims=1)
-    elif boxes.shape.rank == 3:
-        picked = tf.gather(boxes, anchor_idx, batch_dims=1)  # [B, L * k, 4]
-    else:
-        raise ValueError(f"boxes must be [B, A, 4] or [B, A, K, 4], got {boxes.shape}")
-    one_hot = tf.one_hot(class_idx, num_classes, dtype=tf.float32)  # [B, L * k, K]
-    return picked, one_hot * top_scores[..., None]
-
-
 def _class_offsets(class_indices, boxes, num_classes):
     """Shifts ``boxes [B, P, 4]`` so that boxes of different classes never overlap.
 
