@@ -197,14 +197,17 @@ def calibrate_class_head(layer, class_logits, candidates, threshold=SCORE_THRESH
     """Gives a random class head the score statistics of a trained one, on the benchmark image.
 
     ``layer``: the head's output conv; ``class_logits()``: the class logits it produces for
-    the benchmark image (any shape). The kernel is scaled so that the logits' standard
+    the benchmark image (any shape). The (pointwise) kernel is scaled so that the logits' standard
     deviation is ``spread`` (a random head's logits differ by ~1e-2, which int8
     quantization flattens), then the bias is shifted so that exactly ``candidates`` logits
     lie above ``logit(threshold)``. Returns ``{"kernel_scale", "bias_shift"}``.
     """
+    from tfzoo.layers import output_kernel
+
     logits = np.asarray(class_logits(), "float64")
     scale = spread / max(float(logits.std()), 1e-12)
-    layer.kernel.assign(layer.kernel.numpy() * np.float32(scale))
+    kernel = output_kernel(layer)
+    kernel.assign(kernel.numpy() * np.float32(scale))
     flat = np.sort(np.asarray(class_logits(), "float64").ravel())[::-1]
     candidates = int(min(max(candidates, 1), flat.size - 1))
     cut = 0.5 * (flat[candidates - 1] + flat[candidates])

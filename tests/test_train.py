@@ -27,6 +27,7 @@ import tfzoo
 import tfzoo.data
 from tfzoo import train as T
 from tfzoo.data import shapes, validate
+from tfzoo.layers import output_kernel
 from tfzoo.eval import RESULT_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -355,7 +356,7 @@ class _InjectNaN(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._current == self.epoch and batch == self.batch:
-            kernel = self.model.get_layer("class_head_predict").kernel
+            kernel = output_kernel(self.model.get_layer("class_head_predict"))
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
 

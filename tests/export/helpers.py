@@ -38,10 +38,14 @@ DELTA_STD = 0.2
 def _rescale_predict_layer(model, name, images, output_key, target_std, rng):
     """Seeded random kernel for ``name`` scaled so that ``output_key`` has std ``target_std``."""
     layer = model.get_layer(name)
-    kernel, bias = layer.get_weights()
-    layer.set_weights([rng.normal(0.0, 1.0, kernel.shape).astype(np.float32), np.zeros_like(bias)])
+    # [kernel], or [depthwise, pointwise] in separable heads (the depthwise one keeps its
+    # seeded initialization; the pointwise one is drawn and scaled)
+    *kernels, bias = layer.get_weights()
+    kernels[-1] = rng.normal(0.0, 1.0, kernels[-1].shape).astype(np.float32)
+    layer.set_weights([*kernels, np.zeros_like(bias)])
     std = float(np.std(np.asarray(model(images, training=False)[output_key])))
-    layer.set_weights([layer.get_weights()[0] * (target_std / std), np.zeros_like(bias)])
+    kernels[-1] *= target_std / std
+    layer.set_weights([*kernels, np.zeros_like(bias)])
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,9 +83,9 @@ def detector():
     logits = np.asarray(model(images, training=False)["class_logits"])
     threshold_logit = np.log(SCORE_THRESHOLD / (1.0 - SCORE_THRESHOLD))
     layer = model.get_layer("class_head_predict")
-    kernel, bias = layer.get_weights()
+    *kernels, bias = layer.get_weights()
     bias = np.full_like(bias, threshold_logit - np.quantile(logits, 1.0 - CANDIDATE_FRACTION))
-    layer.set_weights([kernel, bias])
+    layer.set_weights([*kernels, bias])
     return model
 
 

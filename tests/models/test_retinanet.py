@@ -32,6 +32,7 @@ def test_paper_preset_defaults():
     assert retinanet.PRESETS["retinanet_r101"].backbone == "resnet101"
     mobile = retinanet.PRESETS["retinanet_mobile"]
     assert (mobile.backbone, mobile.image_size, mobile.head_norm) == ("mobilenet_v2", 320, "group")
+    assert mobile.head_separable and not config.head_separable
 
 
 def test_76725_anchors_at_640():
@@ -74,6 +75,27 @@ def test_heads_are_shared_across_levels():
     assert norm.groups == 2 and len(norm._inbound_nodes) == 5
     paper = build_tiny("retinanet")
     assert not [l for l in paper.layers if "_gn" in l.name]
+
+
+def test_separable_heads():
+    """retinanet_mobile's heads: a depthwise 3x3 + 1x1 conv in place of each 3x3 conv (the
+    output conv too), shared across levels; the paper preset keeps plain 3x3 convs."""
+    mobile = build_tiny("retinanet_mobile")
+    for head in ("class_head", "box_head"):
+        for name in (f"{head}_conv0", f"{head}_predict"):
+            layer = mobile.get_layer(name)
+            assert isinstance(layer, keras.layers.SeparableConv2D) and layer.kernel_size == (3, 3)
+            assert len(layer._inbound_nodes) == 5
+    predict = mobile.get_layer("class_head_predict")
+    assert predict.depthwise_kernel.shape == (3, 3, 16, 1) and predict.pointwise_kernel.shape == (1, 1, 16, 9 * 3)
+    plain = build_tiny("retinanet_mobile", head_separable=False)
+    assert not [l for l in plain.layers if isinstance(l, keras.layers.SeparableConv2D)]
+    assert plain.get_layer("class_head_predict").kernel.shape == (3, 3, 16, 9 * 3)
+    # Fewer weights for the same outputs.
+    assert mobile.count_params() < plain.count_params()
+    assert mobile.output["class_logits"].shape == plain.output["class_logits"].shape
+    paper = build_tiny("retinanet")
+    assert not [l for l in paper.layers if isinstance(l, keras.layers.SeparableConv2D)]
 
 
 def _encode(detector, boxes, classes, crowd=None, size=64):

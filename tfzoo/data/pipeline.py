@@ -107,7 +107,7 @@ def pad_ground_truth(example, max_boxes):
     ``is_crowd``, ``difficult`` ``[max_boxes]`` padded with :func:`schema.padding_values`
     (the first ``max_boxes`` boxes are kept when there are more)."""
     pads = schema.padding_values()
-    return {k: pad_rows(example[k], max_boxes, pads[k]) for k in (schema.BOXES, schema.CLASSES, schema.IS_CROWD, schema.DIFFICULT)}
+    return {k: pad_rows(example[k], max_boxes, pads[k]) for k in schema.BOX_KEYS}
 
 
 class PaddedBoxesEncoder(Encoder):

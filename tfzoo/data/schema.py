@@ -35,6 +35,8 @@ DIFFICULT = "difficult"
 IMAGE_ID = "image_id"
 
 KEYS = (IMAGE, BOXES, CLASSES, IS_CROWD, DIFFICULT, IMAGE_ID)
+#: The per-box keys: what target encoders and dense ground truth read.
+BOX_KEYS = (BOXES, CLASSES, IS_CROWD, DIFFICULT)
 
 
 def output_signature():
