@@ -341,6 +341,27 @@ def test_train_errors_are_one_line(monkeypatch, capsys):
     assert code == 1 and err == "tfzoo: error: unknown model 'yolo9'; known models: retinanet\n"
 
 
+def test_autograph_errors_show_the_original_exception(monkeypatch, capsys):
+    """An exception raised while a tf.function traces reaches the user as AutoGraph's
+    "in user code:" message; the CLI prints the original exception's line instead."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(x):
+        if x.shape[-1] != 4:
+            raise ValueError(f"boxes must have 4 coordinates, got {x.shape[-1]}")
+        return x
+
+    try:
+        step(tf.zeros([2, 3]))
+    except ValueError as traced:
+        error = traced
+    assert str(error).startswith("in user code:")  # what AutoGraph makes of it
+    _fake_train(monkeypatch, error=error)
+    code, out, err = run(["train", "retinanet_mobile", "--data", "shapes"], capsys)
+    assert code == 1 and err == "tfzoo: error: ValueError: boxes must have 4 coordinates, got 3\n"
+
+
 def test_evaluate_a_model_file(model_artifacts, tmp_path, capsys):
     from tfzoo.eval import RESULT_KEYS
 

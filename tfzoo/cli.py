@@ -488,11 +488,14 @@ _TF_DATA_WRAPPING = re.compile(
 
 
 def _error_line(error):
-    """The first line of ``error``'s message, without TensorFlow's tf.data wrapping."""
-    text = str(error).strip()
-    if not text:
+    """The first line of ``error``'s message, without TensorFlow's tf.data wrapping; for an
+    error AutoGraph re-raised from a ``tf.function`` (first line "in user code:", then the
+    user's stack), the original exception's line, which comes last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
         return type(error).__name__
-    return _TF_DATA_WRAPPING.sub("", text.splitlines()[0], count=1) or type(error).__name__
+    line = lines[-1] if lines[0] == "in user code:" else lines[0]
+    return _TF_DATA_WRAPPING.sub("", line, count=1) or type(error).__name__
 
 
 def build_parser():
