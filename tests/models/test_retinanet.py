@@ -98,6 +98,44 @@ def test_separable_heads():
     assert not [l for l in paper.layers if isinstance(l, keras.layers.SeparableConv2D)]
 
 
+def _ground_truth(rows, seed=0):
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0.0, 0.6, [rows, 2])
+    size = rng.uniform(0.05, 0.4, [rows, 2])
+    return {
+        schema.BOXES: tf.constant(np.concatenate([corner, corner + size], axis=1), tf.float32),
+        schema.CLASSES: tf.constant(rng.integers(0, 3, rows), tf.int32),
+        schema.IS_CROWD: tf.constant(rng.uniform(size=rows) < 0.2),
+        schema.DIFFICULT: tf.constant(rng.uniform(size=rows) < 0.2),
+    }
+
+
+@pytest.mark.parametrize("rows, bucket", [(0, 1), (1, 1), (2, 2), (3, 4), (8, 8), (9, 16), (100, 128)])
+def test_ground_truth_is_padded_to_a_power_of_two(rows, bucket):
+    truth = _ground_truth(rows)
+    padded = retinanet.pad_to_bucket(truth)
+    for key, value in truth.items():
+        assert padded[key].shape[0] == bucket and padded[key].dtype == value.dtype
+        np.testing.assert_array_equal(padded[key][:rows], value)
+    np.testing.assert_array_equal(padded[schema.CLASSES][rows:], -1)
+    np.testing.assert_array_equal(padded[schema.BOXES][rows:], 0.0)
+    assert not np.any(padded[schema.IS_CROWD][rows:]) and not np.any(padded[schema.DIFFICULT][rows:])
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 6])
+def test_compiled_encoder_equals_the_plain_graph(rows):
+    """targets() runs XLA on padded ground truth; the plain graph on the unpadded one gives
+    the same class targets and the same box targets to float rounding."""
+    detector = build_tiny("retinanet_mobile", allow_low_quality_matches=True)
+    truth = _ground_truth(rows, seed=rows)
+    compiled = detector.encoder.targets({**truth, schema.IMAGE_ID: tf.constant("x")})
+    plain = tf.function(detector.encoder._targets)(truth)
+    np.testing.assert_array_equal(compiled["classes"], plain["classes"])
+    np.testing.assert_allclose(compiled["box_deltas"], plain["box_deltas"], atol=1e-5)
+    assert (np.asarray(plain["classes"]) >= 0).any() == (rows > 0 and not np.all(
+        np.asarray(truth[schema.IS_CROWD]) | np.asarray(truth[schema.DIFFICULT])))
+
+
 def _encode(detector, boxes, classes, crowd=None, size=64):
     n = len(classes)
     example = {

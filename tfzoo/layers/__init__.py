@@ -264,6 +264,7 @@ def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bia
     """
     if norm not in HEAD_NORMS:
         raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
+
     def conv3x3(filters, layer_name, **kwargs):
         if not separable:
             return Conv2D(filters, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
