@@ -27,8 +27,8 @@ import tfzoo
 import tfzoo.data
 from tfzoo import train as T
 from tfzoo.data import shapes, validate
-from tfzoo.layers import output_kernel
 from tfzoo.eval import RESULT_KEYS
+from tfzoo.layers import output_kernel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["optimizer=sgd", "backbone_alpha=0.35", "fpn_channels=16", "head_channels=16", "head_convs=1",

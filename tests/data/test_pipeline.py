@@ -6,7 +6,9 @@ import tensorflow as tf
 import tfzoo.data as data
 from tfzoo.data import augment as aug
 from tfzoo.data import schema, shapes
-from tfzoo.data.pipeline import Encoder, PaddedBoxesEncoder, pad_ground_truth, pipeline, validate
+from tfzoo.data.pipeline import (
+    Encoder, PaddedBoxesEncoder, pad_ground_truth, pad_ground_truth_to_bucket, pipeline, validate,
+)
 
 SIZE = 96
 MAX_BOXES = 8
@@ -173,3 +175,22 @@ def test_training_with_fewer_examples_than_a_batch_is_an_error():
     # Evaluation keeps the partial batch, so it is fine.
     batches = list(pipeline(dataset, PaddedBoxesEncoder(64, max_boxes=8), batch_size=4, training=False))
     assert len(batches) == 1 and batches[0][0].shape[0] == 3
+
+
+@pytest.mark.parametrize("rows, bucket", [(0, 1), (1, 1), (2, 2), (3, 4), (8, 8), (9, 16), (100, 128)])
+def test_ground_truth_is_padded_to_a_power_of_two(rows, bucket):
+    rng = np.random.default_rng(rows)
+    truth = {
+        schema.BOXES: tf.constant(rng.uniform(0.0, 1.0, [rows, 4]), tf.float32),
+        schema.CLASSES: tf.constant(rng.integers(0, 3, rows), tf.int32),
+        schema.IS_CROWD: tf.constant(rng.uniform(size=rows) < 0.5),
+        schema.DIFFICULT: tf.constant(rng.uniform(size=rows) < 0.5),
+    }
+    padded = pad_ground_truth_to_bucket({**truth, schema.IMAGE_ID: tf.constant("x")})
+    assert sorted(padded) == sorted(schema.BOX_KEYS)
+    for key, value in truth.items():
+        assert padded[key].shape[0] == bucket and padded[key].dtype == value.dtype
+        np.testing.assert_array_equal(padded[key][:rows], value)
+    np.testing.assert_array_equal(padded[schema.CLASSES][rows:], -1)
+    np.testing.assert_array_equal(padded[schema.BOXES][rows:], 0.0)
+    assert not np.any(padded[schema.IS_CROWD][rows:]) and not np.any(padded[schema.DIFFICULT][rows:])

@@ -110,18 +110,6 @@ def _ground_truth(rows, seed=0):
     }
 
 
-@pytest.mark.parametrize("rows, bucket", [(0, 1), (1, 1), (2, 2), (3, 4), (8, 8), (9, 16), (100, 128)])
-def test_ground_truth_is_padded_to_a_power_of_two(rows, bucket):
-    truth = _ground_truth(rows)
-    padded = retinanet.pad_to_bucket(truth)
-    for key, value in truth.items():
-        assert padded[key].shape[0] == bucket and padded[key].dtype == value.dtype
-        np.testing.assert_array_equal(padded[key][:rows], value)
-    np.testing.assert_array_equal(padded[schema.CLASSES][rows:], -1)
-    np.testing.assert_array_equal(padded[schema.BOXES][rows:], 0.0)
-    assert not np.any(padded[schema.IS_CROWD][rows:]) and not np.any(padded[schema.DIFFICULT][rows:])
-
-
 @pytest.mark.parametrize("rows", [0, 1, 3, 6])
 def test_compiled_encoder_equals_the_plain_graph(rows):
     """targets() runs XLA on padded ground truth; the plain graph on the unpadded one gives

@@ -5,7 +5,7 @@ image may come in as uint8 or float; flips keep its dtype, every other op return
 in [0, 255]. Boxes stay
 ``[y1, x1, y2, x2]`` normalized to the *current* image. After every geometric op boxes are
 clipped to the image and invalid (empty, inverted) boxes are dropped together with their
-per-box fields (:data:`PER_BOX_KEYS`), so rows stay aligned. Other keys (``image_id`` ...)
+per-box fields (:data:`schema.BOX_KEYS`), so rows stay aligned. Other keys (``image_id`` ...)
 pass through.
 
 Random ops take ``seed``, an int32/int64 tensor of shape [2] as in ``tf.random.stateless_*``:
@@ -40,8 +40,6 @@ import tensorflow as tf
 from tfzoo.data import schema
 from tfzoo.ops import boxes as box_ops
 
-#: Keys holding one row per box; filtered together.
-PER_BOX_KEYS = (schema.BOXES, schema.CLASSES, schema.IS_CROWD, schema.DIFFICULT)
 #: Key of the resize bookkeeping written by the resize ops.
 IMAGE_INFO = "image_info"
 #: ImageNet mean RGB in [0, 255]: the SSD zoom-out fill.
@@ -82,7 +80,7 @@ def _size(output_size):
 def filter_rows(example, keep):
     """Keeps rows ``keep`` (bool [G]) of every per-box field of ``example``."""
     out = dict(example)
-    for key in PER_BOX_KEYS:
+    for key in schema.BOX_KEYS:
         if key in out:
             out[key] = tf.boolean_mask(out[key], keep)
     return out

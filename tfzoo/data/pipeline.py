@@ -94,11 +94,14 @@ class Encoder:
 
 
 def pad_rows(tensor, rows, value):
-    """Cuts or pads ``tensor [N, ...]`` along axis 0 to exactly ``rows`` rows of ``value``."""
+    """Cuts or pads ``tensor [N, ...]`` along axis 0 to exactly ``rows`` rows of ``value``
+    (``rows`` an int, static in the result's shape, or a scalar tensor)."""
     tensor = tensor[:rows]
     pad = rows - tf.shape(tensor)[0]
     paddings = [[0, pad]] + [[0, 0]] * (tensor.shape.rank - 1)
     out = tf.pad(tensor, paddings, constant_values=tf.cast(value, tensor.dtype))
+    if not isinstance(rows, int):
+        return out
     return tf.ensure_shape(out, [rows] + tensor.shape[1:].as_list())
 
 
@@ -108,6 +111,22 @@ def pad_ground_truth(example, max_boxes):
     (the first ``max_boxes`` boxes are kept when there are more)."""
     pads = schema.padding_values()
     return {k: pad_rows(example[k], max_boxes, pads[k]) for k in schema.BOX_KEYS}
+
+
+def pad_ground_truth_to_bucket(example):
+    """The :data:`schema.BOX_KEYS` tensors of ``example`` padded as in
+    :func:`pad_ground_truth` to the next power of two of their row count G (at least 1).
+
+    For encoders compiled with XLA, which compiles once per input shape: a handful of
+    shapes (8 up to 128 boxes) instead of one per box count. Padding rows have class -1
+    and so match no anchor.
+    """
+    rows = tf.shape(example[schema.BOXES])[0]
+    bucket = tf.maximum(rows, 1) - 1  # the next power of two: set every bit below the top one
+    for shift in (1, 2, 4, 8, 16):
+        bucket = tf.bitwise.bitwise_or(bucket, tf.bitwise.right_shift(bucket, shift))
+    pads = schema.padding_values()
+    return {k: pad_rows(example[k], bucket + 1, pads[k]) for k in schema.BOX_KEYS}
 
 
 class PaddedBoxesEncoder(Encoder):

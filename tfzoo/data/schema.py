@@ -35,7 +35,8 @@ DIFFICULT = "difficult"
 IMAGE_ID = "image_id"
 
 KEYS = (IMAGE, BOXES, CLASSES, IS_CROWD, DIFFICULT, IMAGE_ID)
-#: The per-box keys: what target encoders and dense ground truth read.
+#: Keys holding one row per box: filtered together by augmentation, read by target
+#: encoders and dense ground truth.
 BOX_KEYS = (BOXES, CLASSES, IS_CROWD, DIFFICULT)
 
 

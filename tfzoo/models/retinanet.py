@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from tfzoo import backbones, layers
 from tfzoo.data import schema
-from tfzoo.data.pipeline import Encoder
+from tfzoo.data.pipeline import Encoder, pad_ground_truth_to_bucket
 from tfzoo.models.base import ConfigMixin, Detector, replica_sum
 from tfzoo.ops import anchors as anchor_ops
 from tfzoo.ops import box_coder
@@ -171,7 +171,7 @@ class RetinaNetEncoder(Encoder):
         self._compiled_targets = tf.function(self._targets, jit_compile=True, reduce_retracing=True)
 
     def targets(self, example):
-        return self._compiled_targets(pad_to_bucket({key: example[key] for key in schema.BOX_KEYS}))
+        return self._compiled_targets(pad_ground_truth_to_bucket(example))
 
     def _targets(self, example):
         boxes = example[schema.BOXES]  # [G, 4]
@@ -191,23 +191,6 @@ class RetinaNetEncoder(Encoder):
         deltas = box_coder.encode(matched_boxes, self.anchors, self.config.box_weights)  # [A, 4]
         deltas = tf.where((matches >= 0)[:, None], deltas, 0.0)
         return {BOX_DELTAS: deltas, CLASSES: tf.cast(target_classes, tf.int32)}
-
-
-def pad_to_bucket(ground_truth):
-    """``ground_truth`` (the :data:`schema.BOX_KEYS` tensors, ``[G, ...]``) padded with
-    :func:`schema.padding_values` rows (class -1: matched by nothing) to the next power of
-    two of G (at least 1)."""
-    rows = tf.shape(ground_truth[schema.BOXES])[0]
-    bucket = tf.maximum(rows, 1) - 1  # the next power of two: set every bit below the top one
-    for shift in (1, 2, 4, 8, 16):
-        bucket = tf.bitwise.bitwise_or(bucket, tf.bitwise.right_shift(bucket, shift))
-    bucket += 1
-    pads = schema.padding_values()
-    padded = {}
-    for key, value in ground_truth.items():
-        paddings = [[0, bucket - rows]] + [[0, 0]] * (value.shape.rank - 1)
-        padded[key] = tf.pad(value, paddings, constant_values=tf.cast(pads[key], value.dtype))
-    return padded
 
 
 @tf.function(jit_compile=True)
