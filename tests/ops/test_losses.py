@@ -152,3 +152,70 @@ def test_in_graph_and_dataset(three_ways, make_boxes):
     focal, ce, l1, giou = three_ways(fn, labels, onehot, logits, softmax_logits, b1, b2, weights)
     assert focal.shape == (1, 3, 2) and ce.shape == l1.shape == giou.shape == (1, 3)
     assert ce[0, 2] == 0.0 and focal[0, 2].sum() == 0.0 and giou[0, 2] == 0.0
+
+
+def focal_sum_reference(target_classes, logits, alpha, gamma):
+    """The focal loss summed, in float64 NumPy, straight from the paper's formula."""
+    x = np.asarray(logits, np.float64)
+    classes = np.asarray(target_classes)
+    labels = (classes[..., None] == np.arange(x.shape[-1])).astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-x))
+    p_t = np.where(labels > 0, p, 1.0 - p)
+    alpha_t = 1.0 if alpha is None else np.where(labels > 0, alpha, 1.0 - alpha)
+    counted = (classes != IGNORE)[..., None]
+    return float(np.sum(np.where(counted, -alpha_t * (1.0 - p_t) ** gamma * np.log(p_t), 0.0)))
+
+
+def focal_sum_and_grad(fn, target_classes, logits, scale=1.0):
+    logits = tf.constant(logits, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = scale * fn(target_classes, logits)
+    return float(loss), tape.gradient(loss, logits).numpy()
+
+
+def per_element_sum(target_classes, logits, alpha, gamma):
+    onehot = tf.one_hot(target_classes, logits.shape[-1])  # BACKGROUND / IGNORE -> all 0
+    not_ignored = tf.cast(tf.not_equal(target_classes, IGNORE), tf.float32)
+    return tf.reduce_sum(losses.sigmoid_focal_loss(onehot, logits, alpha, gamma, weights=not_ignored))
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 0.0), (None, 1.5), (0.25, 3.0)])
+def test_focal_loss_sum_and_its_gradient_equal_the_per_element_loss(alpha, gamma):
+    rng = np.random.default_rng(7)
+    logits = (rng.normal(size=(2, 300, 5)) * 4.0).astype(np.float32)
+    logits[0, :6, 0] = [-100.0, 100.0, -30.0, 30.0, 0.0, 1e-3]  # saturated and central logits
+    classes = rng.integers(0, 5, size=(2, 300)).astype(np.int32)
+    draw = rng.random(size=(2, 300))
+    classes[draw < 0.6] = BACKGROUND
+    classes[(draw >= 0.6) & (draw < 0.7)] = IGNORE
+    classes[0, :6] = [0, 0, 0, 0, 0, BACKGROUND]
+    fused = lambda c, x: losses.sigmoid_focal_loss_sum(c, x, alpha, gamma)  # noqa: E731
+    loss, grad = focal_sum_and_grad(fused, classes, logits)
+    plain_loss, plain_grad = focal_sum_and_grad(lambda c, x: per_element_sum(c, x, alpha, gamma), classes, logits)
+    assert loss == pytest.approx(focal_sum_reference(classes, logits, alpha, gamma), rel=1e-5)
+    assert loss == pytest.approx(plain_loss, rel=1e-5)
+    np.testing.assert_allclose(grad, plain_grad, rtol=1e-4, atol=1e-6)
+    assert np.all(grad[classes == IGNORE] == 0.0)
+    # central differences of the float64 reference on a few moderate logits
+    for index in [(0, 4, 0), (0, 5, 0), (1, 10, 2), (1, 200, 4), (0, 150, 3)]:
+        step = np.zeros_like(logits, np.float64)
+        step[index] = 1e-3
+        numeric = (focal_sum_reference(classes, logits + step, alpha, gamma)
+                   - focal_sum_reference(classes, logits - step, alpha, gamma)) / 2e-3
+        assert grad[index] == pytest.approx(numeric, rel=1e-3, abs=1e-6)
+
+
+def test_focal_loss_sum_scales_with_the_upstream_gradient_and_masks_ignored_infinities():
+    classes = np.array([[2, BACKGROUND, IGNORE, IGNORE]], np.int32)
+    logits = np.array([[[0.5, -1.0, 2.0], [-3.0, 0.2, 1.0], [np.inf, -np.inf, 0.0], [np.nan, 1.0, 1.0]]], np.float32)
+    loss, grad = focal_sum_and_grad(losses.sigmoid_focal_loss_sum, classes, logits)
+    loss3, grad3 = focal_sum_and_grad(losses.sigmoid_focal_loss_sum, classes, logits, scale=3.0)
+    assert math.isfinite(loss) and np.all(np.isfinite(grad))
+    assert loss == pytest.approx(focal_sum_reference(classes[:, :2], logits[:, :2], 0.25, 2.0), rel=1e-6)
+    assert loss3 == pytest.approx(3.0 * loss, rel=1e-6)
+    np.testing.assert_allclose(grad3, 3.0 * grad, rtol=1e-6)
+    assert np.all(grad[0, 2:] == 0.0)
+    # inside tf.function, on [A, K] rows
+    graph = tf.function(losses.sigmoid_focal_loss_sum)(classes[0, :2], logits[0, :2])
+    assert float(graph) == pytest.approx(loss, rel=1e-6)

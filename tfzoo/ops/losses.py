@@ -2,6 +2,8 @@
 
 Every loss returns **per-element** losses and never reduces: the caller sums them and
 normalizes (by the number of positives, sampled anchors, ...), as each paper prescribes.
+The one exception is :func:`sigmoid_focal_loss_sum`, a training kernel that sums
+:func:`sigmoid_focal_loss` over integer class targets with a hand-written gradient.
 Every loss takes optional ``weights``, multiplied into the result; they broadcast against
 the returned shape, and where a loss returns ``[..., K]`` (one value per class), weights
 of shape ``[...]`` (one per anchor) are also accepted. Use weights of 0 to mask anchors
@@ -84,6 +86,73 @@ def sigmoid_focal_loss(labels_onehot, logits, alpha=0.25, gamma=2.0, weights=Non
     if alpha is not None:
         loss = (alpha * labels + (1.0 - alpha) * (1.0 - labels)) * loss
     return _weighted(loss, weights, per_row_rank=logits.shape.rank)
+
+
+def sigmoid_focal_loss_sum(target_classes, logits, alpha=0.25, gamma=2.0):
+    """The sum of :func:`sigmoid_focal_loss` over ``logits [..., K]`` for integer class
+    targets ``[...]``: a class in ``0..K-1``, ``BACKGROUND`` (all K labels 0) or ``IGNORE``
+    (weight 0). What dense one-stage detectors minimize (RetinaNet: 7.9 million terms per
+    step at batch 2, 512 px, 80 classes).
+
+    One XLA-compiled pass computes the loss and its gradient together; the backward pass
+    only scales the stored gradient. Autodiff through the per-element formula instead
+    keeps a dozen intermediate ``[..., K]`` tensors and walks them again backward (62 ms
+    against 21 ms forward + backward for those 7.9 million terms on 2 CPU cores, one-off
+    probe). With ``z = x`` for the target class and ``-x`` for the others,
+    ``p_t = sigmoid(z)`` and ``q = 1 - p_t``::
+
+        loss     = -alpha_t q**gamma log(p_t)
+        dloss/dz =  alpha_t q**gamma (gamma p_t log(p_t) - q)
+
+    and ``dloss/dx = +-dloss/dz``. ``p_t``, ``q`` and ``log(p_t)`` come from one
+    ``exp(-|z|)``, so no term overflows or takes ``log(0)`` at saturated logits.
+
+    Args:
+      target_classes: int ``[...]``.
+      logits: float ``[..., K]`` sigmoid logits (computed in float32).
+      alpha: positive-class weight in [0, 1] (``alpha_t`` as in :func:`sigmoid_focal_loss`),
+        or None.
+      gamma: focusing parameter >= 0.
+
+    Returns:
+      float32 scalar, differentiable with respect to ``logits``.
+    """
+    alpha = None if alpha is None else float(alpha)
+    gamma = float(gamma)
+
+    @tf.custom_gradient
+    def focal_sum(logits):
+        row_sums, grad = _focal_loss_and_gradient(target_classes, logits, alpha, gamma)
+        return tf.reduce_sum(row_sums), lambda upstream: upstream * grad
+
+    return focal_sum(tf.cast(logits, tf.float32))
+
+
+@tf.function(jit_compile=True)
+def _focal_loss_and_gradient(target_classes, logits, alpha, gamma):
+    """``(focal loss summed over K [...], its gradient [..., K])`` for
+    :func:`sigmoid_focal_loss_sum`. The final sum is left to TensorFlow's tree reduction:
+    XLA's CPU sum of all 7.9 million terms in one loop was off by 5e-4 relative."""
+    num_classes = logits.shape[-1]
+    target_classes = tf.cast(target_classes, tf.int32)[..., None]  # [..., 1]
+    positive = target_classes == tf.range(num_classes, dtype=tf.int32)  # [..., K]
+    z = tf.where(positive, logits, -logits)
+    e = tf.exp(-tf.abs(z))  # in (0, 1]
+    r = 1.0 / (1.0 + e)
+    nonnegative = z >= 0.0
+    p_t = tf.where(nonnegative, r, e * r)
+    q = tf.where(nonnegative, e * r, r)  # 1 - p_t without cancellation
+    log_p_t = tf.minimum(z, 0.0) + tf.math.log(r)
+    counted = target_classes != IGNORE  # [..., 1]; ignored terms are exactly 0, even at NaN logits
+    weight = tf.cast(counted, tf.float32)
+    if alpha is not None:
+        weight = weight * tf.where(positive, alpha, 1.0 - alpha)
+    if gamma != 0.0:
+        weight = weight * (q * q if gamma == 2.0 else tf.pow(q, gamma))
+    dz = weight * (gamma * p_t * log_p_t - q)
+    loss = tf.where(counted, -weight * log_p_t, 0.0)
+    grad = tf.where(counted, tf.where(positive, dz, -dz), 0.0)
+    return tf.reduce_sum(loss, axis=-1), grad  # [...] row sums: XLA's sum of all terms drifts ~5e-4
 
 
 def prior_bias(pi=0.01):
