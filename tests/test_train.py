@@ -111,6 +111,35 @@ def test_l2_sgd_adds_weight_decay_to_the_gradient_inside_momentum():
     assert T.L2SGD.from_config(optimizer.get_config()).l2 == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_l2_sgd_fused_update_equals_keras_sgd_to_the_bit(nesterov, monkeypatch):
+    # The fused kernel does Keras' arithmetic: with l2 = 0 the weights match keras SGD's
+    # exactly, step after step, for a kernel and a bias, with and without Nesterov.
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(3, 3, 4, 5)).astype(np.float32), rng.normal(size=(5,)).astype(np.float32)]
+    grads = [[tf.constant(rng.normal(size=w.shape).astype(np.float32)) for w in start] for _ in range(4)]
+    weights = {}
+    for name, optimizer in (("keras", keras.optimizers.SGD(0.05, momentum=0.9, nesterov=nesterov)),
+                            ("tfzoo", T.L2SGD(0.05, momentum=0.9, l2=0.0, nesterov=nesterov))):
+        variables = [keras.Variable(w) for w in start]
+        optimizer.build(variables)
+        apply = tf.function(lambda g: optimizer.apply(g, variables))  # noqa: B023 (called in this loop)
+        for step in grads:
+            apply(step)
+        weights[name] = [v.numpy() for v in variables]
+        # tfzoo's run must not fall back to Keras' update
+        monkeypatch.setattr(keras.optimizers.SGD, "update_step", lambda *a: pytest.fail("not fused"))
+    for ours, theirs, first in zip(weights["tfzoo"], weights["keras"], start):
+        assert not np.array_equal(ours, first)
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_l2_sgd_without_momentum_takes_keras_path():
+    w = keras.Variable([1.0, 2.0])
+    T.L2SGD(learning_rate=0.5, momentum=0.0, l2=0.0).apply_gradients([(tf.constant([0.2, -0.4]), w)])
+    np.testing.assert_allclose(w.numpy(), [0.9, 2.2])
+
+
 def test_optimizers_follow_the_config():
     schedule = T.WarmupDecaySchedule(0.01, 100)
     sgd = T.make_optimizer(T.preset_config("retinanet"), schedule)
@@ -545,6 +574,39 @@ MIRRORED = textwrap.dedent("""
                       "mirrored": two, "history": result.history, "steps": result.steps}))
 """) % (TINY,)
 
+MIRRORED_SGD = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tfzoo import train as T
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype(np.float32)
+    y = rng.normal(size=(8, 3)).astype(np.float32)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    weights, start = {}, None
+    for name in ("keras", "tfzoo"):
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)])
+            if start is None:
+                start = model.get_weights()
+            model.set_weights(start)
+            sgd = (keras.optimizers.SGD(0.05, momentum=0.9) if name == "keras"
+                   else T.L2SGD(0.05, momentum=0.9, l2=0.0))
+            model.compile(optimizer=sgd, loss="mse")
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
+        weights[name] = model.get_weights()
+        def keras_update(*args):  # tfzoo's run must not fall back to it
+            raise AssertionError("not fused")
+        keras.optimizers.SGD.update_step = keras_update
+    same = all(np.array_equal(a, b) for a, b in zip(weights["keras"], weights["tfzoo"]))
+    moved = any(not np.array_equal(a, b) for a, b in zip(weights["tfzoo"], start))
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "same": same, "moved": moved}))
+""")
+
 MULTIWORKER = textwrap.dedent("""
     import json, sys
     import tensorflow as tf
@@ -576,6 +638,15 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path):
     # one-device loss.
     assert math.isfinite(result["mirrored"]["loss"])
     assert result["mirrored"]["loss"] == pytest.approx(result["single"]["loss"], rel=1e-4)
+
+
+def test_l2_sgd_fused_update_under_mirrored_strategy_equals_keras_sgd():
+    # Under MirroredStrategy the fused kernel updates each replica's copy of the weight and
+    # of its momentum slot, as Keras' SGD does.
+    done = _run_python(MIRRORED_SGD)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"replicas": 2, "same": True, "moved": True}
 
 
 @slow
