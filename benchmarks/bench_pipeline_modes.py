@@ -64,7 +64,7 @@ def run_epochs(args):
     detector = tfzoo.build_model("retinanet_mobile", num_classes=len(data.class_names("shapes")),
                                  backbone_weights=None)
     if args.plain_encoder:  # the encoder's targets as a plain graph, not XLA-compiled
-        detector.encoder._compiled_targets = detector.encoder._targets
+        detector.encoder.xla_targets = False
     stream = pipeline(data.load(f"shapes:{args.images}", "train"), detector, args.batch_size, training=True,
                       seed=0, augment="scale_jitter", cache=False, shuffle_buffer=args.images)
     stream = stream.with_options(data_options(args))

@@ -136,6 +136,47 @@ def test_encoder_targets_must_have_static_shapes(dataset):
         pipeline(dataset, Ragged(), 4, True)
 
 
+class _CountingEncoder(Encoder):
+    """Targets: the ground-truth row count it was given and its valid boxes' summed area."""
+
+    image_size = (SIZE, SIZE)
+
+    def box_targets(self, ground_truth):
+        valid = tf.cast(ground_truth[schema.CLASSES] >= 0, tf.float32)
+        boxes = ground_truth[schema.BOXES]
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return {"rows": tf.shape(boxes)[0], "area": tf.reduce_sum(area * valid)}
+
+
+@pytest.mark.parametrize("rows,bucket", [(0, 1), (1, 1), (3, 4), (5, 8)])
+def test_encoder_box_targets_plain_or_xla_on_bucketed_ground_truth(rows, bucket):
+    rng = np.random.default_rng(rows)
+    corners = np.sort(rng.uniform(size=(rows, 2, 2)), axis=1).reshape(rows, 4)[:, [0, 2, 1, 3]]
+    example = {
+        schema.IMAGE: tf.zeros([SIZE, SIZE, 3]),
+        schema.BOXES: tf.constant(corners, tf.float32),
+        schema.CLASSES: tf.constant(rng.integers(0, 3, size=rows), tf.int32),
+        schema.IS_CROWD: tf.zeros([rows], tf.bool),
+        schema.DIFFICULT: tf.zeros([rows], tf.bool),
+        schema.IMAGE_ID: tf.constant("x"),  # a string: must not reach XLA
+    }
+    plain = _CountingEncoder().targets(example)
+    xla_encoder = _CountingEncoder()
+    xla_encoder.xla_targets = True
+    compiled = xla_encoder.targets(example)
+    assert int(plain["rows"]) == rows and int(compiled["rows"]) == bucket  # padded, once compiled per bucket
+    expected = np.sum((corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1]))
+    np.testing.assert_allclose([float(plain["area"]), float(compiled["area"])], [expected] * 2, rtol=1e-5, atol=1e-7)
+
+
+def test_encoder_without_targets_names_both_hooks():
+    class Bare(Encoder):
+        image_size = (SIZE, SIZE)
+
+    with pytest.raises(NotImplementedError, match=r"targets\(example\) or box_targets\(ground_truth\)"):
+        Bare().targets({k: tf.zeros([0]) for k in schema.BOX_KEYS})
+
+
 def test_validate_drops_bad_boxes_with_their_fields():
     bad = schema.make_example(
         np.zeros([10, 10, 3], np.uint8),

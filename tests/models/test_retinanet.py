@@ -117,7 +117,7 @@ def test_compiled_encoder_equals_the_plain_graph(rows):
     detector = build_tiny("retinanet_mobile", allow_low_quality_matches=True)
     truth = _ground_truth(rows, seed=rows)
     compiled = detector.encoder.targets({**truth, schema.IMAGE_ID: tf.constant("x")})
-    plain = tf.function(detector.encoder._targets)(truth)
+    plain = tf.function(detector.encoder.box_targets)(truth)
     np.testing.assert_array_equal(compiled["classes"], plain["classes"])
     np.testing.assert_allclose(compiled["box_deltas"], plain["box_deltas"], atol=1e-5)
     assert (np.asarray(plain["classes"]) >= 0).any() == (rows > 0 and not np.all(

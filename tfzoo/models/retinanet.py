@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from tfzoo import backbones, layers
 from tfzoo.data import schema
-from tfzoo.data.pipeline import Encoder, pad_ground_truth_to_bucket
+from tfzoo.data.pipeline import Encoder
 from tfzoo.models.base import ConfigMixin, Detector, replica_sum
 from tfzoo.ops import anchors as anchor_ops
 from tfzoo.ops import box_coder
@@ -151,6 +151,7 @@ class RetinaNetEncoder(Encoder):
     """
 
     keep_aspect_ratio = True
+    xla_targets = True  # ~40 elementwise passes over the [A, G] IoU matrix (see Encoder)
 
     def __init__(self, config, anchors):
         self.config = config
@@ -162,22 +163,11 @@ class RetinaNetEncoder(Encoder):
             (matcher_ops.BACKGROUND, matcher_ops.IGNORE, matcher_ops.POSITIVE),
             config.allow_low_quality_matches,
         )
-        # XLA fuses the encoder's ~40 elementwise passes over the [A, G] IoU matrix (19,206
-        # x G at 320 px) into a few loops: the uncached retinanet_mobile pipeline runs about
-        # 1.2x faster (190 against 160 images/s, benchmarks/bench_pipeline_modes.py
-        # --plain-encoder). XLA compiles once per input shape, so the ground truth is padded
-        # to a power-of-two number of rows (at most 8 compiles up to 128 boxes, not one per
-        # box count), with invalid rows that match nothing; only the box tensors go in (XLA
-        # has no strings).
-        self._compiled_targets = tf.function(self._targets, jit_compile=True, reduce_retracing=True)
 
-    def targets(self, example):
-        return self._compiled_targets(pad_ground_truth_to_bucket(example))
-
-    def _targets(self, example):
-        boxes = example[schema.BOXES]  # [G, 4]
-        classes = example[schema.CLASSES]  # [G]
-        special = example[schema.IS_CROWD] | example[schema.DIFFICULT]
+    def box_targets(self, ground_truth):
+        boxes = ground_truth[schema.BOXES]  # [G, 4]
+        classes = ground_truth[schema.CLASSES]  # [G]
+        special = ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT]
         valid = (classes >= 0) & ~special
         similarity = box_ops.iou(self.anchors, boxes)  # [A, G]
         matches = self.matcher(similarity, gt_valid=valid)  # [A]
