@@ -96,12 +96,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.generator:
         print(f"shapes.generate, one thread: {time_generator(args.generator):.1f} images/s")
         return 0
     if args.epochs < 1:
-        build_parser().error("--epochs must be >= 1")
+        parser.error("--epochs must be >= 1")
     rows = run_epochs(args)
     print("| epoch | images/s | cores busy |\n|---:|---:|---:|")
     for index, (rate, cores) in enumerate(rows, 1):

@@ -213,12 +213,10 @@ class L2SGD(keras.optimizers.SGD):
                 keras.ops.cast(keras.ops.convert_to_tensor(gradient), variable.dtype),
                 keras.ops.multiply(variable, keras.ops.cast(self.l2, variable.dtype)),
             )
-        momentum = self.momentums[self._get_variable_index(variable)] if self.momentum != 0 else None
-        slot = getattr(momentum, "value", momentum)  # the tf.Variable under a Keras variable
-        if (momentum is None or isinstance(gradient, tf.IndexedSlices)
-                or not hasattr(variable, "handle") or not hasattr(slot, "handle")):
+        if self.momentum == 0 or isinstance(gradient, tf.IndexedSlices):
             super().update_step(gradient, variable, learning_rate)
             return
+        slot = self.momentums[self._get_variable_index(variable)].value  # the tf.Variable under it
         dtype = variable.dtype
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=slot.handle, lr=tf.cast(learning_rate, dtype),

@@ -57,6 +57,8 @@ pixels with :func:`tfzoo.data.augment.boxes_to_original` ``(boxes, image_info)``
 """
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from tfzoo.data import augment as aug
@@ -100,11 +102,11 @@ class Encoder:
         :meth:`box_targets` of its ground truth, XLA-compiled if :attr:`xla_targets`."""
         if not self.xla_targets:
             return self.box_targets({k: example[k] for k in schema.BOX_KEYS})
-        compiled = self.__dict__.get("_compiled_box_targets")
-        if compiled is None:
-            compiled = tf.function(self.box_targets, jit_compile=True, reduce_retracing=True)
-            self._compiled_box_targets = compiled
-        return compiled(pad_ground_truth_to_bucket(example))
+        return self._xla_box_targets(pad_ground_truth_to_bucket(example))
+
+    @functools.cached_property
+    def _xla_box_targets(self):
+        return tf.function(self.box_targets, jit_compile=True, reduce_retracing=True)
 
     def box_targets(self, ground_truth):
         """Training targets from ``ground_truth``, the :data:`schema.BOX_KEYS` tensors of one
