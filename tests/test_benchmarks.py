@@ -13,7 +13,7 @@ BENCHMARKS = ROOT / "benchmarks"
 #: Each script and an option its --help must list.
 SCRIPTS = {"bench_retinanet.py": "--repeats", "bench_pipeline.py": "--repeats", "bench_nms.py": "--repeats",
            "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes",
-           "bench_pipeline_modes.py": "--no-autotune"}
+           "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 
 

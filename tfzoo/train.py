@@ -197,9 +197,9 @@ class L2SGD(keras.optimizers.SGD):
     With momentum, each variable is updated by one fused kernel
     (``ResourceApplyKerasMomentum``: ``m = momentum * m - lr * g; w += m``, or the Nesterov
     form), the exact arithmetic of ``keras.optimizers.SGD``, which spends five elementwise
-    passes over every weight on it. ``l2=0`` is Keras' SGD, updated faster: 25 against 51 ms
-    per step over ResNet-50-FPN RetinaNet's 38 million weights on 2 CPU cores (one-off
-    probe), the same weights to the bit.
+    passes over every weight on it. ``l2=0`` is Keras' SGD, updated faster: 26 against 52 ms
+    per step over ResNet-50-FPN RetinaNet's 38 million weights on 2 CPU cores
+    (``benchmarks/bench_train_kernels.py``), the same weights to the bit.
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, l2=1e-4, name="l2_sgd", **kwargs):

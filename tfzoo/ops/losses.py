@@ -96,9 +96,9 @@ def sigmoid_focal_loss_sum(target_classes, logits, alpha=0.25, gamma=2.0):
 
     One XLA-compiled pass computes the loss and its gradient together; the backward pass
     only scales the stored gradient. Autodiff through the per-element formula instead
-    keeps a dozen intermediate ``[..., K]`` tensors and walks them again backward (62 ms
-    against 21 ms forward + backward for those 7.9 million terms on 2 CPU cores, one-off
-    probe). With ``z = x`` for the target class and ``-x`` for the others,
+    keeps a dozen intermediate ``[..., K]`` tensors and walks them again backward (77
+    against 30 ms forward + backward for those 7.9 million terms on 2 CPU cores,
+    ``benchmarks/bench_train_kernels.py``). With ``z = x`` for the target class and ``-x`` for the others,
     ``p_t = sigmoid(z)`` and ``q = 1 - p_t``::
 
         loss     = -alpha_t q**gamma log(p_t)
