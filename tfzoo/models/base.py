@@ -210,7 +210,7 @@ class Detector(keras.Model):
         A model trained by :func:`tfzoo.train.train` saves tfzoo's learning-rate schedule and
         optimizer classes; importing :mod:`tfzoo.train` registers them with Keras.
         """
-        import tfzoo.train  # noqa: F401  (registers WarmupDecaySchedule and L2SGD)
+        import tfzoo.train  # noqa: F401  (registers WarmupDecaySchedule, L2SGD and FusedAdamW)
 
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
