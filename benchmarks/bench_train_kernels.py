@@ -1,17 +1,21 @@
-"""The two training kernels tfzoo writes itself, each against the formulation it replaces.
+"""The training kernels tfzoo writes itself, each against the formulation it replaces.
 
-Interleaved, in one process, on random data of the sizes of ``retinanet`` (ResNet-50-FPN,
-512 px, 80 classes) at batch 2:
+Interleaved, in one process, on random data; the first two of the sizes of ``retinanet``
+(ResNet-50-FPN, 512 px, 80 classes) at batch 2:
 
 - focal loss, forward + backward: ``tfzoo.ops.losses.sigmoid_focal_loss_sum`` (loss and
   gradient in one XLA pass) against autodiff through the per-element
   ``sigmoid_focal_loss``, summed in one XLA-compiled function (RetinaNet's loss before);
   2 x 49,104 anchors x ``--classes`` scores, 97% background, 1% ignored;
 - SGD update of the model's trainable weights: ``tfzoo.train.L2SGD(l2=0)`` (one fused
-  kernel per weight) against ``keras.optimizers.SGD``, both momentum 0.9.
+  kernel per weight) against ``keras.optimizers.SGD``, both momentum 0.9;
+- AdamW update of the trainable weights of the demo's model (``retinanet_mobile``, 5
+  classes, the preset that trains with AdamW): ``tfzoo.train.FusedAdamW`` (two fused
+  kernels per weight) against ``keras.optimizers.AdamW``, both learning rate 3e-3 and
+  weight decay 1e-4 (the demo's).
 
-Also prints the largest gradient difference of the two losses and whether the two
-optimizers left the weights identical.
+Also prints the largest gradient difference of the two losses, whether the two SGD
+optimizers left the weights identical and how far apart the two AdamW ones left them.
 
     python benchmarks/bench_train_kernels.py --repeats 20
 """
@@ -57,26 +61,49 @@ def focal_contenders(batch, anchors, classes, seed=0):
     }
 
 
-def sgd_contenders(image_size, classes):
+def update_contenders(preset, image_size, classes, optimizers):
+    """``(contenders, variables, weight count)``: one ``apply`` of each optimizer in
+    ``optimizers`` (``{name: optimizer}``) over its own copy of the trainable weights of a
+    ``preset`` detector, with the same fixed gradients."""
     import keras
     import numpy as np
     import tensorflow as tf
 
     import tfzoo
-    from tfzoo.train import L2SGD
 
-    detector = tfzoo.build_model("retinanet", num_classes=classes, image_size=image_size, backbone_weights=None)
+    detector = tfzoo.build_model(preset, num_classes=classes, image_size=image_size, backbone_weights=None)
     start = [v.numpy() for v in detector.trainable_variables]
     rng = np.random.default_rng(0)
     grads = [tf.constant(rng.normal(size=w.shape).astype(np.float32) * 1e-3) for w in start]
     contenders, copies = {}, {}
-    for name, optimizer in (("SGD: tfzoo L2SGD(l2=0), fused", L2SGD(1e-3, momentum=0.9, l2=0.0)),
-                            ("SGD: keras.optimizers.SGD", keras.optimizers.SGD(1e-3, momentum=0.9))):
+    for name, optimizer in optimizers.items():
         variables = [keras.Variable(w) for w in start]
         optimizer.build(variables)
         contenders[name] = _apply_fn(optimizer, grads, variables)
         copies[name] = variables
     return contenders, copies, sum(w.size for w in start)
+
+
+def sgd_contenders(image_size, classes):
+    import keras
+
+    from tfzoo.train import L2SGD
+
+    return update_contenders("retinanet", image_size, classes, {
+        "SGD: tfzoo L2SGD(l2=0), fused": L2SGD(1e-3, momentum=0.9, l2=0.0),
+        "SGD: keras.optimizers.SGD": keras.optimizers.SGD(1e-3, momentum=0.9),
+    })
+
+
+def adamw_contenders(image_size=256, classes=5):
+    import keras
+
+    from tfzoo.train import FusedAdamW
+
+    return update_contenders("retinanet_mobile", image_size, classes, {
+        "AdamW: tfzoo FusedAdamW": FusedAdamW(3e-3, weight_decay=1e-4),
+        "AdamW: keras.optimizers.AdamW": keras.optimizers.AdamW(3e-3, weight_decay=1e-4),
+    })
 
 
 def _apply_fn(optimizer, grads, variables):
@@ -109,8 +136,11 @@ def main(argv=None):
     anchors = sum(h * w * 9 for h, w in sizes)
     focal = focal_contenders(args.batch_size, anchors, args.classes)
     sgd, copies, weights = sgd_contenders(args.image_size, args.classes)
-    runs = common.interleaved({**focal, **sgd}, args.warmup, args.repeats)
-    print(f"\nfocal loss: {args.batch_size} x {anchors} x {args.classes} scores; SGD: {weights:,} weights")
+    adamw, adamw_copies, mobile_weights = adamw_contenders()
+    runs = common.interleaved({**focal, **sgd, **adamw}, args.warmup, args.repeats)
+    print(f"\nfocal loss: {args.batch_size} x {anchors} x {args.classes} scores; SGD: {weights:,} weights "
+          f"(retinanet, {len(copies[next(iter(copies))])} variables); AdamW: {mobile_weights:,} weights "
+          f"(retinanet_mobile, {len(adamw_copies[next(iter(adamw_copies))])} variables)")
     print("| contender | ms median (min-max) |\n|---|---:|")
     for name, seconds in runs.items():
         print(f"| {name} | {common.fmt(common.spread(seconds), 1e3)} |")
@@ -119,6 +149,8 @@ def main(argv=None):
           f"{float(np.max(np.abs(fused_grad.numpy() - plain_grad.numpy()))):.2g}")
     same = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(*copies.values()))
     print(f"SGD: weights identical after {args.warmup + args.repeats} updates each: {same}")
+    apart = max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in zip(*adamw_copies.values()))
+    print(f"AdamW: largest weight difference after {args.warmup + args.repeats} updates each: {apart:.2g}")
     return 0
 
 
