@@ -138,9 +138,10 @@ def main(argv=None):
     sgd, copies, weights = sgd_contenders(args.image_size, args.classes)
     adamw, adamw_copies, mobile_weights = adamw_contenders()
     runs = common.interleaved({**focal, **sgd, **adamw}, args.warmup, args.repeats)
+    sgd_vars, adamw_vars = (len(next(iter(c.values()))) for c in (copies, adamw_copies))
     print(f"\nfocal loss: {args.batch_size} x {anchors} x {args.classes} scores; SGD: {weights:,} weights "
-          f"(retinanet, {len(copies[next(iter(copies))])} variables); AdamW: {mobile_weights:,} weights "
-          f"(retinanet_mobile, {len(adamw_copies[next(iter(adamw_copies))])} variables)")
+          f"(retinanet, {sgd_vars} variables); AdamW: {mobile_weights:,} weights (retinanet_mobile, "
+          f"{adamw_vars} variables)")
     print("| contender | ms median (min-max) |\n|---|---:|")
     for name, seconds in runs.items():
         print(f"| {name} | {common.fmt(common.spread(seconds), 1e3)} |")
