@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -13,7 +14,8 @@ BENCHMARKS = ROOT / "benchmarks"
 #: Each script and an option its --help must list.
 SCRIPTS = {"bench_retinanet.py": "--repeats", "bench_pipeline.py": "--repeats", "bench_nms.py": "--repeats",
            "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes",
-           "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats"}
+           "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
+           "analyze_detections.py": "--image-size"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 
 
@@ -131,3 +133,26 @@ def test_unseen_voc_stand_in_is_a_plain_voc_folder(tmp_path):
     for example in examples:
         assert all(bench.MIN_SIDE <= side <= bench.MAX_SIDE for side in example["image"].shape[:2])
     assert sorted(tfzoo.data.class_names(f"voc:{root}")) == sorted(tfzoo.data.class_names("shapes"))
+
+
+def test_analyze_detections_counts_recall_by_size_and_confusions():
+    import types
+
+    analysis = _load("analyze_detections")
+    gt = types.SimpleNamespace(
+        boxes_px=np.array([[0, 0, 10, 10], [50, 50, 70, 70], [100, 100, 200, 200], [0, 100, 30, 130]], np.float32),
+        classes=np.array([0, 1, 2, 0]), is_crowd=np.zeros(4, bool), difficult=np.array([False, False, False, True]))
+    detections = (
+        np.array([[0, 0, 10, 11], [50, 50, 70, 70], [100, 100, 200, 200], [101, 100, 200, 200], [0, 100, 30, 130]],
+                 np.float32),
+        np.array([0.9, 0.2, 0.8, 0.5, 0.9], np.float32),  # the second scores below the threshold
+        np.array([0, 1, 2, 1, 0]),
+    )
+    result = analysis.analyze([("img", gt, detections)], ["a", "b", "c"], score_threshold=0.3)
+    rows = result["recall_by_size"]
+    assert rows["<12"] == {"objects": 1, "found": 1, "recall": 1.0}  # 10 px, found (IoU 0.91)
+    assert rows["16-24"] == {"objects": 1, "found": 0, "recall": 0.0}  # 20 px: its detection scored 0.2
+    assert rows[">=96"] == {"objects": 1, "found": 1, "recall": 1.0}
+    assert rows["24-48"] == {"objects": 0, "found": 0, "recall": None}  # the 30 px object is difficult
+    assert (result["objects"], result["found"], result["confused_objects"]) == (3, 2, 1)
+    assert result["confusions"] == {"c->b": 1}

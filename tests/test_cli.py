@@ -531,3 +531,24 @@ def test_train_then_predict_evaluate_and_export_from_the_run_directory(tmp_path,
                        capsys)
     assert code == 0, err
     assert abs(json.loads(metrics_json.read_text())["AP"] - trained["AP"]) <= 0.005
+
+
+def test_evaluate_and_export_at_another_image_size(model_artifacts, tmp_path, capsys):
+    from tfzoo.export import load_model
+
+    code, out, err = run(["evaluate", model_artifacts("keras"), "--data", "shapes:3", "--split", "val",
+                          "--image-size", "96", "--json", str(tmp_path / "m.json")], capsys)
+    assert code == 0, err
+    assert 0.0 <= json.loads((tmp_path / "m.json").read_text())["AP"] <= 1.0
+    target = tmp_path / "served96.tflite"
+    code, out, err = run(["export", model_artifacts("keras"), "--format", "tflite", "--image-size", "96",
+                          "--out", str(target)], capsys)
+    assert code == 0, err
+    model = load_model(str(target))
+    assert model.image_size == (96, 96) and model.config["image_size"] == 96
+    # An export's input size is fixed: --image-size is refused with the file named.
+    code, out, err = run(["evaluate", str(target), "--data", "shapes:2", "--image-size", "128"], capsys)
+    assert code == 1 and str(target) in err and "fixed input size 96x96" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", model_artifacts("keras"), "--data", "shapes:2", "--image-size", "16"])
+    assert exit_info.value.code == 2 and "--image-size must be >= 32" in capsys.readouterr().err

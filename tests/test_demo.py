@@ -16,13 +16,13 @@ def demo_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("demo"))
     # "mixed" (bfloat16 FPN and heads), what "auto" picks on an AMX CPU: its exports must be float32.
     summary = tfzoo.demo.run(out=out, epochs=1, data="shapes:8", settings=TINY, num_images=2,
-                             latency_repeats=2, verbose=0, precision="mixed")
+                             latency_repeats=2, verbose=0, precision="mixed", serve_size=96)
     return out, summary
 
 
 def test_demo_writes_every_artifact(demo_run):
     out, summary = demo_run
-    for name in ("metrics.json", "summary.json", "model.tflite", "saved_model/saved_model.pb",
+    for name in ("metrics.json", "summary.json", "model.keras", "model.tflite", "saved_model/saved_model.pb",
                  "train/model.keras", "train/config.json"):
         assert os.path.exists(os.path.join(out, name)), name
     metrics = json.load(open(os.path.join(out, "metrics.json")))
@@ -41,6 +41,23 @@ def test_demo_trains_mixed_and_ships_float32(demo_run):
     assert abs(summary["formats"]["saved_model"]["delta_AP_points"]) < 0.01
     text = tfzoo.demo.format_summary(summary)
     assert "FPN and heads" in text
+
+
+def test_demo_serves_at_its_serve_size(demo_run):
+    """Trained at 64 (the tiny settings), evaluated and shipped at serve_size 96 in every format."""
+    import keras
+
+    from tfzoo.export import load_model
+
+    out, summary = demo_run
+    assert (summary["train_image_size"], summary["image_size"]) == (64, 96)
+    assert json.load(open(os.path.join(out, "train", "config.json")))["image_size"] == 64
+    served = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
+    assert served.image_size == (96, 96)
+    for path in (os.path.join(out, "model.tflite"), os.path.join(out, "saved_model")):
+        assert load_model(path, trust_model=True).image_size == (96, 96)
+    assert summary["formats"]["keras"]["path"] == os.path.join(out, "model.keras")
+    assert "trained at 64 px, serves at 96 px" in tfzoo.demo.format_summary(summary)
 
 
 def test_demo_precision_choice(monkeypatch):

@@ -18,6 +18,9 @@ EXIT_FAILURE = 1
 
 DATA_HELP = "dataset spec: shapes | voc:PATH | coco:PATH | tfds:NAME (e.g. tfds:voc/2007)"
 MODEL_HELP = "a training directory, a .keras or .tflite file, or (with --trust-model) a SavedModel directory or .h5"
+IMAGE_SIZE_HELP = ("run a Keras model at this square input size instead of its own (same weights; the "
+                   "detectors are fully convolutional, and one trained small often finds small objects "
+                   "better served larger)")
 TRUST_HELP = ("allow SavedModel directories and .h5 files, which can run arbitrary code when loaded: only for "
               "files from a source you trust")
 
@@ -261,10 +264,22 @@ def _print_metrics(metrics):
 
 
 def _load(args):
-    """The model at ``args.model`` (:func:`tfzoo.export.load_model`)."""
+    """The model at ``args.model`` (:func:`tfzoo.export.load_model`), at ``--image-size``
+    when given (a Keras model's copy at that input size, same weights)."""
     from tfzoo.export import load_model
+    from tfzoo.export.loading import KerasModel
 
-    return load_model(args.model, trust_model=args.trust_model)
+    size = getattr(args, "image_size", None)
+    if size is not None and size < 32:
+        args.parser.error(f"--image-size must be >= 32, got {size}")
+    model = load_model(args.model, trust_model=args.trust_model)
+    if size is None:
+        return model
+    if model.format != "keras":
+        raise CLIError(f"{args.model}: a {model.format} export has a fixed input size "
+                       f"{model.image_size[0]}x{model.image_size[1]}; --image-size applies to Keras models "
+                       "(a training directory, .keras or .h5)")
+    return KerasModel(model.path, model.detector.with_image_size(size))
 
 
 def evaluate_model(model, spec, split, batch_size=8, strict=False):
@@ -296,6 +311,8 @@ def cmd_evaluate(args):
         args.parser.error("evaluate needs MODEL_PATH (a model to run) or --detections RESULTS.json")
     if args.batch_size < 1:
         args.parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.detections and args.image_size is not None:
+        args.parser.error("--image-size applies to a MODEL_PATH, not to --detections")
     if args.detections:
         if not os.path.exists(args.detections):
             raise CLIError(f"{args.detections}: no such file")
@@ -465,8 +482,10 @@ def cmd_demo(args):
     import tfzoo.demo
 
     _check_budget(args)
+    if args.serve_size < 32:
+        args.parser.error(f"--serve-size must be >= 32, got {args.serve_size}")
     summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or demo_epochs(), minutes=args.minutes,
-                             seed=args.seed, precision=args.precision)
+                             seed=args.seed, precision=args.precision, serve_size=args.serve_size)
     print(tfzoo.demo.format_summary(summary))
     return 0
 
@@ -540,6 +559,7 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     p.add_argument("--strict", action="store_true", help="fail on the first ground-truth validation problem")
     p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file (atomically)")
+    p.add_argument("--image-size", type=int, metavar="N", help=IMAGE_SIZE_HELP)
     p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_evaluate, parser=p)
 
@@ -552,6 +572,7 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="keep detections scoring at least this (default: 0.3)")
+    p.add_argument("--image-size", type=int, metavar="N", help=IMAGE_SIZE_HELP)
     p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_predict, parser=p)
 
@@ -570,6 +591,7 @@ def build_parser():
                    help="calibration images for int8 (default: 100)")
     p.add_argument("--out", required=True, metavar="PATH",
                    help="SavedModel directory, or .tflite file (replaced if it is an earlier export)")
+    p.add_argument("--image-size", type=int, metavar="N", help=IMAGE_SIZE_HELP)
     p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_export, parser=p)
 
@@ -606,8 +628,9 @@ def build_parser():
     p = sub.add_parser(
         "demo", help="the main job: train retinanet_mobile on shapes, evaluate, export, time, draw",
         description="Trains retinanet_mobile on the builtin shapes data (from random initialization, no "
-                    "download), evaluates it on shapes/val, exports a SavedModel and a builtin-only TFLite "
-                    "file, scores both exports, times each format and draws detections on a few val images. "
+                    "download) at 256 px, then evaluates it on shapes/val at --serve-size, saves it and exports a "
+                    "SavedModel and a builtin-only TFLite file at that size, scores both exports, times each format "
+                    "and draws detections on a few val images. "
                     "Everything lands in --out; a summary is printed at the end.")
     p.add_argument("--out", metavar="DIR", default="saved_models/retinanet_shapes",
                    help="output folder (default: saved_models/retinanet_shapes)")
@@ -617,8 +640,12 @@ def build_parser():
                              "epochs, higher AP)")
     budget.add_argument("--minutes", type=float, help="training time budget instead of a number of epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    from tfzoo.demo import PRECISIONS  # no TensorFlow import
+    from tfzoo.demo import DEMO_SERVE_SIZE, PRECISIONS  # no TensorFlow import
 
+    p.add_argument("--serve-size", type=int, default=DEMO_SERVE_SIZE, metavar="N",
+                   help=f"input size the trained model is evaluated and exported at (default: {DEMO_SERVE_SIZE}; it "
+                        "trains at 256, and the same weights served at 320 find more of the small objects; "
+                        "--serve-size 256 serves at the training size)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="training precision: 'mixed' runs the FPN and heads in bfloat16 (float16 on a GPU) with "
                         "the backbone and losses in float32; 'auto' (default) picks it on a CPU with AMX and no "

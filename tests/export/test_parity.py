@@ -70,3 +70,21 @@ def test_parity_report_of_the_exports(detector, saved_model_path, tflite_path):
         assert abs(entry["delta_AP_points"]) <= 0.5 and entry["within_tolerance"]
         assert entry["detections"]["agree"] and entry["detections"]["matched"] > 10, entry
         assert entry["raw_max_abs_diff"] <= 1e-4 * entry["raw_scale"] and entry["raw_scale"] >= 1.0
+        assert entry["raw_images"] == 3
+
+
+def test_parity_report_raw_outputs_of_the_first_batches_only(detector, saved_model_path, tflite_path, monkeypatch):
+    from tfzoo.export.loading import KerasModel
+
+    calls = []
+    original = KerasModel.raw_outputs
+    monkeypatch.setattr(KerasModel, "raw_outputs", lambda self, images: calls.append(len(images)) or original(
+        self, images))
+    dataset = tfzoo.data.load("shapes:5", "val")
+    report = parity_report(detector, [saved_model_path, tflite_path], dataset, batch_size=2, raw_batches=1)
+    assert calls == [2]  # the Keras raw outputs of batch 0, computed once for both exports
+    for entry in report["exports"]:
+        assert entry["raw_images"] == 2 and entry["raw_max_abs_diff"] <= 1e-4 * entry["raw_scale"]
+        assert entry["detections"]["count_a"] == entry["detections"]["count_b"]  # all 5 images compared
+    report = parity_report(detector, [saved_model_path], dataset, batch_size=2, raw_batches=0)
+    assert report["exports"][0]["raw_images"] == 0 and report["exports"][0]["raw_max_abs_diff"] is None

@@ -104,3 +104,26 @@ def test_config_saves_as_json_and_rebuilds(detector, tmp_path):
     values = json.loads(path.read_text())
     assert values["num_classes"] == 3 and values["name"] == detector.config.name
     assert type(detector.config).from_dict(values) == detector.config
+
+
+def test_with_image_size_serves_the_same_weights_at_another_size(detector):
+    name = detector.config.name
+    copy = detector.with_image_size(96)
+    assert copy.image_size == (96, 96) and copy.config == detector.config.replace(image_size=96)
+    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
+    for got, want in zip(copy.get_weights(), detector.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    # Exactly a model built at 96 holding these weights: its anchors and its outputs.
+    fresh = build_tiny(name, image_size=96)
+    fresh.set_weights(detector.get_weights())
+    if hasattr(fresh, "anchors"):
+        np.testing.assert_array_equal(np.asarray(copy.anchors), np.asarray(fresh.anchors))
+    images = np.random.default_rng(1).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
+    for key, value in fresh(images).items():
+        np.testing.assert_allclose(copy(images)[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
+    out = copy.predict_on_batch(images)
+    assert out["detection_boxes"].shape == (1, detector.config.max_detections, 4)
+    assert detector.with_image_size(64) is detector  # its own size: itself (already float32)
+    for bad in (16, 64.5, "big"):
+        with pytest.raises((ValueError, TypeError)):
+            detector.with_image_size(bad)

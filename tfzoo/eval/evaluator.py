@@ -389,6 +389,16 @@ class Evaluator:
         }
         return metrics
 
+    def image_records(self):
+        """``(image key, ground truth, (boxes_px, scores, classes))`` of every image with
+        ground truth, in the order added: the ground truth as stored (``boxes_px`` ``[G, 4]``
+        yxyx pixels, ``classes``, ``is_crowd``, ``difficult``, ``height``, ``width``,
+        ``area``), the detections in pixels (empty arrays for an image without any). For
+        analyses beyond the metrics (recall by object size, confusions between classes)."""
+        empty = (np.zeros([0, 4], np.float32), np.zeros([0], np.float32), np.zeros([0], np.int64))
+        for key, gt in self._ground_truth.items():
+            yield key, gt, self._image_detections(key) if key in self._detections else empty
+
     def _image_detections(self, key):
         """All detections of one image in pixels: ``(boxes_px [M, 4] yxyx, scores, classes)``."""
         gt = self._ground_truth[key]

@@ -106,7 +106,7 @@ def _merge(total, part):
 
 def parity_report(detector, exported_paths, dataset, *, class_names=None, category_ids=None, batch_size=8,
                   tolerance_points=AP_TOLERANCE_POINTS, iou=0.99, min_score=0.0, trust_model=True,
-                  progress=False):
+                  progress=False, raw_batches=None):
     """AP and detection parity of exports of ``detector`` on ``dataset``.
 
     Args:
@@ -121,6 +121,8 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
       iou / min_score: as :func:`compare_detections` (export vs Keras, per batch).
       trust_model: passed to ``load_model`` (your own SavedModel exports need it).
       progress: show the evaluator's progress bars.
+      raw_batches: compare raw head outputs on the first this many batches only (``None``:
+        all of them; ``0``: none). Detections and AP are compared on every image either way.
 
     Returns:
       ``{"keras": {"AP", "AP50", "metrics"}, "tolerance_points", "exports": [{"path",
@@ -128,7 +130,8 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
       :func:`compare_detections` dict summed over the dataset), "raw_max_abs_diff" and
       "raw_scale" (the largest raw difference, and ``max(1, largest |Keras raw output|)``;
       float32 kernels agree to ~1e-5 of the scale; both ``None`` when the format has no raw
-      outputs)}, ...]}``.
+      outputs or ``raw_batches`` is 0), "raw_images" (images whose raw outputs were
+      compared)}, ...]}``.
     """
     from tfzoo.eval import evaluate_detector
     from tfzoo.export import artifacts
@@ -139,6 +142,9 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
     common = dict(category_ids=category_ids, batch_size=batch_size, keep_aspect_ratio=reference.keep_aspect_ratio,
                   progress=progress)
     batches = []
+    # Batch index -> Keras raw outputs, shared by the exports; kept only for a bounded
+    # raw_batches (raw outputs of a whole large dataset would not fit in memory).
+    keras_raw = {}
 
     def keras_detect(images):
         outputs = reference.detect(images)
@@ -155,18 +161,26 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
         model = load_model(path, trust_model=trust_model)
         if model.image_size != reference.image_size:
             raise ValueError(f"{path}: input size {model.image_size} differs from the detector's {reference.image_size}")
-        state = {"index": 0, "match": None, "raw": None, "scale": None}
+        state = {"index": 0, "match": None, "raw": None, "scale": None, "raw_images": 0}
 
         def export_detect(images, model=model, state=state):
             outputs = model.detect(images)
-            seen_images, keras_outputs = batches[state["index"]]
+            index = state["index"]
+            seen_images, keras_outputs = batches[index]
             state["index"] += 1
             state["match"] = _merge(state["match"], compare_detections(keras_outputs, outputs, iou, min_score))
+            if raw_batches is not None and index >= raw_batches:
+                return outputs
             try:
                 raw = model.raw_outputs(images)
             except NotImplementedError:
                 return outputs
-            expected = reference.raw_outputs(seen_images)
+            expected = keras_raw.get(index)
+            if expected is None:
+                expected = reference.raw_outputs(seen_images)
+                if raw_batches is not None:
+                    keras_raw[index] = expected
+            state["raw_images"] += len(seen_images)
             diff = max(float(np.max(np.abs(raw[k] - expected[k]))) for k in expected)
             scale = max([1.0] + [float(np.max(np.abs(expected[k]))) for k in expected])
             state["raw"] = diff if state["raw"] is None else max(state["raw"], diff)
@@ -186,5 +200,6 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
             "detections": state["match"],
             "raw_max_abs_diff": state["raw"],
             "raw_scale": state["scale"],
+            "raw_images": state["raw_images"],
         })
     return report

@@ -169,14 +169,35 @@ class Detector(keras.Model):
         what exports and evaluations of the shipped model use)."""
         if all(layer.compute_dtype == "float32" for layer in _all_layers(self)):
             return self
-        values = self.config.to_dict()
+        return self._float32_copy(self.config)
+
+    def with_image_size(self, image_size):
+        """A float32 copy of this detector with the same weights at another square input size.
+
+        The detectors are fully convolutional: their weights do not depend on the input size,
+        only the feature maps and the anchors do, and the copy's anchors are those of the new
+        size. A detector trained at a small size often finds small objects better when it
+        serves at a larger one (``tfzoo demo`` trains at 256 and serves at 320; BENCHMARKS.md
+        has the measurements). The copy's ``config.image_size`` is the new size, so exports
+        and the config JSON beside them describe the served model.
+        """
+        size = int(image_size)
+        if size != image_size or size < 32:
+            raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+        if self.image_size == (size, size):
+            return self.as_float32()
+        return self._float32_copy(self.config.replace(image_size=size))
+
+    def _float32_copy(self, config):
+        """A float32 model built from ``config`` with this detector's weights."""
+        values = config.to_dict()
         for field in ("backbone_weights", "backbone_dtype"):  # weights follow; all in float32
             if field in values:
                 values[field] = None
         with layers.dtype_policy("float32"):
             copy = type(self).create(self.config_class.from_dict(values))
         copy.set_weights(self.get_weights())
-        copy._detector_config = self.config
+        copy._detector_config = config
         return copy
 
     # --- data ---------------------------------------------------------------------------

@@ -1,0 +1,163 @@
+"""Where a detector's AP goes: recall by object size and confusions between classes, at one
+or several input sizes.
+
+For each ``--image-size`` (a Keras model is run at that size with the same weights,
+:meth:`tfzoo.models.base.Detector.with_image_size`; an export only at its own size), the
+model detects the split's images once and the script prints:
+
+- the COCO and VOC metrics of the foundation's evaluator (AP, AP50, APs/APm/APl);
+- recall by object size: the share of ground-truth objects (crowd / difficult left out)
+  that a detection of the **same class** with score >= ``--score-threshold`` overlaps at
+  IoU >= 0.5, by the object's size ``sqrt(box area)`` in original-image pixels;
+- confusions: objects that a detection of **another class** with score >= the threshold
+  overlaps at IoU >= 0.5 (each such detection is a false positive of its class), with the
+  commonest (true class -> detected class) pairs.
+
+IoU is :func:`tfzoo.ops.boxes.iou`; detections and ground truth come from
+:meth:`tfzoo.eval.Evaluator.image_records`, as the metrics saw them.
+
+    python benchmarks/analyze_detections.py saved_models/retinanet_shapes/train \\
+        --data shapes --split val --image-size 256 320 --json /tmp/analysis.json
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+
+#: Upper edges (pixels, ``sqrt(area)`` in the original image) of the object-size buckets.
+SIZE_EDGES = (12, 16, 24, 48, 96)
+#: IoU at which a detection counts as finding (or confusing) an object.
+MATCH_IOU = 0.5
+
+
+def size_bucket_names(edges=SIZE_EDGES):
+    names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges[:-1], edges[1:])] + [f">={edges[-1]}"]
+    return names
+
+
+def analyze(records, class_names, score_threshold, edges=SIZE_EDGES):
+    """Recall by size and class confusions from ``Evaluator.image_records()``.
+
+    Returns ``{"score_threshold", "recall_by_size": {bucket: {"objects", "found",
+    "recall"}}, "objects", "found", "confused_objects", "confusions": {"a->b": count}}``.
+    """
+    from tfzoo.ops import boxes as box_ops
+
+    buckets = size_bucket_names(edges)
+    totals = {name: [0, 0] for name in buckets}  # objects, found
+    confusions = collections.Counter()
+    confused_objects = 0
+    for _, gt, (boxes, scores, classes) in records:
+        keep_gt = ~(gt.is_crowd | gt.difficult)
+        gt_boxes, gt_classes = gt.boxes_px[keep_gt], gt.classes[keep_gt]
+        if not len(gt_classes):
+            continue
+        keep = scores >= score_threshold
+        boxes, classes = boxes[keep], classes[keep]
+        sizes = np.sqrt(np.maximum(gt_boxes[:, 2] - gt_boxes[:, 0], 0) * np.maximum(gt_boxes[:, 3] - gt_boxes[:, 1], 0))
+        which = np.searchsorted(np.asarray(edges), sizes, side="right")
+        if len(classes):
+            overlaps = box_ops.iou(np.asarray(gt_boxes, np.float32), np.asarray(boxes, np.float32)).numpy() >= MATCH_IOU
+        else:
+            overlaps = np.zeros([len(gt_classes), 0], bool)
+        same = gt_classes[:, None] == classes[None, :]
+        found = np.any(overlaps & same, axis=1)
+        for g in range(len(gt_classes)):
+            totals[buckets[which[g]]][0] += 1
+            totals[buckets[which[g]]][1] += int(found[g])
+            others = set(classes[overlaps[g] & ~same[g]].tolist())
+            confused_objects += bool(others)
+            for other in others:
+                confusions[f"{class_names[gt_classes[g]]}->{class_names[other]}"] += 1
+    objects = sum(t[0] for t in totals.values())
+    return {
+        "score_threshold": score_threshold,
+        "recall_by_size": {name: {"objects": n, "found": f, "recall": f / n if n else None}
+                           for name, (n, f) in totals.items()},
+        "objects": objects,
+        "found": sum(t[1] for t in totals.values()),
+        "confused_objects": confused_objects,
+        "confusions": dict(confusions.most_common()),
+    }
+
+
+def _report(size, metrics, analysis):
+    lines = [f"input {size} px: AP {metrics['AP']:.3f}  AP50 {metrics['AP50']:.3f}  AP75 {metrics['AP75']:.3f}  "
+             f"APs {metrics['APs']:.3f}  APm {metrics['APm']:.3f}  APl {metrics['APl']:.3f}",
+             f"  recall at IoU {MATCH_IOU} by object size (sqrt(area), original px), score >= "
+             f"{analysis['score_threshold']}:"]
+    for name, row in analysis["recall_by_size"].items():
+        recall = "-" if row["recall"] is None else f"{row['recall']:.3f}"
+        lines.append(f"    {name:>7} px  {row['objects']:5d} objects  recall {recall}")
+    lines.append(f"  all: {analysis['found']} of {analysis['objects']} objects found; "
+                 f"{analysis['confused_objects']} also drew a wrong-class detection")
+    top = list(analysis["confusions"].items())[:6]
+    if top:
+        lines.append("  commonest confusions: " + ", ".join(f"{pair} {count}" for pair, count in top))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", metavar="MODEL_PATH",
+                        help="a training directory, .keras, .tflite or (with --trust-model) SavedModel")
+    parser.add_argument("--data", default="shapes", help="dataset spec (default: shapes)")
+    parser.add_argument("--split", default="val", help="split (default: val)")
+    parser.add_argument("--image-size", type=int, nargs="+", metavar="N",
+                        help="input sizes to run a Keras model at (default: its own)")
+    parser.add_argument("--score-threshold", type=float, default=0.3,
+                        help="detections scoring below this are left out of recall and confusions (default: 0.3)")
+    parser.add_argument("--trust-model", action="store_true", help="allow SavedModel directories and .h5 files")
+    parser.add_argument("--json", metavar="OUT", help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.image_size and min(args.image_size) < 32:
+        parser.error("--image-size values must be >= 32")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        parser.error(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    if not os.path.exists(args.model):
+        parser.error(f"{args.model}: no such file or directory")
+
+    import tensorflow as tf
+
+    import tfzoo.data
+    from tfzoo.eval import evaluate_detector
+    from tfzoo.export import load_model
+    from tfzoo.export.loading import KerasModel
+
+    loaded = load_model(args.model, trust_model=args.trust_model)
+    sizes = args.image_size or [loaded.image_size[0]]
+    if loaded.format != "keras" and sizes != [loaded.image_size[0]]:
+        parser.error(f"{args.model} is a {loaded.format} export with a fixed input size {loaded.image_size[0]}")
+    names = list(tfzoo.data.class_names(args.data))
+    results = {}
+    for size in sizes:
+        model = loaded
+        if loaded.format == "keras":
+            model = KerasModel(loaded.path, loaded.detector.with_image_size(size))
+        detect = model.detect
+        if model.format == "keras":
+            height, width = model.image_size
+            detect = tf.function(model.detector.detect,
+                                 input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+        metrics, evaluator = evaluate_detector(
+            detect, tfzoo.data.load(args.data, args.split), model.image_size, names,
+            tfzoo.data.category_ids(args.data), keep_aspect_ratio=model.keep_aspect_ratio, progress=False,
+            return_evaluator=True)
+        analysis = analyze(evaluator.image_records(), names, args.score_threshold)
+        print(_report(size, metrics, analysis), flush=True)
+        results[str(size)] = {"metrics": {k: v for k, v in metrics.items() if k != "per_class"},
+                              "per_class": metrics["per_class"], **analysis}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"model": args.model, "data": args.data, "split": args.split, "sizes": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
