@@ -58,6 +58,14 @@ def test_demo_serves_at_its_serve_size(demo_run):
         assert load_model(path, trust_model=True).image_size == (96, 96)
     assert summary["formats"]["keras"]["path"] == os.path.join(out, "model.keras")
     assert "trained at 64 px, serves at 96 px" in tfzoo.demo.format_summary(summary)
+    stages = summary["stage_seconds"]
+    assert list(stages) == ["train", "export", "evaluate", "latency", "draw"] and min(stages.values()) >= 0
+    assert sum(stages.values()) <= summary["total_seconds"] + 0.5
+    # Raw outputs compared on the first 2 batches (all 8 val images here); the demo's TFLite
+    # file has no raw_outputs signature, so its raw check is left to its detections.
+    entry = summary["formats"]["saved_model"]
+    assert entry["raw_images"] == 8 and entry["raw_max_abs_diff"] < 1e-3
+    assert summary["formats"]["tflite"]["raw_images"] == 0
 
 
 def test_demo_precision_choice(monkeypatch):

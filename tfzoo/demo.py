@@ -118,10 +118,20 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     settings = tuple(settings) + (("backbone_dtype=float32",) if precision == "mixed" else ())
     started = time.monotonic()
     os.makedirs(out, exist_ok=True)
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
+    say_text = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
+    stages = {}  # stage -> seconds, in the summary (where the demo's minutes go)
+    clock = {"stage": None, "since": started}
+
+    def say(stage, text):
+        """Starts ``stage`` (ending the one before) and prints ``text``."""
+        now = time.monotonic()
+        if clock["stage"]:
+            stages[clock["stage"]] = round(now - clock["since"], 1)
+        clock["stage"], clock["since"] = stage, now
+        say_text(text)
 
     # --- 1. train ---
-    say(f"[1/5] training {DEMO_MODEL} on {data} "
+    say("train", f"[1/5] training {DEMO_MODEL} on {data} "
         f"({'%g minutes' % minutes if minutes else '%d epochs' % epochs}, {precision}) ...")
     result = train_lib.train(
         DEMO_MODEL, data, out=os.path.join(out, "train"), epochs=None if minutes else epochs,
@@ -137,14 +147,14 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     detector = result.detector.with_image_size(serve_size or train_size)
 
     # --- 2. export ---
-    say(f"[2/5] exporting the model at {detector.image_size[0]} px: Keras, SavedModel and TFLite ...")
+    say("export", f"[2/5] exporting the model at {detector.image_size[0]} px: Keras, SavedModel and TFLite ...")
     keras_path = os.path.join(out, "model.keras")
     train_lib.save_model_atomic(detector, keras_path)
     saved_model = export_saved_model(detector, os.path.join(out, "saved_model"))
     tflite = export_tflite(detector, os.path.join(out, "model.tflite"))
 
     # --- 3. evaluate all formats on val ---
-    say("[3/5] evaluating the Keras model and both exports on shapes/val ...")
+    say("evaluate", "[3/5] evaluating the Keras model and both exports on shapes/val ...")
     val = tfzoo.data.load(data, "val").cache()  # read six times below: generate the images once
     # Raw head outputs on the first 2 batches (16 images); detections and AP on all of them.
     report = parity_report(detector, [saved_model, tflite], val, class_names=tfzoo.data.class_names(data),
@@ -153,7 +163,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     write_json_atomic(os.path.join(out, "metrics.json"), metrics)
 
     # --- 4. latency per format (one image, NMS included) ---
-    say("[4/5] timing single-image detection per format ...")
+    say("latency", "[4/5] timing single-image detection per format ...")
     image = next(iter(val.take(1)))["image"].numpy()
     resized = tf.image.resize(image[None].astype(np.float32), detector.image_size).numpy()
     keras_detect = tf.function(detector.detect)
@@ -163,7 +173,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         latency[name] = _median_ms(lambda model=model: model.detect(resized), latency_repeats)
 
     # --- 5. pictures ---
-    say(f"[5/5] drawing detections on {num_images} val images ...")
+    say("draw", f"[5/5] drawing detections on {num_images} val images ...")
     pictures = []
     picture_dir = os.path.join(out, "predictions")
     os.makedirs(picture_dir, exist_ok=True)
@@ -208,6 +218,8 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         },
         "predictions": pictures,
     }
+    stages[clock["stage"]] = round(time.monotonic() - clock["since"], 1)
+    summary["stage_seconds"] = stages
     write_json_atomic(os.path.join(out, "summary.json"), summary)
     summary["total_seconds"] = round(time.monotonic() - started, 1)
     return summary
