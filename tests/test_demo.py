@@ -99,3 +99,64 @@ def test_demo_command_line_help(capsys):
         cli.main(["demo", "--help"])
     assert exit_info.value.code == 0
     assert "saved_models/retinanet_shapes" in capsys.readouterr().out
+
+
+def test_demo_time_limit_stops_training_and_goes_on(tmp_path, monkeypatch):
+    """A limit already spent when training starts: it stops after its first step, and the
+    demo still evaluates, exports and reports where training stopped."""
+    monkeypatch.setattr(tfzoo.demo, "POST_TRAINING_SECONDS", 0.0)
+    out = str(tmp_path / "demo")
+    summary = tfzoo.demo.run(out=out, epochs=2, data="shapes:8", settings=TINY, num_images=1, latency_repeats=1,
+                             verbose=0, precision="float32", serve_size=None, time_limit=1e-4)
+    assert summary["steps"] == 1 and summary["epochs"] == 0
+    assert summary["planned_steps"] == 4  # 8 images / batch 4 x 2 epochs
+    assert "time budget" in summary["stopped"] and "step 1" in summary["stopped"]
+    assert summary["time_limit_minutes"] == 1e-4
+    state = json.load(open(os.path.join(out, "train", "state.json")))
+    assert state["step"] == 1 and not state["finished"]
+    for name in ("model.keras", "model.tflite", "saved_model/saved_model.pb", "metrics.json", "summary.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    text = tfzoo.demo.format_summary(summary)
+    assert "1 of 4 planned steps (0 full epochs)" in text and "training stopped early: time budget" in text
+
+
+def test_demo_without_time_limit_reports_no_stop(demo_run):
+    _, summary = demo_run
+    assert summary["stopped"] is None and summary["time_limit_minutes"] is None
+    assert summary["steps"] == summary["planned_steps"] == 2
+    assert "stopped early" not in tfzoo.demo.format_summary(summary)
+
+
+def test_demo_time_limit_must_leave_time_after_training(tmp_path):
+    with pytest.raises(ValueError, match="time_limit must leave more than"):
+        tfzoo.demo.run(out=str(tmp_path), time_limit=0.5, verbose=0)
+    assert not os.listdir(tmp_path)  # refused before any work
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], tfzoo.demo.DEMO_TIME_LIMIT),           # the default run is limited
+    (["--epochs", "3"], None),                   # an explicit schedule is not, unless asked
+    (["--minutes", "4"], None),
+    (["--epochs", "3", "--time-limit", "20"], 20.0),
+    (["--time-limit", "0"], None),               # 0: no limit
+])
+def test_demo_command_line_time_limit(monkeypatch, argv, expected):
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tfzoo.demo, "run", fake_run)
+    with pytest.raises(SystemExit):
+        cli.main(["demo", *argv])
+    assert seen["time_limit"] == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "0.5"])
+def test_demo_command_line_refuses_a_bad_time_limit(monkeypatch, capsys, value):
+    monkeypatch.setattr(tfzoo.demo, "run", lambda **kwargs: pytest.fail("ran despite a bad --time-limit"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--time-limit", value])
+    assert exit_info.value.code == 2
+    assert "--time-limit must" in capsys.readouterr().err

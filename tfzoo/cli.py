@@ -484,8 +484,17 @@ def cmd_demo(args):
     _check_budget(args)
     if args.serve_size < 32:
         args.parser.error(f"--serve-size must be >= 32, got {args.serve_size}")
+    time_limit = args.time_limit
+    if time_limit is None and args.epochs is None and args.minutes is None:
+        time_limit = tfzoo.demo.DEMO_TIME_LIMIT
+    if time_limit is not None and time_limit < 0:
+        args.parser.error(f"--time-limit must be >= 0 (0: none), got {time_limit:g}")
+    if time_limit and not 60.0 * time_limit > tfzoo.demo.POST_TRAINING_SECONDS:
+        args.parser.error(f"--time-limit must leave more than the {tfzoo.demo.POST_TRAINING_SECONDS:g} s the steps "
+                          f"after training take, got {time_limit:g} minutes")
     summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or demo_epochs(), minutes=args.minutes,
-                             seed=args.seed, precision=args.precision, serve_size=args.serve_size)
+                             seed=args.seed, precision=args.precision, serve_size=args.serve_size,
+                             time_limit=time_limit or None)
     print(tfzoo.demo.format_summary(summary))
     return 0
 
@@ -640,7 +649,12 @@ def build_parser():
                              "epochs, higher AP)")
     budget.add_argument("--minutes", type=float, help="training time budget instead of a number of epochs")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    from tfzoo.demo import DEMO_SERVE_SIZE, PRECISIONS  # no TensorFlow import
+    from tfzoo.demo import DEMO_SERVE_SIZE, DEMO_TIME_LIMIT, POST_TRAINING_SECONDS, PRECISIONS  # no TensorFlow import
+
+    p.add_argument("--time-limit", type=float, metavar="MIN",
+                   help=f"minutes for the whole demo: training stops early if it would leave less than "
+                        f"{POST_TRAINING_SECONDS:g} s for the steps after it (default: {DEMO_TIME_LIMIT:g} when "
+                        "neither --epochs nor --minutes is given, else none; 0: none)")
 
     p.add_argument("--serve-size", type=int, default=DEMO_SERVE_SIZE, metavar="N",
                    help=f"input size the trained model is evaluated and exported at (default: {DEMO_SERVE_SIZE}; it "

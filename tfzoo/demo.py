@@ -1,7 +1,9 @@
 """``tfzoo demo``: the main job, end to end on the builtin ``shapes`` data.
 
 1. trains ``retinanet_mobile`` on ``shapes`` (train split, from random initialization:
-   no download needed) with :func:`tfzoo.train.train`;
+   no download needed) with :func:`tfzoo.train.train`, within a time limit
+   (:data:`DEMO_TIME_LIMIT` for the default run: on a slow machine training stops a few
+   percent before the end of its schedule rather than the demo overrunning);
 2. takes a float32 copy of it at the serving size (:data:`DEMO_SERVE_SIZE`, the preset's 320:
    the model trains at 256 for speed and serves larger, where it finds small objects
    better), saves it as ``model.keras`` and exports it as a SavedModel and as a float32
@@ -52,6 +54,17 @@ DEMO_EPOCHS = 7
 #: are found (BENCHMARKS.md, "tfzoo demo"). Serving at 320 costs about 1.5x the
 #: latency of 256. ``None`` serves at the training size.
 DEMO_SERVE_SIZE = 320
+#: The whole demo's default time limit in minutes (``tfzoo demo`` with neither ``--epochs``
+#: nor ``--minutes``; the target is 10 minutes on 2 CPU cores). Training stops at the step
+#: where ``time_limit`` minus :data:`POST_TRAINING_SECONDS` have passed, and only then: on
+#: this machine the 7 epochs take 9.0 minutes in a slow hour (295 ms per step) and should
+#: take about 7.9 in a quiet one (262 ms). Cut there, the cosine schedule is in its last 6%, below 1% of its
+#: peak learning rate, so the model is all but the finished one (BENCHMARKS.md, "tfzoo
+#: demo"); the summary says where it stopped.
+DEMO_TIME_LIMIT = 9.5
+#: Seconds kept for the steps after training when a time limit is set: export, evaluation
+#: of three formats, timing and drawing took 46-49 s at 320 px on the 2-core machine.
+POST_TRAINING_SECONDS = 60.0
 #: ``precision`` values of :func:`run`: ``"mixed"`` trains the FPN and the heads under the
 #: mixed (bfloat16 on CPU) policy with the backbone in float32 (``backbone_dtype=float32``);
 #: ``"auto"`` picks it on CPUs with AMX and no GPU, ``"float32"`` elsewhere.
@@ -100,11 +113,14 @@ def resolve_precision(precision):
 
 
 def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4, latency_repeats=20, verbose=1,
-        data=DEMO_DATA, settings=DEMO_SETTINGS, precision="auto", serve_size=DEMO_SERVE_SIZE):
+        data=DEMO_DATA, settings=DEMO_SETTINGS, precision="auto", serve_size=DEMO_SERVE_SIZE, time_limit=None):
     """Runs the demo (see the module doc) and returns the summary dict.
 
-    ``data`` and ``settings`` (config overrides) exist for tests, which run the same steps
-    on a tiny model and ``shapes:N``.
+    ``time_limit`` (minutes, for the whole run; ``None``: none) stops training early, at
+    the step where ``time_limit`` minus :data:`POST_TRAINING_SECONDS` have passed since the
+    start, and the demo goes on with the model as it is then. ``data`` and ``settings``
+    (config overrides) exist for tests, which run the same steps on a tiny model and
+    ``shapes:N``.
     """
     import tensorflow as tf
 
@@ -115,6 +131,9 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     from tfzoo.export.artifacts import write_json_atomic
 
     precision = resolve_precision(precision)
+    if time_limit is not None and not 60.0 * time_limit > POST_TRAINING_SECONDS:
+        raise ValueError(f"time_limit must leave more than the {POST_TRAINING_SECONDS:g} s the steps after training "
+                         f"take, got {time_limit:g} minutes")
     settings = tuple(settings) + (("backbone_dtype=float32",) if precision == "mixed" else ())
     started = time.monotonic()
     os.makedirs(out, exist_ok=True)
@@ -131,16 +150,22 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         say_text(text)
 
     # --- 1. train ---
+    limit = ""
+    callbacks = []
+    if time_limit is not None:
+        train_minutes = time_limit - POST_TRAINING_SECONDS / 60.0
+        limit = f", stops at {train_minutes:g} min at most: the {time_limit:g}-minute limit"
+        callbacks.append(train_lib.TimeBudget(started + 60.0 * train_minutes, train_minutes))
     say("train", f"[1/5] training {DEMO_MODEL} on {data} "
-        f"({'%g minutes' % minutes if minutes else '%d epochs' % epochs}, {precision}) ...")
+        f"({'%g minutes' % minutes if minutes else '%d epochs' % epochs}, {precision}{limit}) ...")
     result = train_lib.train(
         DEMO_MODEL, data, out=os.path.join(out, "train"), epochs=None if minutes else epochs,
         minutes=minutes, settings=settings, seed=seed, verbose=verbose, val_split=None,
         backbone_weights=None, cache=True,  # 2,000 generated images, ~375 MiB: generate them once
-        mixed_precision=precision == "mixed",
+        mixed_precision=precision == "mixed", callbacks=callbacks,
     )
-    if result.stopped and not result.epochs:
-        raise RuntimeError(f"training stopped before the first epoch ended: {result.stopped}")
+    if result.stopped and not result.steps:
+        raise RuntimeError(f"training stopped before its first checkpoint: {result.stopped}")
     train_seconds = time.monotonic() - started
     train_size = result.detector.image_size[0]
     # What is shipped and measured: a float32 copy at the serving size.
@@ -198,6 +223,9 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         "image_size": detector.image_size[0],
         "epochs": result.epochs,
         "steps": result.steps,
+        "planned_steps": result.planned_epochs * result.steps_per_epoch,
+        "stopped": result.stopped,  # why training ended before its schedule did, else None
+        "time_limit_minutes": time_limit,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.monotonic() - started, 1),
         "AP": metrics["AP"],
@@ -227,14 +255,20 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
 
 def format_summary(summary):
     """The demo's printed summary (a few lines)."""
+    if summary.get("stopped"):
+        trained = (f"{summary['steps']} of {summary['planned_steps']} planned steps ({summary['epochs']} "
+                   "full epochs)")
+    else:
+        trained = f"{summary['epochs']} epochs ({summary['steps']} steps)"
     lines = [
-        f"tfzoo demo: {summary['model']} on {summary['data']}, {summary['epochs']} epochs "
-        f"({summary['steps']} steps), trained in {summary['train_seconds'] / 60:.1f} min, "
+        f"tfzoo demo: {summary['model']} on {summary['data']}, {trained}, trained in {summary['train_seconds'] / 60:.1f} min, "
         f"{summary['total_seconds'] / 60:.1f} min in all (training: {summary['precision']})",
         f"  trained at {summary['train_image_size']} px, serves at {summary['image_size']} px; "
         f"val: AP {summary['AP']:.3f}  AP50 {summary['AP50']:.3f}",
         f"  {'format':<12}{'AP50':>7}{'latency (median)':>19}{'size':>11}  path",
     ]
+    if summary.get("stopped"):
+        lines.insert(1, f"  training stopped early: {summary['stopped']}")
     for name, entry in summary["formats"].items():
         lines.append(f"  {name:<12}{entry['AP50']:>7.3f}{entry['latency']['median_ms']:>16.1f} ms"
                      f"{_mib(entry['size_bytes']):>11}  {entry['path']}")

@@ -796,7 +796,9 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         back to random with a warning.
       val_data: dataset spec(s) to evaluate on, if not ``data`` (VOC 07+12 evaluates on
         the 2007 test split).
-      callbacks: extra ``keras.callbacks.Callback`` objects for ``fit``.
+      callbacks: extra ``keras.callbacks.Callback`` objects for ``fit``. One that stops
+        training and has a ``stopped`` text (a :class:`TimeBudget` with a deadline of the
+        caller's) gives its reason to ``TrainResult.stopped``.
       cache: ``True`` keeps the decoded, validated training examples in memory after the
         first epoch, so later epochs neither read, decode nor generate them (it costs
         height x width x 3 bytes per image: about 190 KiB for a shapes image, 0.5 MiB for
@@ -1039,8 +1041,11 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     finished = completed >= int(run.state["planned_epochs"])
     stopped = None
     if not finished:
-        stopped = (budget.stopped if budget is not None and budget.stopped else
-                   f"stopped by a callback after epoch {completed}")
+        # The reason of the callback that stopped it: the time budget, or an extra
+        # callback with a ``stopped`` text (a caller's own TimeBudget ...).
+        reasons = [getattr(c, "stopped", None) for c in [budget, *extra_callbacks] if c is not None]
+        stopped = next((r for r in reasons if isinstance(r, str) and r),
+                       f"stopped by a callback after epoch {completed}")
         _info(verbose, f"training stopped: {stopped}; resume to finish the schedule")
     if optimizer_step(detector) != int(run.state["step"]):
         run.checkpoint(completed)
