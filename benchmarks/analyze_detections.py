@@ -116,19 +116,18 @@ def main(argv=None):
     parser.add_argument("--trust-model", action="store_true", help="allow SavedModel directories and .h5 files")
     parser.add_argument("--json", metavar="OUT", help="also write the results here")
     args = parser.parse_args(argv)
-    if args.image_size and min(args.image_size) < 32:
-        parser.error("--image-size values must be >= 32")
+    from tfzoo.models.base import MIN_IMAGE_SIZE
+
+    if args.image_size and min(args.image_size) < MIN_IMAGE_SIZE:
+        parser.error(f"--image-size values must be >= {MIN_IMAGE_SIZE}")
     if not 0.0 <= args.score_threshold <= 1.0:
         parser.error(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     if not os.path.exists(args.model):
         parser.error(f"{args.model}: no such file or directory")
 
-    import tensorflow as tf
-
     import tfzoo.data
     from tfzoo.eval import evaluate_detector
     from tfzoo.export import load_model
-    from tfzoo.export.loading import KerasModel
 
     loaded = load_model(args.model, trust_model=args.trust_model)
     sizes = args.image_size or [loaded.image_size[0]]
@@ -137,16 +136,9 @@ def main(argv=None):
     names = list(tfzoo.data.class_names(args.data))
     results = {}
     for size in sizes:
-        model = loaded
-        if loaded.format == "keras":
-            model = KerasModel(loaded.path, loaded.detector.with_image_size(size))
-        detect = model.detect
-        if model.format == "keras":
-            height, width = model.image_size
-            detect = tf.function(model.detector.detect,
-                                 input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+        model = loaded.with_image_size(size) if loaded.format == "keras" else loaded
         metrics, evaluator = evaluate_detector(
-            detect, tfzoo.data.load(args.data, args.split), model.image_size, names,
+            model.detect, tfzoo.data.load(args.data, args.split), model.image_size, names,
             tfzoo.data.category_ids(args.data), keep_aspect_ratio=model.keep_aspect_ratio, progress=False,
             return_evaluator=True)
         analysis = analyze(evaluator.image_records(), names, args.score_threshold)

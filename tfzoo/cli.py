@@ -267,19 +267,18 @@ def _load(args):
     """The model at ``args.model`` (:func:`tfzoo.export.load_model`), at ``--image-size``
     when given (a Keras model's copy at that input size, same weights)."""
     from tfzoo.export import load_model
-    from tfzoo.export.loading import KerasModel
+    from tfzoo.models.base import MIN_IMAGE_SIZE
 
     size = getattr(args, "image_size", None)
-    if size is not None and size < 32:
-        args.parser.error(f"--image-size must be >= 32, got {size}")
+    if size is not None and size < MIN_IMAGE_SIZE:
+        args.parser.error(f"--image-size must be >= {MIN_IMAGE_SIZE}, got {size}")
     model = load_model(args.model, trust_model=args.trust_model)
     if size is None:
         return model
-    if model.format != "keras":
-        raise CLIError(f"{args.model}: a {model.format} export has a fixed input size "
-                       f"{model.image_size[0]}x{model.image_size[1]}; --image-size applies to Keras models "
-                       "(a training directory, .keras or .h5)")
-    return KerasModel(model.path, model.detector.with_image_size(size))
+    try:
+        return model.with_image_size(size)
+    except ValueError as error:  # an export: fixed input size
+        raise CLIError(f"{error} (--image-size)") from None
 
 
 def evaluate_model(model, spec, split, batch_size=8, strict=False):
@@ -481,17 +480,20 @@ def cmd_train(args):
 def cmd_demo(args):
     import tfzoo.demo
 
+    from tfzoo.models.base import MIN_IMAGE_SIZE
+
     _check_budget(args)
-    if args.serve_size < 32:
-        args.parser.error(f"--serve-size must be >= 32, got {args.serve_size}")
+    if args.serve_size < MIN_IMAGE_SIZE:
+        args.parser.error(f"--serve-size must be >= {MIN_IMAGE_SIZE}, got {args.serve_size}")
     time_limit = args.time_limit
     if time_limit is None and args.epochs is None and args.minutes is None:
         time_limit = tfzoo.demo.DEMO_TIME_LIMIT
     if time_limit is not None and time_limit < 0:
         args.parser.error(f"--time-limit must be >= 0 (0: none), got {time_limit:g}")
-    if time_limit and not 60.0 * time_limit > tfzoo.demo.POST_TRAINING_SECONDS:
-        args.parser.error(f"--time-limit must leave more than the {tfzoo.demo.POST_TRAINING_SECONDS:g} s the steps "
-                          f"after training take, got {time_limit:g} minutes")
+    try:
+        tfzoo.demo.check_time_limit(time_limit or None, "--time-limit")
+    except ValueError as error:
+        args.parser.error(str(error))
     summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or demo_epochs(), minutes=args.minutes,
                              seed=args.seed, precision=args.precision, serve_size=args.serve_size,
                              time_limit=time_limit or None)

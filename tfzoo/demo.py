@@ -112,6 +112,14 @@ def resolve_precision(precision):
     return precision
 
 
+def check_time_limit(time_limit, name="time_limit"):
+    """``ValueError`` (naming the option ``name``) for a ``time_limit`` (minutes, or
+    ``None``) that leaves no time to train."""
+    if time_limit is not None and not 60.0 * time_limit > POST_TRAINING_SECONDS:
+        raise ValueError(f"{name} must leave more than the {POST_TRAINING_SECONDS:g} s the steps after training "
+                         f"take, got {time_limit:g} minutes")
+
+
 def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4, latency_repeats=20, verbose=1,
         data=DEMO_DATA, settings=DEMO_SETTINGS, precision="auto", serve_size=DEMO_SERVE_SIZE, time_limit=None):
     """Runs the demo (see the module doc) and returns the summary dict.
@@ -131,9 +139,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     from tfzoo.export.artifacts import write_json_atomic
 
     precision = resolve_precision(precision)
-    if time_limit is not None and not 60.0 * time_limit > POST_TRAINING_SECONDS:
-        raise ValueError(f"time_limit must leave more than the {POST_TRAINING_SECONDS:g} s the steps after training "
-                         f"take, got {time_limit:g} minutes")
+    check_time_limit(time_limit)
     settings = tuple(settings) + (("backbone_dtype=float32",) if precision == "mixed" else ())
     started = time.monotonic()
     os.makedirs(out, exist_ok=True)

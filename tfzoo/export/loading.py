@@ -93,6 +93,14 @@ class LoadedModel:
     def raw_outputs(self, images):
         raise NotImplementedError(f"{self.format} model {self.path} has no raw outputs")
 
+    def with_image_size(self, image_size):
+        """This model at another square input size with the same weights (Keras models
+        only, :meth:`tfzoo.models.base.Detector.with_image_size`); an export has a fixed
+        input size and raises ``ValueError``."""
+        raise ValueError(f"{self.path}: a {self.format} export has a fixed input size "
+                         f"{self.image_size[0]}x{self.image_size[1]}; another input size needs a Keras model "
+                         "(a training directory, .keras or .h5)")
+
     def detect_original(self, image):
         """Detections of one uint8 ``[H, W, 3]`` image, boxes normalized to that image."""
         from tfzoo.export.saved_model import detect_any_size
@@ -132,6 +140,9 @@ class KerasModel(LoadedModel):
         self._raw_fn = None
         super().__init__(path, detector.config, artifacts.class_names_of(detector.config), detector.image_size,
                          detector.encoder.keep_aspect_ratio)
+
+    def with_image_size(self, image_size):
+        return KerasModel(self.path, self.detector.with_image_size(image_size))
 
     def detect(self, images):
         """``detector.predict_on_batch``: the model and decoder as one traced graph."""

@@ -44,6 +44,9 @@ from tfzoo import layers
 
 #: Name scope of the decoder ops in :meth:`Detector.detect` (box decoding, top-k, NMS).
 DECODER_SCOPE = "tfzoo_decoder"
+#: The smallest input size :meth:`Detector.with_image_size` (and ``--image-size``,
+#: ``--serve-size``) accepts: P7, the coarsest level, is 1/128 of the input.
+MIN_IMAGE_SIZE = 32
 
 
 def _jsonable(value):
@@ -182,8 +185,8 @@ class Detector(keras.Model):
         and the config JSON beside them describe the served model.
         """
         size = int(image_size)
-        if size != image_size or size < 32:
-            raise ValueError(f"image_size must be an integer >= 32, got {image_size!r}")
+        if size != image_size or size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         if self.image_size == (size, size):
             return self.as_float32()
         return self._float32_copy(self.config.replace(image_size=size))
