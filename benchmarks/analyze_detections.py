@@ -22,68 +22,11 @@ IoU is :func:`tfzoo.ops.boxes.iou`; detections and ground truth come from
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import sys
 
-import numpy as np
-
-#: Upper edges (pixels, ``sqrt(area)`` in the original image) of the object-size buckets.
-SIZE_EDGES = (12, 16, 24, 48, 96)
-#: IoU at which a detection counts as finding (or confusing) an object.
-MATCH_IOU = 0.5
-
-
-def size_bucket_names(edges=SIZE_EDGES):
-    names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges[:-1], edges[1:])] + [f">={edges[-1]}"]
-    return names
-
-
-def analyze(records, class_names, score_threshold, edges=SIZE_EDGES):
-    """Recall by size and class confusions from ``Evaluator.image_records()``.
-
-    Returns ``{"score_threshold", "recall_by_size": {bucket: {"objects", "found",
-    "recall"}}, "objects", "found", "confused_objects", "confusions": {"a->b": count}}``.
-    """
-    from tfzoo.ops import boxes as box_ops
-
-    buckets = size_bucket_names(edges)
-    totals = {name: [0, 0] for name in buckets}  # objects, found
-    confusions = collections.Counter()
-    confused_objects = 0
-    for _, gt, (boxes, scores, classes) in records:
-        keep_gt = ~(gt.is_crowd | gt.difficult)
-        gt_boxes, gt_classes = gt.boxes_px[keep_gt], gt.classes[keep_gt]
-        if not len(gt_classes):
-            continue
-        keep = scores >= score_threshold
-        boxes, classes = boxes[keep], classes[keep]
-        sizes = np.sqrt(np.maximum(gt_boxes[:, 2] - gt_boxes[:, 0], 0) * np.maximum(gt_boxes[:, 3] - gt_boxes[:, 1], 0))
-        which = np.searchsorted(np.asarray(edges), sizes, side="right")
-        if len(classes):
-            overlaps = box_ops.iou(np.asarray(gt_boxes, np.float32), np.asarray(boxes, np.float32)).numpy() >= MATCH_IOU
-        else:
-            overlaps = np.zeros([len(gt_classes), 0], bool)
-        same = gt_classes[:, None] == classes[None, :]
-        found = np.any(overlaps & same, axis=1)
-        for g in range(len(gt_classes)):
-            totals[buckets[which[g]]][0] += 1
-            totals[buckets[which[g]]][1] += int(found[g])
-            others = set(classes[overlaps[g] & ~same[g]].tolist())
-            confused_objects += bool(others)
-            for other in others:
-                confusions[f"{class_names[gt_classes[g]]}->{class_names[other]}"] += 1
-    objects = sum(t[0] for t in totals.values())
-    return {
-        "score_threshold": score_threshold,
-        "recall_by_size": {name: {"objects": n, "found": f, "recall": f / n if n else None}
-                           for name, (n, f) in totals.items()},
-        "objects": objects,
-        "found": sum(t[1] for t in totals.values()),
-        "confused_objects": confused_objects,
-        "confusions": dict(confusions.most_common()),
-    }
+from tfzoo.eval.diagnostics import MATCH_IOU, analyze
 
 
 def _report(size, metrics, analysis):

@@ -15,7 +15,8 @@ BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = {"bench_retinanet.py": "--repeats", "bench_pipeline.py": "--repeats", "bench_nms.py": "--repeats",
            "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes",
            "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
-           "analyze_detections.py": "--image-size"}
+           "analyze_detections.py": "--image-size", "standins.py": "--train-images",
+           "bench_standins.py": "--label"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 
 
@@ -135,24 +136,47 @@ def test_unseen_voc_stand_in_is_a_plain_voc_folder(tmp_path):
     assert sorted(tfzoo.data.class_names(f"voc:{root}")) == sorted(tfzoo.data.class_names("shapes"))
 
 
-def test_analyze_detections_counts_recall_by_size_and_confusions():
-    import types
+@pytest.mark.parametrize("name", ["glyphs", "symbols"])
+def test_standins_are_reproducible_and_within_their_stated_ranges(name):
+    standins = _load("standins")
+    photos = standins.Photos(standins.find_photos())
+    fonts = standins.Fonts() if name == "glyphs" else None
+    sides, counts, classes = [], [], set()
+    for i in range(12):
+        example = standins.make_example(name, "train", i, 0, photos, fonts)
+        again = standins.make_example(name, "train", i, 0, photos, fonts)
+        np.testing.assert_array_equal(example["image"], again["image"])  # the same arguments, the same image
+        height, width = example["image"].shape[:2]
+        assert standins.MIN_SIDE <= height <= standins.MAX_SIDE and standins.MIN_SIDE <= width <= standins.MAX_SIDE
+        boxes = example["boxes"]
+        assert boxes.dtype == np.float32 and ((boxes >= 0) & (boxes <= 1)).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        longer = np.maximum((boxes[:, 2] - boxes[:, 0]) * height, (boxes[:, 3] - boxes[:, 1]) * width)
+        sides.extend(longer / min(height, width))
+        counts.append(len(boxes))
+        classes.update(example["classes"].tolist())
+    assert max(sides) <= standins.MAX_OBJECT + 0.01 and min(sides) >= 0.02
+    assert max(counts) <= standins.MAX_OBJECTS and classes <= set(range(10)) and len(classes) >= 6
+    other = standins.make_example(name, "val", 0, 0, photos, fonts)
+    assert not np.array_equal(other["image"], standins.make_example(name, "train", 0, 0, photos, fonts)["image"])
 
-    analysis = _load("analyze_detections")
-    gt = types.SimpleNamespace(
-        boxes_px=np.array([[0, 0, 10, 10], [50, 50, 70, 70], [100, 100, 200, 200], [0, 100, 30, 130]], np.float32),
-        classes=np.array([0, 1, 2, 0]), is_crowd=np.zeros(4, bool), difficult=np.array([False, False, False, True]))
-    detections = (
-        np.array([[0, 0, 10, 11], [50, 50, 70, 70], [100, 100, 200, 200], [101, 100, 200, 200], [0, 100, 30, 130]],
-                 np.float32),
-        np.array([0.9, 0.2, 0.8, 0.5, 0.9], np.float32),  # the second scores below the threshold
-        np.array([0, 1, 2, 1, 0]),
-    )
-    result = analysis.analyze([("img", gt, detections)], ["a", "b", "c"], score_threshold=0.3)
-    rows = result["recall_by_size"]
-    assert rows["<12"] == {"objects": 1, "found": 1, "recall": 1.0}  # 10 px, found (IoU 0.91)
-    assert rows["16-24"] == {"objects": 1, "found": 0, "recall": 0.0}  # 20 px: its detection scored 0.2
-    assert rows[">=96"] == {"objects": 1, "found": 1, "recall": 1.0}
-    assert rows["24-48"] == {"objects": 0, "found": 0, "recall": None}  # the 30 px object is difficult
-    assert (result["objects"], result["found"], result["confused_objects"]) == (3, 2, 1)
-    assert result["confusions"] == {"c->b": 1}
+
+def test_standin_is_a_voc_folder_without_labels(tmp_path):
+    import tfzoo.data
+
+    standins = _load("standins")
+    stats = standins.write("symbols", str(tmp_path / "symbols"), train_images=3, val_images=2, progress=False)
+    assert not (tmp_path / "symbols" / "labels.txt").exists()  # like a user's folder
+    assert stats["train_images"] == 3 and stats["classes"] == list(standins.SYMBOLS)
+    names = tfzoo.data.class_names(f"voc:{tmp_path / 'symbols'}")
+    assert set(names) <= set(standins.SYMBOLS) and list(names) == sorted(names)
+    assert len(list(tfzoo.data.load(f"voc:{tmp_path / 'symbols'}", "val").as_numpy_iterator())) == 2
+
+
+def test_bench_standins_table():
+    bench = _load("bench_standins")
+    row = {"label": "no-flip", "standin": "glyphs", "val_AP50": 0.5, "train_AP50": 0.55, "val_AP": 0.3,
+           "verdict": "underfitting", "steps": 1100, "images_per_s": 15.2, "confused_pairs": ["b/d 12", "2/7 3", "x"]}
+    lines = bench.table([row]).splitlines()
+    assert lines[0].startswith("| lever | stand-in | val AP50")
+    assert lines[2] == "| no-flip | glyphs | 0.500 | 0.550 | 0.300 | underfitting | 1100 | 15.2 | b/d 12, 2/7 3 |"

@@ -65,6 +65,7 @@ def test_inspect_text_report(capsys):
     code, out, _ = run(["inspect", "--data", "shapes:3", "--split", "val"], capsys)
     assert code == 0
     assert "3 images" in out and "objects per class" in out and "problems: 0" in out
+    assert "horizontal flips: no class looks like another one mirrored" in out
 
 
 def test_unknown_spec_is_one_line_error(capsys):
@@ -506,10 +507,16 @@ def test_train_then_predict_evaluate_and_export_from_the_run_directory(tmp_path,
     run_dir = tmp_path / "run"
     tiny = ["backbone_alpha=0.35", "fpn_channels=16", "head_channels=16", "head_convs=1", "backbone_weights=null"]
     code, out, err = run(["train", "retinanet_mobile", "--data", "shapes:8", "--image-size", "64", "--batch-size", "4",
-                          "--epochs", "1", "--out", str(run_dir)] + [a for s in tiny for a in ("--set", s)], capsys)
+                          "--epochs", "1", "--out", str(run_dir), "--no-flip"] + [a for s in tiny for a in ("--set", s)],
+                         capsys)
     assert code == 0, err
     assert f"training directory: {run_dir}" in out and "AP50" in out
-    assert {"config.json", "model.keras", "state.json", "metrics.json"} <= set(os.listdir(run_dir))
+    assert {"config.json", "model.keras", "state.json", "metrics.json", "training.png"} <= set(os.listdir(run_dir))
+    assert json.loads((run_dir / "config.json").read_text())["flip"] is False  # --no-flip
+    assert "augment scale_jitter without horizontal flips" in err
+    # The diagnostics: the verdict on train-sample vs val AP50, a per-class table, the confused pairs.
+    assert "train-sample AP50" in err and "val AP50  train AP50" in err
+    assert "confused" in err
 
     metrics_json = tmp_path / "metrics.json"
     code, _, err = run(["evaluate", str(run_dir), "--data", "shapes:8", "--split", "val", "--json", str(metrics_json)],

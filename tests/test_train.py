@@ -27,7 +27,7 @@ import tfzoo
 import tfzoo.data
 from tfzoo import train as T
 from tfzoo.data import shapes, validate
-from tfzoo.eval import RESULT_KEYS
+from tfzoo.eval import RESULT_KEYS, diagnostics
 from tfzoo.layers import output_kernel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -238,6 +238,32 @@ def test_config_scales_the_learning_rate_with_the_batch_size():
         T.resolve_config("retinanet_mobile", names, settings=["no_such_field=1"])
     with pytest.raises(ValueError, match="unknown model"):
         T.resolve_config("no_such_model", names)
+
+
+def test_mirror_pairs_are_a_warning_naming_the_fix(monkeypatch):
+    from tfzoo.data import mirror
+
+    seen = {}
+
+    def fake_check(dataset, names, limit=None):
+        seen.update(names=names, limit=limit)
+        return {"mirror_pairs": [{"classes": ["b", "d"], "flipped_corr": 0.9, "plain_corr": 0.3}]}
+
+    monkeypatch.setattr(mirror, "check", fake_check)
+    with pytest.warns(UserWarning, match=r"voc:x \[train\]: mirrored, these classes look like each other: b/d.*--no-flip"):
+        T._warn_mirror_pairs(None, ["b", "d"], where="voc:x [train]")
+    assert seen == {"names": ["b", "d"], "limit": T.MIRROR_CHECK_IMAGES}
+    monkeypatch.setattr(mirror, "check", lambda *a, **k: {"mirror_pairs": []})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        T._warn_mirror_pairs(None, ["b", "d"], where="voc:x [train]")
+
+
+def test_augment_text_says_whether_flips_are_on():
+    config = T.preset_config("retinanet_mobile")
+    assert T._augment_text(config) == "scale_jitter with horizontal flips (--no-flip turns them off)"
+    assert T._augment_text(config.replace(flip=False)) == "scale_jitter without horizontal flips"
+    assert config.with_settings(["flip=false"]).flip is False
 
 
 def test_plan_epochs_fits_the_budget():
@@ -535,8 +561,20 @@ def test_training_directory_layout(nan_then_resume):
     assert config["class_names"] == shapes.class_names() and config["num_classes"] == 5
     assert config["batch_size"] == 4 and config["image_size"] == 64
     metrics = _json(out / T.METRICS_FILE)
-    assert set(metrics) == set(RESULT_KEYS)  # compared as JSON text: classes without ground truth give NaN
+    assert set(metrics) == set(RESULT_KEYS) | {"diagnostics"}  # JSON text below: no-GT classes give NaN
     assert json.dumps(metrics, sort_keys=True) == json.dumps(run.resumed.metrics, sort_keys=True)
+    # Diagnostics: AP on the first training images beside val, a verdict, the confused pairs.
+    report = metrics["diagnostics"]
+    assert report == run.resumed.diagnostics
+    assert report["train_sample"]["images"] == 16 and report["train_sample"]["split"] == "train"
+    assert set(report["train_sample"]["per_class_AP50"]) == set(shapes.class_names())
+    assert report["verdict"] in (diagnostics.UNDERFITTING, diagnostics.OVERFITTING, diagnostics.FITS)
+    assert report["message"].startswith(("underfitting", "overfitting", "no sign"))
+    assert isinstance(report["confused_pairs"], list)
+    # Losses per epoch across the stop and the resume, val AP where evaluated; drawn in training.png.
+    history = _json(out / T.STATE_FILE)["history"]
+    assert [row[0] for row in history["loss"]] == [1, 2] and [row[0] for row in history["val_AP50"]] == [2]
+    assert (out / T.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
     detector = keras.saving.load_model(out / T.MODEL_FILE, safe_mode=True)
     assert int(detector.optimizer.iterations) == 8
     assert isinstance(detector.optimizer, T.L2SGD) and detector.optimizer.l2 == pytest.approx(1e-4)

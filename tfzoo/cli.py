@@ -98,10 +98,12 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
     import numpy as np
 
     import tfzoo.data
+    from tfzoo.data.mirror import MirrorCheck
     from tfzoo.data.validate import Report
 
     report = Report(strict=strict)
     names = tfzoo.data.class_names(spec)
+    mirror = MirrorCheck(names)
     dataset = tfzoo.data.load(spec, split, strict=strict, report=report)
     if limit is not None:
         dataset = dataset.take(limit)
@@ -120,6 +122,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
         difficult += int(example["difficult"].sum())
         for c in example["classes"]:
             per_class[names[int(c)]] += 1
+        mirror.add(example["image"], boxes, example["classes"])
         hw_px = (boxes[:, 2:] - boxes[:, :2]) * np.array([height, width], np.float32)
         sides_px.extend(np.sqrt(np.prod(hw_px, axis=1)).tolist())
         if anchors:
@@ -150,6 +153,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
             "max": float(sides.max()) if sides.size else None,
             "histogram": histogram,
         },
+        "mirror": mirror.result(),
         "problems": report.to_json(),
         "problem_summary": report.summary(),
         "conversions": report.notes_summary(),
@@ -196,8 +200,16 @@ def _print_inspection(result):
               f"{a['best_iou_median'] if a['best_iou_median'] is None else round(a['best_iou_median'], 3)}, "
               f"{a['boxes_with_best_iou_ge_0.5']} boxes reach IoU >= 0.5, "
               f"{a['boxes_with_best_iou_lt_0.4']} stay below 0.4", file=out)
+    from tfzoo.data.mirror import summary_lines
     from tfzoo.data.validate import Problem
 
+    mirror = summary_lines(result["mirror"])
+    if mirror:
+        print("horizontal flips:", file=out)
+        for line in mirror:
+            print(f"  {line}", file=out)
+    else:
+        print("horizontal flips: no class looks like another one mirrored", file=out)
     if result["conversions"]:
         print("normal conversions (not problems):", file=out)
         for line in result["conversions"]:
@@ -456,7 +468,7 @@ def cmd_train(args):
         minutes=args.minutes,
         out=args.out,
         resume=args.resume,
-        settings=list(args.set or ()),
+        settings=list(args.set or ()) + (["flip=false"] if args.no_flip else []),
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
         eval_every_epoch=args.eval_every_epoch,
@@ -609,7 +621,9 @@ def build_parser():
     p = sub.add_parser("train", help="train a model on a dataset (writes a training directory)",
                        description="Trains a registered model ('tfzoo list') with its recipe and writes a "
                                    "training directory: config.json, model.keras (after every epoch), "
-                                   "state.json, metrics.json, logs/.")
+                                   "state.json, metrics.json, training.png, logs/. At the end it scores a "
+                                   "sample of the training split beside val and says whether the model "
+                                   "under- or overfits, with per-class AP and the most confused class pairs.")
     p.add_argument("model", metavar="MODEL", help="a registered model name, e.g. retinanet_mobile")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="train", help="training split (default: train)")
@@ -629,7 +643,12 @@ def build_parser():
                    help="mixed_float16 on GPU, mixed_bfloat16 on CPU (variables, prediction convs and losses stay "
                         "float32); with --set backbone_dtype=float32 only the FPN and heads run in 16 bits, the "
                         "fastest choice for retinanet_mobile on a CPU with AMX")
-    p.add_argument("--eval-every-epoch", action="store_true", help="evaluate on --val-split after every epoch")
+    p.add_argument("--no-flip", action="store_true",
+                   help="no horizontal flips in the augmentation (same as --set flip=false): for data where a "
+                        "mirrored object is another class or none, e.g. characters (b/d) or arrows; 'tfzoo inspect' "
+                        "warns when flipped classes look alike")
+    p.add_argument("--eval-every-epoch", action="store_true",
+                   help="evaluate on --val-split after every epoch (val AP per epoch in training.png)")
     p.add_argument("--cache", action="store_true",
                    help="keep the decoded training examples in memory after the first epoch (augmentation "
                         "still runs every epoch); default: read and decode them every epoch")

@@ -98,8 +98,11 @@ MAX_WARMUP_FRACTION = 0.2
 STEP_DECAY_AT = (2.0 / 3.0, 8.0 / 9.0)
 STEP_DECAY_FACTOR = 0.1
 #: Files of the training directory.
-CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, LOGS_DIR = (
-    "config.json", "model.keras", "state.json", "metrics.json", "logs")
+CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, LOGS_DIR, PLOT_FILE = (
+    "config.json", "model.keras", "state.json", "metrics.json", "logs", "training.png")
+#: Images of the training split scored after training, beside val, to tell under- from
+#: overfitting (the first ones of the split, without augmentation).
+TRAIN_SAMPLE_IMAGES = 200
 #: ``backbone_weights`` default of :func:`train`: the config's value.
 FROM_CONFIG = "from-config"
 #: Precision policies recorded in state.json.
@@ -654,6 +657,8 @@ class _Checkpoint(keras.callbacks.Callback):
         if self.nan_guard.stopped is not None:
             return
         complete = self.batches >= self.steps_per_epoch
+        if complete:
+            self.run.record_epoch(epoch + 1, logs)
         self.run.checkpoint(epoch + 1 if complete else epoch)
         if complete and self.evaluate_each:
             metrics = self.run.evaluate()
@@ -661,6 +666,8 @@ class _Checkpoint(keras.callbacks.Callback):
                 for key in ("AP", "AP50", "voc07_mAP"):
                     if metrics.get(key) is not None:
                         logs[f"val_{key}"] = float(metrics[key])
+                self.run.record_epoch(epoch + 1, {k: v for k, v in logs.items() if k.startswith("val_")})
+                self.run.write_state()
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -681,24 +688,41 @@ class TrainResult:
     planned_epochs: int = 0
     steps_per_epoch: int = 0
     history: dict = dataclasses.field(default_factory=dict)  # per-epoch logs (loss, cls_loss ...)
+    diagnostics: dict | None = None  # train-sample AP, verdict, confused pairs (also in metrics.json)
 
 
 class _Run:
     """State shared by the callbacks: the directory, the plan, the evaluation set."""
 
-    def __init__(self, rundir, detector, state, val, verbose):
+    def __init__(self, rundir, detector, state, val, verbose, train_data=None):
         self.dir = rundir
+        self.train_data = train_data  # (specs, split, class_names) for diagnostics, or None: none
         self.detector = detector
         self.state = state
         self.val = val  # (specs, split, class_names) or None
         self.verbose = verbose
         self.metrics = None
         self.metrics_step = None
+        self.evaluator = None  # the val Evaluator of self.metrics (its image records)
+        self.diagnostics = None  # what diagnose() found
         self._detect = None
 
     def write_state(self, **changes):
         self.state.update(changes)
         write_json_atomic(self.dir.path(STATE_FILE), self.state)
+
+    def record_epoch(self, epoch, logs):
+        """Adds ``logs``' finite numbers to ``state["history"]`` as ``{key: [[epoch, value], ...]}``
+        (a resumed run keeps the epochs before it and replaces any after)."""
+        history = self.state.setdefault("history", {})
+        for key, value in (logs or {}).items():
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                rows = [row for row in history.get(key, []) if row[0] < epoch]
+                history[key] = rows + [[int(epoch), value]]
 
     def checkpoint(self, completed_epochs):
         save_model_atomic(self.detector, self.dir.path(MODEL_FILE))
@@ -712,19 +736,98 @@ class _Run:
         if self.metrics_step == step:
             return self.metrics
         specs, split, names = self.val
+        self.metrics, self.evaluator = self._score(_load(specs, split), specs, names)
+        self.metrics_step = step
+        write_json_atomic(self.dir.path(METRICS_FILE), self.metrics)
+        return self.metrics
+
+    def _score(self, dataset, specs, names):
+        """``(metrics, evaluator)`` of the detector on ``dataset``."""
         if self._detect is None:
             height, width = self.detector.image_size
             self._detect = tf.function(
                 self.detector.detect, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)]
             )
-        self.metrics = tfzoo.eval.evaluate_detector(
-            self._detect, _load(specs, split), self.detector.image_size, names,
-            tfzoo.data.category_ids(specs[0]), keep_aspect_ratio=self.detector.encoder.keep_aspect_ratio,
-            progress=bool(self.verbose),
+        return tfzoo.eval.evaluate_detector(
+            self._detect, dataset, self.detector.image_size, names, tfzoo.data.category_ids(specs[0]),
+            keep_aspect_ratio=self.detector.encoder.keep_aspect_ratio, progress=bool(self.verbose),
+            return_evaluator=True,
         )
-        self.metrics_step = step
-        write_json_atomic(self.dir.path(METRICS_FILE), self.metrics)
-        return self.metrics
+
+    def diagnose(self, specs, split, names):
+        """Scores the first :data:`TRAIN_SAMPLE_IMAGES` of the training split beside val, names
+        what it sees (:func:`tfzoo.eval.diagnostics.diagnose`), finds the most confused
+        class pairs on val, adds it all to metrics.json as ``diagnostics`` and returns the
+        report lines (:func:`~tfzoo.eval.diagnostics.report_lines`)."""
+        from tfzoo.eval import diagnostics as diag  # noqa: PLC0415
+
+        if not self.dir.chief:
+            return []
+        _info(self.verbose, f"scoring {TRAIN_SAMPLE_IMAGES} images of the training split beside val ...")
+        train_metrics, train_evaluator = self._score(_load(specs, split).take(TRAIN_SAMPLE_IMAGES), specs, names)
+        val_metrics = self.metrics
+        pairs, analysis = [], None
+        if self.evaluator is not None:
+            analysis = diag.analyze(self.evaluator.image_records(), names)
+            pairs = diag.confused_pairs(analysis["confusions"])
+        verdict = diag.diagnose(train_metrics["AP50"], val_metrics["AP50"] if val_metrics else None)
+        report = {
+            **verdict,
+            "train_sample": {"split": split, "images": len(train_evaluator.image_ids),
+                             **{k: train_metrics[k] for k in ("AP", "AP50", "AR100")},
+                             "per_class_AP50": {n: v["AP50"] for n, v in train_metrics["per_class"].items()}},
+            "val_recall_by_size": analysis["recall_by_size"] if analysis else None,
+            "confused_pairs": pairs,
+        }
+        if val_metrics is not None:
+            self.metrics = dict(val_metrics, diagnostics=report)
+            write_json_atomic(self.dir.path(METRICS_FILE), self.metrics)
+        self.diagnostics = report
+        return diag.report_lines(val_metrics, train_metrics, pairs, verdict, names)
+
+    def plot(self):
+        """Writes training.png from ``state["history"]`` (chief only); a failure only warns."""
+        from tfzoo.eval import diagnostics as diag  # noqa: PLC0415
+
+        if not self.dir.chief or not self.state.get("history"):
+            return None
+        final = {}
+        if self.metrics is not None:
+            final["final val AP50"] = self.metrics.get("AP50")
+        if self.diagnostics is not None:
+            final["train-sample AP50"] = self.diagnostics["train_sample"]["AP50"]
+        try:
+            return diag.plot_training(self.state["history"], self.dir.path(PLOT_FILE), final)
+        except Exception as error:  # a plot must never fail a finished run
+            warnings.warn(f"could not write {PLOT_FILE}: {error}")
+            return None
+
+
+#: Training images :func:`_warn_mirror_pairs` looks at.
+MIRROR_CHECK_IMAGES = 300
+
+
+def _warn_mirror_pairs(dataset, names, where):
+    """Warns when, mirrored, some classes look like others (:mod:`tfzoo.data.mirror`) on the
+    first :data:`MIRROR_CHECK_IMAGES` training images, since flips are on."""
+    from tfzoo.data import mirror  # noqa: PLC0415
+
+    pairs = mirror.check(dataset, names, limit=MIRROR_CHECK_IMAGES)["mirror_pairs"]
+    if pairs:
+        shown = ", ".join("/".join(p["classes"]) for p in pairs)
+        warnings.warn(f"{where}: mirrored, these classes look like each other: {shown}; horizontal flips (on in "
+                      "this recipe) teach the model they are alike: --no-flip (--set flip=false) turns them off; "
+                      "'tfzoo inspect' shows the figures")
+
+
+def _augment_text(config):
+    """``"scale_jitter with horizontal flips (--no-flip turns them off)"`` or ``"... without ..."``."""
+    augment = getattr(config, "augment", "none")
+    if augment == "none":
+        return "none"
+    if getattr(config, "flip", True):
+        return f"{augment} with horizontal flips (--no-flip turns them off)"
+    return f"{augment} without horizontal flips"
 
 
 def _info(verbose, message):
@@ -771,7 +874,7 @@ def _epoch_seconds(timing, steps_per_epoch, epoch_end_overhead):
 def train(model, data, split="train", val_split="val", image_size=None, batch_size=None, epochs=None,
           minutes=None, out=None, resume=False, settings=(), strategy="default", mixed_precision=False,
           eval_every_epoch=False, seed=0, verbose=1, backbone_weights=FROM_CONFIG, *, val_data=None,
-          callbacks=(), cache=False):
+          callbacks=(), cache=False, diagnostics=True):
     """Trains preset ``model`` on dataset ``data`` and writes the training directory.
 
     Args:
@@ -804,6 +907,10 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         height x width x 3 bytes per image: about 190 KiB for a shapes image, 0.5 MiB for
         a 500 x 375 VOC photo); augmentation still runs every epoch. ``False`` (default)
         reads the data every epoch.
+      diagnostics: after training, also score the first :data:`TRAIN_SAMPLE_IMAGES` of
+        ``split`` and name under- or overfitting, with per-class AP and the most confused
+        class pairs on val (printed, and in metrics.json as ``diagnostics``); the losses
+        (and per-epoch val AP) are drawn in ``training.png`` either way.
 
     Returns:
       :class:`TrainResult`.
@@ -840,6 +947,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         state = None
 
     train_set = _load(specs, split)
+    if not resume and getattr(config, "flip", False) and getattr(config, "augment", "none") != "none":
+        _warn_mirror_pairs(train_set, names, where=f"{'+'.join(specs)} [{split}]")
     count = count_examples(specs, split, train_set)
     where = f"{'+'.join(specs)} [{split}]"
     if count == 0:
@@ -906,8 +1015,9 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                 _info(verbose, f"training {model} on {where}: {count} examples, {steps_per_epoch} steps/epoch x "
                                f"{planned} epochs{' (provisional, time budget)' if minutes else ''}, batch "
                                f"{config.batch_size}, {config.optimizer} lr {config.learning_rate:g} "
-                               f"({config.lr_schedule}), {policy}, out {out}")
-            run = _Run(rundir, detector, rundir_state, val, verbose)
+                               f"({config.lr_schedule}), {policy}, augment {_augment_text(config)}, out {out}")
+            run = _Run(rundir, detector, rundir_state, val, verbose,
+                       train_data=(specs, split, names) if diagnostics else None)
             run.write_state()
             return _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes,
                         eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache)
@@ -1033,6 +1143,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
             message += "; no checkpoint was written (the weights are not finite)"
         warnings.warn(message)
         run.write_state(stopped=nan_guard.stopped, finished=False)
+        run.plot()
         return TrainResult(run.dir.out, detector, None, int(run.state["epoch"]), int(run.state["step"]),
                            nan_guard.stopped, time.monotonic() - started, False, int(run.state["planned_epochs"]),
                            steps_per_epoch, history)
@@ -1055,6 +1166,13 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     if metrics is not None:
         _info(verbose, f"{run.val[1]} AP {metrics.get('AP', 0.0):.4f}, AP50 {metrics.get('AP50', 0.0):.4f}, "
                        f"VOC07 mAP {metrics.get('voc07_mAP', 0.0):.4f} -> {run.dir.path(METRICS_FILE)}")
+    if run.train_data is not None and completed > 0:
+        for line in run.diagnose(*run.train_data):
+            _info(verbose, line)
+        metrics = run.metrics
+    plot = run.plot()
+    if plot:
+        _info(verbose, f"losses{' and val AP' if 'val_AP' in run.state.get('history', {}) else ''} by epoch -> {plot}")
     return TrainResult(run.dir.out, detector, metrics, completed, int(run.state["step"]), stopped,
                        time.monotonic() - started, finished, int(run.state["planned_epochs"]), steps_per_epoch,
-                       history)
+                       history, run.diagnostics)

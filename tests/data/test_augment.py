@@ -276,3 +276,57 @@ def test_unknown_preset():
         aug.preset("mosaic")
     with pytest.raises(ValueError, match="image_size"):
         aug.preset("scale_jitter")
+
+
+# --- flip=False: a dataset-level choice ----------------------------------------------
+
+
+def _same(a, b):
+    return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in (schema.IMAGE, schema.BOXES))
+
+
+def test_flip_preset_without_flips_returns_the_example_unchanged():
+    example = _example(rects=((10, 5, 30, 25),))
+    on, off = aug.preset("flip"), aug.preset("flip", flip=False)
+    flipped = sum(not _same(on(example, _seed(i)), example) for i in range(20))
+    assert 0 < flipped < 20  # flips are random with flip=True ...
+    assert all(_same(off(example, _seed(i)), example) for i in range(20))  # ... and never happen without
+
+
+@pytest.mark.parametrize("name", ["scale_jitter", "ssd", "yolo"])
+def test_presets_without_flips_keep_their_other_draws(name):
+    """flip=False changes nothing but the flip: where the flip preset does not flip, both agree."""
+    example = _example(rects=((10, 5, 30, 25), (35, 50, 55, 75)))
+    on, off = aug.preset(name, (64, 64)), aug.preset(name, (64, 64), flip=False)
+    agree = differ = 0
+    for i in range(16):
+        a, b = on(example, _seed(i)), off(example, _seed(i))
+        if _same(a, b):
+            agree += 1
+        else:
+            differ += 1
+            # Where they differ, the flip preset flipped: the no-flip output mirrored is the flip output
+            # for the flip-last presets (ssd, yolo).
+            if name != "scale_jitter":
+                np.testing.assert_array_equal(np.asarray(aug.flip_left_right(b)[schema.IMAGE]), np.asarray(a[schema.IMAGE]))
+    assert agree > 0 and differ > 0
+
+
+def test_pipeline_follows_the_encoders_flip_setting():
+    from tfzoo.data.pipeline import PaddedBoxesEncoder, pipeline
+
+    examples = [_example(h=64, w=64, rects=((10, 5, 30, 25),), image_id=str(i)) for i in range(16)]
+    dataset = tf.data.Dataset.from_tensor_slices({k: [e[k] for e in examples] for k in (schema.IMAGE, schema.IMAGE_ID)})
+    dataset = dataset.map(lambda e: dict(e, **{schema.BOXES: examples[0][schema.BOXES],
+                                               schema.CLASSES: examples[0][schema.CLASSES],
+                                               schema.IS_CROWD: examples[0][schema.IS_CROWD],
+                                               schema.DIFFICULT: examples[0][schema.DIFFICULT]}))
+
+    def left_edges(flip):
+        encoder = PaddedBoxesEncoder(64, max_boxes=2, augment="flip", flip=flip)
+        batches = pipeline(dataset, encoder, batch_size=16, training=True, seed=0)
+        _, targets = next(iter(batches))
+        return {round(float(v), 3) for v in targets[schema.BOXES].numpy()[:, 0, 1]}
+
+    assert left_edges(False) == {round(5 / 64, 3)}  # never mirrored
+    assert left_edges(True) == {round(5 / 64, 3), round(39 / 64, 3)}  # some mirrored

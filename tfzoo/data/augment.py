@@ -392,47 +392,47 @@ def random_jitter_crop(example, seed, *, jitter=0.2, fill=127.5):
 # --- presets ------------------------------------------------------------------------
 
 
-def _none(example, seed):
-    del seed
-    return dict(example)
-
-
-def _flip(example, seed):
-    return random_flip_left_right(example, seed)
-
-
-def _ssd(example, seed):
-    s_photo, s_zoom, s_crop, s_flip = _split(seed, 4)
-    example = ssd_photometric(example, s_photo)
-    example = ssd_zoom_out(example, s_zoom)
-    example = ssd_random_crop(example, s_crop)
-    return random_flip_left_right(example, s_flip)
-
-
-def _yolo(example, seed):
-    s_hsv, s_jitter, s_flip = _split(seed, 3)
-    example = random_hsv(example, s_hsv)
-    example = random_jitter_crop(example, s_jitter)
-    return random_flip_left_right(example, s_flip)
-
-
 #: Preset names accepted by :func:`preset` (``scale_jitter`` needs ``image_size``).
 PRESETS = ("none", "flip", "scale_jitter", "ssd", "yolo")
 
 
-def preset(name, image_size=None):
+def _no_flip(example, seed):
+    del seed
+    return example
+
+
+def preset(name, image_size=None, *, flip=True):
     """The augmentation ``fn(example, seed) -> example`` called ``name`` (:data:`PRESETS`).
 
     Its output still goes through the pipeline's final resize to ``image_size``; only
-    ``scale_jitter`` already produces that size (and needs ``image_size``).
+    ``scale_jitter`` already produces that size (and needs ``image_size``). ``flip=False``
+    leaves out the horizontal flip of every preset (``flip`` then does nothing): for data
+    where a mirrored object is another class or no class (characters, arrows, road
+    signs); the other random draws stay the same, seed for seed.
     """
+    maybe_flip = random_flip_left_right if flip else _no_flip
     if name == "none":
-        return _none
+        return lambda example, seed: dict(example)
     if name == "flip":
-        return _flip
+        return lambda example, seed: dict(maybe_flip(example, seed))
     if name == "ssd":
+
+        def _ssd(example, seed):
+            s_photo, s_zoom, s_crop, s_flip = _split(seed, 4)
+            example = ssd_photometric(example, s_photo)
+            example = ssd_zoom_out(example, s_zoom)
+            example = ssd_random_crop(example, s_crop)
+            return maybe_flip(example, s_flip)
+
         return _ssd
     if name == "yolo":
+
+        def _yolo(example, seed):
+            s_hsv, s_jitter, s_flip = _split(seed, 3)
+            example = random_hsv(example, s_hsv)
+            example = random_jitter_crop(example, s_jitter)
+            return maybe_flip(example, s_flip)
+
         return _yolo
     if name == "scale_jitter":
         if image_size is None:
@@ -440,7 +440,7 @@ def preset(name, image_size=None):
 
         def _scale_jitter(example, seed):
             s_flip, s_scale = _split(seed, 2)
-            return random_scale_crop(random_flip_left_right(example, s_flip), s_scale, image_size)
+            return random_scale_crop(maybe_flip(example, s_flip), s_scale, image_size)
 
         return _scale_jitter
     raise ValueError(f"unknown augmentation preset {name!r}; known presets: {', '.join(PRESETS)}")

@@ -18,6 +18,8 @@ An encoder turns one resized example into what ``model.fit`` consumes. It has:
 - ``image_size``: ``(height, width)`` of the model input (an ``int`` means square);
 - ``augment``: the default training augmentation, a preset name of
   :data:`tfzoo.data.augment.PRESETS` or a callable ``fn(example, seed) -> example``;
+- ``flip``: whether the preset flips images horizontally (``False`` for data where a
+  mirrored object is another class: characters, arrows);
 - ``keep_aspect_ratio``: ``True`` resizes with :func:`~tfzoo.data.augment.resize_and_pad`
   (letterbox, bottom/right padding), ``False`` with :func:`~tfzoo.data.augment.resize`
   (warp, as SSD and YOLO do);
@@ -83,6 +85,7 @@ class Encoder:
 
     image_size = None
     augment = "flip"
+    flip = True  # False: no horizontal flips in any preset (a mirrored object is another class)
     keep_aspect_ratio = True
     #: Run :meth:`box_targets` as one XLA-compiled function. Anchor encoders spend their
     #: time in a few dozen elementwise passes over an ``[A, G]`` IoU matrix, which XLA
@@ -163,10 +166,11 @@ class PaddedBoxesEncoder(Encoder):
     tests, benchmarks, and detectors that match anchors inside the model.
     """
 
-    def __init__(self, image_size, max_boxes=100, *, augment="flip", keep_aspect_ratio=True):
+    def __init__(self, image_size, max_boxes=100, *, augment="flip", keep_aspect_ratio=True, flip=True):
         self.image_size = _as_size(image_size)
         self.max_boxes = int(max_boxes)
         self.augment = augment
+        self.flip = bool(flip)
         self.keep_aspect_ratio = keep_aspect_ratio
 
     def targets(self, example):
@@ -270,7 +274,8 @@ def pipeline(
 
     if training:
         augment = getattr(encoder, "augment", "none") if augment is None else augment
-        augment_fn = augment if callable(augment) else aug.preset(augment or "none", size)
+        augment_fn = augment if callable(augment) else aug.preset(augment or "none", size,
+                                                                  flip=getattr(encoder, "flip", True))
         if shuffle_buffer:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)

@@ -98,6 +98,9 @@ class RetinaNetConfig(ConfigMixin):
     max_detections: int = 100
     # --- training recipe (tfzoo train) ---
     augment: str = "flip"
+    # Horizontal flips in the augmentation preset. A dataset-level choice: turn it off
+    # (tfzoo train --no-flip) where a mirrored object is another class or none (b/d, arrows).
+    flip: bool = True
     batch_size: int = 16
     optimizer: str = "sgd"
     learning_rate: float = 0.01
@@ -157,6 +160,7 @@ class RetinaNetEncoder(Encoder):
         self.config = config
         self.image_size = (config.image_size, config.image_size)
         self.augment = config.augment
+        self.flip = config.flip
         self.anchors = tf.convert_to_tensor(anchors, tf.float32)  # [A, 4]
         self.matcher = matcher_ops.Matcher(
             (config.negative_iou, config.positive_iou),
