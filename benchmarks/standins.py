@@ -48,6 +48,8 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from tfzoo.data.fractals import noise_1f
+
 STANDINS = ("glyphs", "symbols")
 GLYPHS = ("2", "3", "5", "7", "F", "G", "K", "R", "b", "d")
 SYMBOLS = ("ring", "square", "triangle", "star", "heart", "arrow", "crescent", "cross", "hexagon", "bolt")
@@ -132,18 +134,6 @@ def photo_background(rng, photos, height, width):
     # Channel gains and a brightness shift: the same photo in other lights and colours.
     image = image * rng.uniform(0.6, 1.3, size=3) + rng.uniform(-30, 30)
     return np.clip(image, 0, 255)
-
-
-def noise_1f(rng, height, width, beta):
-    """Gaussian noise with a 1/f**beta amplitude spectrum, scaled to zero mean and unit std."""
-    fy = np.fft.fftfreq(height)[:, None]
-    fx = np.fft.rfftfreq(width)[None, :]
-    f = np.sqrt(fy * fy + fx * fx)
-    f[0, 0] = 1.0
-    spectrum = (rng.normal(size=f.shape) + 1j * rng.normal(size=f.shape)) / f ** beta
-    spectrum[0, 0] = 0.0
-    field = np.fft.irfft2(spectrum, s=(height, width))
-    return (field - field.mean()) / (field.std() + 1e-8)
 
 
 def texture_background(rng, height, width):

@@ -266,6 +266,41 @@ def test_augment_text_says_whether_flips_are_on():
     assert config.with_settings(["flip=false"]).flip is False
 
 
+def test_replan_follows_the_measured_epoch_length(monkeypatch):
+    """A first plan made from a stalled first epoch (4 epochs) grows to what the budget holds
+    once whole epochs are timed, and shrinks again when epochs slow down."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(T.time, "monotonic", lambda: clock["now"])
+    written = []
+    run = types.SimpleNamespace(state={"epoch": 0})
+    run.write_state = lambda **changes: (run.state.update(changes), written.append(dict(changes)))
+    schedule = T.WarmupDecaySchedule(1e-3, 40, warmup_steps=5, kind="cosine")
+    replan = T._Replan(run, schedule, steps_per_epoch=10, deadline=100.0, max_epochs=None, verbose=0)
+    model = types.SimpleNamespace(stop_training=False)
+    replan.set_model(model)
+
+    def epoch_ends(epoch, at):
+        clock["now"] = at
+        run.state["epoch"] = epoch + 1  # the checkpoint callback runs first
+        replan.on_epoch_end(epoch)
+
+    epoch_ends(0, 10.0)
+    replan.planned = 4  # the first plan (made by _fit from the first epoch)
+    epoch_ends(1, 20.0)  # 10 s per epoch: 2 + 80 // 10
+    assert replan.planned == 10 and schedule.total_steps == 100 and written[-1]["planned_epochs"] == 10
+    epoch_ends(2, 30.0)
+    assert replan.planned == 10 and not model.stop_training
+    epoch_ends(3, 60.0)
+    epoch_ends(4, 90.0)  # epochs of 30 s now: 5 + 10 // 30 = 5: stop here
+    assert replan.planned == 5 and schedule.total_steps == 50 and model.stop_training
+    capped = T._Replan(run, schedule, steps_per_epoch=10, deadline=1000.0, max_epochs=7, verbose=0)
+    capped.set_model(model)
+    capped.ends, capped.planned = [0.0], 3
+    clock["now"], run.state["epoch"] = 10.0, 2
+    capped.on_epoch_end(1)
+    assert capped.planned == 7  # never past epochs=
+
+
 def test_plan_epochs_fits_the_budget():
     # 60 s budget, first epoch 20 s (tracing), then 8 s each: 1 + floor(40 / 8) = 6 epochs.
     assert T.plan_epochs(60.0, 20.0, 8.0) == 6
@@ -626,7 +661,7 @@ def test_time_budget_stops_saves_and_evaluates(tmp_path):
         result.finished and state["planned_epochs"] < 1000)
     assert result.steps >= 1 and state["step"] == result.steps and state["stopped"] == result.stopped
     assert (out / T.MODEL_FILE).read_bytes() != b"a previous run"
-    assert set(_json(out / T.METRICS_FILE)) == set(RESULT_KEYS) and result.metrics is not None
+    assert set(_json(out / T.METRICS_FILE)) == set(RESULT_KEYS) | {"diagnostics"} and result.metrics is not None
 
 
 @pytest.mark.parametrize("cache", [False, True])
@@ -641,8 +676,11 @@ def test_cache_generates_each_training_example_once(tmp_path, monkeypatch, cache
         return generate(split, index, **kw)
 
     monkeypatch.setattr(shapes_module, "generate", counting)
+    # Only the training pipeline reads the data here: no mirror check before training (flips
+    # off) and no training-sample diagnostics after it.
+    run = dict(RUN, settings=[*RUN["settings"], "flip=false"])
     result = T.train("retinanet_mobile", "shapes:8", out=str(tmp_path / "run"), epochs=3, val_split=None,
-                     cache=cache, **RUN)
+                     cache=cache, diagnostics=False, **run)
     assert result.finished and result.steps == 3 * 2
     assert sorted(set(made)) == list(range(8))
     if cache:

@@ -22,8 +22,11 @@ short runs.
 (``epochs`` or the config's), then the number of epochs that fit in the budget is
 estimated from its steady-state step time plus the per-epoch overhead (checkpoint,
 evaluation), and the schedule's length is set to end exactly there (step decay and the
-cosine end move with it; warm-up stays as started). A deadline also stops training
-mid-epoch if the estimate was optimistic; that last partial epoch is saved. ``epochs``,
+cosine end move with it; warm-up stays as started). After every later epoch the plan is
+fitted again to the time left at the median length of the last whole epochs
+(:class:`_Replan`), so a stall at the first epoch's end neither wastes the budget nor
+runs past it. A deadline also stops training mid-epoch if the estimate was optimistic;
+that last partial epoch is saved. ``epochs``,
 if given, caps the estimate. The budget covers ``fit`` (steps, checkpoints, per-epoch
 evaluation); building the model, counting the data and the final evaluation come on
 top.
@@ -670,6 +673,49 @@ class _Checkpoint(keras.callbacks.Callback):
                 self.run.write_state()
 
 
+class _Replan(keras.callbacks.Callback):
+    """With a time budget, after every epoch from the second on: fits the plan to the time
+    left, at the median length of the last three whole epochs (end to end, so checkpoint
+    and evaluation count). The first plan rests on one epoch whose end may hold one-off
+    work (the input pipeline's teardown, a busy machine): multiplied by every epoch, such a
+    stall once left a third of a 10-minute budget unused. The cosine or step schedule moves
+    its end with the plan (no retracing); a shorter plan stops ``fit`` at its last epoch, a
+    longer one is run by :func:`_fit`'s next ``fit`` call."""
+
+    def __init__(self, run, schedule, steps_per_epoch, deadline, max_epochs, verbose):
+        super().__init__()
+        self.run = run
+        self.schedule = schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.deadline = deadline
+        self.max_epochs = max_epochs
+        self.verbose = verbose
+        self.planned = None  # set once the first plan is made
+        self.ends = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        self.ends.append(now)
+        if self.planned is None or len(self.ends) < 2 or self.run.state.get("epoch") != epoch + 1:
+            return  # before the first plan, or an epoch the budget cut short
+        recent = self.ends[-4:]
+        lengths = sorted(b - a for a, b in zip(recent, recent[1:]))
+        epoch_s = max(lengths[len(lengths) // 2], 1e-3)
+        completed = epoch + 1
+        planned = completed + max(0, int((self.deadline - now) // epoch_s))
+        if self.max_epochs:
+            planned = min(planned, int(self.max_epochs))
+        planned = max(planned, completed, -(-self.schedule.warmup_steps // self.steps_per_epoch))
+        if planned != self.planned:
+            _info(self.verbose, f"time budget: {planned} epochs planned now, not {self.planned} (epochs take about "
+                                f"{epoch_s:.1f} s)")
+            self.planned = planned
+            self.schedule.set_total_steps(planned * self.steps_per_epoch)
+            self.run.write_state(planned_epochs=planned, total_steps=planned * self.steps_per_epoch)
+        if completed >= self.planned:
+            self.model.stop_training = True
+
+
 # --- the run ---------------------------------------------------------------------------
 
 
@@ -1094,11 +1140,15 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     nan_guard = StopOnNonFiniteLoss()
     checkpoint = _Checkpoint(run, nan_guard, steps_per_epoch, eval_every_epoch)
     callbacks = [nan_guard]
-    budget = None
+    budget = replan = None
     if minutes is not None:
         budget = TimeBudget(time.monotonic() + 60.0 * minutes, minutes)
         callbacks.append(budget)
-    callbacks += [checkpoint, *_tensorboard(run.dir.path(LOGS_DIR)), *extra_callbacks]
+    callbacks.append(checkpoint)
+    if minutes is not None and schedule is not None and initial_epoch == 0:
+        replan = _Replan(run, schedule, steps_per_epoch, budget.deadline, max_epochs, verbose)
+        callbacks.append(replan)  # after the checkpoint: an epoch's length includes it
+    callbacks += [*_tensorboard(run.dir.path(LOGS_DIR)), *extra_callbacks]
     history = {}
 
     def fit(first, last):
@@ -1127,9 +1177,14 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
             schedule.set_total_steps(planned * steps_per_epoch)
             run.write_state(planned_epochs=planned, total_steps=planned * steps_per_epoch)
             _info(verbose, f"time budget {minutes:g} min: {planned} epochs planned (first epoch {first_s:.1f} s, "
-                           f"then about {epoch_s or first_s:.1f} s each)")
-            if planned > 1:
-                fit(1, planned)
+                           f"then about {epoch_s or first_s:.1f} s each; re-planned after each epoch)")
+            replan.planned = planned
+            # The re-planner may lengthen the plan while a fit runs: then fit again up to it.
+            while int(run.state["epoch"]) < replan.planned:
+                fit(int(run.state["epoch"]), replan.planned)
+                if budget.stopped or nan_guard.stopped or (
+                        detector.stop_training and int(run.state["epoch"]) < replan.planned):
+                    break  # the deadline, a non-finite loss or another callback ended it
     elif initial_epoch < planned:
         fit(initial_epoch, planned)
 
@@ -1166,7 +1221,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     if metrics is not None:
         _info(verbose, f"{run.val[1]} AP {metrics.get('AP', 0.0):.4f}, AP50 {metrics.get('AP50', 0.0):.4f}, "
                        f"VOC07 mAP {metrics.get('voc07_mAP', 0.0):.4f} -> {run.dir.path(METRICS_FILE)}")
-    if run.train_data is not None and completed > 0:
+    if run.train_data is not None and int(run.state["step"]) > 0:
         for line in run.diagnose(*run.train_data):
             _info(verbose, line)
         metrics = run.metrics

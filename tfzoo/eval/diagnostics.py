@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import collections
-import os
-import tempfile
 
 import numpy as np
+
+from tfzoo.export.artifacts import atomic_file
 
 #: Upper edges (pixels, ``sqrt(area)`` in the original image) of the object-size buckets.
 SIZE_EDGES = (12, 16, 24, 48, 96)
@@ -193,14 +193,6 @@ def plot_training(history, path, final=None):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".training-", suffix=".png", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path

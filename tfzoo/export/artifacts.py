@@ -87,8 +87,9 @@ def _temp_name(path, kind):
 
 
 @contextlib.contextmanager
-def atomic_file(path):
-    """Yields a temporary file path next to ``path``; on a clean exit it replaces ``path``.
+def atomic_file(path, suffix=""):
+    """Yields a temporary file path next to ``path`` (ending in ``suffix``, for writers that
+    insist on one, like Keras' ``.weights.h5``); on a clean exit it replaces ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
@@ -96,7 +97,7 @@ def atomic_file(path):
         raise IsADirectoryError(f"{path}: is a directory, expected a file path")
     directory, prefix = _temp_name(path, "tmp")
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp
