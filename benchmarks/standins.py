@@ -269,15 +269,13 @@ def _overlap(box, boxes):
     """The largest share of ``box`` or of one of ``boxes`` that their intersection covers."""
     if not boxes:
         return 0.0
-    b = np.asarray(boxes, np.float64)
-    y1 = np.maximum(box[0], b[:, 0])
-    x1 = np.maximum(box[1], b[:, 1])
-    y2 = np.minimum(box[2], b[:, 2])
-    x2 = np.minimum(box[3], b[:, 3])
-    inter = np.clip(y2 - y1, 0, None) * np.clip(x2 - x1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return float((inter / np.minimum(area, areas)).max())
+    from tfzoo.ops import boxes as box_ops  # noqa: PLC0415
+
+    one = np.asarray([box], np.float32)
+    others = np.asarray(boxes, np.float32)
+    inter = box_ops.intersection(one, others).numpy()[0]
+    smaller = np.minimum(box_ops.area(one).numpy()[0], box_ops.area(others).numpy())
+    return float((inter / smaller).max())
 
 
 def _luminance(rgb):
