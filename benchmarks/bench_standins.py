@@ -49,9 +49,10 @@ def ensure_standin(name, root, train_images, val_images):
     return path, stats
 
 
-def run_one(model, data_path, minutes, out, extra):
+def run_one(model, data_path, minutes, out, extra, epochs=None):
+    budget = ["--epochs", str(epochs)] if epochs else ["--minutes", f"{minutes:g}"]
     command = [sys.executable, "-m", "tfzoo.cli", "train", model, "--data", f"voc:{data_path}",
-               "--minutes", f"{minutes:g}", "--out", out, *extra]
+               *budget, "--out", out, *extra]
     print("$", " ".join(command), flush=True)
     started = time.monotonic()
     subprocess.run(command, check=True)
@@ -95,6 +96,9 @@ def main(argv=None):
     parser.add_argument("--runs", default="/tmp/tfzoo_standin_runs", help="where training directories go")
     parser.add_argument("--model", default="retinanet_mobile")
     parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--epochs", type=int,
+                        help="a fixed number of epochs instead of --minutes (compares levers at equal steps "
+                             "when the machine's speed varies)")
     parser.add_argument("--train-images", type=int, default=600)
     parser.add_argument("--val-images", type=int, default=150)
     parser.add_argument("--label", default="baseline", help="the lever's name in the table")
@@ -109,9 +113,10 @@ def main(argv=None):
     for name in args.standins:
         path, stats = ensure_standin(name, args.root, args.train_images, args.val_images)
         out = os.path.join(args.runs, f"{name}_{args.label}")
-        result = {"label": args.label, "standin": name, "model": args.model, "minutes": args.minutes,
+        result = {"label": args.label, "standin": name, "model": args.model, "minutes": None if args.epochs else args.minutes,
+                  "epochs_asked": args.epochs,
                   "train_args": extra, "date": time.strftime("%Y-%m-%d %H:%M"),
-                  **run_one(args.model, path, args.minutes, out, extra)}
+                  **run_one(args.model, path, args.minutes, out, extra, args.epochs)}
         print(json.dumps(result), flush=True)
         with open(args.jsonl, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")

@@ -16,7 +16,7 @@ SCRIPTS = {"bench_retinanet.py": "--repeats", "bench_pipeline.py": "--repeats", 
            "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes",
            "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
-           "bench_standins.py": "--label"}
+           "bench_standins.py": "--label", "probe_classes.py": "agnostic"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 
 
@@ -180,3 +180,23 @@ def test_bench_standins_table():
     lines = bench.table([row]).splitlines()
     assert lines[0].startswith("| lever | stand-in | val AP50")
     assert lines[2] == "| no-flip | glyphs | 0.500 | 0.550 | 0.300 | underfitting | 1100 | 15.2 | b/d 12, 2/7 3 |"
+
+
+def test_probe_cuts_every_object_out_of_its_image(tmp_path):
+    import tfzoo.data
+    from tfzoo.data import schema
+
+    standins, probe = _load("standins"), _load("probe_classes")
+    standins.write("symbols", str(tmp_path / "symbols"), train_images=3, val_images=1, progress=False)
+    spec = f"voc:{tmp_path / 'symbols'}"
+    crops, labels = probe.crop_dataset(spec, "train", 32)
+    examples = list(tfzoo.data.load(spec, "train").as_numpy_iterator())
+    np.testing.assert_array_equal(labels, np.concatenate([ex[schema.CLASSES] for ex in examples]))
+    assert crops.shape == (len(labels), 32, 32, 3) and crops.dtype == np.uint8
+    # The first object's crop is its box (plus the margin) of the first image, resized.
+    first = next(ex for ex in examples if len(ex[schema.BOXES]))
+    y1, x1, y2, x2 = first[schema.BOXES][0]
+    h, w = first[schema.IMAGE].shape[:2]
+    cy, cx = int((y1 + y2) / 2 * h), int((x1 + x2) / 2 * w)
+    centre = crops[0][16, 16].astype(int)
+    assert np.abs(centre - first[schema.IMAGE][cy, cx].astype(int)).max() <= 40

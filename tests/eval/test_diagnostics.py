@@ -53,6 +53,14 @@ def test_diagnose_names_under_and_overfitting(train, val, verdict):
     assert f"{train:.3f}" in result["message"]
 
 
+def test_underfitting_with_a_gap_says_both():
+    # Train-sample AP50 0.59 against val 0.26 (the class-CE run of issue 17): both low,
+    # and val already far behind.
+    message = diag.diagnose(0.59, 0.26)["message"]
+    assert message.startswith("underfitting") and "trails the training images by 0.33" in message
+    assert "trails" not in diag.diagnose(0.30, 0.28)["message"]
+
+
 def test_diagnose_without_a_training_sample():
     assert diag.diagnose(None, 0.5)["verdict"] is None
 

@@ -1,4 +1,5 @@
 """RetinaNet specifics: the paper's architecture figures, target encoding, loss and decoder."""
+import dataclasses
 import math
 
 import keras
@@ -175,8 +176,9 @@ def test_crowd_boxes_make_ignored_not_positive_anchors():
     np.testing.assert_array_equal(classes[iou >= 0.4], matcher_ops.IGNORE)
 
 
-def _reference_losses(cls_targets, box_targets, logits, deltas, alpha=0.25, gamma=2.0, beta=0.1):
-    """Focal + smooth L1 summed and divided by the positive count, in plain NumPy."""
+def _reference_losses(cls_targets, box_targets, logits, deltas, alpha=0.25, gamma=2.0, beta=0.1, ce_weight=0.0):
+    """Focal (+ ``ce_weight`` x softmax cross-entropy over the classes of each positive
+    anchor) and smooth L1, summed and divided by the positive count, in plain NumPy."""
     num_classes = logits.shape[-1]
     positives = max((cls_targets >= 0).sum(), 1)
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
@@ -192,13 +194,16 @@ def _reference_losses(cls_targets, box_targets, logits, deltas, alpha=0.25, gamm
             alpha_t = alpha if y else 1 - alpha
             cls += -alpha_t * (1 - p_t) ** gamma * math.log(p_t)
         if c >= 0:
+            z = logits[b, a].astype(np.float64)
+            cls += ce_weight * -(z[c] - math.log(np.exp(z).sum()))
             for d in np.abs(deltas[b, a] - box_targets[b, a]):
                 box += 0.5 * d * d / beta if d < beta else d - 0.5 * beta
     return cls / positives, box / positives
 
 
-def test_loss_matches_a_numpy_reference():
-    detector = build_tiny("retinanet_mobile")
+@pytest.mark.parametrize("ce_weight", [0.0, 1.0, 0.5])
+def test_loss_matches_a_numpy_reference(ce_weight):
+    detector = build_tiny("retinanet_mobile", class_ce_weight=ce_weight)
     rng = np.random.default_rng(0)
     a = detector.anchors.shape[0]
     cls_targets = rng.choice([-2, -1, -1, -1, 0, 1, 2], size=(2, a)).astype(np.int32)
@@ -208,9 +213,20 @@ def test_loss_matches_a_numpy_reference():
     losses = detector.compute_losses(
         {"classes": cls_targets, "box_deltas": box_targets}, {"class_logits": logits, "box_deltas": deltas}
     )
-    cls_ref, box_ref = _reference_losses(cls_targets, box_targets, logits, deltas)
+    cls_ref, box_ref = _reference_losses(cls_targets, box_targets, logits, deltas, ce_weight=ce_weight)
     np.testing.assert_allclose(float(losses["cls_loss"]), cls_ref, rtol=1e-4)
     np.testing.assert_allclose(float(losses["box_loss"]), box_ref, rtol=1e-4)
+
+
+def test_cpu_preset_starts_from_the_shared_scratch_recipe():
+    from tfzoo.models.base import SCRATCH_RECIPE, TrainingRecipe
+
+    mobile, paper = retinanet.PRESETS["retinanet_mobile"], retinanet.PRESETS["retinanet"]
+    assert {k: getattr(mobile, k) for k in SCRATCH_RECIPE} == SCRATCH_RECIPE
+    assert mobile.class_ce_weight == 1.0 and paper.class_ce_weight == 0.0  # the paper: focal loss alone
+    # The paper preset keeps the papers' recipe, TrainingRecipe's defaults.
+    recipe = {f.name for f in dataclasses.fields(TrainingRecipe)}
+    assert {k: getattr(paper, k) for k in recipe} == {k: getattr(TrainingRecipe(), k) for k in recipe}
 
 
 def test_decoder_finds_a_confident_anchor_and_applies_nms():

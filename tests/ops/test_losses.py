@@ -86,6 +86,18 @@ def test_softmax_cross_entropy_with_ignore():
     np.testing.assert_allclose(weighted, got * [1.0, 0.0, 2.0, 0.0], rtol=1e-6)
 
 
+def test_softmax_cross_entropy_without_background_logit():
+    # The K class logits alone: a class target scores -log softmax; background and ignore
+    # score exactly 0 (RetinaNet's auxiliary class term on positive anchors).
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0], [1.0, 2.0, 1.0], [5.0, 0.0, 0.0]], np.float32)  # K = 3
+    labels = np.array([0, BACKGROUND, 2, IGNORE, 3], np.int32)  # 3 >= K: no loss, as in the focal loss
+    logits = np.concatenate([logits, logits[:1]])
+    got = losses.softmax_cross_entropy_with_ignore(labels, logits, background_logit=False).numpy()
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(got, [-log_softmax[0, 0], 0.0, -log_softmax[2, 2], 0.0, 0.0], rtol=1e-5)
+    assert got[1] == 0.0 and got[3] == 0.0 and got[4] == 0.0
+
+
 def test_softmax_ce_all_ignored_has_zero_loss_and_gradient():
     logits = tf.random.stateless_normal([2, 5, 4], seed=[1, 2])
     labels = tf.fill([2, 5], IGNORE)

@@ -114,10 +114,14 @@ def diagnose(train_ap50, val_ap50):
     train_text = f"train-sample AP50 {train_ap50:.3f}"
     val_text = f"val AP50 {val_ap50:.3f}" if val_ap50 is not None else "no val AP50"
     if train_ap50 < UNDERFIT_AP50:
+        gap = ""
+        if val_ap50 is not None and train_ap50 - val_ap50 > OVERFIT_GAP:
+            gap = (f"; val already trails the training images by {train_ap50 - val_ap50:.2f}, so more epochs "
+                   "alone will also widen that gap")
         return {"verdict": UNDERFITTING, "message": (
             f"underfitting: {train_text} and {val_text}: the model has not learned even the images it trains on; "
             "train longer (--minutes), check that augmentation keeps each class itself (--no-flip where a mirrored "
-            "object is another class), or use a larger model")}
+            f"object is another class), or use a larger model{gap}")}
     if val_ap50 is not None and train_ap50 - val_ap50 > OVERFIT_GAP:
         return {"verdict": OVERFITTING, "message": (
             f"overfitting: {train_text} but {val_text}: the model learned its training images more than the task; "

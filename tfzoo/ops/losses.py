@@ -161,14 +161,19 @@ def prior_bias(pi=0.01):
     return -math.log((1.0 - pi) / pi)
 
 
-def softmax_cross_entropy_with_ignore(labels, logits, weights=None):
+def softmax_cross_entropy_with_ignore(labels, logits, weights=None, background_logit=True):
     """Softmax cross-entropy over ``C + 1`` logits, background last, with ignore.
 
     Args:
       labels: int ``[...]`` class targets: ``0..C-1`` a class, ``BACKGROUND`` (-1) the
         background logit (index ``C``), ``IGNORE`` (-2) no loss (exactly 0).
-      logits: ``[..., C + 1]``.
+      logits: ``[..., C + 1]``, or ``[..., C]`` with ``background_logit=False``.
       weights: broadcastable to ``[...]``.
+      background_logit: False: the logits are the ``C`` classes alone, and ``BACKGROUND``
+        labels get no loss either, as ``IGNORE``, nor do labels ``>= C`` (as in
+        :func:`sigmoid_focal_loss_sum`, whose one-hot row of such a label is all zeros).
+        The class term of a detector whose scores are sigmoids (RetinaNet's auxiliary
+        class loss on positive anchors).
 
     Returns:
       float32 ``[...]``.
@@ -176,7 +181,10 @@ def softmax_cross_entropy_with_ignore(labels, logits, weights=None):
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
     background_index = tf.shape(logits)[-1] - 1
-    ignore = tf.equal(labels, IGNORE)
+    if background_logit:
+        ignore = tf.equal(labels, IGNORE)
+    else:
+        ignore = (labels < 0) | (labels >= tf.shape(logits)[-1])
     index = tf.where(tf.equal(labels, BACKGROUND), background_index, labels)
     index = tf.where(ignore, tf.zeros_like(index), index)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=index, logits=logits)
