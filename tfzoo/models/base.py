@@ -161,8 +161,9 @@ class TrainingRecipe:
 #: it), spread into their configs: ``Config(..., **SCRATCH_RECIPE)``. What it holds and why
 #: (issue 17, BENCHMARKS.md "Classes that differ by shape alone"):
 #:
-#: - AdamW 2e-3, 100 warm-up steps, cosine decay fitted to the time budget: from scratch,
-#:   SGD's step schedule had not started to learn in the few hundred steps of a CPU run.
+#: - AdamW 2e-3, 100 warm-up steps, cosine decay fitted to the time budget (what
+#:   ``retinanet_mobile`` has trained with; 4e-3 and batch 8 were measured against it on
+#:   glyphs and did not replace it).
 #: - Batch-norm statistics with momentum 0.9: they must follow weights that move fast.
 #: - Scale jitter with flips (a dataset-level choice: ``--no-flip``).
 #:

@@ -18,8 +18,9 @@ P3, so objects down to ~12 px of a 320 input are matched), low-quality matches, 
 cross-entropy over the classes of each positive anchor beside the focal loss
 (``class_ce_weight``), and the shared from-scratch recipe
 (:data:`tfzoo.models.base.SCRATCH_RECIPE`: scale jitter, AdamW with a cosine schedule);
-GroupNorm in the heads makes training from random initialization converge in a few epochs). Its head convs are separable (depthwise 3x3 +
-1x1, as SSDLite's): with 80 classes its plain 3x3 class output conv cost 2.7 GFLOP at
+GroupNorm in the heads makes training from random initialization converge in a few
+epochs). Its head convs are separable (depthwise 3x3 + 1x1, as SSDLite's): with 80
+classes its plain 3x3 class output conv cost 2.7 GFLOP at
 320 px, almost 7 times the backbone's 0.4; separable it costs 0.3 GFLOP (BENCHMARKS.md has
 what that does to each format's latency).
 
@@ -96,7 +97,7 @@ class RetinaNetConfig(TrainingRecipe, ConfigMixin):
     box_loss_weight: float = 1.0
     # Weight of an auxiliary softmax cross-entropy over the K class logits of each positive
     # anchor (0: the paper's focal loss alone). The focal loss weighs a wrong class's score
-    # at an object by p**gamma: a wrong class at 0.2 gets 0.04 of a full gradient, so the
+    # at an object by (1 - alpha) p**gamma: at 0.2 that is 0.03 of a full gradient, so the
     # classes are told apart slowly while objects are already found. Trained from random
     # initialization on glyphs that differ by shape alone, weight 1 raised train-sample
     # AP50 from 0.34 to 0.59 and val AP50 from 0.18 to 0.26 at the same 888 steps
