@@ -11,13 +11,18 @@ Interleaved, on one random batch of ``--batch-size`` images at ``--image-size``:
 - unless ``--skip-bfloat16``: the whole model's forward + backward built under the
   ``mixed_bfloat16`` policy (variables float32, the same weights), once with the backbone
   pinned to float32 (``backbone_dtype=float32``: bfloat16 FPN and heads, what ``tfzoo
-  demo`` trains on CPUs with AMX) and once all mixed; the float32 model is their peer.
+  demo`` trains on CPUs with AMX) and once all mixed; the float32 model is their peer;
+- for each ``--also-backbone NAME`` (e.g. ``resnet10``): the same model with that
+  backbone (the preset's ``backbone_alpha``), its backbone's forward + backward and the
+  model's, float32 and (unless ``--skip-bfloat16``) all mixed bfloat16, with the speed-up
+  of its model over the preset's.
 
 Weights are random (the arithmetic does not depend on them). Prints medians with
 min-max, the backbone's share of the forward + backward time, the fused batch norm's
 speed-up of the backbone and the bfloat16 speed-ups of the model (paired per round).
 
     python benchmarks/bench_train_step.py --image-size 256 --batch-size 8 --repeats 5
+    python benchmarks/bench_train_step.py --image-size 320 --also-backbone resnet10 mobilenet_v2
 """
 from __future__ import annotations
 
@@ -35,6 +40,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--skip-bfloat16", action="store_true", help="leave out the mixed_bfloat16 contenders")
+    parser.add_argument("--preset", default="retinanet_mobile")
+    parser.add_argument("--also-backbone", nargs="*", default=(), metavar="NAME",
+                        help="also time the preset with these backbones (tfzoo.backbones.BACKBONES)")
     args = parser.parse_args(argv)
 
     import keras
@@ -47,7 +55,7 @@ def main(argv=None):
     print(json.dumps(common.environment()))
     keras.utils.set_random_seed(0)
     build = dict(num_classes=5, backbone_weights=None, image_size=args.image_size)
-    model = tfzoo.build_model("retinanet_mobile", **build)
+    model = tfzoo.build_model(args.preset, **build)
     backbone = model.get_layer("backbone")
     images = tf.random.uniform([args.batch_size, args.image_size, args.image_size, 3], 0.0, 255.0)
     keras_bn_backbone = backbones.with_batchnorm(backbone, keras.layers.BatchNormalization)
@@ -72,9 +80,17 @@ def main(argv=None):
     if not args.skip_bfloat16:
         for name, backbone_dtype in mixed.items():
             with precision("mixed_bfloat16"):
-                twin = tfzoo.build_model("retinanet_mobile", backbone_dtype=backbone_dtype, **build)
+                twin = tfzoo.build_model(args.preset, backbone_dtype=backbone_dtype, **build)
             twin.set_weights(model.get_weights())
             fns[name] = forward_backward(twin, model_outputs)
+    for name in args.also_backbone:
+        other = tfzoo.build_model(args.preset, backbone=name, **build)
+        fns[f"{name} backbone fwd+bwd"] = forward_backward(other.get_layer("backbone"), list)
+        fns[f"{name} model fwd+bwd"] = forward_backward(other, model_outputs)
+        if not args.skip_bfloat16:
+            with precision("mixed_bfloat16"):
+                twin = tfzoo.build_model(args.preset, backbone=name, **build)
+            fns[f"{name} model fwd+bwd, all mixed bf16"] = forward_backward(twin, model_outputs)
     runs = common.interleaved(fns, args.warmup, args.repeats)
     for name, seconds in runs.items():
         print(f"{name:28s} {common.fmt(common.spread(seconds), 1000.0)} ms")
@@ -85,6 +101,11 @@ def main(argv=None):
     for name in mixed if not args.skip_bfloat16 else ():
         speedup = common.paired_ratios(runs["model forward+backward"], runs[name])
         print(f"speed-up of the model's forward+backward, {name.split(', ')[1]}: {common.fmt(speedup, 1.0, 2)}x")
+    for name in args.also_backbone:
+        for row in (f"{name} model fwd+bwd", f"{name} model fwd+bwd, all mixed bf16"):
+            if row in runs:
+                speedup = common.paired_ratios(runs["model forward+backward"], runs[row])
+                print(f"speed-up of the model's forward+backward, {row}: {common.fmt(speedup, 1.0, 2)}x")
     return 0
 
 
