@@ -240,7 +240,10 @@ def test_config_scales_the_learning_rate_with_the_batch_size():
         T.resolve_config("no_such_model", names)
 
 
-def test_mirror_pairs_are_a_warning_naming_the_fix(monkeypatch):
+def test_mirror_pairs_turn_flips_off_unless_asked_for(monkeypatch):
+    """Mirrored classes that look alike: flips go off with a warning naming the pair and how
+    to keep them; an explicit flip=true keeps them (warned); no pair, no flip, or no
+    augmentation: the config is returned untouched (and without a check where it is moot)."""
     from tfzoo.data import mirror
 
     seen = {}
@@ -249,14 +252,52 @@ def test_mirror_pairs_are_a_warning_naming_the_fix(monkeypatch):
         seen.update(names=names, limit=limit)
         return {"mirror_pairs": [{"classes": ["b", "d"], "flipped_corr": 0.9, "plain_corr": 0.3}]}
 
+    config = T.preset_config("retinanet_mobile")
+    assert config.flip is True
     monkeypatch.setattr(mirror, "check", fake_check)
-    with pytest.warns(UserWarning, match=r"voc:x \[train\]: mirrored, these classes look like each other: b/d.*--no-flip"):
-        T._warn_mirror_pairs(None, ["b", "d"], where="voc:x [train]")
+    with pytest.warns(UserWarning, match=r"voc:x \[train\]: mirrored, these classes look like each other: b/d; "
+                                         r".*trains without them \(--set flip=true keeps them\)"):
+        decided = T._check_flips(config, None, ["b", "d"], "voc:x [train]", set())
+    assert decided.flip is False and decided.replace(flip=True) == config
     assert seen == {"names": ["b", "d"], "limit": T.MIRROR_CHECK_IMAGES}
+    with pytest.warns(UserWarning, match=r"b/d; the horizontal flips asked for \(flip=true\).*--no-flip"):
+        assert T._check_flips(config, None, ["b", "d"], "voc:x [train]", {"flip"}) is config
+
+    def no_call(*args, **kwargs):
+        raise AssertionError("the check ran where flips are off anyway")
+
+    monkeypatch.setattr(mirror, "check", no_call)
+    off = config.replace(flip=False)
+    assert T._check_flips(off, None, ["b", "d"], "w", set()) is off
+    plain = config.replace(augment="none")
+    assert T._check_flips(plain, None, ["b", "d"], "w", set()) is plain
     monkeypatch.setattr(mirror, "check", lambda *a, **k: {"mirror_pairs": []})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        T._warn_mirror_pairs(None, ["b", "d"], where="voc:x [train]")
+        assert T._check_flips(config, None, ["b", "d"], "w", set()) is config
+
+
+@slow
+def test_train_decides_flips_before_training_and_saves_the_decision(tmp_path, monkeypatch):
+    """The wiring: train() runs the check on the training data and config.json holds what it
+    decided; a resumed run keeps it without checking again."""
+    from tfzoo.data import mirror
+
+    calls = []
+
+    def pair(dataset, names, limit=None):
+        calls.append(limit)
+        return {"mirror_pairs": [{"classes": list(names[:2]), "flipped_corr": 0.9, "plain_corr": 0.3}]}
+
+    monkeypatch.setattr(mirror, "check", pair)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="so this run trains without them"):
+        T.train("retinanet_mobile", "shapes:8", out=str(out), epochs=1, val_split=None, diagnostics=False, **RUN)
+    assert calls == [T.MIRROR_CHECK_IMAGES]
+    assert _json(out / "config.json")["flip"] is False
+    with pytest.warns(UserWarning, match="already finished"):
+        T.train("retinanet_mobile", "shapes:8", out=str(out), val_split=None, diagnostics=False, resume=True, **RUN)
+    assert calls == [T.MIRROR_CHECK_IMAGES] and _json(out / "config.json")["flip"] is False
 
 
 def test_augment_text_says_whether_flips_are_on():
@@ -370,7 +411,7 @@ def test_imagenet_weights_that_cannot_download_fall_back_to_random(monkeypatch):
         detector = T._build("retinanet_mobile", config)
     assert detector.config.backbone_weights is None  # config.json will say so
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="alpha applies to mobilenet_v2 only"):  # configuration errors surface
+    with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18 only"):  # configuration errors surface
         T._build("retinanet_mobile", config.replace(backbone="resnet50", backbone_alpha=0.5))
 
 

@@ -849,21 +849,33 @@ class _Run:
             return None
 
 
-#: Training images :func:`_warn_mirror_pairs` looks at.
+#: Training images :func:`_check_flips` looks at.
 MIRROR_CHECK_IMAGES = 300
 
 
-def _warn_mirror_pairs(dataset, names, where):
-    """Warns when, mirrored, some classes look like others (:mod:`tfzoo.data.mirror`) on the
-    first :data:`MIRROR_CHECK_IMAGES` training images, since flips are on."""
+def _check_flips(config, dataset, names, where, explicit):
+    """The config to train with, flips decided: where, mirrored, some classes look like
+    others (:mod:`tfzoo.data.mirror`, on the first :data:`MIRROR_CHECK_IMAGES` training
+    images), flips would teach the model that they are alike, so a recipe whose flips
+    were not asked for explicitly trains without them (said in a warning); one that asks
+    for them (``--set flip=true``) keeps them, with the same warning's figures."""
+    if not getattr(config, "flip", False) or getattr(config, "augment", "none") == "none":
+        return config
     from tfzoo.data import mirror  # noqa: PLC0415
 
     pairs = mirror.check(dataset, names, limit=MIRROR_CHECK_IMAGES)["mirror_pairs"]
-    if pairs:
-        shown = ", ".join("/".join(p["classes"]) for p in pairs)
-        warnings.warn(f"{where}: mirrored, these classes look like each other: {shown}; horizontal flips (on in "
-                      "this recipe) teach the model they are alike: --no-flip (--set flip=false) turns them off; "
+    if not pairs:
+        return config
+    shown = ", ".join("/".join(p["classes"]) for p in pairs)
+    if "flip" in explicit:
+        warnings.warn(f"{where}: mirrored, these classes look like each other: {shown}; the horizontal flips "
+                      "asked for (flip=true) teach the model they are alike: --no-flip turns them off; "
                       "'tfzoo inspect' shows the figures")
+        return config
+    warnings.warn(f"{where}: mirrored, these classes look like each other: {shown}; horizontal flips would teach "
+                  "the model they are alike, so this run trains without them (--set flip=true keeps them); "
+                  "'tfzoo inspect' shows the figures")
+    return config.replace(flip=False)
 
 
 def _augment_text(config):
@@ -934,7 +946,9 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
       minutes: time budget; the schedule is fitted to it (see the module doc).
       out: the training directory (default ``runs/<model>``).
       resume: continue the run in ``out`` from its last checkpoint.
-      settings: ``["key=value", ...]`` config overrides.
+      settings: ``["key=value", ...]`` config overrides. Unless they set ``flip``, a recipe
+        with flips trains without them where mirrored classes of the training data look
+        alike (:func:`_check_flips`; the decision is in ``config.json``).
       strategy: one of :data:`STRATEGIES`.
       mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
       eval_every_epoch: also evaluate (and write metrics.json) after every epoch.
@@ -993,8 +1007,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         state = None
 
     train_set = _load(specs, split)
-    if not resume and getattr(config, "flip", False) and getattr(config, "augment", "none") != "none":
-        _warn_mirror_pairs(train_set, names, where=f"{'+'.join(specs)} [{split}]")
+    if not resume:
+        config = _check_flips(config, train_set, names, f"{'+'.join(specs)} [{split}]", _setting_keys(settings))
     count = count_examples(specs, split, train_set)
     where = f"{'+'.join(specs)} [{split}]"
     if count == 0:
@@ -1174,6 +1188,9 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
             epoch_s = _epoch_seconds(checkpoint.epoch_times[-1], steps_per_epoch, overhead)
             first_s = time.monotonic() - fit_started
             planned = plan_epochs(60.0 * minutes, first_s, epoch_s or first_s, max_epochs)
+            # A schedule ends after its warm-up: a budget that holds fewer steps is cut by its
+            # deadline instead (as the re-planner does).
+            planned = max(planned, -(-schedule.warmup_steps // steps_per_epoch))
             schedule.set_total_steps(planned * steps_per_epoch)
             run.write_state(planned_epochs=planned, total_steps=planned * steps_per_epoch)
             _info(verbose, f"time budget {minutes:g} min: {planned} epochs planned (first epoch {first_s:.1f} s, "
