@@ -3,8 +3,11 @@
 Kataoka et al. 2020 ("Pre-training without Natural Images") pretrain on FractalDB, images
 of iterated-function-system fractals labelled by their system (:mod:`tfzoo.data.fractals`),
 and find the features transfer to natural images far better than random initialization.
-tfzoo ships such weights for the backbones of its CPU presets, so that a detector trained
-on a user's data without a download does not start from noise::
+This module pretrains a ``keras.applications`` MobileNetV2 that way, so that a detector
+trained on a user's data without a download need not start from noise (no weights are
+shipped: a 3-minute probe did not learn yet, BENCHMARKS.md; ``retinanet_mobile`` now trains
+tfzoo's ``resnet10`` from random weights, and takes these with ``--set
+backbone=mobilenet_v2 --set backbone_weights=FILE``)::
 
     python -m tfzoo.pretrain --backbone mobilenet_v2 --alpha 0.5 --categories 256 --minutes 60 \\
         --out tfzoo/backbones/weights/mobilenet_v2_0.5_fractal.weights.h5

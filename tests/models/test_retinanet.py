@@ -32,7 +32,8 @@ def test_paper_preset_defaults():
     assert (config.optimizer, config.momentum, config.weight_decay) == ("sgd", 0.9, 1e-4)
     assert retinanet.PRESETS["retinanet_r101"].backbone == "resnet101"
     mobile = retinanet.PRESETS["retinanet_mobile"]
-    assert (mobile.backbone, mobile.image_size, mobile.head_norm) == ("mobilenet_v2", 320, "group")
+    assert (mobile.backbone, mobile.backbone_weights, mobile.image_size, mobile.head_norm) == (
+        "resnet10", None, 320, "group")
     assert mobile.head_separable and not config.head_separable
 
 
