@@ -42,12 +42,43 @@ def reference_crop(image, box, crop_h, crop_w):
     return out
 
 
+def reference_aligned_crop(image, box, crop_h, crop_w):
+    """RoIAlign's aligned bilinear crop (torchvision ``roi_align(aligned=True)``'s sampling),
+    in float64: ``box`` normalized to the map's edges, sample ``j`` of ``n`` at index
+    ``a * S + (j + 0.5) * (b - a) * S / n - 0.5``; an index in ``[-1, S]`` is clamped to the
+    map, one outside reads 0."""
+    height, width, channels = image.shape
+    y1, x1, y2, x2 = (float(v) for v in box)
+
+    def coords(start, end, size, crop):
+        return [start * size + (j + 0.5) * (end - start) * size / crop - 0.5 for j in range(crop)]
+
+    def lerp(v, size):
+        v = min(max(v, 0.0), size - 1.0)
+        low = math.floor(v)
+        return low, min(low + 1, size - 1), v - low
+
+    out = np.zeros((crop_h, crop_w, channels))
+    for i, y in enumerate(coords(y1, y2, height, crop_h)):
+        if y < -1.0 or y > height:
+            continue
+        top, bottom, ly = lerp(y, height)
+        for j, x in enumerate(coords(x1, x2, width, crop_w)):
+            if x < -1.0 or x > width:
+                continue
+            left, right, lx = lerp(x, width)
+            upper = image[top, left] * (1 - lx) + image[top, right] * lx
+            lower = image[bottom, left] * (1 - lx) + image[bottom, right] * lx
+            out[i, j] = upper * (1 - ly) + lower * ly
+    return out
+
+
 def reference_roi_pool(features, rois, out_h, out_w, s):
     batch, num_rois = rois.shape[:2]
     result = np.zeros((batch, num_rois, out_h, out_w, features.shape[-1]))
     for b in range(batch):
         for r in range(num_rois):
-            crop = reference_crop(features[b], rois[b, r], out_h * s, out_w * s)
+            crop = reference_aligned_crop(features[b], rois[b, r], out_h * s, out_w * s)
             for i in range(out_h):
                 for j in range(out_w):
                     result[b, r, i, j] = crop[i * s:(i + 1) * s, j * s:(j + 1) * s].max(
@@ -97,7 +128,24 @@ def test_roi_pool_and_builtin_match_numpy_reference():
     np.testing.assert_allclose(fast, expected, atol=1e-5)
     np.testing.assert_allclose(builtin.numpy(), expected, atol=1e-5)
     # Border-crossing RoIs really did read the extrapolation value 0 somewhere.
-    assert (reference_crop(features[0], [-0.5, -0.5, 0.2, 0.2], 4, 4) == 0).any()
+    assert (reference_aligned_crop(features[0], [-0.5, -0.5, 0.2, 0.2], 4, 4) == 0).any()
+
+
+def test_roi_pool_is_aligned_to_pixel_edges():
+    """A 7-bin crop of the whole 7 x 7 map reads each pixel (no shrink); an RoI of the cells
+    2-4 reads exactly them (no half-cell shift); at the map's border half a pixel outside
+    reads the border, not 0 (crop_and_resize's own rule shrank every RoI by (H - 1) / H)."""
+    rng = np.random.default_rng(6)
+    features = rng.normal(size=(1, 7, 7, 2)).astype(np.float32)
+    for pool in (roi.roi_pool, roi.roi_pool_builtin):
+        whole = pool(features, np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32), output_size=7, sampling_ratio=1)
+        np.testing.assert_allclose(whole.numpy()[0, 0], features[0], atol=1e-5)
+        part = pool(features, np.array([[[2 / 7, 2 / 7, 5 / 7, 5 / 7]]], np.float32), output_size=3,
+                    sampling_ratio=1)
+        np.testing.assert_allclose(part.numpy()[0, 0], features[0, 2:5, 2:5], atol=1e-5)
+        # A 14-point crop of the whole map samples at index -0.25 first: the border pixel.
+        edge = pool(features, np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32), output_size=14, sampling_ratio=1)
+        np.testing.assert_allclose(edge.numpy()[0, 0, 0, 0], features[0, 0, 0], atol=1e-5)
 
 
 @pytest.mark.parametrize("crop_size", [(1, 1), (2, 5), (7, 7)])
@@ -198,15 +246,31 @@ def test_spatial_pyramid_pool_fixed_length_and_seed_windows():
 
 
 def test_roi_spatial_pyramid_pool_matches_reference():
+    """Each RoI cropped densely (aligned, grid x grid), then the seed's window/stride pyramid."""
     rng = np.random.default_rng(4)
     features = rng.normal(size=(2, 12, 12, 3)).astype(np.float32)
     rois = _random_rois(rng, 2, 4)
-    expected = np.concatenate(
-        [reference_roi_pool(features, rois, n, n, 2).reshape(2, 4, -1) for n in (2, 1)], -1)
+    grid = 6
+    crops = np.stack([np.stack([reference_aligned_crop(features[b], rois[b, r], grid, grid) for r in range(4)])
+                      for b in range(2)])  # [B, R, g, g, C]
+    expected = reference_spp(crops.reshape(8, grid, grid, 3), (2, 1), window_stride=True).reshape(2, 4, -1)
     for builtin in (False, True):
-        out = roi.roi_spatial_pyramid_pool(features, rois, levels=(2, 1), builtin=builtin)
+        out = roi.roi_spatial_pyramid_pool(features, rois, levels=(2, 1), grid=grid, builtin=builtin)
         assert out.shape == (2, 4, 3 * 5)
         np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+
+
+def test_roi_spp_global_bin_sees_the_interior():
+    """A peak in the middle of an RoI, away from its corners, reaches every level's bin over
+    it (sampled at 2 x 2 points, the 1 x 1 bin used to read only the four corners)."""
+    features = np.zeros((1, 16, 16, 1), np.float32)
+    features[0, 7:9, 7:9, 0] = 1.0
+    rois = np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32)
+    for builtin in (False, True):
+        out = roi.roi_spatial_pyramid_pool(features, rois, levels=(4, 2, 1), builtin=builtin).numpy()[0, 0]
+        four, two, one = out[:16].reshape(4, 4), out[16:20].reshape(2, 2), out[20:]
+        assert one[0] > 0.9 and two.max() > 0.9 and four[1:3, 1:3].max() > 0.9
+        assert four[0, 0] == 0.0  # a corner bin far from the peak stays 0
 
 
 # --- TFLite, builtin ops only -------------------------------------------------------

@@ -11,12 +11,22 @@ numbers:
   ``GATHER``, ``FLOOR``, ``SELECT`` and arithmetic only, so it converts to TFLite with
   ``TFLITE_BUILTINS`` alone.
 
-Sampling-point convention (``tf.image.crop_and_resize``'s, reproduced exactly): for an RoI
-``[y1, x1, y2, x2]`` normalized to the feature map of height H and a crop of height
-``crop_h > 1``, row ``i`` samples ``y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (crop_h - 1)``
-(``crop_h == 1`` samples the centre ``0.5 * (y1 + y2) * (H - 1)``); likewise for x. So
-``y1 = 0`` and ``y2 = 1`` hit the first and last pixel centres. A point outside
-``[0, H - 1] x [0, W - 1]`` reads 0 (the extrapolation value).
+**Sampling points (aligned, as RoIAlign with ``aligned=True``).** RoIs are canonical boxes,
+normalized to the map's *edges*: ``0`` is the top edge of the first row, ``1`` the bottom
+edge of the last. A crop of ``n`` rows over ``[y1, y2]`` on a map of height ``H`` samples
+the centres of ``n`` equal cells of the RoI: row ``j`` at pixel index
+``y1 * H + (j + 0.5) * (y2 - y1) * H / n - 0.5`` (pixel ``k``'s centre is index ``k``);
+likewise for x. A point within half a pixel outside the map (index in ``[-1, 0)`` or
+``(H - 1, H]``) reads the border pixel; one further out reads 0. Both implementations get
+there from ``crop_and_resize``'s own rule (normalized ``0`` and ``1`` at the first and last
+pixel *centres*: used as they are, every RoI shrank by ``(H - 1) / H`` and moved by up to
+half a pixel) by padding the map with its border pixels and converting the RoIs
+(:func:`_aligned_crop_boxes`).
+
+:func:`crop_and_resize_builtin` itself reproduces ``tf.image.crop_and_resize`` exactly (for
+an RoI ``[y1, x1, y2, x2]`` normalized to the sample grid and ``crop_h > 1``, row ``i``
+samples ``y = y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (crop_h - 1)``; ``crop_h == 1``
+samples ``0.5 * (y1 + y2) * (H - 1)``; a point outside ``[0, H - 1]`` reads 0).
 
 Spatial pyramid pooling (He et al. 2014): an ``a x a`` map pooled to ``n x n`` bins with
 window ``ceil(a / n)`` and stride ``floor(a / n)`` (:func:`spp_bins`). That rule does not
@@ -68,27 +78,85 @@ def roi_pool(features, rois, output_size=(7, 7), sampling_ratio=2):
 
     Args:
       features: ``[B, H, W, C]`` feature map.
-      rois: ``[B, R, 4]`` RoIs ``[y1, x1, y2, x2]`` normalized to the feature map (the
-        same as to the image when the map covers the whole image).
+      rois: ``[B, R, 4]`` RoIs ``[y1, x1, y2, x2]`` normalized to the feature map's edges
+        (the same as to the image when the map covers the whole image); sampled at the
+        aligned points of the module docstring.
       output_size: ``(out_h, out_w)`` bins per RoI (int for square).
       sampling_ratio: int ``s``; each bin is the max of ``s x s`` bilinear samples.
 
     Returns:
       ``[B, R, out_h, out_w, C]``, dtype of ``features``.
     """
+    return _roi_pool(features, rois, output_size, sampling_ratio, builtin=False)
+
+
+def _roi_pool(features, rois, output_size, sampling_ratio, builtin):
     features, rois = _check_inputs(features, rois)
     (out_h, out_w), s = _pair(output_size, "output_size"), _ratio(sampling_ratio)
+    crops = aligned_crops(features, rois, (out_h * s, out_w * s), builtin=builtin)  # [B, R, oh*s, ow*s, C]
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
-    box_indices = tf.repeat(tf.range(batch), num_rois)  # [B * R]
+    channels = features.shape[-1] if features.shape[-1] is not None else tf.shape(features)[-1]
+    crops = tf.reshape(crops, [-1, out_h * s, out_w * s, channels])  # [B * R, oh*s, ow*s, C]
+    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features)
+
+
+def aligned_crops(features, rois, crop_size, builtin=False):
+    """Bilinear crops of each RoI at the aligned sample points of the module docstring.
+
+    Args:
+      features: ``[B, H, W, C]``.
+      rois: ``[B, R, 4]`` normalized ``[y1, x1, y2, x2]`` (to the map's edges); RoIs of
+        image ``b`` read ``features[b]``.
+      crop_size: ``(crop_h, crop_w)`` (int for square).
+      builtin: True uses :func:`crop_and_resize_builtin` (TFLite builtins only), False
+        ``tf.image.crop_and_resize``; the same numbers to float rounding.
+
+    Returns:
+      ``[B, R, crop_h, crop_w, C]`` float32.
+    """
+    features, rois = _check_inputs(features, rois)
+    crop_h, crop_w = _pair(crop_size, "crop_size")
+    padded, boxes = _aligned_crop_boxes(features, rois, crop_h, crop_w)
+    if builtin:
+        return crop_and_resize_builtin(padded, boxes, (crop_h, crop_w))
+    batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
+    channels = features.shape[-1] if features.shape[-1] is not None else tf.shape(features)[-1]
     crops = tf.image.crop_and_resize(
-        tf.cast(features, tf.float32),
-        tf.reshape(rois, [-1, 4]),  # [B * R, 4]
-        box_indices,
-        crop_size=(out_h * s, out_w * s),
+        padded,
+        tf.reshape(boxes, [-1, 4]),  # [B * R, 4]
+        tf.repeat(tf.range(batch), num_rois),  # [B * R]
+        crop_size=(crop_h, crop_w),
         method="bilinear",
         extrapolation_value=0.0,
-    )  # [B * R, out_h * s, out_w * s, C]
-    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features)
+    )  # [B * R, crop_h, crop_w, C]
+    return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
+
+
+def _aligned_crop_boxes(features, rois, crop_h, crop_w):
+    """The map padded by its border pixels (float32 ``[B, H + 2, W + 2, C]``) and the RoIs
+    converted so that ``crop_and_resize``'s rule on it samples the aligned points of the
+    module docstring: ``[B, R, 4]``.
+
+    Aligned row ``j`` of a crop of ``n`` over ``[y1, y2]`` is at index
+    ``y1 * H + (j + 0.5) * (y2 - y1) * H / n - 0.5``, ``+ 1`` on the padded map, whose
+    ``crop_and_resize`` rule samples ``start * (H + 1) + j * (end - start) * (H + 1) / (n - 1)``:
+    so ``start`` and ``end`` are the first and last aligned points divided by ``H + 1``
+    (with ``n == 1`` both are the one point, which the rule's centre then samples).
+    """
+    padded = tf.pad(tf.cast(features, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    shape = tf.shape(features)
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
+
+    def ends(start, end, size, crop):
+        cell = (end - start) * size / float(crop)
+        first = start * size + 0.5 * cell - 0.5 + 1.0  # index on the padded map
+        last = start * size + (crop - 0.5) * cell - 0.5 + 1.0
+        return first / (size + 1.0), last / (size + 1.0)
+
+    top, bottom = ends(y1, y2, height, crop_h)
+    left, right = ends(x1, x2, width, crop_w)
+    return padded, tf.stack([top, left, bottom, right], axis=-1)
 
 
 def _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features):
@@ -122,7 +190,9 @@ def _lerp_indices(coords, size):
 
 
 def crop_and_resize_builtin(features, rois, crop_size):
-    """``tf.image.crop_and_resize`` (bilinear, extrapolation 0) from TFLite builtins.
+    """``tf.image.crop_and_resize`` (bilinear, extrapolation 0) from TFLite builtins, with
+    its sample points (normalized 0 and 1 at the first and last pixel centres; RoI pooling
+    converts canonical boxes first, see the module docstring).
 
     Args:
       features: ``[B, H, W, C]``.
@@ -175,13 +245,7 @@ def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2):
     rounding, ~1e-6; tested at 1e-5);
     returns ``[B, R, out_h, out_w, C]``.
     """
-    features, rois = _check_inputs(features, rois)
-    (out_h, out_w), s = _pair(output_size, "output_size"), _ratio(sampling_ratio)
-    crops = crop_and_resize_builtin(features, rois, (out_h * s, out_w * s))
-    batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
-    channels = features.shape[-1] if features.shape[-1] is not None else tf.shape(features)[-1]
-    crops = tf.reshape(crops, [-1, out_h * s, out_w * s, channels])  # [B * R, oh*s, ow*s, C]
-    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features)
+    return _roi_pool(features, rois, output_size, sampling_ratio, builtin=True)
 
 
 # --- spatial pyramid pooling --------------------------------------------------------
@@ -252,13 +316,16 @@ def spatial_pyramid_pool(features, levels=(3, 2, 1)):
     return tf.concat(pooled, axis=1)  # [B, C * sum(n * n)]
 
 
-def roi_spatial_pyramid_pool(features, rois, levels=(4, 2, 1), sampling_ratio=2,
-                             builtin=False):
+def roi_spatial_pyramid_pool(features, rois, levels=(4, 2, 1), grid=13, builtin=False):
     """SPP-Net detection pooling: each RoI's window pooled into a spatial pyramid.
 
-    Each level ``n`` is :func:`roi_pool` with ``output_size=(n, n)``: bins of the RoI's
-    window max-pooled over ``sampling_ratio x sampling_ratio`` bilinear samples (a sampled
-    form of SPP-Net's integer windows). ``builtin=True`` uses :func:`roi_pool_builtin`.
+    Each RoI is cropped densely to a ``grid x grid`` map (:func:`aligned_crops`: the
+    centres of ``grid x grid`` equal cells of the RoI, bilinear), which
+    :func:`spatial_pyramid_pool` then pools with the seed's window / stride rule (level
+    ``n``: window ``ceil(grid / n)``, stride ``floor(grid / n)``; :func:`spp_bin_edges`).
+    Every bin, the global ``1 x 1`` one included, is the max over its whole window of the
+    RoI, interior included. ``grid`` defaults to 13, the seed's conv5 size at 224 px.
+    ``builtin=True`` crops with TFLite builtins only.
 
     Args:
       features: ``[B, H, W, C]``.
@@ -268,12 +335,10 @@ def roi_spatial_pyramid_pool(features, rois, levels=(4, 2, 1), sampling_ratio=2,
       ``[B, R, C * sum(n * n)]``, levels in order, each ``[n, n, C]`` row-major flattened.
     """
     features, rois = _check_inputs(features, rois)
-    pool = roi_pool_builtin if builtin else roi_pool
+    grid = _pair(grid, "grid")
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
     channels = features.shape[-1] if features.shape[-1] is not None else tf.shape(features)[-1]
-    pooled = []
-    for n in levels:
-        n = int(n)
-        level = pool(features, rois, output_size=(n, n), sampling_ratio=sampling_ratio)
-        pooled.append(tf.reshape(level, [batch, num_rois, n * n * channels]))  # [B, R, n*n*C]
-    return tf.concat(pooled, axis=-1)  # [B, R, C * sum(n * n)]
+    crops = aligned_crops(features, rois, grid, builtin=builtin)  # [B, R, g, g, C]
+    pooled = spatial_pyramid_pool(tf.reshape(crops, [-1, grid[0], grid[1], channels]), levels)  # [B*R, C*sum]
+    length = sum(int(n) * int(n) for n in levels)
+    return tf.cast(tf.reshape(pooled, [batch, num_rois, length * channels]), features.dtype)
