@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from tfzoo.ops.matcher import BACKGROUND, IGNORE
-from tfzoo.ops.sampling import hard_negative_mining, sample_balanced
+from tfzoo.ops.sampling import hard_negative_mining, sample_balanced, sample_balanced_indices, sampling_seed
 
 
 def make_labels(rng, num_pos, num_neg, num_ignore):
@@ -24,7 +24,7 @@ def make_labels(rng, num_pos, num_neg, num_ignore):
 )
 def test_counts_follow_subsample_labels(rng, num_pos, num_neg, expected_pos, expected_neg):
     labels = make_labels(rng, num_pos, num_neg, 100)
-    mask = sample_balanced(labels, 256, 0.5, seed=1).numpy()
+    mask = sample_balanced(labels, 256, 0.5, seed=1, step=0).numpy()
     assert mask.shape == labels.shape and mask.dtype == bool
     assert np.sum(mask & (labels >= 0)) == expected_pos
     assert np.sum(mask & (labels == BACKGROUND)) == expected_neg
@@ -33,34 +33,64 @@ def test_counts_follow_subsample_labels(rng, num_pos, num_neg, expected_pos, exp
 
 def test_fast_rcnn_setting_and_total_is_min_of_budget_and_available(rng):
     labels = make_labels(rng, 50, 1900, 50)
-    mask = sample_balanced(labels, 128, 0.25, seed=3).numpy()
+    mask = sample_balanced(labels, 128, 0.25, seed=3, step=0).numpy()
     assert np.sum(mask & (labels >= 0)) == 32
     assert mask.sum() == 128 == min(128, 50 + 1900)
 
 
 def test_batched_rows_are_sampled_independently(rng):
     labels = np.stack([make_labels(rng, 10, 100, 0), make_labels(rng, 100, 3, 7)])  # [B, N]
-    mask = sample_balanced(labels, 16, 0.5, seed=0).numpy()
+    mask = sample_balanced(labels, 16, 0.5, seed=0, step=0).numpy()
     assert mask.shape == (2, 110)
     np.testing.assert_array_equal((mask & (labels >= 0)).sum(-1), [8, 8])
     np.testing.assert_array_equal((mask & (labels == BACKGROUND)).sum(-1), [8, 3])
     assert not np.any(mask & (labels == IGNORE))
 
 
-def test_seeded_is_deterministic_and_uniform(rng):
+def test_seeded_is_deterministic_per_step_and_uniform(rng):
     labels = make_labels(rng, 40, 400, 0)
-    first = sample_balanced(labels, 64, 0.25, seed=7).numpy()
-    np.testing.assert_array_equal(first, sample_balanced(labels, 64, 0.25, seed=7).numpy())
-    assert not np.array_equal(first, sample_balanced(labels, 64, 0.25, seed=8).numpy())
+    first = sample_balanced(labels, 64, 0.25, seed=7, step=0).numpy()
+    np.testing.assert_array_equal(first, sample_balanced(labels, 64, 0.25, seed=7, step=0).numpy())
+    # Another step (or seed) draws other candidates: an int seed alone no longer repeats them.
+    assert not np.array_equal(first, sample_balanced(labels, 64, 0.25, seed=7, step=1).numpy())
+    assert not np.array_equal(first, sample_balanced(labels, 64, 0.25, seed=8, step=0).numpy())
     np.testing.assert_array_equal(
-        sample_balanced(labels, 64, 0.25, seed=tf.constant([7, 0])).numpy(), first
-    )  # an int seed is the stateless seed [seed, 0]
-    # Over many seeds every positive is drawn about equally often (16 of 40 each time).
-    hits = sum(sample_balanced(labels, 64, 0.25, seed=s).numpy().astype(int) for s in range(200))
+        sample_balanced(labels, 64, 0.25, seed=sampling_seed(7, 0)).numpy(), first)  # a [2] seed made per call
+    with pytest.raises(ValueError, match="an int seed \\(7\\) draws the same samples at every call.*step="):
+        sample_balanced(labels, 64, 0.25, seed=7)
+    with pytest.raises(ValueError, match="step needs a seed"):
+        sample_balanced(labels, 64, 0.25, step=3)
+    # Over many steps of one seed every positive is drawn about equally often (16 of 40 each time).
+    hits = sum(sample_balanced(labels, 64, 0.25, seed=7, step=t).numpy().astype(int) for t in range(200))
     freq = hits[labels >= 0] / 200
     np.testing.assert_allclose(freq, 16 / 40, atol=0.15)
     unseeded = sample_balanced(labels, 64, 0.25).numpy()
     assert unseeded.sum() == 64
+
+
+def test_sampling_seed_folds_keys():
+    base = sampling_seed(7).numpy()
+    np.testing.assert_array_equal(base, [7, 0])
+    np.testing.assert_array_equal(sampling_seed(tf.constant([7, 0])).numpy(), base)
+    a, b = sampling_seed(7, 3, 0).numpy(), sampling_seed(7, 3, 1).numpy()
+    assert a.shape == (2,) and not np.array_equal(a, b) and not np.array_equal(a, base)
+    np.testing.assert_array_equal(sampling_seed(7, tf.constant(3), 0).numpy(), a)
+
+
+def test_indices_are_the_mask_positives_first_then_padding(rng):
+    labels = np.stack([make_labels(rng, 10, 100, 5), make_labels(rng, 2, 3, 110), make_labels(rng, 0, 0, 115)])
+    indices, valid = sample_balanced_indices(labels, 16, 0.25, seed=4, step=2)
+    mask = sample_balanced(labels, 16, 0.25, seed=4, step=2).numpy()
+    indices, valid = indices.numpy(), valid.numpy()
+    assert indices.shape == valid.shape == (3, 16) and indices.dtype == np.int32
+    np.testing.assert_array_equal(valid.sum(-1), [16, 5, 0])
+    for row in range(3):
+        picked = indices[row][valid[row]]
+        assert sorted(picked) == sorted(np.flatnonzero(mask[row]))  # the same draw as the mask
+        is_pos = labels[row][picked] >= 0
+        assert list(is_pos) == sorted(is_pos, reverse=True)  # positives first
+        assert (indices[row][~valid[row]] == 0).all()  # padding slots point at 0
+    np.testing.assert_array_equal((labels[0][indices[0]] >= 0).sum(), 4)  # 16 * 0.25
 
 
 def np_hard_negatives(loss, positive, negative, ratio, min_negatives):
@@ -107,7 +137,7 @@ def test_in_graph_and_dataset(three_ways, rng):
     seed = tf.constant([5, 6])
 
     def fn(labels, loss, seed):
-        sampled = sample_balanced(labels, 64, 0.25, seed=seed)
+        sampled = sample_balanced(labels, 64, 0.25, seed=seed)  # a [2] tensor seed: made per call
         mined = hard_negative_mining(loss, labels >= 0, tf.equal(labels, BACKGROUND), 3.0)
         return sampled, mined
 
