@@ -110,15 +110,33 @@ def test_padding_is_never_matched():
 
 
 @pytest.mark.parametrize("matcher", [RPN, FAST_RCNN, RETINANET, SSD])
-def test_no_ground_truth_gives_lowest_label(matcher):
-    lowest = matcher.labels[0]
-    empty = match(tf.zeros([2, 5, 0]), matcher.thresholds, matcher.labels, matcher.allow_low_quality_matches)
-    np.testing.assert_array_equal(empty, np.full([2, 5], lowest))
+def test_no_ground_truth_gives_the_empty_label(matcher):
+    """An image without objects: every anchor is the matcher's empty label, labels[0] unless
+    set; Fast R-CNN's is background (its lowest interval, IoU < 0.1, is ignore: with no
+    object every proposal would have been ignored and no background RoI drawn)."""
+    want = matcher.labels[0] if matcher.empty_label is None else matcher.empty_label
+    assert (matcher is FAST_RCNN) == (want == BACKGROUND and matcher.labels[0] == IGNORE)
+    empty = matcher(tf.zeros([2, 5, 0]))
+    np.testing.assert_array_equal(empty, np.full([2, 5], want))
     # All padding: boxes of zeros, IoU 0, all invalid.
     anchors = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32)
     iou = boxes.iou(anchors, np.zeros([3, 4], np.float32))
     padded = matcher(iou, gt_valid=np.zeros([3], bool))
-    np.testing.assert_array_equal(padded, [lowest, lowest])
+    np.testing.assert_array_equal(padded, [want, want])
+    # The plain function without empty_label keeps labels[0].
+    lowest = match(tf.zeros([2, 5, 0]), matcher.thresholds, matcher.labels, matcher.allow_low_quality_matches)
+    np.testing.assert_array_equal(lowest, np.full([2, 5], matcher.labels[0]))
+
+
+def test_empty_label_is_per_image_and_padded_anchors_are_ignored():
+    sim = np.array([[[0.05, 0.6], [0.3, 0.2], [0.0, 0.0]],  # image 0: objects
+                    [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], np.float32)  # image 1: none valid
+    gt_valid = np.array([[True, True], [False, False]])
+    anchor_valid = np.array([[True, True, False], [True, False, True]])
+    got = FAST_RCNN(sim, gt_valid=gt_valid, anchor_valid=anchor_valid).numpy()
+    np.testing.assert_array_equal(got, [[1, BACKGROUND, IGNORE], [BACKGROUND, IGNORE, BACKGROUND]])
+    with pytest.raises(ValueError, match="empty_label must be BACKGROUND or IGNORE"):
+        Matcher((0.5,), (BACKGROUND, POSITIVE), empty_label=POSITIVE)
 
 
 def test_gather_matched_fills_negatives_and_handles_empty():

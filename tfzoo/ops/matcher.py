@@ -32,7 +32,8 @@ _LABELS = (BACKGROUND, IGNORE, POSITIVE)
 _INVALID = -1e9
 
 
-def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_valid=None):
+def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_valid=None, empty_label=None,
+          anchor_valid=None):
     """Matches anchors to ground truth by similarity (usually ``boxes.iou(anchors, gt)``).
 
     Args:
@@ -48,11 +49,18 @@ def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_va
         Object Detection API's ``force_match_for_each_row``); an anchor that is the best
         of several goes to the one with the highest similarity (lowest index on ties).
       gt_valid: optional ``[..., G]`` bool, False for padding rows (e.g. ``classes != -1``).
+      empty_label: what every anchor of an image with no (valid) ground truth becomes
+        (``BACKGROUND`` or ``IGNORE``); ``None``: ``labels[0]``. Fast R-CNN's rule ignores
+        proposals below IoU 0.1 with every object, but in an image without objects every
+        proposal is background (:data:`FAST_RCNN` sets it).
+      anchor_valid: optional ``[..., A]`` bool, False for padding anchors or proposals
+        (a fixed count padded with empty boxes): they are ``IGNORE`` whatever their
+        similarity, so that no sampler draws them and no loss sees them.
 
     Returns:
       int32 ``[..., A]``: ground-truth index for positives, ``BACKGROUND`` or ``IGNORE``.
-      With no (valid) ground truth every anchor gets ``labels[0]``'s value (no NaN, no
-      error; ``labels[0]`` must not be ``POSITIVE``).
+      With no (valid) ground truth every anchor gets ``empty_label`` (no NaN, no error;
+      ``labels[0]`` must not be ``POSITIVE``).
     """
     thresholds = tuple(float(t) for t in thresholds)
     labels = tuple(int(label) for label in labels)
@@ -83,6 +91,13 @@ def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_va
         claimed = tf.reduce_any(is_best, axis=-1)  # [..., A]
         claimant = tf.argmax(claim, axis=-1, output_type=tf.int32)  # [..., A]
         matches = tf.where(claimed, claimant, matches)
+    if empty_label is not None:
+        if int(empty_label) not in (BACKGROUND, IGNORE):
+            raise ValueError(f"empty_label must be BACKGROUND or IGNORE, got {empty_label}")
+        has_gt = tf.reduce_max(best, axis=-1) > _INVALID / 2  # [...]: a valid ground truth exists
+        matches = tf.where(has_gt[..., None], matches, tf.constant(int(empty_label), tf.int32))
+    if anchor_valid is not None:
+        matches = tf.where(tf.cast(anchor_valid, tf.bool), matches, tf.constant(IGNORE, tf.int32))
     return matches
 
 
@@ -113,14 +128,18 @@ class Matcher:
     thresholds: tuple
     labels: tuple
     allow_low_quality_matches: bool = False
+    empty_label: int | None = None  # match()'s: what anchors of an image without objects become
 
     def __post_init__(self):
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         object.__setattr__(self, "labels", tuple(int(label) for label in self.labels))
         _check(self.thresholds, self.labels)
+        if self.empty_label is not None and int(self.empty_label) not in (BACKGROUND, IGNORE):
+            raise ValueError(f"empty_label must be BACKGROUND or IGNORE, got {self.empty_label}")
 
-    def __call__(self, similarity, gt_valid=None):
-        return match(similarity, self.thresholds, self.labels, self.allow_low_quality_matches, gt_valid)
+    def __call__(self, similarity, gt_valid=None, anchor_valid=None):
+        return match(similarity, self.thresholds, self.labels, self.allow_low_quality_matches, gt_valid,
+                     self.empty_label, anchor_valid)
 
     match = __call__
 
@@ -132,8 +151,9 @@ class Matcher:
 #: paper (Ren et al. 2015, section 3.1.2) says 0.3, used here.
 RPN = Matcher((0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE), allow_low_quality_matches=True)
 #: Fast R-CNN proposals: IoU >= 0.5 positive, [0.1, 0.5) background, < 0.1 ignored (the
-#: paper's lower bound, a heuristic for hard example mining; detectron2 uses [0, 0.5)).
-FAST_RCNN = Matcher((0.1, 0.5), (IGNORE, BACKGROUND, POSITIVE))
+#: paper's lower bound, a heuristic for hard example mining; detectron2 uses [0, 0.5)); in
+#: an image without objects every proposal is background.
+FAST_RCNN = Matcher((0.1, 0.5), (IGNORE, BACKGROUND, POSITIVE), empty_label=BACKGROUND)
 #: RetinaNet: IoU >= 0.5 positive, < 0.4 background, [0.4, 0.5) ignored (Lin et al. 2017).
 #: The paper states no low-quality matches; detectron2 and TF Model Garden enable them.
 RETINANET = Matcher((0.4, 0.5), (BACKGROUND, IGNORE, POSITIVE))
