@@ -76,7 +76,6 @@ STRUCTURAL = [
     ("duplicate annotation id", _doc(annotations=[_ANN, _ANN])),
     ("annotation without an integer id", _doc(annotations=[dict(_ANN, id=None)])),
     ("annotation of an unknown image", _doc(annotations=[dict(_ANN, image_id=2)])),
-    ("annotation of an unknown category", _doc(annotations=[dict(_ANN, category_id=5)])),
     ("duplicate category id", _doc(categories=_CATS * 2)),
     ("duplicate category name", _doc(categories=_CATS + [{"id": 2, "name": "cat"}])),
 ]
@@ -88,6 +87,22 @@ def test_structural_errors_are_fatal_even_when_lenient(coco_data, problem, text)
     with pytest.raises(DataError, match=problem) as info:
         coco.scan(root, "val2017", report=Report())
     assert "instances_val2017.json" in str(info.value)
+
+
+def test_an_unknown_category_is_a_named_bad_record_not_a_broken_file(coco_data):
+    """Lenient: the annotation is named (file, annotation id, category id) and skipped, the
+    rest of the image and file loads; strict: the same problem stops the scan."""
+    coco_data.image(1).ann(1, 1, [10, 10, 20, 20]).ann(1, 5, [5, 5, 10, 10], ann_id=7).ann(1, 3, [1, 1, 8, 8])
+    root = coco_data.write("val2017")
+    report = Report()
+    examples = _examples(coco.load(root, "val2017", report=report))
+    assert examples["1"]["classes"].tolist() == [0, 1]
+    problems = [(p.record, p.problem, p.action) for p in report.problems]
+    assert problems == [("annotation 7", validate.UNKNOWN_CLASS, validate.DROPPED_BOX)]
+    assert "category_id=5 is not in categories" in report.problems[0].detail
+    assert report.problems[0].file.endswith("instances_val2017.json")
+    with pytest.raises(DataError, match=r"annotation 7.*unknown class"):
+        coco.scan(root, "val2017", strict=True)
 
 
 def test_categories_must_agree_across_splits(coco_data, tmp_path):

@@ -24,9 +24,10 @@ COCO integer id as decimal text (``int(image_id)`` gives it back for pycocotools
 
 **Structural errors are fatal** in both modes (``DataError``): unparsable JSON, missing or
 empty ``categories``/``images``, duplicate image, annotation or category ids, duplicate
-category names, non-integer ids, annotations pointing at an unknown image or category.
-Everything else (bad boxes, missing or bad image files, paths escaping the dataset root)
-is a per-record problem: skipped and reported, or raised with ``strict=True``.
+category names, non-integer ids, annotations pointing at an unknown image.
+Everything else (bad boxes, an annotation of a category not in ``categories``, missing or
+bad image files, paths escaping the dataset root) is a per-record problem: skipped and
+reported, or raised with ``strict=True``.
 """
 from __future__ import annotations
 
@@ -196,7 +197,10 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
         if not _is_int(image_id) or image_id not in by_id:
             report.fatal(path, record, "annotation of an unknown image", f"image_id={image_id!r}")
         if not _is_int(category) or category not in class_of:
-            report.fatal(path, record, "annotation of an unknown category", f"category_id={category!r}")
+            # A bad record, not a broken file: named and skipped (strict mode stops on it).
+            report.add(path, record, validate.UNKNOWN_CLASS, validate.DROPPED_BOX,
+                       f"category_id={category!r} is not in categories")
+            continue
         bbox = ann.get("bbox")
         # JSON strings are not numbers here, even "12" (to_float accepts text for XML).
         values = [None if isinstance(v, str) else validate.to_float(v) for v in bbox] if isinstance(bbox, list) else []
