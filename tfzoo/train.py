@@ -705,7 +705,7 @@ class _Replan(keras.callbacks.Callback):
         planned = completed + max(0, int((self.deadline - now) // epoch_s))
         if self.max_epochs:
             planned = min(planned, int(self.max_epochs))
-        planned = max(planned, completed, -(-self.schedule.warmup_steps // self.steps_per_epoch))
+        planned = max(planned, completed, warmup_epochs(self.schedule, self.steps_per_epoch))
         if planned != self.planned:
             _info(self.verbose, f"time budget: {planned} epochs planned now, not {self.planned} (epochs take about "
                                 f"{epoch_s:.1f} s)")
@@ -911,6 +911,11 @@ def _build(model, config):
         return MODELS[model](**config.replace(backbone_weights=None).to_dict())
 
 
+def warmup_epochs(schedule, steps_per_epoch):
+    """Whole epochs that hold ``schedule``'s warm-up: the shortest plan it can end after."""
+    return -(-schedule.warmup_steps // steps_per_epoch)
+
+
 def plan_epochs(budget_s, first_epoch_s, epoch_s, max_epochs=None):
     """Epochs (>= 1) that fit in ``budget_s`` seconds when the first took ``first_epoch_s``
     and each further one takes ``epoch_s``; at most ``max_epochs`` if given."""
@@ -1007,10 +1012,10 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         state = None
 
     train_set = _load(specs, split)
-    if not resume:
-        config = _check_flips(config, train_set, names, f"{'+'.join(specs)} [{split}]", _setting_keys(settings))
-    count = count_examples(specs, split, train_set)
     where = f"{'+'.join(specs)} [{split}]"
+    if not resume:
+        config = _check_flips(config, train_set, names, where, _setting_keys(settings))
+    count = count_examples(specs, split, train_set)
     if count == 0:
         raise validate.DataError(f"{where} has no examples")
     if count < config.batch_size:
@@ -1190,7 +1195,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
             planned = plan_epochs(60.0 * minutes, first_s, epoch_s or first_s, max_epochs)
             # A schedule ends after its warm-up: a budget that holds fewer steps is cut by its
             # deadline instead (as the re-planner does).
-            planned = max(planned, -(-schedule.warmup_steps // steps_per_epoch))
+            planned = max(planned, warmup_epochs(schedule, steps_per_epoch))
             schedule.set_total_steps(planned * steps_per_epoch)
             run.write_state(planned_epochs=planned, total_steps=planned * steps_per_epoch)
             _info(verbose, f"time budget {minutes:g} min: {planned} epochs planned (first epoch {first_s:.1f} s, "

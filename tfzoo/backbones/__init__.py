@@ -16,8 +16,9 @@ of He et al. 2016 (table 1's 18-layer design; 10 layers = one block per stage) w
 of two 3x3 stride-2 convolutions in place of the 7x7 convolution and max-pool, widths 64,
 128, 256, 512 times ``alpha``. Dense 3x3 convolutions use a CPU far better than
 MobileNetV2's depthwise ones: at 320, batch 16, on 2 cores, ``resnet10`` at ``alpha=0.5``
-(1.2 M parameters) runs its forward + backward pass in 160 ms where MobileNetV2 at 0.5
-(0.7 M) takes 360 ms (``benchmarks/bench_train_step.py --backbone``).
+(1.2 M parameters) runs its forward + backward pass in 150 ms where MobileNetV2 at 0.5
+(0.7 M) takes 353 ms (``benchmarks/bench_train_step.py --image-size 320 --also-backbone
+resnet10``).
 """
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_va
     """
     thresholds = tuple(float(t) for t in thresholds)
     labels = tuple(int(label) for label in labels)
-    _check(thresholds, labels)
+    _check(thresholds, labels, empty_label)
     similarity = tf.convert_to_tensor(similarity)
     if not similarity.dtype.is_floating:
         similarity = tf.cast(similarity, tf.float32)
@@ -92,8 +92,6 @@ def match(similarity, thresholds, labels, allow_low_quality_matches=False, gt_va
         claimant = tf.argmax(claim, axis=-1, output_type=tf.int32)  # [..., A]
         matches = tf.where(claimed, claimant, matches)
     if empty_label is not None:
-        if int(empty_label) not in (BACKGROUND, IGNORE):
-            raise ValueError(f"empty_label must be BACKGROUND or IGNORE, got {empty_label}")
         has_gt = tf.reduce_max(best, axis=-1) > _INVALID / 2  # [...]: a valid ground truth exists
         matches = tf.where(has_gt[..., None], matches, tf.constant(int(empty_label), tf.int32))
     if anchor_valid is not None:
@@ -107,7 +105,7 @@ def _value(label):
     return label
 
 
-def _check(thresholds, labels):
+def _check(thresholds, labels, empty_label=None):
     if len(labels) != len(thresholds) + 1:
         raise ValueError(f"need len(labels) == len(thresholds) + 1, got {len(labels)} and {len(thresholds)}")
     if list(thresholds) != sorted(thresholds):
@@ -116,6 +114,8 @@ def _check(thresholds, labels):
         if label not in _LABELS:
             raise ValueError(f"labels must be BACKGROUND, IGNORE or POSITIVE, got {label}")
     _value(labels[0])
+    if empty_label is not None and int(empty_label) not in (BACKGROUND, IGNORE):
+        raise ValueError(f"empty_label must be BACKGROUND or IGNORE, got {empty_label}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +133,7 @@ class Matcher:
     def __post_init__(self):
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         object.__setattr__(self, "labels", tuple(int(label) for label in self.labels))
-        _check(self.thresholds, self.labels)
-        if self.empty_label is not None and int(self.empty_label) not in (BACKGROUND, IGNORE):
-            raise ValueError(f"empty_label must be BACKGROUND or IGNORE, got {self.empty_label}")
+        _check(self.thresholds, self.labels, self.empty_label)
 
     def __call__(self, similarity, gt_valid=None, anchor_valid=None):
         return match(similarity, self.thresholds, self.labels, self.allow_low_quality_matches, gt_valid,

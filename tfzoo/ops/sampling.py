@@ -54,7 +54,7 @@ def _uniform(shape, seed, step):
 
 
 def _balanced(labels, num_samples, positive_fraction, seed, step):
-    """The sample mask, the positive and negative masks and the noise that ranked them."""
+    """The sample mask, the positive mask and the noise that ranked the candidates."""
     labels = tf.convert_to_tensor(labels)
     positive = labels >= 0
     negative = tf.equal(labels, tf.cast(BACKGROUND, labels.dtype))
