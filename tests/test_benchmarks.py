@@ -112,12 +112,13 @@ def test_retinanet_tiny_latency_run(tmp_path):
 
 def test_train_step_tiny_run_prints_every_contender():
     result = _run("benchmarks/bench_train_step.py", "--image-size", "64", "--batch-size", "2", "--repeats", "1",
-                  "--warmup", "1", "--also-backbone", "resnet10")
+                  "--warmup", "1", "--backbone", "mobilenet_v2", "--also-backbone", "resnet10")
     assert result.returncode == 0, result.stderr[-2000:]
     for line in ("model forward+backward", "backbone keras-BN fwd+bwd", "model fwd+bwd, bf16 FPN+heads",
                  "model fwd+bwd, all mixed bf16", "speed-up of the model's forward+backward, bf16 FPN+heads",
                  "resnet10 backbone fwd+bwd", "resnet10 model fwd+bwd, all mixed bf16",
-                 "speed-up of the model's forward+backward, resnet10 model fwd+bwd:"):
+                 "speed-up of the model's forward+backward, resnet10 model fwd+bwd:",
+                 "mobilenet_v2 backbone at 64:", "resnet10 backbone at 64:"):
         assert line in result.stdout, line
 
 

@@ -17,8 +17,8 @@ of two 3x3 stride-2 convolutions in place of the 7x7 convolution and max-pool, w
 128, 256, 512 times ``alpha``. Dense 3x3 convolutions use a CPU far better than
 MobileNetV2's depthwise ones: at 320, batch 16, on 2 cores, ``resnet10`` at ``alpha=0.5``
 (1.2 M parameters) runs its forward + backward pass in 150 ms where MobileNetV2 at 0.5
-(0.7 M) takes 353 ms (``benchmarks/bench_train_step.py --image-size 320 --also-backbone
-resnet10``).
+(0.7 M) takes 353 ms (``benchmarks/bench_train_step.py --image-size 320 --backbone
+mobilenet_v2 --also-backbone resnet10``).
 """
 from __future__ import annotations
 
