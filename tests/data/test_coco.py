@@ -30,7 +30,7 @@ def test_load_maps_non_contiguous_category_ids_and_keeps_crowd(coco_data):
     assert coco.class_names(root) == ["cat", "dog", "toothbrush"]
     report = Report()
     ds = coco.load(root, "val2017", report=report)
-    assert ds.element_spec == schema.output_signature()
+    assert ds.element_spec == schema.output_signature(area=True)
     examples = _examples(ds)
     assert sorted(examples) == ["7", "9"] and len(report) == 0
     e7 = examples["7"]
@@ -102,6 +102,24 @@ def test_an_unknown_category_is_a_named_bad_record_not_a_broken_file(coco_data):
     assert "category_id=5 is not in categories" in report.problems[0].detail
     assert report.problems[0].file.endswith("instances_val2017.json")
     with pytest.raises(DataError, match=r"annotation 7.*unknown class"):
+        coco.scan(root, "val2017", strict=True)
+
+
+def test_annotation_area_is_kept_and_a_bad_one_is_named(coco_data):
+    """``area`` (the segment's) travels with its box for the evaluator; absent -> NO_AREA
+    (box area later); not a number >= 0 -> named problem, box kept with NO_AREA."""
+    coco_data.image(1).ann(1, 1, [10, 10, 20, 20]).ann(1, 3, [5, 5, 10, 10]).ann(1, 1, [1, 1, 8, 8])
+    coco_data.ann(1, 3, [2, 2, 9, 9]).ann(1, 1, [3, 3, 9, 9])
+    for ann, area in zip(coco_data.annotations, (123.5, 0, "12", float("nan"))):
+        ann["area"] = area  # the last annotation has none
+    root = coco_data.write("val2017")
+    report = Report()
+    example = _examples(coco.load(root, "val2017", report=report))["1"]
+    assert example[schema.AREA].tolist() == [123.5, 0.0, schema.NO_AREA, schema.NO_AREA, schema.NO_AREA]
+    problems = [(p.record, p.problem, p.action) for p in report.problems]
+    assert problems == [("annotation 3", validate.NON_NUMERIC, validate.USED_BOX_AREA),
+                        ("annotation 4", validate.NON_NUMERIC, validate.USED_BOX_AREA)]
+    with pytest.raises(DataError, match=r"annotation 3.*non-numeric"):
         coco.scan(root, "val2017", strict=True)
 
 

@@ -42,7 +42,7 @@ def test_random_mock_examples_become_canonical(name, num_classes):
     with tfds.testing.mock_data(num_examples=4, **MOCK):
         report = Report()
         ds = tfds_reader.load(name, "train", report=report)
-        assert ds.element_spec == schema.output_signature()
+        assert ds.element_spec == schema.output_signature(area=name.startswith("coco"))
         items = list(ds)
         assert len(tfds_reader.class_names(name)) == num_classes
     assert len(items) == 4
@@ -85,7 +85,7 @@ def _coco_record(boxes, labels, crowd, image_id=42):
         "image/id": np.int64(image_id),
         "objects": {
             "id": np.arange(n, dtype=np.int64),
-            "area": np.ones([n], np.int64),
+            "area": np.arange(10, 10 + n, dtype=np.int64),
             "bbox": np.asarray(boxes, np.float32).reshape([n, 4]),
             "label": np.asarray(labels, np.int64),
             "is_crowd": np.asarray(crowd, bool),
@@ -104,6 +104,7 @@ def test_coco_fields_map_and_bad_boxes_are_dropped_and_reported():
     np.testing.assert_allclose(ex[schema.BOXES], [[0.1, 0.1, 0.3, 0.4], [0.2, 0.2, 0.6, 0.6]])
     np.testing.assert_array_equal(ex[schema.CLASSES], [0, 79])
     np.testing.assert_array_equal(ex[schema.IS_CROWD], [False, True])
+    np.testing.assert_array_equal(ex[schema.AREA], [10.0, 12.0])  # the segment areas, for APs/APm/APl
     assert ex[schema.IMAGE_ID].numpy() == b"42"
     assert ex_empty[schema.BOXES].shape == (0, 4) and ex_empty[schema.IMAGE_ID].numpy() == b"7"
     (problem,) = list(report)

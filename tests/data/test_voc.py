@@ -29,7 +29,7 @@ def test_load_yields_canonical_examples_with_1_based_conversion(voc_data):
     )
     report = Report()
     ds = _load_train(root, report)
-    assert ds.element_spec == schema.output_signature()
+    assert ds.element_spec == schema.output_signature(area=True)
     examples = _examples(ds)
     assert sorted(examples) == ["a", "b"] and len(report) == 0
     a = examples["a"]

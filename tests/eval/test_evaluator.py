@@ -264,3 +264,72 @@ def _assert_perfect_if_defined(metrics):
         assert metrics[key] == pytest.approx(1.0), key
     for per_class in metrics["per_class"].values():
         assert per_class["voc12_AP"] == pytest.approx(1.0 if per_class["num_gt"] else -1.0)
+
+
+def test_coco_area_ranges_use_the_annotation_area_like_pycocotools(tmp_path):
+    """APs/APm/APl bucket objects by the annotation's ``area`` (the segment's), not the box
+    area: on a COCO file whose areas differ from the boxes', tfzoo equals pycocotools run
+    on the file itself; an annotation without ``area`` falls back to its box area."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from tfzoo import data
+    from tfzoo.data import coco
+
+    rng = np.random.default_rng(3)
+    examples = []
+    for i in range(12):
+        g = 6
+        size = rng.uniform(0.08, 0.7, (g, 2))  # 16..140 px on a 200 px image: every bucket
+        yx = rng.uniform(0, 1, (g, 2)) * (1 - size)
+        examples.append({
+            schema.IMAGE: np.zeros([200, 200, 3], np.uint8),
+            schema.BOXES: np.concatenate([yx, yx + size], 1).astype(np.float32),
+            schema.CLASSES: rng.integers(0, len(CLASS_NAMES), g).astype(np.int32),
+            schema.IMAGE_ID: str(i + 1).encode(),
+        })
+    root = tmp_path / "coco"
+    coco.write(examples, root, "val", CLASS_NAMES, category_ids=COCO_IDS)
+    path = root / "annotations" / "instances_val.json"
+    document = json.loads(path.read_text())
+    for k, ann in enumerate(document["annotations"]):
+        if k % 5 == 4:
+            del ann["area"]  # falls back to the box area, as pycocotools' loadRes would not
+        else:
+            ann["area"] = round(ann["area"] * rng.uniform(0.3, 1.0), 2)  # segments fill part of the box
+    path.write_text(json.dumps(document))
+
+    # Detections: jittered boxes with random scores, so that the buckets' APs are not all 1.
+    results = []
+    for ann in document["annotations"]:
+        if rng.uniform() < 0.8:
+            x, y, w, h = ann["bbox"]
+            results.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                            "bbox": [x + rng.normal(0, 0.08 * w), y + rng.normal(0, 0.08 * h), w, h],
+                            "score": float(rng.uniform())})
+    results_path = tmp_path / "results.json"
+    results_path.write_text(json.dumps(results))
+
+    loaded = list(data.load(f"coco:{root}", "val").as_numpy_iterator())
+    areas = np.concatenate([ex[schema.AREA] for ex in loaded])
+    assert (areas == schema.NO_AREA).sum() == sum("area" not in a for a in document["annotations"]) > 0
+    metrics = evaluate_results_file(str(results_path), loaded, CLASS_NAMES, COCO_IDS, progress=False)
+
+    for ann in document["annotations"]:  # pycocotools on the file: what it takes for a missing area
+        ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
+    ground_truth = COCO()
+    ground_truth.dataset = document
+    ground_truth.createIndex()
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    reference = dict(zip(("AP", "AP50", "AP75", "APs", "APm", "APl"), evaluation.stats[:6]))
+    for key, value in reference.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-9), key
+    # The areas matter here: with box areas the buckets score differently.
+    box_area = Evaluator(CLASS_NAMES, COCO_IDS)
+    box_area.add_ground_truth_examples([{k: v for k, v in ex.items() if k != schema.AREA} for ex in loaded],
+                                       progress=False)
+    box_area.add_results(results)
+    assert any(box_area.result()[k] != pytest.approx(metrics[k]) for k in ("APs", "APm", "APl"))

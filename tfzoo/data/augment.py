@@ -80,7 +80,7 @@ def _size(output_size):
 def filter_rows(example, keep):
     """Keeps rows ``keep`` (bool [G]) of every per-box field of ``example``."""
     out = dict(example)
-    for key in schema.BOX_KEYS:
+    for key in schema.BOX_KEYS + schema.OPTIONAL_BOX_KEYS:
         if key in out:
             out[key] = tf.boolean_mask(out[key], keep)
     return out

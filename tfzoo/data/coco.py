@@ -19,8 +19,11 @@ whose categories differ from those.
 
 **Boxes**: ``bbox`` is ``[x, y, w, h]`` in pixels of the image after EXIF orientation
 (what COCO tools and viewers show), so ``[y, x, y + h, x + w] / [H, W, H, W]``.
-``iscrowd`` is kept as ``is_crowd``; ``difficult`` is always False. ``image_id`` is the
-COCO integer id as decimal text (``int(image_id)`` gives it back for pycocotools).
+``iscrowd`` is kept as ``is_crowd``; ``difficult`` is always False. ``area`` (the
+segment's area, what pycocotools buckets APs/APm/APl by) is kept as ``area``; where it is
+absent the evaluator uses the box area, and where it is not a number >= 0 that is a named
+problem (the box is kept, its box area used). ``image_id`` is the COCO integer id as
+decimal text (``int(image_id)`` gives it back for pycocotools).
 
 **Structural errors are fatal** in both modes (``DataError``): unparsable JSON, missing or
 empty ``categories``/``images``, duplicate image, annotation or category ids, duplicate
@@ -209,7 +212,7 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
             continue
         x, y, w, h = values
         crowd = validate.to_float(ann.get("iscrowd", 0)) not in (None, 0.0)
-        objects[image_id].append((record, [y, x, y + h, x + w], class_of[category], crowd, False))
+        objects[image_id].append((record, [y, x, y + h, x + w], class_of[category], crowd, False, _area(ann, path, record, report)))
 
     # Image files: inside the dataset, present, readable; sizes from the header.
     allowed = (images_dir, root)
@@ -255,6 +258,19 @@ def load(root, split, *, strict=False, report=None, check_images=True, max_pixel
 # --- writing ------------------------------------------------------------------------
 
 
+def _area(ann, path, record, report):
+    """The annotation's ``area`` (pixels) when it is a finite number >= 0, else None (the
+    box area is used); a present but unusable ``area`` is a named problem, the box is kept."""
+    if "area" not in ann:
+        return None
+    value = ann["area"]
+    area = None if isinstance(value, (str, bool)) else validate.to_float(value)
+    if area is None or not np.isfinite(area) or area < 0:
+        report.add(path, record, validate.NON_NUMERIC, validate.USED_BOX_AREA, f"area={value!r}"[:120])
+        return None
+    return area
+
+
 def write(examples, root, split, class_names, *, category_ids=None):
     """Writes canonical examples in the COCO layout at ``root``; returns the image ids.
 
@@ -262,7 +278,8 @@ def write(examples, root, split, class_names, *, category_ids=None):
     (``images``, ``annotations``, ``categories``; no ``info``/``licenses``). Class ``i`` is
     written as category ``category_ids[i]`` (default ``i + 1``). Image ids are the examples'
     ``image_id`` when all are distinct decimal integers, else ``1, 2, ...``. ``bbox`` is
-    ``[x, y, w, h]`` in pixels (2 decimals), ``area = w * h``; ``difficult`` is not written.
+    ``[x, y, w, h]`` in pixels (2 decimals); ``area`` is the example's own ``area`` where it
+    has one (>= 0), else ``w * h``; ``difficult`` is not written.
     Padding rows (negative class) are left out; a class id ``>= len(class_names)`` raises
     ``ValueError``.
     """
@@ -288,9 +305,10 @@ def write(examples, root, split, class_names, *, category_ids=None):
         boxes = np.asarray(ex["boxes"], np.float64).reshape(-1, 4)
         classes = np.asarray(ex["classes"]).reshape(-1)
         crowd = np.asarray(ex.get("is_crowd", np.zeros(len(classes), bool)), bool).reshape(-1)
+        area = np.asarray(ex.get("area", np.full(len(classes), validate.NO_AREA)), np.float64).reshape(-1)
         keep = validate.writable_rows(classes, len(class_names), f"image {image_id}")
         boxes_xywh_px = box_ops.yxyx_to_xywh(box_ops.denormalize(boxes[keep], height, width)).numpy()
-        for box_xywh, cls, is_crowd in zip(boxes_xywh_px, classes[keep], crowd[keep]):
+        for box_xywh, cls, is_crowd, given_area in zip(boxes_xywh_px, classes[keep], crowd[keep], area[keep]):
             bbox = [round(float(v), 2) for v in box_xywh]
             out_annotations.append(
                 {
@@ -298,7 +316,7 @@ def write(examples, root, split, class_names, *, category_ids=None):
                     "image_id": image_id,
                     "category_id": category_ids[int(cls)],
                     "bbox": bbox,
-                    "area": round(bbox[2] * bbox[3], 2),
+                    "area": round(float(given_area) if given_area >= 0 else bbox[2] * bbox[3], 2),
                     "iscrowd": int(is_crowd),
                 }
             )

@@ -237,7 +237,8 @@ def dataset(records, report, *, max_pixels=MAX_PIXELS):
 
     ``records``: dicts with ``path``, ``height``, ``width`` (oriented), ``boxes`` float32
     ``[G, 4]`` normalized, ``classes`` int32 ``[G]``, ``is_crowd`` and ``difficult`` bool
-    ``[G]``, ``image_id`` str (what ``voc.scan``/``coco.scan`` return).
+    ``[G]``, ``image_id`` str, optionally ``area`` float32 ``[G]`` (what
+    ``voc.scan``/``coco.scan`` return; ``area`` is passed on when every record has it).
 
     Images are decoded with :func:`decode_image` through ``tf.numpy_function`` in
     ``Dataset.map(num_parallel_calls=AUTOTUNE, deterministic=True)``, so the order is the
@@ -267,6 +268,10 @@ def dataset(records, report, *, max_pixels=MAX_PIXELS):
         schema.IS_CROWD: column("is_crowd", bool),
         schema.DIFFICULT: column("difficult", bool),
     }
+    box_keys = [schema.BOXES, schema.CLASSES, schema.IS_CROWD, schema.DIFFICULT]
+    if records and all("area" in r for r in records):
+        table[schema.AREA] = column("area", np.float32)
+        box_keys.append(schema.AREA)
     empty_image = np.zeros([0, 0, 3], np.uint8)
 
     def decode(path, height, width):
@@ -292,7 +297,7 @@ def dataset(records, report, *, max_pixels=MAX_PIXELS):
         image.set_shape([None, None, 3])
         ok.set_shape([])
         example = {schema.IMAGE: image}
-        for key in (schema.BOXES, schema.CLASSES, schema.IS_CROWD, schema.DIFFICULT):
+        for key in box_keys:
             value = row[key]
             example[key] = value.to_tensor() if isinstance(value, tf.RaggedTensor) else value
         example[schema.BOXES] = tf.ensure_shape(example[schema.BOXES], [None, 4])
@@ -366,13 +371,15 @@ def build_records(candidates, report, *, check_images=True, max_pixels=MAX_PIXEL
     ``path`` (image file), ``annotation`` (the file named in box problems), ``size``
     (annotated ``(h, w)`` or None), ``size_record`` (the record named on a size mismatch)
     and ``objects``: a list of ``(record, box_px [y1, x1, y2, x2], class, is_crowd,
-    difficult)``. Images are checked by :func:`check_files` (failures reported and
+    difficult)``, optionally with a sixth item, the annotation's area in pixels (None:
+    none given). Images are checked by :func:`check_files` (failures reported and
     dropped), boxes by :func:`validate.clean_boxes` against the image's (oriented) size;
     images left without boxes are kept as negatives (noted).
 
     Returns records: ``image_id``, ``path``, ``annotation``, ``height``, ``width``,
     ``boxes`` float32 ``[G, 4]`` normalized ``[y1, x1, y2, x2]``, ``classes`` int32 ``[G]``,
-    ``is_crowd`` and ``difficult`` bool ``[G]``.
+    ``is_crowd`` and ``difficult`` bool ``[G]``, ``area`` float32 ``[G]``
+    (:data:`validate.NO_AREA` where none was given).
     """
     items = [
         {"path": c["path"], "size": c["size"], "file": c["annotation"], "record": c["size_record"]}
@@ -388,6 +395,7 @@ def build_records(candidates, report, *, check_images=True, max_pixels=MAX_PIXEL
             "classes": np.array([o[2] for o in c["objects"]], np.int64),
             "is_crowd": np.array([o[3] for o in c["objects"]], bool),
             "difficult": np.array([o[4] for o in c["objects"]], bool),
+            "area": np.array([_area(o) for o in c["objects"]], np.float32),
             "height": size[0],
             "width": size[1],
         }
@@ -408,9 +416,16 @@ def build_records(candidates, report, *, check_images=True, max_pixels=MAX_PIXEL
                 "classes": entry["classes"][keep].astype(np.int32),
                 "is_crowd": entry["is_crowd"][keep],
                 "difficult": entry["difficult"][keep],
+                "area": entry["area"][keep],
             }
         )
     return records
+
+
+def _area(obj):
+    """The area of one ``objects`` item of :func:`build_records`, ``NO_AREA`` when absent."""
+    area = obj[5] if len(obj) > 5 else None
+    return validate.NO_AREA if area is None else float(area)
 
 
 def numpy_example(example):

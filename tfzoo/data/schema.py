@@ -11,7 +11,15 @@ key            dtype, shape       meaning
 ``is_crowd``   bool [G]           COCO ``iscrowd``; ignored by matchers, not a positive
 ``difficult``  bool [G]           VOC ``difficult``; excluded from VOC AP, like the devkit
 ``image_id``   string []          the dataset's own id (COCO: the integer as text; VOC: stem)
+``area``       float32 [G]        optional: the annotation's object area in pixels of the
+                                  original image (COCO ``area``, the segment's area), ``-1``
+                                  where the annotation gives none
 =============  =================  ===========================================================
+
+``area`` is what COCO's APs/APm/APl bucket objects by (as pycocotools does); evaluation
+falls back to the box area where it is ``-1`` or the key is absent. The file readers (COCO,
+VOC, image folders) and TFDS datasets with ``objects/area`` carry it; the training pipeline
+drops it (:func:`tfzoo.data.pipeline.validate`).
 
 Batched examples are padded: ``boxes [B, G, 4]`` with zeros, ``classes [B, G]`` with
 :data:`PAD_CLASS` (-1), ``is_crowd``/``difficult`` with False.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfzoo.data import validate
 from tfzoo.ops.matcher import BACKGROUND, IGNORE
 
 #: Class id of padding rows in batched ground truth (and of background in targets).
@@ -33,16 +42,22 @@ CLASSES = "classes"
 IS_CROWD = "is_crowd"
 DIFFICULT = "difficult"
 IMAGE_ID = "image_id"
+AREA = "area"
+#: ``area`` value meaning "the annotation gives no area".
+NO_AREA = validate.NO_AREA
 
 KEYS = (IMAGE, BOXES, CLASSES, IS_CROWD, DIFFICULT, IMAGE_ID)
 #: Keys holding one row per box: filtered together by augmentation, read by target
 #: encoders and dense ground truth.
 BOX_KEYS = (BOXES, CLASSES, IS_CROWD, DIFFICULT)
+#: Per-box keys an example may carry or lack; filtered with the box keys when present.
+OPTIONAL_BOX_KEYS = (AREA,)
 
 
-def output_signature():
-    """``tf.TensorSpec`` dict of one unbatched canonical example (for ``from_generator``)."""
-    return {
+def output_signature(area=False):
+    """``tf.TensorSpec`` dict of one unbatched canonical example (for ``from_generator``);
+    with the optional ``area`` key when ``area``."""
+    spec = {
         IMAGE: tf.TensorSpec([None, None, 3], tf.uint8),
         BOXES: tf.TensorSpec([None, 4], tf.float32),
         CLASSES: tf.TensorSpec([None], tf.int32),
@@ -50,6 +65,9 @@ def output_signature():
         DIFFICULT: tf.TensorSpec([None], tf.bool),
         IMAGE_ID: tf.TensorSpec([], tf.string),
     }
+    if area:
+        spec[AREA] = tf.TensorSpec([None], tf.float32)
+    return spec
 
 
 def padding_values():

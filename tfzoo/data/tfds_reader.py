@@ -9,6 +9,7 @@ TFDS field                  canonical key   present in
 ==========================  ==============  ================================
 ``objects/is_crowd``        ``is_crowd``    ``coco/*``
 ``objects/is_difficult``    ``difficult``   ``voc/*``
+``objects/area``            ``area``        ``coco/*`` (pixels, for APs/APm/APl)
 ``image/id``                ``image_id``    ``coco/*`` (the COCO integer as text)
 ``image/filename``          ``image_id``    ``voc/*`` (the stem, ``"000005"``)
 ==========================  ==============  ================================
@@ -113,6 +114,8 @@ def load(name, split, *, data_dir=None, download=True, strict=False, report=None
             fields[schema.IS_CROWD] = obj["is_crowd"]
         if "is_difficult" in obj:
             fields[schema.DIFFICULT] = obj["is_difficult"]
+        if "area" in obj:
+            fields[schema.AREA] = obj["area"]
         lengths = tf.stack([tf.shape(t)[0] for t in fields.values()])
         n = tf.reduce_min(lengths)
         fields = {k: t[:n] for k, t in fields.items()}
@@ -143,7 +146,7 @@ def load(name, split, *, data_dir=None, download=True, strict=False, report=None
             )
             with tf.control_dependencies([done]):
                 keep = tf.identity(keep)
-        return {
+        example = {
             schema.IMAGE: tf.ensure_shape(ex["image"], [None, None, 3]),
             schema.BOXES: box_ops.clip(tf.boolean_mask(boxes, keep)),
             schema.CLASSES: tf.boolean_mask(classes, keep),
@@ -151,5 +154,8 @@ def load(name, split, *, data_dir=None, download=True, strict=False, report=None
             schema.DIFFICULT: tf.boolean_mask(difficult, keep),
             schema.IMAGE_ID: image_id,
         }
+        if schema.AREA in fields:
+            example[schema.AREA] = tf.boolean_mask(tf.cast(fields[schema.AREA], tf.float32), keep)
+        return example
 
     return ds.enumerate().map(_convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

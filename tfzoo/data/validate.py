@@ -30,6 +30,7 @@ file``
                             size``              (after EXIF orientation)
 ``non-numeric field``       ``dropped box``     a coordinate that is not a number
 ``non-finite coordinate``   ``dropped box``     NaN or Inf
+``non-numeric field``       ``used box area``   COCO ``area`` that is not a number >= 0
 ``unknown class``           ``dropped box``     class name/id outside the label map
 ``zero-area box``           ``dropped box``     ``x2 == x1`` or ``y2 == y1``
 ``inverted box``            ``dropped box``     ``x2 < x1`` or ``y2 < y1``
@@ -70,11 +71,15 @@ INVERTED = "inverted box"
 OUTSIDE = "box outside image"
 PARTLY_OUTSIDE = "box partly outside image"
 DUPLICATE = "duplicate box"
+#: ``area`` of a box whose annotation gives no area (:data:`tfzoo.data.schema.AREA`);
+#: evaluation uses the box area instead.
+NO_AREA = -1.0
 
 SKIPPED_IMAGE = "skipped image"
 DROPPED_BOX = "dropped box"
 CLIPPED_BOX = "clipped box"
 USED_IMAGE_SIZE = "used image size"
+USED_BOX_AREA = "used box area"
 FATAL = "stopped"
 
 #: Boxes overhanging the image by at most this many pixels (rounding in the annotation

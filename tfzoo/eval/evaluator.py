@@ -32,7 +32,8 @@ Conventions shared by both metrics:
   on them is neither a true nor a false positive.
 - Boxes are compared in pixels of the original image (``height`` x ``width`` of the ground
   truth), continuous coordinates, no ``+1``. Object areas for APs/APm/APl are box areas in
-  pixels unless ``area`` is given (COCO's official areas are segmentation areas).
+  pixels unless ``area`` is given (COCO's official areas are segmentation areas: the COCO
+  reader passes them on, so tfzoo's APs/APm/APl equal pycocotools' on the same file).
 - Detection boxes with ``x2 < x1`` or ``y2 < y1`` are made empty: they match nothing.
 """
 from __future__ import annotations
@@ -130,7 +131,8 @@ class Evaluator:
             and dropped.
           height, width: image size in pixels.
           is_crowd, difficult: ``[G]`` bool, default all False.
-          area: ``[G]`` object areas in pixels for APs/APm/APl; default box areas.
+          area: ``[G]`` object areas in pixels for APs/APm/APl (COCO's ``area``, the
+            segment's); default, and for entries below 0 (:data:`schema.NO_AREA`), box areas.
         """
         key = image_key(image_id)
         if key in self._ground_truth:
@@ -192,6 +194,7 @@ class Evaluator:
                 width=image.shape[1],
                 is_crowd=example.get(schema.IS_CROWD),
                 difficult=example.get(schema.DIFFICULT),
+                area=example.get(schema.AREA),
             )
             count += 1
         return count
@@ -425,7 +428,7 @@ class Evaluator:
         gt_crowd = np.concatenate([gt.is_crowd | gt.difficult for gt in gts])
         gt_area = np.concatenate(
             [
-                gt.area if gt.area is not None else gt_box[:, 2] * gt_box[:, 3]
+                gt_box[:, 2] * gt_box[:, 3] if gt.area is None else np.where(gt.area >= 0, gt.area, gt_box[:, 2] * gt_box[:, 3])
                 for gt, gt_box in zip(gts, np.split(gt_xywh_px, np.cumsum([len(gt.classes) for gt in gts])[:-1]))
             ]
         )
