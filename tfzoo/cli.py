@@ -102,7 +102,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
     from tfzoo.data.validate import Report
 
     report = Report(strict=strict)
-    names = tfzoo.data.class_names(spec)
+    names = tfzoo.data.class_names(spec, split)
     mirror = MirrorCheck(names)
     dataset = tfzoo.data.load(spec, split, strict=strict, report=report)
     if limit is not None:
@@ -246,9 +246,9 @@ def evaluate_detections_file(detections, spec, split, strict=False):
     from tfzoo.eval import evaluate_results_file
 
     report = Report(strict=strict)
-    names = tfzoo.data.class_names(spec)
+    names = tfzoo.data.class_names(spec, split)
     examples = tfzoo.data.load(spec, split, strict=strict, report=report)
-    metrics = evaluate_results_file(detections, examples, names, tfzoo.data.category_ids(spec))
+    metrics = evaluate_results_file(detections, examples, names, tfzoo.data.category_ids(spec, split))
     if len(report):
         print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
               f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
@@ -299,7 +299,7 @@ def evaluate_model(model, spec, split, batch_size=8, strict=False):
     from tfzoo.data.validate import Report
     from tfzoo.eval import evaluate_detector
 
-    names = list(tfzoo.data.class_names(spec))
+    names = list(tfzoo.data.class_names(spec, split))
     if len(names) != model.num_classes:
         raise CLIError(f"{model.path} has {model.num_classes} classes, {spec} has {len(names)}")
     if model.has_class_names and tuple(model.class_names) != tuple(names):
@@ -307,7 +307,7 @@ def evaluate_model(model, spec, split, batch_size=8, strict=False):
                        f"({', '.join(names)})")
     report = Report(strict=strict)
     examples = tfzoo.data.load(spec, split, strict=strict, report=report)
-    metrics = evaluate_detector(model.detect, examples, model.image_size, names, tfzoo.data.category_ids(spec),
+    metrics = evaluate_detector(model.detect, examples, model.image_size, names, tfzoo.data.category_ids(spec, split),
                                 batch_size=batch_size, keep_aspect_ratio=model.keep_aspect_ratio)
     if len(report):
         print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "

@@ -123,6 +123,35 @@ def test_annotation_area_is_kept_and_a_bad_one_is_named(coco_data):
         coco.scan(root, "val2017", strict=True)
 
 
+def test_a_split_whose_images_are_all_elsewhere_says_where_it_looked(coco_data):
+    """instances_val.json with its images in val2017/: not N missing-image problems and
+    then "no ground truth", but one error naming the folder tried and the folder found."""
+    coco_data.image(1, split="val2017").ann(1, 1, [10, 10, 20, 20]).image(2, split="val2017")
+    root = coco_data.write("val")
+    with pytest.raises(DataError, match="none of the images were found") as info:
+        coco.scan(root, "val", report=Report())
+    message = str(info.value)
+    assert "instances_val.json" in message and str(root / "val") in message
+    assert "000000000001.jpg is in val2017/" in message
+    # One image present: the others are ordinary missing-image problems.
+    coco_data.image(3, split="val")
+    root = coco_data.write("val")
+    report = Report()
+    assert [r["image_id"] for r in coco.scan(root, "val", report=report)] == ["3"]
+    assert [p.problem for p in report.problems] == [validate.MISSING_IMAGE] * 2
+
+
+def test_class_names_come_from_the_split_or_the_smallest_file_that_reads(coco_data):
+    """A broken train file does not stop reading a good val file's classes."""
+    coco_data.image(1).ann(1, 1, [10, 10, 20, 20])
+    root = coco_data.write("val2017")
+    coco_data.write("train2017", text="{broken")  # the smallest file
+    assert coco.class_names(root) == coco.class_names(root, "val") == ["cat", "dog", "toothbrush"]
+    assert len(coco.scan(root, "val2017")) == 1
+    with pytest.raises(DataError, match="instances_train2017.json"):
+        coco.class_names(root, "train")
+
+
 def test_categories_must_agree_across_splits(coco_data, tmp_path):
     coco_data.image(1).write("val2017")
     coco_data.categories = coco_data.categories[:2]

@@ -68,8 +68,11 @@ def load(spec, split, *, strict=False, report=None):
     return tfds_reader.load(arg, split, strict=strict, report=report)
 
 
-def class_names(spec):
-    """Class names of dataset ``spec``, indexed by the contiguous class id ``0..C-1``."""
+def class_names(spec, split=None):
+    """Class names of dataset ``spec``, indexed by the contiguous class id ``0..C-1``.
+
+    ``split`` matters for ``coco:PATH`` only: the names are read from that split's file
+    (else from the smallest annotation file that reads)."""
     kind, arg = _parse(spec)
     if kind == "shapes":
         from tfzoo.data import shapes
@@ -82,13 +85,13 @@ def class_names(spec):
     if kind == "coco":
         from tfzoo.data import coco
 
-        return list(coco.class_names(arg))
+        return list(coco.class_names(arg, split))
     from tfzoo.data import tfds_reader
 
     return tfds_reader.class_names(arg)
 
 
-def category_ids(spec):
+def category_ids(spec, split=None):
     """The dataset's own id of each class, indexed by the contiguous class id ``0..C-1``.
 
     For ``coco:PATH`` these are the annotation file's category ids (what COCO evaluation
@@ -100,9 +103,9 @@ def category_ids(spec):
     if kind == "coco":
         from tfzoo.data import coco
 
-        return list(coco.category_ids(arg))
+        return list(coco.category_ids(arg, split))
     if kind == "tfds":
         from tfzoo.data import tfds_reader
 
         return tfds_reader.category_ids(arg)
-    return list(range(1, len(class_names(spec)) + 1))
+    return list(range(1, len(class_names(spec, split)) + 1))

@@ -13,9 +13,10 @@ falls back to the last part of its ``coco_url``.
 
 **Classes**: categories sorted by their own id map to contiguous ids ``0..C-1``:
 class ``i`` <-> ``category_ids(root)[i]``, names ``class_names(root)[i]``; lossless both
-ways. Without ``split``, :func:`class_names`/:func:`category_ids` read the smallest
-``instances_*.json`` (all COCO splits share categories); :func:`scan` refuses a split file
-whose categories differ from those.
+ways. :func:`class_names`/:func:`category_ids` read ``split``'s file when given, else the
+smallest ``instances_*.json`` that reads (all COCO splits share categories, and a broken
+train file must not stop the evaluation of a good val file); :func:`scan` refuses a split
+file whose categories differ from those.
 
 **Boxes**: ``bbox`` is ``[x, y, w, h]`` in pixels of the image after EXIF orientation
 (what COCO tools and viewers show), so ``[y, x, y + h, x + w] / [H, W, H, W]``.
@@ -27,7 +28,9 @@ decimal text (``int(image_id)`` gives it back for pycocotools).
 
 **Structural errors are fatal** in both modes (``DataError``): unparsable JSON, missing or
 empty ``categories``/``images``, duplicate image, annotation or category ids, duplicate
-category names, non-integer ids, annotations pointing at an unknown image.
+category names, non-integer ids, annotations pointing at an unknown image, a split none
+of whose images are found (the error says where they were looked for, and where they are
+when another folder of the dataset holds them).
 Everything else (bad boxes, an annotation of a category not in ``categories``, missing or
 bad image files, paths escaping the dataset root) is a per-record problem: skipped and
 reported, or raised with ``strict=True``.
@@ -106,14 +109,16 @@ def _categories(path, data, report):
     return sorted(ids.items())
 
 
-def _default_file(root, split):
+def _category_files(root, split):
+    """The file that holds ``split``'s categories; without ``split``, every
+    ``instances_*.json``, smallest first (any of them will do: COCO splits share categories)."""
     if split is not None:
-        return resolve_split(root, split)[0]
+        return [resolve_split(root, split)[0]]
     files = (pathlib.Path(root) / "annotations").glob("instances_*.json")
     files = sorted(files, key=lambda p: (p.stat().st_size, p.name))
     if not files:
         raise validate.DataError(f"{root}: no annotations/instances_*.json")
-    return files[0]
+    return files
 
 
 @functools.lru_cache(maxsize=8)
@@ -123,13 +128,21 @@ def _file_categories(path, _stamp):
 
 
 def _root_categories(root, split=None):
-    path = _default_file(root, split)
-    stat = path.stat()
-    return path, list(_file_categories(path, (stat.st_mtime_ns, stat.st_size)))
+    """``(path, [(category id, name)])`` of the first category file that reads; a broken
+    file is passed over while another one reads (its error is raised when none does)."""
+    first_error = None
+    for path in _category_files(root, split):
+        stat = path.stat()
+        try:
+            return path, list(_file_categories(path, (stat.st_mtime_ns, stat.st_size)))
+        except validate.DataError as e:
+            first_error = first_error or e
+    raise first_error
 
 
 def class_names(root, split=None):
-    """Category names in contiguous-id order (categories sorted by their COCO id)."""
+    """Category names in contiguous-id order (categories sorted by their COCO id), from
+    ``split``'s file, or without ``split`` from the smallest file that reads."""
     return [name for _, name in _root_categories(root, split)[1]]
 
 
@@ -169,8 +182,8 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
     path, images_dir, _ = resolve_split(root, split)
     data = _load_json(path, report)
     categories = _categories(path, data, report)
-    default_path = _default_file(root, None)
-    if default_path.resolve() != path.resolve() and categories != _root_categories(root)[1]:
+    default_path, default_categories = _root_categories(root)
+    if default_path.resolve() != path.resolve() and categories != default_categories:
         report.fatal(path, "categories", "categories differ between splits", f"compared with {default_path.name}")
     class_of = {cid: i for i, (cid, _) in enumerate(categories)}
 
@@ -245,6 +258,15 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
             }
         )
 
+    if candidates and not any(os.path.exists(c["path"]) for c in candidates):
+        # Not one bad record: the images are somewhere else. Say where they were looked for.
+        name = pathlib.Path(candidates[0]["path"]).name
+        found = sorted(str(p.parent.relative_to(root)) for p in root.glob(f"*/{name}")) + sorted(
+            str(p.parent.relative_to(root)) for p in root.glob(f"images/*/{name}"))
+        hint = f"; {name} is in {found[0]}/: rename that folder to {images_dir.name}/" if found else ""
+        report.fatal(path, "images", "none of the images were found",
+                     f"{len(candidates)} images listed, looked for in {images_dir} (e.g. {name}){hint}; images are "
+                     f"read from <root>/<split>/ or <root>/images/<split>/")
     return images.build_records(candidates, report, check_images=check_images, max_pixels=max_pixels)
 
 
