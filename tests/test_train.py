@@ -394,23 +394,37 @@ def test_voc_folder_is_counted_from_its_index(tmp_path):
     assert T.count_examples(["shapes:7", spec], "train", tfzoo.data.load("shapes:7", "train")) == 7
 
 
-def test_imagenet_weights_that_cannot_download_fall_back_to_random(monkeypatch):
-    from tfzoo import models
+def _offline(monkeypatch):
+    """Keras' download fails as it does without network (a bare Exception from get_file)."""
+    from keras.src.utils import file_utils
 
-    build = models.MODELS["retinanet_mobile"]
+    def get_file(fname=None, origin=None, **_):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -3] Temporary failure in name resolution")
 
-    def offline(**overrides):
-        if overrides.get("backbone_weights") == "imagenet":  # what keras.utils.get_file raises offline
-            raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- no network")
-        return build(**overrides)
+    monkeypatch.setattr(file_utils, "get_file", get_file)
 
-    monkeypatch.setitem(models.MODELS, "retinanet_mobile", offline)
-    config = T.resolve_config("retinanet_mobile", ["a", "b"], settings=TINY[1:-1] + ["backbone_weights=imagenet"],
-                              image_size=64)
-    with pytest.warns(UserWarning, match="could not load backbone_weights='imagenet' .*URL fetch failure"):
+
+def test_imagenet_weights_that_cannot_download_are_one_clear_error(monkeypatch, capsys):
+    """build_model: one error that names the weights and how to build without them (not
+    Keras' raw traceback); the download note would go to stderr, never stdout."""
+    from tfzoo.backbones import WeightsUnavailableError
+
+    _offline(monkeypatch)
+    with pytest.raises(WeightsUnavailableError, match=r"could not download the ImageNet weights of MobileNetV2 "
+                                                      r"\(URL fetch failure.*backbone_weights=None") as info:
+        tfzoo.build_model("retinanet_mobile", num_classes=2, image_size=64, backbone="mobilenet_v2",
+                          backbone_weights="imagenet", backbone_alpha=0.5)
+    assert "--set backbone_weights=null" in str(info.value) and isinstance(info.value, OSError)
+    assert capsys.readouterr().out == ""
+
+
+def test_imagenet_weights_that_cannot_download_fall_back_to_random_in_training(monkeypatch):
+    _offline(monkeypatch)
+    config = T.resolve_config("retinanet_mobile", ["a", "b"], settings=TINY[1:-1] + [
+        "backbone=mobilenet_v2", "backbone_weights=imagenet"], image_size=64)
+    with pytest.warns(UserWarning, match="could not download the backbone's ImageNet weights .*URL fetch failure"):
         detector = T._build("retinanet_mobile", config)
     assert detector.config.backbone_weights is None  # config.json will say so
-    monkeypatch.undo()
     with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18 only"):  # configuration errors surface
         T._build("retinanet_mobile", config.replace(backbone="resnet50", backbone_alpha=0.5))
 

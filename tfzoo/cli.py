@@ -26,8 +26,27 @@ TRUST_HELP = ("allow SavedModel directories and .h5 files, which can run arbitra
 
 
 def _quiet_tensorflow():
-    """Keeps TF's C++ start-up chatter off the terminal unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Keeps TensorFlow's start-up chatter off the terminal unless the user asked for it
+    (``--debug``). TensorFlow's C++ logging writes to file descriptor 2 before its log
+    level applies (oneDNN and CUDA-driver notes, then "failed call to cuInit" on a machine
+    without a GPU, which reads as a failure): the import and the device discovery run
+    with descriptor 2 pointed at /dev/null, and later C++ logs below FATAL are off. Python
+    errors and warnings are untouched; a failing import is re-raised after stderr is back.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        import tensorflow as tf  # noqa: PLC0415
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _progress(iterable, desc, total=None):

@@ -898,16 +898,14 @@ def _build(model, config):
     fall back to random initialization with a warning."""
     from tfzoo.models import MODELS
 
+    from tfzoo.backbones import WeightsUnavailableError
+
     try:
         return MODELS[model](**config.to_dict())
-    except (ValueError, TypeError):
-        raise
-    except Exception as error:  # keras.utils.get_file raises a bare Exception when offline
-        if config.backbone_weights != "imagenet":
-            raise
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
-        warnings.warn(f"could not load backbone_weights='imagenet' ({reason}); training from random initialization")
+    except WeightsUnavailableError as error:
+        reason = str(error.__cause__ or error).strip().splitlines()[0]
+        warnings.warn(f"could not download the backbone's ImageNet weights ({reason}); training from random "
+                      f"initialization (--set backbone_weights=null says so explicitly)")
         return MODELS[model](**config.replace(backbone_weights=None).to_dict())
 
 

@@ -22,6 +22,10 @@ mobilenet_v2 --also-backbone resnet10``).
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
+
 import keras
 
 from tfzoo.layers import Conv2D, FusedBatchNormalization
@@ -86,12 +90,37 @@ def build_backbone(name, image_size, weights=None, alpha=1.0, batchnorm_momentum
     kwargs = {"alpha": alpha} if name == "mobilenet_v2" else {}
     if name != "mobilenet_v2" and alpha != 1.0:
         raise ValueError(f"alpha applies to mobilenet_v2, {', '.join(BASIC_RESNETS)} only, not {name}")
-    app = getattr(keras.applications, constructor)(
-        include_top=False, weights=weights, input_shape=(height, width, 3), **kwargs
-    )
+    app = _application(constructor, weights, (height, width, 3), **kwargs)
     app = with_batchnorm(app, FusedBatchNormalization, batchnorm_momentum, drop_conv_bias=True, conv_class=Conv2D)
     outputs = [app.get_layer(layer_name).output for layer_name in feature_names]
     return keras.Model(app.input, outputs, name="backbone")
+
+
+class WeightsUnavailableError(OSError):
+    """The ImageNet weights could not be downloaded (no network, a proxy, a full disk)."""
+
+
+def _application(constructor, weights, input_shape, **kwargs):
+    """``keras.applications.<constructor>`` without its classifier, quietly: the download
+    note goes to stderr (stdout is for results), the warning that ImageNet weights for a
+    224 input are used at another size is dropped (the convolutions do not depend on the
+    size), and a failed download is one :class:`WeightsUnavailableError` that says how to
+    build without the weights."""
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.filterwarnings("ignore", message=r"`input_shape` is undefined or non-square")
+            return getattr(keras.applications, constructor)(
+                include_top=False, weights=weights, input_shape=input_shape, **kwargs
+            )
+    except Exception as error:
+        if weights != "imagenet" or not ("URL fetch failure" in str(error) or isinstance(error, OSError)):
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise WeightsUnavailableError(
+            f"could not download the ImageNet weights of {constructor} ({reason}). Build without them: "
+            f"backbone_weights=None (tfzoo train: --set backbone_weights=null), or copy the weights file "
+            f"into ~/.keras/models/ on this machine"
+        ) from error
 
 
 def basic_resnet(blocks, image_size, weights=None, alpha=1.0, batchnorm_momentum=None):
