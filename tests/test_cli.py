@@ -1,5 +1,6 @@
 """The `tfzoo` command as a user runs it: help, list, inspect, evaluate, predict, export, train, and its errors."""
 import json
+import re
 import os
 import pathlib
 import subprocess
@@ -149,6 +150,9 @@ def test_evaluate_ground_truth_as_detections_scores_one(tmp_path, capsys):
     assert metrics["AP50"] == pytest.approx(1.0)
     assert metrics["voc07_mAP"] == pytest.approx(1.0) and metrics["voc12_mAP"] == pytest.approx(1.0)
     assert "AP50" in out
+    num_gt = sum(v["num_gt"] for v in metrics["per_class"].values())
+    assert out.splitlines()[0] == f"detections {detections} on voc:{root} [val]: {num_gt} objects"  # the header
+    assert re.search(r"num_gt \d+(\s|$)", out) and "num_gt 1.0000" not in out  # counts as integers
     assert not list(out_json.parent.glob("*.tmp-*"))  # written atomically, nothing left behind
 
 
@@ -172,7 +176,7 @@ def test_error_raised_inside_tf_data_is_one_clean_line(capsys, monkeypatch):
         return tf.data.Dataset.range(2).map(lambda i: tf.py_function(fail, [i], tf.int64), num_parallel_calls=2)
 
     monkeypatch.setattr(tfzoo.data, "load", load)
-    monkeypatch.setattr(tfzoo.data, "class_names", lambda spec: ["a"])
+    monkeypatch.setattr(tfzoo.data, "class_names", lambda spec, split=None: ["a"])
     code, out, err = run(["inspect", "--data", "shapes", "--strict"], capsys)
     assert code == 1 and out == ""
     assert err == "tfzoo: error: DataError: bad.xml [3]: box outside the image\n"
@@ -388,7 +392,7 @@ def test_evaluate_refuses_an_untrusted_saved_model_and_both_sources(model_artifa
 def test_evaluate_refuses_a_model_with_other_classes(model_artifacts, monkeypatch, capsys):
     import tfzoo.data
 
-    monkeypatch.setattr(tfzoo.data, "class_names", lambda spec: ["cat", "dog", "bird", "fish", "frog"])
+    monkeypatch.setattr(tfzoo.data, "class_names", lambda spec, split=None: ["cat", "dog", "bird", "fish", "frog"])
     code, _, err = run(["evaluate", model_artifacts("keras"), "--data", "shapes:2"], capsys)
     assert code == 1 and "differ from the classes of shapes:2" in err and "circle" in err
 

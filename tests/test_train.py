@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -953,3 +954,35 @@ def test_voc_script_trains_on_07_plus_12_and_tests_on_07():
     steps = 16_551 // 16
     schedule = T.make_schedule(config, 18 * steps)
     assert _lr(schedule, 12 * steps) == pytest.approx(0.001) and _lr(schedule, 16 * steps) == pytest.approx(1e-4)
+
+
+def test_progress_is_one_plain_line_per_epoch_when_not_a_terminal():
+    """Piped or logged training output: no progress bar, no escape codes, one line an epoch."""
+    import io
+
+    stream = io.StringIO()
+    progress = T.TrainingProgress(batch_size=4, stream=stream)
+    assert not progress.interactive  # StringIO is not a terminal
+    progress.set_params({"epochs": 3, "steps": 2})
+    for epoch in range(2):
+        progress.on_epoch_begin(epoch)
+        for step in range(2):
+            progress.on_train_batch_end(step, {"loss": 1.5})
+        progress.on_epoch_end(epoch, {"loss": 1.25, "box_loss": np.float32(0.5), "val_AP50": 0.75})
+    progress.on_train_end()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\x1b" not in stream.getvalue() and "\r" not in stream.getvalue()
+    assert re.fullmatch(r"tfzoo: epoch 2/3: loss 1\.2500, box_loss 0\.5000, val_AP50 0\.7500 \(\d+\.\d s, \d+\.\d img/s\)",
+                        lines[1]), lines[1]
+
+
+def test_progress_bar_on_a_terminal_closes_when_training_stops_inside_an_epoch():
+    import io
+
+    stream = io.StringIO()
+    progress = T.TrainingProgress(batch_size=4, stream=stream, interactive=True)
+    progress.set_params({"epochs": 3, "steps": 10})
+    progress.on_epoch_begin(0)
+    progress.on_train_batch_end(0, {"loss": 2.0})
+    progress.on_train_end()
+    assert progress._bar is None and "epoch 1/3" in stream.getvalue()

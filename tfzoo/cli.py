@@ -290,7 +290,8 @@ def _print_metrics(metrics):
         print("per class:")
         width = max(len(n) for n in per_class)
         for name, values in per_class.items():
-            cells = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, (int, float)))
+            cells = "  ".join(f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
+                              for k, v in values.items() if isinstance(v, (int, float)))
             print(f"  {name:<{width}}  {cells}")
 
 
@@ -353,6 +354,9 @@ def cmd_evaluate(args):
     if args.json:
         _write_json_atomic(args.json, metrics)
         print(f"metrics written to {args.json}", file=sys.stderr)
+    source = f"detections {args.detections}" if args.detections else f"{model.path} ({model.format})"
+    objects = sum(int(v.get("num_gt", 0)) for v in (metrics.get("per_class") or {}).values())
+    print(f"{source} on {args.data} [{args.split}]: {objects} objects")
     _print_metrics(metrics)
     return 0
 

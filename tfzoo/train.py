@@ -673,6 +673,64 @@ class _Checkpoint(keras.callbacks.Callback):
                 self.run.write_state()
 
 
+class TrainingProgress(keras.callbacks.Callback):
+    """Training progress on ``stream`` (stderr: stdout is for results). On a terminal, a
+    bar per epoch (steps, running loss); otherwise (a log file, a pipe) one plain line per
+    epoch, with no terminal escape codes: ``epoch 3/20: loss 0.8123, ... (41.0 s, 39.0
+    img/s)``. Put it after the checkpoint callback so that an epoch's val AP is in its line."""
+
+    def __init__(self, batch_size, stream=None, interactive=None):
+        super().__init__()
+        self.batch_size = batch_size
+        self.stream = sys.stderr if stream is None else stream
+        self.interactive = _isatty(self.stream) if interactive is None else interactive
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+        self._batches = 0
+        self._shown = 0.0
+        if self.interactive:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            self._bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self.params.get('epochs')}",
+                             unit="step", file=self.stream, dynamic_ncols=True, leave=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            now = time.monotonic()
+            if (logs or {}).get("loss") is not None and now - self._shown > 0.5:
+                self._shown = now
+                self._bar.set_postfix_str(f"loss {float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self._started
+        values = ", ".join(f"{key} {float(value):.4f}" for key, value in (logs or {}).items()
+                           if isinstance(value, (int, float)) or getattr(value, "shape", None) == ())
+        rate = self._batches * self.batch_size / seconds if seconds > 0 else 0.0
+        summary = f"{values} ({seconds:.1f} s, {rate:.1f} img/s)"
+        if self._bar is not None:
+            self._bar.set_postfix_str(summary)
+            self._bar.close()
+            self._bar = None
+        else:
+            print(f"tfzoo: epoch {epoch + 1}/{self.params.get('epochs')}: {summary}", file=self.stream, flush=True)
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:  # stopped inside an epoch
+            self._bar.close()
+            self._bar = None
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class _Replan(keras.callbacks.Callback):
     """With a time budget, after every epoch from the second on: fits the plan to the time
     left, at the median length of the last three whole epochs (end to end, so checkpoint
@@ -809,7 +867,7 @@ class _Run:
 
         if not self.dir.chief:
             return []
-        _info(self.verbose, f"scoring {TRAIN_SAMPLE_IMAGES} images of the training split beside val ...")
+        _info(self.verbose, f"scoring up to {TRAIN_SAMPLE_IMAGES} images of the training split beside val ...")
         train_metrics, train_evaluator = self._score(_load(specs, split).take(TRAIN_SAMPLE_IMAGES), specs, names)
         val_metrics = self.metrics
         pairs, analysis = [], None
@@ -956,7 +1014,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
       mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
       eval_every_epoch: also evaluate (and write metrics.json) after every epoch.
       seed: Keras' global seed and the input pipeline's.
-      verbose: 1 shows the Keras progress bar and progress lines; 0 is quiet.
+      verbose: 1 shows progress on stderr (a bar per epoch on a terminal, one plain line per
+        epoch otherwise) and progress lines; 0 is quiet.
       backbone_weights: overrides the config's initialization (``None``: random,
         ``"imagenet"``, a weights file); ImageNet weights that cannot be downloaded fall
         back to random with a warning.
@@ -1162,6 +1221,8 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         budget = TimeBudget(time.monotonic() + 60.0 * minutes, minutes)
         callbacks.append(budget)
     callbacks.append(checkpoint)
+    if verbose:
+        callbacks.append(TrainingProgress(config.batch_size))  # after the checkpoint: its line holds val AP
     if minutes is not None and schedule is not None and initial_epoch == 0:
         replan = _Replan(run, schedule, steps_per_epoch, budget.deadline, max_epochs, verbose)
         callbacks.append(replan)  # after the checkpoint: an epoch's length includes it
@@ -1171,7 +1232,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     def fit(first, last):
         try:
             result = detector.fit(batches, epochs=last, initial_epoch=first, steps_per_epoch=steps_per_epoch,
-                                  callbacks=callbacks, verbose=verbose, shuffle=False)  # the pipeline shuffles
+                                  callbacks=callbacks, verbose=0, shuffle=False)  # the pipeline shuffles
         except ValueError as error:
             if _workers(dist) > 1 and ("PerReplica" in str(error) or "reduction dimension" in str(error)):
                 raise RuntimeError(
