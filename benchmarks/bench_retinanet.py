@@ -42,7 +42,7 @@ processes falls on every side alike:
     with -1, held in memory and repeated; its preprocessor maps over them and its label
     encoder runs in the train step) with its default losses (Huber + binary focal, sum). Per-step wall time from
     a callback, after a 2-step warm-up call per model (tracing, optimizer slots). tfzoo
-    trains with its own SGD (``tfzoo.train.L2SGD``, ``l2=0``: Keras' SGD update in one
+    trains with its own SGD (``tfzoo.optim.L2SGD``, ``l2=0``: Keras' SGD update in one
     fused kernel per weight), KerasHub with ``keras.optimizers.SGD``; a third contender,
     tfzoo with ``keras.optimizers.SGD``, shows what the fused update is worth.
 
@@ -58,7 +58,7 @@ processes falls on every side alike:
 ``pipeline``
     ``shapes`` through ``tfzoo.data.pipeline`` (uncached, ``scale_jitter``, the
     ``retinanet_mobile`` encoder at 320, batch 16) against the ``retinanet_mobile`` training
-    step (``fit``, batch 16, the preset's optimizer from ``tfzoo.train.make_optimizer``,
+    step (``fit``, batch 16, the preset's optimizer from ``tfzoo.optim.make_optimizer``,
     pre-encoded batches held in memory), epochs and fit calls alternating.
 
 Usage::
@@ -504,7 +504,7 @@ def part_train(args):
     batch, size = args.train_batch_size, args.image_size
     images = max(4 * batch, 8)
     contenders = {}
-    from tfzoo.train import L2SGD
+    from tfzoo.optim import L2SGD
 
     ours = build_tfzoo(args)
     # tfzoo's SGD (what `tfzoo train` uses), without weight decay as on KerasHub's side: the
@@ -525,7 +525,7 @@ def part_train(args):
            f"{args.train_steps} steps ...")
     runs, losses = interleaved_fits(contenders, args.train_steps, 2, args.repeats)
     result = {"batch_size": batch, "image_size": size, "num_classes": args.num_classes,
-              "optimizer": f"SGD(lr={args.learning_rate}, momentum=0.9): tfzoo.train.L2SGD(l2=0) for tfzoo fit, "
+              "optimizer": f"SGD(lr={args.learning_rate}, momentum=0.9): tfzoo.optim.L2SGD(l2=0) for tfzoo fit, "
                            "keras.optimizers.SGD for the others",
               "step_s": runs, "last_logs": losses}
     result["images_per_s"] = {name: common.spread([batch / s for s in steps]) for name, steps in runs.items()}

@@ -7,10 +7,10 @@ Interleaved, in one process, on random data; the first two of the sizes of ``ret
   gradient in one XLA pass) against autodiff through the per-element
   ``sigmoid_focal_loss``, summed in one XLA-compiled function (RetinaNet's loss before);
   2 x 49,104 anchors x ``--classes`` scores, 97% background, 1% ignored;
-- SGD update of the model's trainable weights: ``tfzoo.train.L2SGD(l2=0)`` (one fused
+- SGD update of the model's trainable weights: ``tfzoo.optim.L2SGD(l2=0)`` (one fused
   kernel per weight) against ``keras.optimizers.SGD``, both momentum 0.9;
 - AdamW update of the trainable weights of the demo's model (``retinanet_mobile``, 5
-  classes, the preset that trains with AdamW): ``tfzoo.train.FusedAdamW`` (two fused
+  classes, the preset that trains with AdamW): ``tfzoo.optim.FusedAdamW`` (two fused
   kernels per weight) against ``keras.optimizers.AdamW``, both learning rate 3e-3 and
   weight decay 1e-4 (the demo's).
 
@@ -87,7 +87,7 @@ def update_contenders(preset, image_size, classes, optimizers):
 def sgd_contenders(image_size, classes):
     import keras
 
-    from tfzoo.train import L2SGD
+    from tfzoo.optim import L2SGD
 
     return update_contenders("retinanet", image_size, classes, {
         "SGD: tfzoo L2SGD(l2=0), fused": L2SGD(1e-3, momentum=0.9, l2=0.0),

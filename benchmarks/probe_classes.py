@@ -104,7 +104,7 @@ def probe_agnostic(run_dir, spec, split="val"):
 
     import tfzoo.data  # noqa: PLC0415
     import tfzoo.models  # noqa: F401, PLC0415  (registers the detector classes)
-    import tfzoo.train  # noqa: F401, PLC0415  (registers the optimizer and schedule)
+    import tfzoo.optim  # noqa: F401, PLC0415  (registers the optimizer and schedule)
     from tfzoo.data import schema  # noqa: PLC0415
     from tfzoo.eval.detector_eval import evaluate_detector  # noqa: PLC0415
     from tfzoo.ops import nms  # noqa: PLC0415

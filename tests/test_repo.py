@@ -1,6 +1,9 @@
 """The repository's promises: README commands, CI script and declared dependencies agree."""
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,3 +53,13 @@ def test_package_never_imports_tensorflow_addons_or_pickle():
 def test_saved_models_artifacts_are_ignored():
     ignore = (ROOT / ".gitignore").read_text(encoding="utf-8").split()
     assert "saved_models/*" in ignore and "!saved_models/README.md" in ignore
+
+
+def test_models_and_exports_do_not_import_training():
+    """Layering: models and exports stand below training (no import circle models/base ->
+    train -> models); loading a compiled model needs only tfzoo.optim's registrations."""
+    code = ("import sys, tfzoo.models, tfzoo.export, tfzoo.eval; "
+            "print(sorted(m for m in sys.modules if m.startswith(('tfzoo.train', 'tfzoo.cli', 'tfzoo.demo'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+    assert out.strip() == "[]"

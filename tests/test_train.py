@@ -27,6 +27,7 @@ import tensorflow as tf
 import tfzoo
 import tfzoo.data
 from tfzoo import train as T
+from tfzoo.train import callbacks as train_callbacks, loop as train_loop, rundir as train_rundir
 from tfzoo.data import shapes, validate
 from tfzoo.eval import RESULT_KEYS, diagnostics
 from tfzoo.layers import output_kernel
@@ -258,24 +259,24 @@ def test_mirror_pairs_turn_flips_off_unless_asked_for(monkeypatch):
     monkeypatch.setattr(mirror, "check", fake_check)
     with pytest.warns(UserWarning, match=r"voc:x \[train\]: mirrored, these classes look like each other: b/d; "
                                          r".*trains without them \(--set flip=true keeps them\)"):
-        decided = T._check_flips(config, None, ["b", "d"], "voc:x [train]", set())
+        decided = train_loop._check_flips(config, None, ["b", "d"], "voc:x [train]", set())
     assert decided.flip is False and decided.replace(flip=True) == config
     assert seen == {"names": ["b", "d"], "limit": T.MIRROR_CHECK_IMAGES}
     with pytest.warns(UserWarning, match=r"b/d; the horizontal flips asked for \(flip=true\).*--no-flip"):
-        assert T._check_flips(config, None, ["b", "d"], "voc:x [train]", {"flip"}) is config
+        assert train_loop._check_flips(config, None, ["b", "d"], "voc:x [train]", {"flip"}) is config
 
     def no_call(*args, **kwargs):
         raise AssertionError("the check ran where flips are off anyway")
 
     monkeypatch.setattr(mirror, "check", no_call)
     off = config.replace(flip=False)
-    assert T._check_flips(off, None, ["b", "d"], "w", set()) is off
+    assert train_loop._check_flips(off, None, ["b", "d"], "w", set()) is off
     plain = config.replace(augment="none")
-    assert T._check_flips(plain, None, ["b", "d"], "w", set()) is plain
+    assert train_loop._check_flips(plain, None, ["b", "d"], "w", set()) is plain
     monkeypatch.setattr(mirror, "check", lambda *a, **k: {"mirror_pairs": []})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert T._check_flips(config, None, ["b", "d"], "w", set()) is config
+        assert train_loop._check_flips(config, None, ["b", "d"], "w", set()) is config
 
 
 @slow
@@ -303,8 +304,8 @@ def test_train_decides_flips_before_training_and_saves_the_decision(tmp_path, mo
 
 def test_augment_text_says_whether_flips_are_on():
     config = T.preset_config("retinanet_mobile")
-    assert T._augment_text(config) == "scale_jitter with horizontal flips (--no-flip turns them off)"
-    assert T._augment_text(config.replace(flip=False)) == "scale_jitter without horizontal flips"
+    assert train_loop._augment_text(config) == "scale_jitter with horizontal flips (--no-flip turns them off)"
+    assert train_loop._augment_text(config.replace(flip=False)) == "scale_jitter without horizontal flips"
     assert config.with_settings(["flip=false"]).flip is False
 
 
@@ -312,12 +313,12 @@ def test_replan_follows_the_measured_epoch_length(monkeypatch):
     """A first plan made from a stalled first epoch (4 epochs) grows to what the budget holds
     once whole epochs are timed, and shrinks again when epochs slow down."""
     clock = {"now": 0.0}
-    monkeypatch.setattr(T.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(train_callbacks.time, "monotonic", lambda: clock["now"])
     written = []
     run = types.SimpleNamespace(state={"epoch": 0})
     run.write_state = lambda **changes: (run.state.update(changes), written.append(dict(changes)))
     schedule = T.WarmupDecaySchedule(1e-3, 40, warmup_steps=5, kind="cosine")
-    replan = T._Replan(run, schedule, steps_per_epoch=10, deadline=100.0, max_epochs=None, verbose=0)
+    replan = train_callbacks._Replan(run, schedule, steps_per_epoch=10, deadline=100.0, max_epochs=None, verbose=0)
     model = types.SimpleNamespace(stop_training=False)
     replan.set_model(model)
 
@@ -335,7 +336,7 @@ def test_replan_follows_the_measured_epoch_length(monkeypatch):
     epoch_ends(3, 60.0)
     epoch_ends(4, 90.0)  # epochs of 30 s now: 5 + 10 // 30 = 5: stop here
     assert replan.planned == 5 and schedule.total_steps == 50 and model.stop_training
-    capped = T._Replan(run, schedule, steps_per_epoch=10, deadline=1000.0, max_epochs=7, verbose=0)
+    capped = train_callbacks._Replan(run, schedule, steps_per_epoch=10, deadline=1000.0, max_epochs=7, verbose=0)
     capped.set_model(model)
     capped.ends, capped.planned = [0.0], 3
     clock["now"], run.state["epoch"] = 10.0, 2
@@ -349,7 +350,7 @@ def test_plan_epochs_fits_the_budget():
     assert T.plan_epochs(60.0, 20.0, 8.0, max_epochs=4) == 4
     assert T.plan_epochs(10.0, 20.0, 8.0) == 1  # the first epoch alone overran the budget
     # Steady state leaves the first (tracing) batch out: 10 batches from t=5 to t=14 -> 1 s/step.
-    assert T._epoch_seconds((5.0, 14.0, 10), 10, 2.0) == pytest.approx(12.0)
+    assert train_callbacks._epoch_seconds((5.0, 14.0, 10), 10, 2.0) == pytest.approx(12.0)
 
 
 # --- data and argument errors (before any training) ---------------------------------------
@@ -424,10 +425,10 @@ def test_imagenet_weights_that_cannot_download_fall_back_to_random_in_training(m
     config = T.resolve_config("retinanet_mobile", ["a", "b"], settings=TINY[1:-1] + [
         "backbone=mobilenet_v2", "backbone_weights=imagenet"], image_size=64)
     with pytest.warns(UserWarning, match="could not download the backbone's ImageNet weights .*URL fetch failure"):
-        detector = T._build("retinanet_mobile", config)
+        detector = train_loop._build("retinanet_mobile", config)
     assert detector.config.backbone_weights is None  # config.json will say so
     with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18 only"):  # configuration errors surface
-        T._build("retinanet_mobile", config.replace(backbone="resnet50", backbone_alpha=0.5))
+        train_loop._build("retinanet_mobile", config.replace(backbone="resnet50", backbone_alpha=0.5))
 
 
 # --- mixed precision ---------------------------------------------------------------------
@@ -896,7 +897,7 @@ def test_only_the_chief_writes():
     with_chief = {"chief": ["c:1"], **workers}
     assert T.is_chief(strategy("chief", 0, with_chief)) and not T.is_chief(strategy("worker", 0, with_chief))
     assert T.is_chief(types.SimpleNamespace(cluster_resolver=None))
-    run = T._RunDir("/nonexistent/out", chief=False)
+    run = train_rundir._RunDir("/nonexistent/out", chief=False)
     try:
         assert not run.path(T.MODEL_FILE).startswith("/nonexistent/out") and os.path.isdir(run.root)
     finally:

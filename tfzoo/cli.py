@@ -275,7 +275,7 @@ def evaluate_detections_file(detections, spec, split, strict=False):
 
 
 def _write_json_atomic(path, payload):
-    from tfzoo.export.artifacts import write_json_atomic
+    from tfzoo.atomic import write_json_atomic
 
     write_json_atomic(path, payload, sort_keys=False)
 

@@ -138,7 +138,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     from tfzoo import train as train_lib
     from tfzoo.draw import draw_detections, image_detections, save_png_atomic
     from tfzoo.export import export_saved_model, export_tflite, load_model, parity_report
-    from tfzoo.export.artifacts import write_json_atomic
+    from tfzoo.atomic import save_keras_atomic, write_json_atomic
 
     precision = resolve_precision(precision)
     check_time_limit(time_limit)
@@ -183,7 +183,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     # --- 2. export ---
     say("export", f"[2/5] exporting the model at {detector.image_size[0]} px: Keras, SavedModel and TFLite ...")
     keras_path = os.path.join(out, "model.keras")
-    train_lib.save_model_atomic(detector, keras_path)
+    save_keras_atomic(detector, keras_path)
     saved_model = export_saved_model(detector, os.path.join(out, "saved_model"))
     tflite = export_tflite(detector, os.path.join(out, "model.tflite"))
 

@@ -114,9 +114,9 @@ def pretrain(out, backbone="mobilenet_v2", alpha=0.5, categories=256, instances=
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    from tfzoo import train as train_lib  # noqa: PLC0415
+    from tfzoo import optim  # noqa: PLC0415
     from tfzoo.data import fractals  # noqa: PLC0415
-    from tfzoo.export.artifacts import atomic_file, write_json_atomic  # noqa: PLC0415
+    from tfzoo.atomic import atomic_file, write_json_atomic  # noqa: PLC0415
 
     if (steps is None) == (minutes is None):
         raise ValueError("give exactly one of steps and minutes")
@@ -140,7 +140,7 @@ def pretrain(out, backbone="mobilenet_v2", alpha=0.5, categories=256, instances=
 
     model, app = build_classifier(backbone, alpha, image_size, categories)
     planned = steps or 1000
-    schedule = train_lib.WarmupDecaySchedule(learning_rate, planned, warmup_steps=min(200, planned // 10),
+    schedule = optim.WarmupDecaySchedule(learning_rate, planned, warmup_steps=min(200, planned // 10),
                                              kind="cosine")
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),

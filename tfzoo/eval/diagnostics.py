@@ -18,7 +18,7 @@ import collections
 
 import numpy as np
 
-from tfzoo.export.artifacts import atomic_file
+from tfzoo.atomic import atomic_file
 
 #: Upper edges (pixels, ``sqrt(area)`` in the original image) of the object-size buckets.
 SIZE_EDGES = (12, 16, 24, 48, 96)

@@ -37,7 +37,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
-from tfzoo import layers
+from tfzoo import atomic, layers
 from tfzoo.data import augment as aug
 from tfzoo.export import artifacts
 from tfzoo.ops import boxes as box_ops
@@ -221,11 +221,11 @@ def export_saved_model(detector, path):
       ``path``.
     """
     detector = detector.as_float32()
-    with artifacts.atomic_directory(path, is_saved_model_dir) as tmp:
+    with atomic.atomic_directory(path, is_saved_model_dir) as tmp:
         with layers.portable_convolutions(detector):
             module = save_module(detector, tmp)
         detector.save_config(os.path.join(tmp, artifacts.CONFIG_FILE))
-        artifacts.write_json(os.path.join(tmp, artifacts.METADATA_FILE),
+        atomic.write_json(os.path.join(tmp, artifacts.METADATA_FILE),
                              artifacts.export_metadata(detector, SIGNATURES))
         _verify(tmp, detector, module)
     return path

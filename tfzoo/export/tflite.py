@@ -53,7 +53,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from tfzoo import layers
+from tfzoo import atomic, layers
 from tfzoo.export import artifacts
 from tfzoo.export import saved_model as sm
 
@@ -469,7 +469,7 @@ def export_tflite(detector, path, quantize=None, calibration_images=None, *, raw
         signatures[sm.RAW_OUTPUTS] = sm.SIGNATURES[sm.RAW_OUTPUTS].replace("[B,", "[1,")
     metadata = {**artifacts.export_metadata(detector, signatures), "quantize": quantize}
     model = add_metadata(model, METADATA_NAME, metadata)
-    with artifacts.atomic_file(path) as tmp:
+    with atomic.atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(model)
         _verify(tmp, detector, quantize, raw_outputs)

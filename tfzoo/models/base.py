@@ -40,7 +40,7 @@ import typing
 import keras
 import tensorflow as tf
 
-from tfzoo import layers
+from tfzoo import layers, optim  # noqa: F401  (optim registers the schedule and optimizers)
 
 #: Name scope of the decoder ops in :meth:`Detector.detect` (box decoding, top-k, NMS).
 DECODER_SCOPE = "tfzoo_decoder"
@@ -290,10 +290,8 @@ class Detector(keras.Model):
         """Restores the compiled state saved in a ``.keras`` file (optimizer included).
 
         A model trained by :func:`tfzoo.train.train` saves tfzoo's learning-rate schedule and
-        optimizer classes; importing :mod:`tfzoo.train` registers them with Keras.
+        optimizer classes (:mod:`tfzoo.optim`, imported by this module, registers them).
         """
-        import tfzoo.train  # noqa: F401  (registers WarmupDecaySchedule, L2SGD and FusedAdamW)
-
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         self.compile(**config)

@@ -1,0 +1,92 @@
+"""The training data: dataset specs (one or several, concatenated), their classes,
+splits and example counts."""
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+
+import tensorflow as tf
+
+import tfzoo.data
+from tfzoo.data import validate
+
+
+def _specs(data):
+    """One spec string, or several (concatenated, e.g. VOC 2007 + 2012) -> list."""
+    if isinstance(data, str):
+        return [data]
+    specs = list(data)
+    if not specs or not all(isinstance(s, str) for s in specs):
+        raise ValueError(f"data must be a dataset spec string or a list of them, got {data!r}")
+    return specs
+
+def _class_names(specs):
+    names = tfzoo.data.class_names(specs[0])
+    for spec in specs[1:]:
+        other = tfzoo.data.class_names(spec)
+        if list(other) != list(names):
+            raise ValueError(f"{spec} has other classes than {specs[0]}: {other} vs {names}")
+    return list(names)
+
+def _load(specs, split):
+    dataset = None
+    for spec in specs:
+        part = tfzoo.data.load(spec, split)
+        dataset = part if dataset is None else dataset.concatenate(part)
+    return dataset
+
+def split_exists(spec, split):
+    """Whether dataset ``spec`` has a split ``split`` (how each reader names its splits:
+    shapes' ``SPLITS``, VOC's ``ImageSets/Main/*.txt``, COCO's ``instances_*.json`` with
+    the ``2017`` fallback, TFDS' builder info, when it is known before download)."""
+    kind, arg = tfzoo.data._parse(spec)
+    if kind == "shapes":
+        from tfzoo.data import shapes
+
+        return split in shapes.SPLITS
+    if kind == "voc":
+        from tfzoo.data import voc
+
+        return split in voc.splits(arg)
+    if kind == "coco":
+        from tfzoo.data import coco
+
+        try:
+            coco.resolve_split(arg, split)
+        except validate.DataError:
+            return False
+        return True
+    from tfzoo.data import tfds_reader
+
+    known = list(tfds_reader._tfds(arg).builder(arg).info.splits.keys())
+    if not known:  # not prepared yet and no metadata: let the reader decide
+        return True
+    wanted = [re.sub(r"\[.*\]$", "", part.strip()) for part in split.split("+")]
+    return all(name in known for name in wanted)
+
+def count_examples(specs, split, dataset):
+    """Examples in ``dataset`` (split ``split`` of ``specs``): its cardinality when known;
+    for VOC/COCO folders (whose decoding filter hides the count from tf.data) the records
+    of the annotation index without reading image headers again (an image that turns out
+    missing or corrupt is only dropped from the stream: epochs count steps, so the schedule
+    stays right); else one pass over the data."""
+    count = int(dataset.cardinality())
+    if count >= 0:
+        return count
+    if count == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(f"{'+'.join(specs)} [{split}] is infinite; training needs a finite dataset")
+    total = 0
+    for spec in specs:
+        kind, arg = tfzoo.data._parse(spec)
+        if kind in ("voc", "coco"):
+            reader = importlib.import_module(f"tfzoo.data.{kind}")
+            total += len(reader.scan(arg, split, check_images=False))
+            continue
+        part = tfzoo.data.load(spec, split)
+        known = int(part.cardinality())
+        if known < 0:
+            warnings.warn(f"{spec} [{split}]: counting the examples with one pass over the data")
+            known = int(part.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+        total += known
+    return total
