@@ -307,13 +307,13 @@ def test_train_passes_every_option_to_tfzoo_train(monkeypatch, capsys):
     calls = _fake_train(monkeypatch)
     code, out, err = run(["train", "retinanet_mobile", "--data", "shapes:16", "--split", "train", "--val-split", "test",
                           "--image-size", "64", "--batch-size", "4", "--minutes", "2.5", "--out", "runs/x", "--resume",
-                          "--set", "head_convs=1", "--set", "learning_rate=0.01", "--strategy", "mirrored",
+                          "--overwrite", "--set", "head_convs=1", "--set", "learning_rate=0.01", "--strategy", "mirrored",
                           "--mixed-precision", "--eval-every-epoch", "--cache", "--seed", "7"], capsys)
     assert code == 0, err
     assert calls == [("retinanet_mobile", "shapes:16", dict(
         split="train", val_split="test", image_size=64, batch_size=4, epochs=None, minutes=2.5, out="runs/x",
-        resume=True, settings=["head_convs=1", "learning_rate=0.01"], strategy="mirrored", mixed_precision=True,
-        eval_every_epoch=True, seed=7, cache=True))]
+        resume=True, overwrite=True, settings=["head_convs=1", "learning_rate=0.01"], strategy="mirrored",
+        mixed_precision=True, eval_every_epoch=True, seed=7, cache=True))]
     assert "runs/x" in out and "AP 0.5000" in out and "AP50 0.7500" in out
 
 
@@ -325,8 +325,8 @@ def test_train_defaults_leave_the_recipe_to_the_config(monkeypatch, capsys):
     assert code == 0
     (_, _, kwargs), = calls
     assert kwargs == dict(split="train", val_split="val", image_size=None, batch_size=None, epochs=None, minutes=None,
-                          out=None, resume=False, settings=[], strategy="default", mixed_precision=False,
-                          eval_every_epoch=False, seed=0, cache=False)
+                          out=None, resume=False, overwrite=False, settings=[], strategy="default",
+                          mixed_precision=False, eval_every_epoch=False, seed=0, cache=False)
     assert "runs/y" in out and "warning: training stopped early: time budget" in err
 
 

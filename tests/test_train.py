@@ -693,12 +693,64 @@ def test_resume_refuses_another_config_and_reports_a_finished_run(nan_then_resum
     run = nan_then_resume
     with pytest.raises(ValueError, match=r"cannot resume .*image_size=96 \(saved: 64\)"):
         T.train("retinanet_mobile", run.data, out=str(run.out), resume=True, **{**RUN, "image_size": 96})
-    with pytest.raises(ValueError, match="planned for 2 epochs, not 5"):
-        T.train("retinanet_mobile", run.data, out=str(run.out), resume=True, epochs=5, **RUN)
-    with pytest.warns(UserWarning, match="already finished"):
+    with pytest.raises(ValueError, match="--epochs 1: it is planned for 2 epochs; --epochs can only extend a run"):
+        T.train("retinanet_mobile", run.data, out=str(run.out), resume=True, epochs=1, **RUN)
+    with pytest.warns(UserWarning, match=r"already finished .*--resume --epochs N, N > 2, trains it further"):
         again = T.train("retinanet_mobile", run.data, out=str(run.out), resume=True, **RUN)
     assert again.finished and again.steps == 8
     assert json.dumps(again.metrics, sort_keys=True) == json.dumps(run.resumed.metrics, sort_keys=True)
+
+
+@slow
+def test_resume_with_more_epochs_extends_a_finished_run(nan_then_resume, tmp_path):
+    """--resume --epochs N past the plan: trains on from the last step, the schedule's end
+    moved to the new last step, config.json and state.json say the new plan."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(nan_then_resume.out, out)
+    extended = T.train("retinanet_mobile", nan_then_resume.data, out=str(out), resume=True, epochs=3, **RUN)
+    assert extended.finished and extended.epochs == 3 and extended.steps == 12 and extended.planned_epochs == 3
+    state, config = _json(out / T.STATE_FILE), _json(out / T.CONFIG_FILE)
+    assert state["planned_epochs"] == 3 and state["total_steps"] == 12 and state["finished"] and config["epochs"] == 3
+    assert extended.detector.optimizer._learning_rate.total_steps == 12
+
+
+def test_new_runs_get_new_folders_and_earlier_work_is_refused(tmp_path, monkeypatch):
+    """Default out: runs/MODEL, then runs/MODEL-2 ...; a folder with a run or with a user's
+    files is refused before any work (hints name CLI flags); --resume finds the latest run."""
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    assert train_rundir.new_run_dir("retinanet_mobile") == str(runs / "retinanet_mobile")
+    (runs / "retinanet_mobile").mkdir(parents=True)
+    (runs / "retinanet_mobile" / T.STATE_FILE).write_text(json.dumps(
+        {"model": "retinanet_mobile", "epoch": 12, "planned_epochs": 12, "finished": True}))
+    assert train_rundir.new_run_dir("retinanet_mobile") == str(runs / "retinanet_mobile-2")
+    (runs / "retinanet_mobile-7").mkdir()
+    (runs / "retinanet_mobile-7" / T.STATE_FILE).write_text(json.dumps(
+        {"model": "retinanet_mobile", "epoch": 3, "planned_epochs": 12, "finished": False}))
+    (runs / "retinanet_mobile-x").mkdir()
+    assert train_rundir.new_run_dir("retinanet_mobile") == str(runs / "retinanet_mobile-8")
+    assert train_rundir.latest_run_dir("retinanet_mobile") == str(runs / "retinanet_mobile-7")
+    with pytest.raises(train_rundir.RunDirError, match="no run of retinanet under .* to resume; .*--out"):
+        train_rundir.latest_run_dir("retinanet")
+
+    with pytest.raises(train_rundir.RunDirError, match=r"holds a finished run of retinanet_mobile \(12 epochs\): "
+                                                       r"--resume continues it, --overwrite .*--out"):
+        T.train("retinanet_mobile", "shapes:16", out=str(runs / "retinanet_mobile"), **RUN)
+    with pytest.raises(train_rundir.RunDirError, match="stopped at epoch 3 of 12"):
+        T.train("retinanet_mobile", "shapes:16", out=str(runs / "retinanet_mobile-7"), **RUN)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "own settings"}')
+    with pytest.raises(train_rundir.RunDirError, match=r"is not empty and holds no tfzoo run \(config.json\)"):
+        T.train("retinanet_mobile", "shapes:16", out=str(mine), **RUN)
+    assert (mine / "config.json").read_text() == '{"my": "own settings"}'
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(train_rundir.RunDirError, match="not a folder"):
+        train_rundir.check_new_run(str(tmp_path / "file"), overwrite=True)
+    train_rundir.check_new_run(str(mine), overwrite=True)  # allowed when asked for
+    train_rundir.check_new_run(str(tmp_path / "new"), overwrite=False)  # a new folder
 
 
 @slow
@@ -710,8 +762,8 @@ def test_time_budget_stops_saves_and_evaluates(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = T.train("retinanet_mobile", "shapes:16", out=str(out), minutes=0.05, epochs=1000, val_split="val",
-                         **RUN)
-    assert any("holds a previous run: starting a new one over it" in str(w.message) for w in caught)
+                         overwrite=True, **RUN)
+    assert any("holds a model.keras: starting a new run over it (--overwrite)" in str(w.message) for w in caught)
     state = _json(out / T.STATE_FILE)
     # 3 s cannot hold 1000 epochs: either the deadline cut training or the plan shrank.
     assert (result.stopped or "").startswith("time budget of 0.05 minutes spent at step") or (

@@ -491,6 +491,7 @@ def cmd_train(args):
         minutes=args.minutes,
         out=args.out,
         resume=args.resume,
+        overwrite=args.overwrite,
         settings=list(args.set or ()) + (["flip=false"] if args.no_flip else []),
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
@@ -656,8 +657,14 @@ def build_parser():
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int, help="epochs to train (default: the model's)")
     budget.add_argument("--minutes", type=float, help="time budget; the schedule is fitted to it")
-    p.add_argument("--out", metavar="DIR", help="training directory (default: runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--out", metavar="DIR",
+                   help="training directory (default: a new folder per run: runs/MODEL, runs/MODEL-2, ...); a "
+                        "folder that holds a run or other files is refused unless --resume or --overwrite")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (default: the latest runs/MODEL[-N]) from its last checkpoint; "
+                        "with --epochs above its plan, train a finished run further")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds a run (replaced) or other files (left alone)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. --set learning_rate=0.005)")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",

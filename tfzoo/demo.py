@@ -172,6 +172,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         backbone_weights=None, cache=True,  # 2,000 generated images, ~375 MiB: generate them once
         mixed_precision=precision == "mixed", callbacks=callbacks,
         diagnostics=False,  # the demo scores val itself, after training, within its time limit
+        overwrite=True,  # the demo's own folder: a new demo replaces the last one
     )
     if result.stopped and not result.steps:
         raise RuntimeError(f"training stopped before its first checkpoint: {result.stopped}")

@@ -31,7 +31,8 @@ if given, caps the estimate. The budget covers ``fit`` (steps, checkpoints, per-
 evaluation); building the model, counting the data and the final evaluation come on
 top.
 
-**Training directory** (``out``, default ``runs/<model>``)::
+**Training directory** (``out``; by default a new folder per run: ``runs/<model>``, then
+``runs/<model>-2``, ``-3`` ...)::
 
     config.json    the detector config (class_names, actual batch_size and learning rate)
     model.keras    the latest good model, compiled (optimizer state inside), atomic
@@ -44,9 +45,16 @@ non-finite weights: a non-finite loss stops training with a message naming the s
 the epoch, ``state.json`` records it and the previous ``model.keras`` stays as it was.
 ``resume=True`` loads ``model.keras`` (its optimizer and iteration count included) and
 continues from ``state.json``'s epoch on the same schedule (``minutes`` then only bounds
-the session); options that disagree with the saved run are an error, and resuming a
-finished run only says so. Without ``resume``, a directory holding a previous run is
-reused with a warning: its ``model.keras`` is replaced at the new run's first checkpoint.
+the session); options that disagree with the saved run are an error. ``epochs`` above
+the run's plan extends it, finished or not: the schedule's end moves to the new last step
+(step and cosine decays with it). Resuming a finished run without more epochs only says
+so. ``resume`` without ``out`` continues the latest ``runs/<model>[-N]``.
+
+Earlier work is never lost by mistake: without ``resume``, an ``out`` that holds a run or
+any other files is refused (the error names what is there and the ``--resume`` /
+``--overwrite`` / ``--out`` choices) unless ``overwrite=True``; then an earlier run's
+``model.keras`` is replaced at the new run's first checkpoint and other files are left
+alone.
 A val split the dataset lacks (a VOC folder with only ``train``) skips evaluation with a
 warning.
 

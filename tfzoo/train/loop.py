@@ -19,7 +19,7 @@ import tfzoo.data
 import tfzoo.eval
 from tfzoo.atomic import save_keras_atomic, write_json_atomic
 from tfzoo.data import validate
-from tfzoo.optim import make_optimizer, make_schedule
+from tfzoo.optim import WarmupDecaySchedule, make_optimizer, make_schedule
 from tfzoo.train.callbacks import (TimeBudget, StopOnNonFiniteLoss, TrainingProgress, _Checkpoint, _epoch_seconds,
                                    _info, _Replan, plan_epochs, warmup_epochs)
 from tfzoo.train.config import FROM_CONFIG, _requested_fields, _setting_keys, preset_config, resolve_config
@@ -27,7 +27,7 @@ from tfzoo.train.data import _class_names, _load, _specs, count_examples, split_
 from tfzoo.train.distribute import (FLOAT32, STRATEGIES, _workers, is_chief, make_strategy, mixed_policy_name,
                                     optimizer_step, precision)
 from tfzoo.train.rundir import (CONFIG_FILE, LOGS_DIR, METRICS_FILE, MODEL_FILE, PLOT_FILE, STATE_FILE, _read_json,
-                                _RunDir, _start_over)
+                                _RunDir, _start_over, check_new_run, latest_run_dir, new_run_dir)
 
 #: Images of the training split scored after training, beside val, to tell under- from
 #: overfitting (the first ones of the split, without augmentation).
@@ -216,7 +216,7 @@ def _build(model, config):
 def train(model, data, split="train", val_split="val", image_size=None, batch_size=None, epochs=None,
           minutes=None, out=None, resume=False, settings=(), strategy="default", mixed_precision=False,
           eval_every_epoch=False, seed=0, verbose=1, backbone_weights=FROM_CONFIG, *, val_data=None,
-          callbacks=(), cache=False, diagnostics=True):
+          callbacks=(), cache=False, diagnostics=True, overwrite=False):
     """Trains preset ``model`` on dataset ``data`` and writes the training directory.
 
     Args:
@@ -228,8 +228,12 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
       image_size, batch_size, epochs: override the config (the learning rate follows the
         batch size, see :func:`resolve_config`).
       minutes: time budget; the schedule is fitted to it (see the module doc).
-      out: the training directory (default ``runs/<model>``).
-      resume: continue the run in ``out`` from its last checkpoint.
+      out: the training directory. Default: a new folder per run, ``runs/<model>``, then
+        ``runs/<model>-2`` ... (with ``resume``: the latest of them). A folder that holds
+        a run or other files is refused unless ``resume`` or ``overwrite``.
+      resume: continue the run in ``out`` from its last checkpoint; with ``epochs`` above
+        the run's plan, a finished or stopped run trains on to that many epochs (its
+        learning-rate schedule stretched to the new end).
       settings: ``["key=value", ...]`` config overrides. Unless they set ``flip``, a recipe
         with flips trains without them where mirrored classes of the training data look
         alike (:func:`_check_flips`; the decision is in ``config.json``).
@@ -256,6 +260,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         ``split`` and name under- or overfitting, with per-class AP and the most confused
         class pairs on val (printed, and in metrics.json as ``diagnostics``); the losses
         (and per-epoch val AP) are drawn in ``training.png`` either way.
+      overwrite: start a new run in an ``out`` that holds a run (replaced) or other files
+        (left alone beside the run's own files).
 
     Returns:
       :class:`TrainResult`.
@@ -277,7 +283,11 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     for spec in specs + val_specs:
         tfzoo.data._parse(spec)  # a malformed spec: error before any TensorFlow work
-    out = os.path.abspath(out or os.path.join("runs", model))
+    if out is None:
+        out = latest_run_dir(model) if resume else new_run_dir(model)
+    out = os.path.abspath(out)
+    if not resume:
+        check_new_run(out, overwrite)  # before any work: an earlier run is never lost by mistake
     dist = make_strategy(strategy)  # first: multiworker needs to start before other TF work
     scope = dist.scope() if dist is not None else contextlib.nullcontext()
     names = _class_names(specs)
@@ -322,7 +332,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         rundir = _RunDir(out, is_chief(dist) if dist is not None else True)
         try:
             if resume:
-                if state.get("finished"):
+                extend = epochs is not None and epochs > int(state["planned_epochs"])
+                if state.get("finished") and not extend:
                     return _finished(out, state, started)
                 model_path = os.path.join(out, MODEL_FILE)
                 if not os.path.exists(model_path):
@@ -336,6 +347,13 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                 planned = int(state["planned_epochs"])
                 initial_epoch = int(state["epoch"])
                 rundir_state = dict(state, stopped=None)
+                if extend:
+                    _extend_schedule(detector, out, planned, epochs, steps_per_epoch, verbose)
+                    planned = epochs
+                    rundir_state.update(planned_epochs=planned, total_steps=planned * steps_per_epoch,
+                                        finished=False)
+                    config = config.replace(epochs=planned)
+                    write_json_atomic(rundir.path(CONFIG_FILE), json.loads(config.to_json()))
                 _info(verbose, f"resuming {out} at epoch {initial_epoch + 1}/{planned}, step "
                                f"{optimizer_step(detector)}")
             else:
@@ -369,6 +387,17 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         finally:
             rundir.cleanup()
 
+def _extend_schedule(detector, out, planned, epochs, steps_per_epoch, verbose):
+    """Moves the end of a resumed run's learning-rate schedule from ``planned`` to
+    ``epochs`` epochs (the step and cosine decays move with it)."""
+    schedule = getattr(detector.optimizer, "_learning_rate", None)
+    if not isinstance(schedule, WarmupDecaySchedule):
+        raise ValueError(f"cannot extend {out}: its optimizer has no tfzoo learning-rate schedule")
+    schedule.set_total_steps(epochs * steps_per_epoch)
+    _info(verbose, f"extending {out} from {planned} to {epochs} epochs: the learning-rate schedule now ends at "
+                   f"step {epochs * steps_per_epoch}")
+
+
 def _resume_config(out, model, names, settings, image_size, batch_size, epochs, mixed_precision):
     state_path, config_path = os.path.join(out, STATE_FILE), os.path.join(out, CONFIG_FILE)
     for path in (state_path, config_path):
@@ -381,8 +410,9 @@ def _resume_config(out, model, names, settings, image_size, batch_size, epochs, 
     requested = resolve_config(model, names, image_size=image_size, batch_size=batch_size, epochs=epochs,
                                settings=settings)
     fields = sorted(_requested_fields(settings, image_size, batch_size, epochs))
-    if epochs is not None and epochs != state.get("planned_epochs"):
-        raise ValueError(f"cannot resume {out}: it is planned for {state.get('planned_epochs')} epochs, not {epochs}")
+    if epochs is not None and epochs < int(state.get("planned_epochs", 0)):
+        raise ValueError(f"cannot resume {out} with --epochs {epochs}: it is planned for {state.get('planned_epochs')} "
+                         f"epochs; --epochs can only extend a run")
     fields = [f for f in fields if f != "epochs"]
     diffs = [f"{f}={getattr(requested, f)!r} (saved: {getattr(saved, f)!r})" for f in fields
              if getattr(requested, f) != getattr(saved, f)]
@@ -396,7 +426,7 @@ def _resume_config(out, model, names, settings, image_size, batch_size, epochs, 
 def _finished(out, state, started):
     model_path = os.path.join(out, MODEL_FILE)
     warnings.warn(f"{out}: the run already finished ({state.get('epoch')} epochs, step {state.get('step')}); "
-                  "nothing to resume")
+                  f"nothing to resume (--resume --epochs N, N > {state.get('epoch')}, trains it further)")
     detector = keras.saving.load_model(model_path, safe_mode=True)
     metrics_path = os.path.join(out, METRICS_FILE)
     metrics = _read_json(metrics_path) if os.path.exists(metrics_path) else None
