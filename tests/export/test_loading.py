@@ -1,5 +1,6 @@
 """load_model: every format behind one interface, trust refusals, clear errors."""
 import json
+import pathlib
 import zipfile
 
 import numpy as np
@@ -104,10 +105,20 @@ def test_unusable_paths_are_one_line_errors_naming_the_path(tmp_path, paths):
     cases = {
         str(tmp_path / "missing.keras"): "no such file or directory",
         _write(tmp_path / "notes.txt", b"hello"): "unknown model file type",
-        _write(tmp_path / "broken.keras", b"PK\x03\x04 not really a zip"): "cannot load the Keras model",
+        _write(tmp_path / "broken.keras", b"PK\x03\x04 not really a zip"): "not a complete .keras file",
         _write(tmp_path / "broken.tflite", b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40): "cannot load the TFLite model",
         _write(tmp_path / "text.tflite", b"this is text"): "not a TFLite file",
     }
+    # Real exports cut short (an interrupted copy): named as such, not "File not found" or
+    # a struct-unpacking message.
+    keras_bytes = pathlib.Path(paths["keras"]).read_bytes()
+    tflite_bytes = pathlib.Path(paths["tflite"]).read_bytes()
+    cases[_write(tmp_path / "cut.keras", keras_bytes[: len(keras_bytes) // 2])] = "truncated or corrupt"
+    cases[_write(tmp_path / "cut.tflite", tflite_bytes[: len(tflite_bytes) // 2])] = "a truncated or corrupt TFLite"
+    cases[_write(tmp_path / "cut_header.tflite", tflite_bytes[:20])] = "a truncated or corrupt TFLite"
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    cases[str(tmp_path / "other.keras")] = "a zip archive without config.json"
     empty = tmp_path / "empty_dir"
     empty.mkdir()
     cases[str(empty)] = "not a model directory"

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import numpy as np
 
@@ -234,11 +235,33 @@ def _load_keras_file(path):
 
     import tfzoo.models  # noqa: F401  (registers the detector classes)
 
+    _check_keras_archive(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for bad files
         raise ModelLoadError(path, f"cannot load the Keras model: {_first_line(e)}") from e
     return KerasModel(path, _check_detector(path, model))
+
+
+def _check_keras_archive(path):
+    """A ``.keras`` file is a zip archive holding ``config.json`` and the weights; Keras
+    calls anything else "File not found". Names the real problem instead."""
+    import zipfile  # noqa: PLC0415
+
+    size = os.path.getsize(path)
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(path, f"not a complete .keras file: a .keras file is a zip archive and this one "
+                                   f"({size} bytes) is truncated or corrupt; save or copy it again")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            broken = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ModelLoadError(path, f"a corrupt .keras archive ({size} bytes): {_first_line(e)}") from e
+    if broken is not None:
+        raise ModelLoadError(path, f"a corrupt .keras archive: {broken} fails its checksum; save or copy it again")
+    if "config.json" not in names:
+        raise ModelLoadError(path, "a zip archive without config.json: not a Keras model file")
 
 
 def _load_h5(path):
@@ -302,6 +325,9 @@ def _load_tflite(path):
         runtime = tflite.interpreter(model_content=model_bytes)
     except ImportError:
         raise
+    except (struct.error, IndexError) as e:  # the flatbuffer points past the end of the bytes
+        raise ModelLoadError(path, f"a truncated or corrupt TFLite file ({len(model_bytes)} bytes): its flatbuffer "
+                                   "refers to data past its end; export or copy it again") from e
     except Exception as e:  # noqa: BLE001 - flatbuffer and interpreter errors
         raise ModelLoadError(path, f"cannot load the TFLite model: {_first_line(e)}") from e
     if metadata is None:
