@@ -461,6 +461,33 @@ def test_predict_draws_and_writes_detections_in_original_pixels(model_artifacts,
     assert report["agree"] and report["matched"] == len(rows), report
 
 
+def test_predict_on_a_folder_runs_on_its_images(model_artifacts, tmp_path, capsys):
+    """A folder stands for its images (sorted, not subfolders, other files left out); one
+    without images is a one-line error naming it, before the model loads."""
+    from PIL import Image
+
+    from tests.export import helpers
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    images = helpers.sample_images(2).astype(np.uint8)
+    Image.fromarray(images[0]).save(folder / "b.JPG")
+    Image.fromarray(images[1]).save(folder / "a.png")
+    Image.fromarray(images[1]).save(folder / "sub" / "c.png")
+    (folder / "notes.txt").write_text("not an image")
+    out_dir = tmp_path / "out"
+    code, out, err = run(["predict", model_artifacts("keras"), str(folder), "--out", str(out_dir)], capsys)
+    assert code == 0, err
+    result = json.loads((out_dir / "detections.json").read_text())
+    assert [e["file"] for e in result["images"]] == [str(folder / "a.png"), str(folder / "b.JPG")]
+    assert sorted(os.listdir(out_dir)) == ["a.png", "b.png", "detections.json"]
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(["predict", model_artifacts("keras"), str(folder), str(tmp_path / "empty"),
+                          "--out", str(tmp_path / "out2")], capsys)
+    assert code == 1 and "a folder without images" in err and str(tmp_path / "empty") in err and out == ""
+    assert not (tmp_path / "out2").exists()
+
+
 def test_export_int8_tflite_calibrated_on_the_training_split(model_artifacts, tmp_path, capsys):
     from tfzoo.export import load_model, op_names
 

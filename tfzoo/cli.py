@@ -378,15 +378,19 @@ def _unique_stems(paths):
 def cmd_predict(args):
     import numpy as np
 
-    from tfzoo.data.images import ImageError, decode_image
+    from tfzoo.data.images import ImageError, decode_image, image_files
     from tfzoo.draw import draw_detections, image_detections, save_png_atomic
 
     if not 0.0 <= args.score_threshold <= 1.0:
         args.parser.error(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
+    try:
+        paths = image_files(args.images)  # a folder stands for its images
+    except FileNotFoundError as error:
+        raise CLIError(str(error)) from None
     model = _load(args)
     os.makedirs(args.out, exist_ok=True)
     results, failures = [], []
-    for path, stem in zip(_progress(args.images, desc="predict"), _unique_stems(args.images)):
+    for path, stem in zip(_progress(paths, desc="predict"), _unique_stems(paths)):
         try:
             image = decode_image(path)
         except ImageError as e:
@@ -408,7 +412,7 @@ def cmd_predict(args):
     _write_json_atomic(os.path.join(args.out, "detections.json"), payload)
     print(f"detections written to {os.path.join(args.out, 'detections.json')}", file=sys.stderr)
     if failures:
-        raise CLIError(f"{len(failures)} of {len(args.images)} images could not be read "
+        raise CLIError(f"{len(failures)} of {len(paths)} images could not be read "
                        f"(first: {failures[0]['error']})")
     return 0
 
@@ -615,7 +619,8 @@ def build_parser():
                                    "boxes, class names and scores drawn, and OUT/detections.json with the "
                                    "detections in pixel coordinates of the original image.")
     p.add_argument("model", metavar="MODEL_PATH", help=MODEL_HELP)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (JPEG, PNG, ...) or folders (their images, not subfolders)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="keep detections scoring at least this (default: 0.3)")

@@ -36,6 +36,8 @@ from tfzoo.data import validate
 #: PIL refuses anything above twice its own limit at ``Image.open`` already, so a
 #: ``max_pixels`` above that also needs ``PIL.Image.MAX_IMAGE_PIXELS`` raised.
 MAX_PIXELS = 89_478_485
+#: File name extensions :func:`image_files` takes for images (case-insensitive).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 #: EXIF orientations that swap height and width (transpose, rotate 90/270, transverse).
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
@@ -436,4 +438,22 @@ def numpy_example(example):
         if isinstance(value, bytes):
             value = value.decode("utf-8")
         out[key] = value
+    return out
+
+
+def image_files(paths):
+    """``paths`` with each folder replaced by its image files (:data:`IMAGE_EXTENSIONS`,
+    not recursive, sorted by name); files are kept as given, whatever their extension.
+    A folder without images raises ``FileNotFoundError`` naming it."""
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(entry.path for entry in os.scandir(path)
+                           if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise FileNotFoundError(f"{path}: a folder without images ({', '.join(IMAGE_EXTENSIONS)}; "
+                                        f"subfolders are not searched)")
+            out.extend(found)
+        else:
+            out.append(path)
     return out
