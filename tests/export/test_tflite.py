@@ -92,8 +92,8 @@ def test_calibration_images_take_images_batches_and_pipeline_pairs():
 
 def test_a_file_failing_its_check_leaves_the_earlier_file(detector, tmp_path, monkeypatch, model_bytes):
     target = tmp_path / "model.tflite"
-    target.write_bytes(b"earlier model")
-    monkeypatch.setattr(tl, "_convert", lambda *args: model_bytes)
+    target.write_bytes(model_bytes)  # an earlier export
+    monkeypatch.setattr(tl, "_convert", lambda *args: model_bytes + b"")
 
     def verify(path, *args):
         assert os.path.getsize(path) > 1000  # the new model was written, under another name
@@ -102,8 +102,20 @@ def test_a_file_failing_its_check_leaves_the_earlier_file(detector, tmp_path, mo
     monkeypatch.setattr(tl, "_verify", verify)
     with pytest.raises(artifacts.ExportError, match="FlexErf"):
         export_tflite(detector, str(target))
-    assert target.read_bytes() == b"earlier model"
+    assert target.read_bytes() == model_bytes
     assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_a_file_that_is_not_an_earlier_export_is_refused_before_any_work(detector, tmp_path, monkeypatch):
+    """Like a foreign SavedModel folder: a user's .tflite (no tfzoo metadata) or any other
+    file at the target is never replaced."""
+    monkeypatch.setattr(tl, "_convert", lambda *args: pytest.fail("converted before refusing"))
+    for name, data in (("theirs.tflite", b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40), ("notes.tflite", b"my notes")):
+        target = tmp_path / name
+        target.write_bytes(data)
+        with pytest.raises(FileExistsError, match="exists and is not a tfzoo TFLite export"):
+            export_tflite(detector, str(target))
+        assert target.read_bytes() == data
 
 
 def test_the_check_refuses_a_model_without_nms(detector, tmp_path, monkeypatch):

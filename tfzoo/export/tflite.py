@@ -155,6 +155,20 @@ def add_metadata(model_bytes, name, payload):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def is_tflite_export(path):
+    """Whether ``path`` is a ``.tflite`` file with tfzoo's metadata (an earlier export)."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        model_bytes = f.read()
+    if model_bytes[4:8] != b"TFL3":
+        return False
+    try:
+        return read_metadata(model_bytes) is not None
+    except Exception:  # noqa: BLE001 - a truncated or corrupt flatbuffer
+        return False
+
+
 def read_metadata(model_bytes, name=METADATA_NAME):
     """The JSON payload of metadata entry ``name`` of a ``.tflite`` model, or ``None``."""
     from tensorflow.lite.python import schema_py_generated as schema
@@ -460,6 +474,9 @@ def export_tflite(detector, path, quantize=None, calibration_images=None, *, raw
         raise ValueError("int8 quantization needs calibration_images (images from the training split)")
     if quantize != "int8" and calibration_images is not None:
         raise ValueError(f"calibration_images apply to int8 quantization only, not {quantize!r}")
+    if os.path.lexists(path) and not is_tflite_export(path):
+        # As for SavedModel folders: only an earlier tfzoo export is replaced, never a user's file.
+        raise FileExistsError(f"{path}: exists and is not a tfzoo TFLite export; choose a new path or remove it")
     detector = detector.as_float32()
     with layers.portable_convolutions(detector):  # plain CONV_2D ops, never tfzoo.layers.Conv2D's grouped form
         model = _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit)
