@@ -69,17 +69,54 @@ def test_inspect_text_report(capsys):
     assert "horizontal flips: no class looks like another one mirrored" in out
 
 
-def test_unknown_spec_is_one_line_error(capsys):
-    code, out, err = run(["inspect", "--data", "nonsense:x"], capsys)
-    assert code == 1
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith("tfzoo: error:") and "nonsense:x" in err
+@pytest.mark.parametrize("argv, message", [
+    (["inspect", "--data", "nonsense:x"], "--data: unknown dataset spec 'nonsense:x'"),
+    (["evaluate", "--detections", "r.json", "--data", "voc"], "--data: unknown dataset spec 'voc'"),
+    (["train", "nosuch", "--data", "shapes"], "unknown model 'nosuch'; known models: retinanet"),
+    (["train", "retinanet_mobile", "--data", "shapes", "--set", "nosuch=1"], "--set: unknown config field(s) nosuch"),
+    (["train", "retinanet_mobile", "--data", "shapes", "--set", "flip=maybe"], "'flip' takes true/false"),
+    (["train", "retinanet_mobile", "--data", "shapes", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["inspect", "--data", "shapes", "--limit", "0"], "--limit must be >= 1"),
+    (["list", "nosuch"], "unknown model 'nosuch'"),
+])
+def test_usage_errors_exit_2_before_any_work(argv, message, capsys):
+    """A malformed argument is a usage error (exit 2) whatever the flag, like argparse's own;
+    failures found while working exit 1."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == "" and message in err and "Traceback" not in err
+
+
+def test_failures_while_working_are_one_line_errors(tmp_path, capsys):
+    code, out, err = run(["inspect", "--data", f"voc:{tmp_path / 'missing'}"], capsys)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("tfzoo: error:") and "missing" in err
     assert "Traceback" not in err
 
 
-def test_debug_shows_the_traceback(capsys):
-    with pytest.raises(ValueError):
-        cli.main(["--debug", "inspect", "--data", "nonsense:x"])
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    from tfzoo.data.validate import DataError
+
+    with pytest.raises(DataError):
+        cli.main(["--debug", "inspect", "--data", f"voc:{tmp_path / 'missing'}"])
+
+
+def test_list_shows_the_zoo_table_and_a_presets_settings(capsys):
+    code, out, _ = run(["list"], capsys)
+    assert code == 0
+    assert re.search(r"retinanet_mobile\s+RetinaNet\s+one-stage\s+320\s+resnet10\s+yes", out)
+    assert re.search(r"retinanet\s+RetinaNet\s+one-stage\s+640\s+resnet50\s*$", out, re.M)
+    code, out, _ = run(["list", "retinanet_mobile"], capsys)
+    assert code == 0 and out.startswith("retinanet_mobile: RetinaNet (one-stage), input 320 px")
+    assert re.search(r"^  learning_rate\s+0.002  \(float\)$", out, re.M)
+    assert re.search(r"^  backbone_weights\s+null  \(str \| None\)$", out, re.M)
+    assert re.search(r"^  aspect_ratios\s+\[0.5, 1.0, 2.0\]", out, re.M)
+    from tfzoo.models import MODELS
+
+    import dataclasses
+    assert len([l for l in out.splitlines() if l.startswith("  ")]) == len(
+        dataclasses.fields(MODELS["retinanet_mobile"].config))  # every --set key
 
 
 def _voc_copy_of_shapes(root, count=4):
@@ -341,9 +378,9 @@ def test_train_epochs_and_minutes_exclude_each_other(monkeypatch, capsys):
 
 
 def test_train_errors_are_one_line(monkeypatch, capsys):
-    _fake_train(monkeypatch, error=ValueError("unknown model 'yolo9'; known models: retinanet"))
-    code, out, err = run(["train", "yolo9", "--data", "shapes"], capsys)
-    assert code == 1 and err == "tfzoo: error: unknown model 'yolo9'; known models: retinanet\n"
+    _fake_train(monkeypatch, error=ValueError("shapes:16 [train] has 3 examples, fewer than batch_size 16"))
+    code, out, err = run(["train", "retinanet_mobile", "--data", "shapes"], capsys)
+    assert code == 1 and err == "tfzoo: error: shapes:16 [train] has 3 examples, fewer than batch_size 16\n"
 
 
 def test_autograph_errors_show_the_original_exception(monkeypatch, capsys):

@@ -62,20 +62,50 @@ def _progress(iterable, desc, total=None):
 def cmd_list(args):
     import tfzoo
     from tfzoo.data import shapes
+    from tfzoo.models import MODELS
 
-    models = tfzoo.list_models()
+    if args.model:
+        return _show_preset(MODELS[args.model])
     print("models:")
-    if models:
-        for name in models:
-            print(f"  {name}")
-    else:
+    if not MODELS:
         print("  (none registered yet)")
+    rows = [(name, p.family, p.kind, str(p.config.image_size), p.config.backbone, "yes" if p.cpu else "")
+            for name, p in sorted(MODELS.items())]
+    header = ("name", "family", "kind", "input", "backbone", "CPU preset")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print("  ('tfzoo list MODEL' shows a preset's settings: the keys --set accepts, with their defaults)")
     print("datasets:")
     print(f"  shapes            builtin synthetic data, classes: {', '.join(shapes.CLASS_NAMES)}")
     print("  voc:PATH          a VOCdevkit folder (JPEGImages/, Annotations/, ImageSets/Main/)")
     print("  coco:PATH         a COCO 2017 folder (annotations/instances_SPLIT.json, SPLIT/)")
     print("  tfds:NAME         a TensorFlow Datasets detection set, e.g. tfds:voc/2007")
     return 0
+
+
+def _show_preset(preset):
+    """Prints a preset's family and every config field with its default (``--set`` keys)."""
+    import dataclasses
+    import typing
+
+    config = preset.config
+    hints = typing.get_type_hints(type(config))
+    print(f"{preset.name}: {preset.family} ({preset.kind}), input {config.image_size} px, backbone "
+          f"{config.backbone}{', a CPU preset' if preset.cpu else ''}")
+    print("settings (tfzoo train ... --set KEY=VALUE; values are JSON, e.g. null, true, [0.5, 1.0]):")
+    fields = [(f.name, json.dumps(getattr(config, f.name) if not isinstance(getattr(config, f.name), tuple)
+                                  else list(getattr(config, f.name))), _type_text(hints[f.name]))
+              for f in dataclasses.fields(config)]
+    width = max(len(name) for name, _, _ in fields)
+    for name, value, kind in fields:
+        print(f"  {name:<{width}}  {value}  ({kind})")
+    return 0
+
+
+def _type_text(annotation):
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    return text or str(annotation).replace("typing.", "")
 
 
 # --- tfzoo inspect ------------------------------------------------------------------
@@ -568,6 +598,38 @@ def _error_line(error):
     return _TF_DATA_WRAPPING.sub("", line, count=1) or type(error).__name__
 
 
+def _usage_problem(args):
+    """What is wrong with the arguments themselves, before any work: a malformed dataset
+    spec, an unknown model, ``--set`` keys or values the preset refuses, sizes out of range.
+    These are usage errors (exit 2) like argparse's own; problems found while working
+    (a missing file, a broken dataset) are failures (exit 1)."""
+    import tfzoo
+
+    spec = getattr(args, "data", None)
+    if spec is not None:
+        import tfzoo.data
+
+        try:
+            tfzoo.data._parse(spec)
+        except ValueError as error:
+            return f"--data: {error}"
+    for flag in ("image_size", "batch_size", "limit"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            return f"--{flag.replace('_', '-')} must be >= 1, got {value}"
+    if args.command in ("train", "list") and getattr(args, "model", None) is not None:
+        if args.model not in tfzoo.list_models():
+            return f"unknown model {args.model!r}; known models: {', '.join(tfzoo.list_models())}"
+        if args.command == "train" and args.set:
+            from tfzoo.train import preset_config
+
+            try:
+                preset_config(args.model).with_settings(args.set)
+            except (ValueError, TypeError) as error:
+                return f"--set: {error} ('tfzoo list {args.model}' shows the keys and their defaults)"
+    return None
+
+
 def build_parser():
     import tfzoo
 
@@ -580,8 +642,12 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show tracebacks and TF logs on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list the registered models and the dataset specs")
-    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("list", help="list the registered models and the dataset specs; with MODEL, its settings",
+                       description="Lists the model presets (family, input size, backbone, CPU preset) and the "
+                                   "dataset specs. With MODEL: that preset's config, every key --set accepts "
+                                   "with its default.")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="a preset to show in full")
+    p.set_defaults(func=cmd_list, parser=p)
 
     p = sub.add_parser("inspect", help="dataset statistics and validation problems",
                        description="Counts images, objects and classes of a dataset split, histograms box "
@@ -596,7 +662,7 @@ def build_parser():
     p.add_argument("--image-size", type=int, default=640,
                    help="square model input size the anchors are laid on (default: 640)")
     p.add_argument("--limit", type=int, default=None, help="inspect only the first N images")
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=cmd_inspect, parser=p)
 
     p = sub.add_parser("evaluate", help="COCO and VOC metrics of a model or of a detections file",
                        description="Runs a model (MODEL_PATH) on a dataset split, or scores a COCO-format "
@@ -653,7 +719,9 @@ def build_parser():
                                    "state.json, metrics.json, training.png, logs/. At the end it scores a "
                                    "sample of the training split beside val and says whether the model "
                                    "under- or overfits, with per-class AP and the most confused class pairs.")
-    p.add_argument("model", metavar="MODEL", help="a registered model name, e.g. retinanet_mobile")
+    p.add_argument("model", metavar="MODEL",
+                   help="a registered model name, e.g. retinanet_mobile ('tfzoo list MODEL' shows its settings: "
+                        "the keys --set accepts, with their defaults)")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--split", default="train", help="training split (default: train)")
     p.add_argument("--val-split", default="val", help="evaluation split (default: val)")
@@ -671,7 +739,8 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that holds a run (replaced) or other files (left alone)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set learning_rate=0.005)")
+                   help="config override, repeatable (e.g. --set learning_rate=0.005); 'tfzoo list MODEL' lists "
+                        "the keys and their defaults")
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                    help="distribution strategy (default: default)")
     p.add_argument("--mixed-precision", action="store_true",
@@ -739,6 +808,9 @@ def main(argv=None):
         return 2
     if not args.debug:
         _quiet_tensorflow()
+    problem = _usage_problem(args)
+    if problem:
+        getattr(args, "parser", parser).error(problem)  # usage errors exit with 2, like argparse's own
     try:
         with warnings.catch_warnings():
             if not args.debug:
@@ -747,6 +819,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("tfzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (| head): stop quietly, as a killed pipe member
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as error:  # one clear line unless --debug
         if args.debug:
             raise

@@ -1,7 +1,13 @@
-"""Detector presets. ``MODELS`` maps a preset name to a builder ``(**overrides) -> keras.Model``.
-
-The table is the zoo's only registry; each detector module adds its presets here.
+"""The zoo's one registry: ``MODELS`` maps each preset name to a :class:`~tfzoo.models.base.Preset`
+(its detector class, config, family, kind and whether it is a CPU preset), built from the
+detector classes' ``presets``. ``MODELS[name](**overrides)`` builds one; ``tfzoo.build_model``,
+``tfzoo train``, the demo, the recipes and export all look presets up here.
 """
 from tfzoo.models import retinanet
+from tfzoo.models.base import Preset, model_table
 
-MODELS = {name: retinanet.builder(name) for name in retinanet.PRESETS}
+__all__ = ["DETECTORS", "MODELS", "Preset", "model_table"]
+
+#: Detector classes of the zoo, in the order ``tfzoo list`` shows them.
+DETECTORS = (retinanet.RetinaNet,)
+MODELS = model_table(*DETECTORS)

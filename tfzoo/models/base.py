@@ -158,6 +158,93 @@ class TrainingRecipe:
     epochs: int = 12
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig(TrainingRecipe, ConfigMixin):
+    """The fields every detector config has: what training, the demo, the CLI and export
+    read without knowing the detector (its recipe comes from :class:`TrainingRecipe`).
+    A detector's config subclasses it, adds its own fields and sets the paper's defaults."""
+
+    name: str = "detector"  # the preset's name
+    num_classes: int = 80
+    class_names: tuple[str, ...] = ()  # names of classes 0..K-1 (set by tfzoo train); () = unnamed
+    image_size: int = 640  # the square training and serving size (pixels)
+    backbone: str = "resnet50"  # a tfzoo.backbones name
+    backbone_weights: str | None = "imagenet"  # "imagenet", None (random) or a weights file
+    backbone_alpha: float = 1.0  # width multiplier (MobileNetV2, the basic-block ResNets)
+    # Momentum of the backbone's batch-norm moving statistics. keras.applications' MobileNetV2
+    # uses 0.999: after 500 steps its moving averages still weigh their initial values by
+    # 0.6, and a network trained from scratch for a few hundred steps detects nothing in
+    # inference mode. 0.99 is the TF Model Garden RetinaNet value.
+    batchnorm_momentum: float = 0.99
+    # Keras dtype policy of the input normalization and the backbone, whatever the global
+    # policy; None follows it. "float32" with a mixed global policy runs only the necks and
+    # heads in bfloat16/float16: on CPUs with AMX, MobileNetV2's depthwise convolutions are
+    # slower in bfloat16 while 3x3 head convolutions are several times faster.
+    backbone_dtype: str | None = None
+
+    #: Input sides must be multiples of this (the coarsest feature map's stride, at least
+    #: the backbone's 32); a detector whose layers fix the size sets ``fixed_size``.
+    size_divisor = 32
+    #: True where the layers fix the input size (YOLOv1's fully connected layers).
+    fixed_size = False
+
+    def __post_init__(self):
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
+        if self.image_size < 1 or self.image_size % self.size_divisor:
+            raise ValueError(f"image_size must be a positive multiple of {self.size_divisor}, got {self.image_size}")
+        if not 0.0 <= self.batchnorm_momentum < 1.0:
+            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
+        if self.backbone_dtype not in (None, *layers.DTYPE_POLICIES):
+            raise ValueError(f"backbone_dtype must be None or one of {layers.DTYPE_POLICIES}, "
+                             f"got {self.backbone_dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One row of :data:`tfzoo.models.MODELS`: a named config of a detector class.
+
+    Calling it builds the detector: ``preset(**overrides)`` (each override checked against
+    the config's field types). ``family`` is the detector's paper name, ``kind`` what it
+    implements (see :class:`Detector`), ``cpu`` whether it trains usefully from random
+    initialization on a CPU (the presets ``tfzoo demo`` and the benchmarks use)."""
+
+    name: str
+    detector: type
+    config: DetectorConfig
+    cpu: bool = False
+
+    @property
+    def family(self):
+        return self.detector.family
+
+    @property
+    def kind(self):
+        return self.detector.kind
+
+    def build(self, **overrides):
+        return self.detector.create(self.config.replace(**overrides))
+
+    def __call__(self, **overrides):
+        return self.build(**overrides)
+
+
+def model_table(*detectors):
+    """``{preset name: Preset}`` of the detector classes' ``presets`` (name -> config) and
+    ``cpu_presets``; a name used twice is an error."""
+    table = {}
+    for detector in detectors:
+        for name, config in detector.presets.items():
+            if name in table:
+                raise ValueError(f"preset {name!r} is defined by {table[name].family} and {detector.family}")
+            if config.name != name:
+                raise ValueError(f"preset {name!r} has config.name {config.name!r}")
+            table[name] = Preset(name, detector, config, cpu=name in detector.cpu_presets)
+    return table
+
+
 #: The shared recipe of the presets that train from random initialization on a CPU
 #: (``retinanet_mobile``; the SSD, Faster R-CNN, proposal and YOLO CPU presets start from
 #: it), spread into their configs: ``Config(..., **SCRATCH_RECIPE)``. What it holds and why
@@ -194,8 +281,18 @@ SCRATCH_RECIPE = {
 class Detector(keras.Model):
     """Base class of the functional detectors (see the module doc for the contract)."""
 
-    #: The detector's config dataclass (a frozen dataclass with :class:`ConfigMixin`).
+    #: The detector's config dataclass (a :class:`DetectorConfig` subclass).
     config_class = None
+    #: The paper name shown by ``tfzoo list`` ("RetinaNet", "SSD", ...).
+    family = None
+    #: ``"one-stage"`` (dense predictions decoded into detections), ``"two-stage"`` (an RPN
+    #: proposes, a RoI head classifies) or ``"proposals"`` (boxes from outside the model,
+    #: selective search, come in as a second input).
+    kind = "one-stage"
+    #: Preset name -> config, and the names among them that are CPU presets; the
+    #: :data:`tfzoo.models.MODELS` table is built from these (:func:`model_table`).
+    presets = {}
+    cpu_presets = ()
 
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

@@ -40,7 +40,7 @@ import tensorflow as tf
 from tfzoo import backbones, layers
 from tfzoo.data import schema
 from tfzoo.data.pipeline import Encoder
-from tfzoo.models.base import SCRATCH_RECIPE, ConfigMixin, Detector, TrainingRecipe, replica_sum
+from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig, replica_sum
 from tfzoo.ops import anchors as anchor_ops
 from tfzoo.ops import box_coder
 from tfzoo.ops import boxes as box_ops
@@ -55,28 +55,12 @@ CLASSES = "classes"
 
 
 @dataclasses.dataclass(frozen=True)
-class RetinaNetConfig(TrainingRecipe, ConfigMixin):
-    """RetinaNet settings; defaults are the paper's (ResNet-50-FPN, 640, COCO). The training
-    recipe's fields (augment, flip, batch_size, optimizer, ...) are :class:`TrainingRecipe`'s."""
+class RetinaNetConfig(DetectorConfig):
+    """RetinaNet settings; defaults are the paper's (ResNet-50-FPN, 640, COCO). The shared
+    fields (name, classes, image size, backbone, the training recipe) are
+    :class:`~tfzoo.models.base.DetectorConfig`'s."""
 
     name: str = "retinanet"
-    num_classes: int = 80
-    class_names: tuple[str, ...] = ()  # names of classes 0..K-1 (set by tfzoo train); () = unnamed
-    image_size: int = 640
-    # --- architecture ---
-    backbone: str = "resnet50"
-    backbone_weights: str | None = "imagenet"
-    backbone_alpha: float = 1.0
-    # Momentum of the backbone's batch-norm moving statistics. keras.applications' MobileNetV2
-    # uses 0.999: after 500 steps its moving averages still weigh their initial values by
-    # 0.6, and a network trained from scratch for a few hundred steps detects nothing in
-    # inference mode. 0.99 is the TF Model Garden RetinaNet value.
-    batchnorm_momentum: float = 0.99
-    # Keras dtype policy of the input normalization and the backbone, whatever the global
-    # policy; None follows it. "float32" with a mixed global policy runs only the FPN and the
-    # heads in bfloat16/float16: on CPUs with AMX, MobileNetV2's depthwise convolutions are
-    # slower in bfloat16 while the 3x3 head convolutions are several times faster.
-    backbone_dtype: str | None = None
     min_level: int = 3
     max_level: int = 7
     fpn_channels: int = 256
@@ -112,19 +96,9 @@ class RetinaNetConfig(TrainingRecipe, ConfigMixin):
     nms_iou_threshold: float = 0.5
     max_detections: int = 100
     def __post_init__(self):
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.class_names and len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
-        if self.image_size % 32:
-            raise ValueError(f"image_size must be a multiple of 32, got {self.image_size}")
+        super().__post_init__()
         if not self.min_level <= self.max_level:
             raise ValueError("min_level must not exceed max_level")
-        if not 0.0 <= self.batchnorm_momentum < 1.0:
-            raise ValueError(f"batchnorm_momentum must be in [0, 1), got {self.batchnorm_momentum}")
-        if self.backbone_dtype not in (None, *layers.DTYPE_POLICIES):
-            raise ValueError(f"backbone_dtype must be None or one of {layers.DTYPE_POLICIES}, "
-                             f"got {self.backbone_dtype!r}")
 
     @property
     def num_anchors(self):
@@ -189,11 +163,37 @@ class RetinaNetEncoder(Encoder):
         return {BOX_DELTAS: deltas, CLASSES: tf.cast(target_classes, tf.int32)}
 
 
+PRESETS = {
+    "retinanet": RetinaNetConfig(),
+    "retinanet_r101": RetinaNetConfig(name="retinanet_r101", backbone="resnet101"),
+    "retinanet_mobile": RetinaNetConfig(
+        name="retinanet_mobile",
+        image_size=320,
+        backbone="resnet10",  # tfzoo's own: no ImageNet weights, trained from random ones
+        backbone_weights=None,
+        backbone_alpha=0.5,
+        fpn_channels=96,
+        head_channels=96,
+        head_convs=2,
+        head_norm="group",
+        head_separable=True,
+        anchor_scale=2.0,
+        allow_low_quality_matches=True,
+        class_ce_weight=1.0,
+        **SCRATCH_RECIPE,
+    ),
+}
+
+
 @keras.saving.register_keras_serializable(package="tfzoo")
 class RetinaNet(Detector):
     """RetinaNet as a functional Keras model (see the module doc and :mod:`tfzoo.models.base`)."""
 
     config_class = RetinaNetConfig
+    family = "RetinaNet"
+    kind = "one-stage"
+    presets = PRESETS
+    cpu_presets = ("retinanet_mobile",)
 
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs, outputs, config, **kwargs)
@@ -265,35 +265,3 @@ class RetinaNet(Detector):
             boxes, top_scores, class_idx, config.num_classes, max_detections=config.max_detections,
             iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
         )
-
-
-PRESETS = {
-    "retinanet": RetinaNetConfig(),
-    "retinanet_r101": RetinaNetConfig(name="retinanet_r101", backbone="resnet101"),
-    "retinanet_mobile": RetinaNetConfig(
-        name="retinanet_mobile",
-        image_size=320,
-        backbone="resnet10",  # tfzoo's own: no ImageNet weights, trained from random ones
-        backbone_weights=None,
-        backbone_alpha=0.5,
-        fpn_channels=96,
-        head_channels=96,
-        head_convs=2,
-        head_norm="group",
-        head_separable=True,
-        anchor_scale=2.0,
-        allow_low_quality_matches=True,
-        class_ce_weight=1.0,
-        **SCRATCH_RECIPE,
-    ),
-}
-
-
-def builder(preset):
-    """``(**overrides) -> RetinaNet`` for the preset named ``preset``."""
-
-    def build(**overrides):
-        return RetinaNet.create(PRESETS[preset].replace(**overrides))
-
-    build.__doc__ = f"Builds the {preset!r} RetinaNet preset with config overrides."
-    return build

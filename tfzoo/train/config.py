@@ -2,27 +2,19 @@
 learning rate scaled to the actual batch size."""
 from __future__ import annotations
 
-import types
-
 #: ``backbone_weights`` default of :func:`train`: the config's value.
 FROM_CONFIG = "from-config"
 
 
 def preset_config(model):
-    """The config dataclass of preset ``model`` (from its detector module's ``PRESETS``)."""
+    """The config of preset ``model`` (:data:`tfzoo.models.MODELS`)."""
     from tfzoo import models
 
     if model not in models.MODELS:
         known = ", ".join(sorted(models.MODELS)) or "none registered yet"
         raise ValueError(f"unknown model {model!r}; known models: {known}")
-    config = getattr(models.MODELS[model], "config", None)
-    if config is not None:
-        return config
-    for module in vars(models).values():
-        presets = getattr(module, "PRESETS", None) if isinstance(module, types.ModuleType) else None
-        if isinstance(presets, dict) and model in presets:
-            return presets[model]
-    raise ValueError(f"model {model!r} has no preset config in its detector module's PRESETS table")
+    return models.MODELS[model].config
+
 
 def _setting_keys(settings):
     """Config fields named in ``["key=value", ...]`` (``with_settings`` parses the values)."""
