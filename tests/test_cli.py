@@ -345,12 +345,13 @@ def test_train_passes_every_option_to_tfzoo_train(monkeypatch, capsys):
     code, out, err = run(["train", "retinanet_mobile", "--data", "shapes:16", "--split", "train", "--val-split", "test",
                           "--image-size", "64", "--batch-size", "4", "--minutes", "2.5", "--out", "runs/x", "--resume",
                           "--overwrite", "--set", "head_convs=1", "--set", "learning_rate=0.01", "--strategy", "mirrored",
-                          "--mixed-precision", "--eval-every-epoch", "--cache", "--seed", "7"], capsys)
+                          "--mixed-precision", "--eval-every-epoch", "--cache", "--seed", "7",
+                          "--checkpoint-minutes", "2"], capsys)
     assert code == 0, err
     assert calls == [("retinanet_mobile", "shapes:16", dict(
         split="train", val_split="test", image_size=64, batch_size=4, epochs=None, minutes=2.5, out="runs/x",
         resume=True, overwrite=True, settings=["head_convs=1", "learning_rate=0.01"], strategy="mirrored",
-        mixed_precision=True, eval_every_epoch=True, seed=7, cache=True))]
+        mixed_precision=True, eval_every_epoch=True, seed=7, cache=True, checkpoint_minutes=2.0))]
     assert "runs/x" in out and "AP 0.5000" in out and "AP50 0.7500" in out
 
 
@@ -363,7 +364,8 @@ def test_train_defaults_leave_the_recipe_to_the_config(monkeypatch, capsys):
     (_, _, kwargs), = calls
     assert kwargs == dict(split="train", val_split="val", image_size=None, batch_size=None, epochs=None, minutes=None,
                           out=None, resume=False, overwrite=False, settings=[], strategy="default",
-                          mixed_precision=False, eval_every_epoch=False, seed=0, cache=False)
+                          mixed_precision=False, eval_every_epoch=False, seed=0, cache=False,
+                          checkpoint_minutes=10.0)
     assert "runs/y" in out and "warning: training stopped early: time budget" in err
 
 

@@ -753,6 +753,69 @@ def test_new_runs_get_new_folders_and_earlier_work_is_refused(tmp_path, monkeypa
     train_rundir.check_new_run(str(tmp_path / "new"), overwrite=False)  # a new folder
 
 
+class _InterruptAt(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt (Ctrl-C) after optimizer step ``step``."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if T.optimizer_step(self.model) == self.step:
+            raise KeyboardInterrupt
+
+
+class _StateSteps(keras.callbacks.Callback):
+    """state.json's step after every batch (after the checkpoint callback's turn)."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append((T.optimizer_step(self.model), _json(self.out / T.STATE_FILE)["step"]))
+
+
+@slow
+def test_interrupt_checkpoints_inside_the_epoch_and_resume_finishes_it(tmp_path, capsys):
+    """Ctrl-C at step 6 (epoch 2, step 2 of 4): model.keras holds step 6 and the resume
+    command is printed; --resume finishes epoch 2's two remaining steps, then the plan."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        T.train("retinanet_mobile", "shapes:16", out=str(out), epochs=3, val_split=None, diagnostics=False,
+                callbacks=[_InterruptAt(6)], **RUN)
+    state = _json(out / T.STATE_FILE)
+    assert state["step"] == 6 and state["epoch"] == 1 and state["stopped"] == "interrupted at step 6"
+    assert keras.saving.load_model(out / T.MODEL_FILE).optimizer.iterations.numpy() == 6
+    err = capsys.readouterr().err
+    assert (f"interrupted: {out}/model.keras holds step 6 (epoch 2, step 2 of 4); resume with: tfzoo train "
+            f"retinanet_mobile --data shapes:16 --out {out} --resume") in err
+    steps = _StateSteps(out)
+    resumed = T.train("retinanet_mobile", "shapes:16", out=str(out), resume=True, val_split=None, diagnostics=False,
+                      callbacks=[steps], **{**RUN, "verbose": 1})
+    assert resumed.finished and resumed.steps == 12 and resumed.epochs == 3
+    assert [s for s, _ in steps.steps] == list(range(7, 13))  # 2 to end epoch 2, then epoch 3
+    assert "resuming inside epoch 2: 2 of its 4 steps are done" in capsys.readouterr().err
+    assert _json(out / T.STATE_FILE)["history"]["loss"][1][0] == 2  # epoch 2 recorded as a whole epoch
+
+
+@slow
+def test_checkpoints_every_n_minutes_inside_an_epoch(tmp_path):
+    out = tmp_path / "run"
+    steps = _StateSteps(out)
+    T.train("retinanet_mobile", "shapes:16", out=str(out), epochs=1, val_split=None, diagnostics=False,
+            checkpoint_minutes=1e-9, callbacks=[steps], **RUN)  # every batch is "N minutes later"
+    # Each batch inside the epoch is saved; the epoch's last one by the epoch-end checkpoint.
+    assert steps.steps == [(1, 1), (2, 2), (3, 3), (4, 3)] and _json(out / T.STATE_FILE)["step"] == 4
+    steps = _StateSteps(out)
+    T.train("retinanet_mobile", "shapes:16", out=str(out), epochs=1, val_split=None, diagnostics=False,
+            overwrite=True, checkpoint_minutes=None, callbacks=[steps], **RUN)
+    assert [saved for _, saved in steps.steps] == [0, 0, 0, 0] and _json(out / T.STATE_FILE)["step"] == 4
+    with pytest.raises(ValueError, match="checkpoint_minutes must be > 0"):
+        T.train("retinanet_mobile", "shapes:16", out=str(tmp_path / "x"), checkpoint_minutes=0, **RUN)
+
+
 @slow
 def test_time_budget_stops_saves_and_evaluates(tmp_path):
     out = tmp_path / "run"

@@ -503,11 +503,13 @@ def demo_epochs():
 
 
 def _check_budget(args):
-    """Usage errors for a bad ``--epochs`` / ``--minutes`` (train, demo)."""
+    """Usage errors for a bad ``--epochs`` / ``--minutes`` / ``--checkpoint-minutes`` (train, demo)."""
     if args.epochs is not None and args.epochs < 1:
         args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.minutes is not None and not args.minutes > 0:
         args.parser.error(f"--minutes must be > 0, got {args.minutes}")
+    if getattr(args, "checkpoint_minutes", None) is not None and not args.checkpoint_minutes > 0:
+        args.parser.error(f"--checkpoint-minutes must be > 0, got {args.checkpoint_minutes}")
 
 
 def cmd_train(args):
@@ -532,6 +534,7 @@ def cmd_train(args):
         eval_every_epoch=args.eval_every_epoch,
         seed=args.seed,
         cache=args.cache,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
     if result.stopped:
         print(f"tfzoo: warning: training stopped early: {result.stopped}", file=sys.stderr)
@@ -758,6 +761,9 @@ def build_parser():
     p.add_argument("--cache", action="store_true",
                    help="keep the decoded training examples in memory after the first epoch (augmentation "
                         "still runs every epoch); default: read and decode them every epoch")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                   help="also checkpoint inside an epoch every M minutes (default: 10), so an interrupt loses "
+                        "minutes, not an epoch; --resume then finishes that epoch. Ctrl-C checkpoints too")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=cmd_train, parser=p)
 

@@ -54,19 +54,30 @@ class TimeBudget(keras.callbacks.Callback):
 
 class _Checkpoint(keras.callbacks.Callback):
     """After every epoch (unless the loss went non-finite): model.keras, state.json, and
-    with ``evaluate_each`` metrics.json (also logged to TensorBoard as ``val_*``)."""
+    with ``evaluate_each`` metrics.json (also logged to TensorBoard as ``val_*``). With
+    ``every_minutes``, also inside an epoch once that much time has passed since the last
+    checkpoint, so that an interrupt or a crash on a large dataset loses minutes, not an
+    epoch (the run resumes inside the epoch: :func:`tfzoo.train.train`).
 
-    def __init__(self, run, nan_guard, steps_per_epoch, evaluate_each):
+    ``offset``: steps of the next epoch already done before this ``fit`` (a run resumed
+    inside an epoch); that epoch is complete after ``steps_per_epoch - offset`` batches."""
+
+    def __init__(self, run, nan_guard, steps_per_epoch, evaluate_each, every_minutes=None):
         super().__init__()
         self.run = run
         self.nan_guard = nan_guard
         self.steps_per_epoch = steps_per_epoch
         self.evaluate_each = evaluate_each
+        self.every_s = None if every_minutes is None else 60.0 * every_minutes
+        self.offset = 0
         self.batches = 0
+        self.epoch = 0  # index of the epoch running (= epochs completed before it)
         self.epoch_times = []  # (first batch end, last batch end, batches) per epoch
+        self._saved_at = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.batches = 0
+        self.epoch = epoch
+        self.batches, self.offset = self.offset, 0
         self._first = self._last = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -74,6 +85,14 @@ class _Checkpoint(keras.callbacks.Callback):
         self._last = time.monotonic()
         if self._first is None:
             self._first = self._last
+        if (self.every_s is not None and self._last - self._saved_at >= self.every_s
+                and self.nan_guard.stopped is None and self.batches < self.steps_per_epoch):
+            self.save()
+
+    def save(self):
+        """A checkpoint now, inside the running epoch (the weights after the last step)."""
+        self.run.checkpoint(self.epoch)
+        self._saved_at = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_times.append((self._first, self._last, self.batches))
@@ -83,6 +102,9 @@ class _Checkpoint(keras.callbacks.Callback):
         if complete:
             self.run.record_epoch(epoch + 1, logs)
         self.run.checkpoint(epoch + 1 if complete else epoch)
+        self._saved_at = time.monotonic()
+        if complete:
+            self.epoch = epoch + 1
         if complete and self.evaluate_each:
             metrics = self.run.evaluate()
             if metrics is not None and logs is not None:
@@ -91,6 +113,7 @@ class _Checkpoint(keras.callbacks.Callback):
                         logs[f"val_{key}"] = float(metrics[key])
                 self.run.record_epoch(epoch + 1, {k: v for k, v in logs.items() if k.startswith("val_")})
                 self.run.write_state()
+
 
 class TrainingProgress(keras.callbacks.Callback):
     """Training progress on ``stream`` (stderr: stdout is for results). On a terminal, a

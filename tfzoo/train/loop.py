@@ -8,6 +8,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -216,7 +217,7 @@ def _build(model, config):
 def train(model, data, split="train", val_split="val", image_size=None, batch_size=None, epochs=None,
           minutes=None, out=None, resume=False, settings=(), strategy="default", mixed_precision=False,
           eval_every_epoch=False, seed=0, verbose=1, backbone_weights=FROM_CONFIG, *, val_data=None,
-          callbacks=(), cache=False, diagnostics=True, overwrite=False):
+          callbacks=(), cache=False, diagnostics=True, overwrite=False, checkpoint_minutes=10.0):
     """Trains preset ``model`` on dataset ``data`` and writes the training directory.
 
     Args:
@@ -262,6 +263,10 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         (and per-epoch val AP) are drawn in ``training.png`` either way.
       overwrite: start a new run in an ``out`` that holds a run (replaced) or other files
         (left alone beside the run's own files).
+      checkpoint_minutes: also checkpoint inside an epoch when this many minutes have
+        passed since the last checkpoint (``None``: after every epoch only); a run resumed
+        from such a checkpoint finishes that epoch's remaining steps first. On Ctrl-C the
+        steps done are checkpointed and the command that resumes is printed.
 
     Returns:
       :class:`TrainResult`.
@@ -281,6 +286,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                          "different steps; use epochs")
     if epochs is not None and epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if checkpoint_minutes is not None and not checkpoint_minutes > 0:
+        raise ValueError(f"checkpoint_minutes must be > 0, got {checkpoint_minutes}")
     for spec in specs + val_specs:
         tfzoo.data._parse(spec)  # a malformed spec: error before any TensorFlow work
     if out is None:
@@ -383,9 +390,25 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                        train_data=(specs, split, names) if diagnostics else None)
             run.write_state()
             return _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes,
-                        eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache)
+                        eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache, checkpoint_minutes)
         finally:
             rundir.cleanup()
+
+def _save_on_interrupt(run, checkpoint, nan_guard, steps_per_epoch):
+    """On Ctrl-C inside ``fit``: a checkpoint of the steps done (unless the loss went
+    non-finite), the reason in state.json, and how to resume, on stderr."""
+    if not run.dir.chief:
+        return
+    if nan_guard.stopped is None and optimizer_step(run.detector) > int(run.state.get("step", 0)):
+        checkpoint.save()
+    step = int(run.state.get("step", 0))
+    run.write_state(stopped=f"interrupted at step {step}", finished=False)
+    epoch, done = divmod(step, steps_per_epoch)
+    where = f"epoch {epoch + 1}, step {done} of {steps_per_epoch}" if done else f"after epoch {epoch}"
+    data = " ".join(f"--data {spec}" for spec in run.state.get("data", [])[:1])
+    print(f"tfzoo: interrupted: {run.dir.out}/{MODEL_FILE} holds step {step} ({where}); resume with: tfzoo train "
+          f"{run.state.get('model')} {data} --out {run.dir.out} --resume", file=sys.stderr, flush=True)
+
 
 def _extend_schedule(detector, out, planned, epochs, steps_per_epoch, verbose):
     """Moves the end of a resumed run's learning-rate schedule from ``planned`` to
@@ -443,7 +466,7 @@ def _tensorboard(log_dir):
     return [keras.callbacks.TensorBoard(log_dir)]
 
 def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes, eval_every_epoch,
-         seed, verbose, dist, extra_callbacks, started, max_epochs, cache=False):
+         seed, verbose, dist, extra_callbacks, started, max_epochs, cache=False, checkpoint_minutes=None):
     detector = run.detector
     # A resumed run draws a new data order rather than repeating its first epochs'.
     batches = tfzoo.data.pipeline(train_set, detector, config.batch_size, training=True,
@@ -453,7 +476,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         batches = batches.with_options(options)
     nan_guard = StopOnNonFiniteLoss()
-    checkpoint = _Checkpoint(run, nan_guard, steps_per_epoch, eval_every_epoch)
+    checkpoint = _Checkpoint(run, nan_guard, steps_per_epoch, eval_every_epoch, checkpoint_minutes)
     callbacks = [nan_guard]
     budget = replan = None
     if minutes is not None:
@@ -468,10 +491,13 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     callbacks += [*_tensorboard(run.dir.path(LOGS_DIR)), *extra_callbacks]
     history = {}
 
-    def fit(first, last):
+    def fit(first, last, steps=steps_per_epoch):
         try:
-            result = detector.fit(batches, epochs=last, initial_epoch=first, steps_per_epoch=steps_per_epoch,
+            result = detector.fit(batches, epochs=last, initial_epoch=first, steps_per_epoch=steps,
                                   callbacks=callbacks, verbose=0, shuffle=False)  # the pipeline shuffles
+        except KeyboardInterrupt:
+            _save_on_interrupt(run, checkpoint, nan_guard, steps_per_epoch)
+            raise
         except ValueError as error:
             if _workers(dist) > 1 and ("PerReplica" in str(error) or "reduction dimension" in str(error)):
                 raise RuntimeError(
@@ -506,7 +532,16 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
                         detector.stop_training and int(run.state["epoch"]) < replan.planned):
                     break  # the deadline, a non-finite loss or another callback ended it
     elif initial_epoch < planned:
-        fit(initial_epoch, planned)
+        offset = optimizer_step(detector) - initial_epoch * steps_per_epoch
+        if 0 < offset < steps_per_epoch:  # a checkpoint taken inside an epoch: finish that epoch first
+            _info(verbose, f"resuming inside epoch {initial_epoch + 1}: {offset} of its {steps_per_epoch} steps are "
+                           "done")
+            checkpoint.offset = offset
+            fit(initial_epoch, initial_epoch + 1, steps=steps_per_epoch - offset)
+            initial_epoch = int(run.state["epoch"])
+        if initial_epoch < planned and not (nan_guard.stopped or (budget and budget.stopped)
+                                            or detector.stop_training):
+            fit(initial_epoch, planned)
 
     if nan_guard.stopped is not None:
         message = f"training stopped: {nan_guard.stopped}"
