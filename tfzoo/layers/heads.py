@@ -1,0 +1,59 @@
+"""Dense prediction heads shared across pyramid levels (RetinaNet, SSD, RPN)."""
+from __future__ import annotations
+
+import keras
+
+from tfzoo.layers.conv import Conv2D
+
+#: ``norm`` values of :func:`dense_head`.
+HEAD_NORMS = ("none", "group")
+
+
+def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bias_init="zeros", norm="none",
+               separable=False, name="head"):
+    """A RetinaNet-style head shared across levels: ``num_convs`` x (3x3 conv + ReLU), then
+    a 3x3 conv with ``num_anchors * outputs_per_anchor`` channels.
+
+    The same layer objects run on every level (one set of weights). The output conv and
+    the reshape run in float32 (mixed-precision safe). ``norm="group"`` puts a GroupNorm
+    (groups of 8 channels at most 32 groups, shared across levels, as detectron2's GN
+    heads) between each conv and its ReLU: heads trained from scratch converge much faster.
+    ``separable=True`` makes every 3x3 conv, the output conv included, a depthwise 3x3 conv
+    followed by a 1x1 conv (SSDLite's and EfficientDet's heads): with 80 classes, a 96-channel
+    output conv at 320 px costs 2.7 GFLOP as a plain 3x3 conv and 0.3 GFLOP separable.
+
+    Returns:
+      ``[B, sum_l H_l * W_l * num_anchors, outputs_per_anchor]`` float32, levels in order,
+      anchor-major within each location (matching :func:`tfzoo.ops.anchors.multilevel_anchors`).
+    """
+    if norm not in HEAD_NORMS:
+        raise ValueError(f"norm must be one of {HEAD_NORMS}, got {norm!r}")
+
+    def conv3x3(filters, layer_name, **kwargs):
+        if not separable:
+            return Conv2D(filters, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                          name=layer_name, **kwargs)
+        # The depthwise kernel keeps Keras' default (Glorot) initialization: with both
+        # factors at stddev 0.01 the gradients of each would be scaled by the other's 1e-2.
+        return keras.layers.SeparableConv2D(
+            filters, 3, padding="same", pointwise_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name=layer_name, **kwargs)
+
+    convs = []
+    for i in range(num_convs):
+        convs.append(conv3x3(channels, f"{name}_conv{i}", activation="relu" if norm == "none" else None))
+        if norm == "group":
+            groups = max(1, min(32, channels // 8))
+            convs.append(keras.layers.GroupNormalization(groups, name=f"{name}_gn{i}"))
+            convs.append(keras.layers.ReLU(name=f"{name}_relu{i}"))
+    predict = conv3x3(num_anchors * outputs_per_anchor, f"{name}_predict", dtype="float32",
+                      bias_initializer=bias_init)
+    per_level = []
+    for level_index, x in enumerate(levels):
+        for layer in convs:
+            x = layer(x)
+        x = predict(x)  # [B, H, W, A * D]
+        per_level.append(keras.layers.Reshape((-1, outputs_per_anchor), name=f"{name}_reshape{level_index}", dtype="float32")(x))  # [B, H*W*A, D]
+    if len(per_level) == 1:
+        return per_level[0]
+    return keras.layers.Concatenate(axis=1, name=f"{name}_concat", dtype="float32")(per_level)
