@@ -96,8 +96,8 @@ def main(argv=None):
         "model forward": tf.function(lambda: model(images, training=True)),
         "model forward+backward": forward_backward(model, model_outputs),
         "backbone forward": tf.function(lambda: backbone(images, training=True)),
-        "backbone forward+backward": forward_backward(backbone, list),
-        "backbone keras-BN fwd+bwd": forward_backward(keras_bn_backbone, list),
+        "backbone forward+backward": forward_backward(backbone, model_outputs),
+        "backbone keras-BN fwd+bwd": forward_backward(keras_bn_backbone, model_outputs),
     }
     mixed = {"model fwd+bwd, bf16 FPN+heads": "float32", "model fwd+bwd, all mixed bf16": None}
     if not args.skip_bfloat16:
@@ -110,7 +110,7 @@ def main(argv=None):
     for name in args.also_backbone:
         other = tfzoo.build_model(args.preset, **{**build, "backbone": name})
         sized[name] = other.get_layer("backbone")
-        fns[f"{name} backbone fwd+bwd"] = forward_backward(other.get_layer("backbone"), list)
+        fns[f"{name} backbone fwd+bwd"] = forward_backward(other.get_layer("backbone"), model_outputs)
         fns[f"{name} model fwd+bwd"] = forward_backward(other, model_outputs)
         if not args.skip_bfloat16:
             with precision("mixed_bfloat16"):

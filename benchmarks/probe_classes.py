@@ -73,7 +73,7 @@ def probe_crops(spec, minutes, size=64, batch_size=64, seed=0, save_backbone=Non
                                         batchnorm_momentum=preset.batchnorm_momentum)
     inputs = keras.Input((size, size, 3))
     x = layers.ImageNormalization(backbones.PREPROCESSING[preset.backbone])(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(backbone(x)[-1])
+    x = keras.layers.GlobalAveragePooling2D()(backbone(x)["C5"])
     model = keras.Model(inputs, keras.layers.Dense(num_classes)(x))
     model.compile(keras.optimizers.AdamW(preset.learning_rate, weight_decay=preset.weight_decay),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])

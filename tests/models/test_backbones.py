@@ -1,4 +1,5 @@
-"""tfzoo.backbones' basic-block ResNets (resnet10, resnet18): layout, and one block against NumPy."""
+"""tfzoo.backbones: named feature maps; the basic-block ResNets (resnet10, resnet18) and the
+Darknets (darknet19, darknet53): layout against the papers' tables, one block against NumPy."""
 import numpy as np
 import keras
 import pytest
@@ -17,7 +18,8 @@ def test_basic_resnet_layout(name, blocks):
     model = backbones.build_backbone(name, (64, 96), weights=None, alpha=0.5, batchnorm_momentum=0.9)
     assert model.name == "backbone" and name in backbones.BACKBONES and backbones.PREPROCESSING[name] == "tf"
     # Strides 8, 16, 32; widths 128, 256, 512 at alpha 0.5.
-    assert [tuple(o.shape[1:]) for o in model.outputs] == [(8, 12, 64), (4, 6, 128), (2, 3, 256)]
+    assert {k: tuple(v.shape[1:]) for k, v in model.output.items()} == {
+        "C3": (8, 12, 64), "C4": (4, 6, 128), "C5": (2, 3, 256)}
     convs = _convs(model)
     # Two stem convs, two per block, one projection where a stage changes shape (stages 2-4).
     assert len(convs) == 2 + 2 * 4 * blocks + 3
@@ -26,7 +28,7 @@ def test_basic_resnet_layout(name, blocks):
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == len(convs) and all(type(n) is FusedBatchNormalization for n in norms)
     assert {n.momentum for n in norms} == {0.9}
-    assert [tuple(o.shape[1:]) for o in backbones.build_backbone(name, 64, alpha=1.0).outputs][-1] == (2, 2, 512)
+    assert tuple(backbones.build_backbone(name, 64, alpha=1.0).output["C5"].shape[1:]) == (2, 2, 512)
 
 
 def _conv_same(x, kernel, stride):
@@ -85,13 +87,85 @@ def test_basic_resnet_weights_round_trip_and_clear_errors(tmp_path):
     keras.utils.set_random_seed(2)
     again = backbones.build_backbone("resnet10", 32, weights=path, alpha=0.25)
     x = tf.random.stateless_uniform([1, 32, 32, 3], seed=[0, 1])
-    for a, b in zip(model(x), again(x)):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    with pytest.raises(ValueError, match="resnet10, resnet18\\) have no ImageNet weights"):
+    got, want = again(x), model(x)
+    assert sorted(got) == ["C3", "C4", "C5"]
+    for key in got:
+        np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
+    with pytest.raises(ValueError, match="resnet10 is tfzoo's own and has no ImageNet weights"):
         backbones.build_backbone("resnet10", 32, weights="imagenet")
     with pytest.raises(ValueError, match="alpha must be > 0"):
         backbones.build_backbone("resnet18", 32, alpha=0.0)
     with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18 only, not resnet50"):
         backbones.build_backbone("resnet50", 32, alpha=0.5)
-    with pytest.raises(ValueError, match="known backbones: mobilenet_v2, resnet10, resnet101, resnet18, resnet50"):
+    with pytest.raises(ValueError, match="known backbones: darknet19, darknet53, mobilenet_v2, resnet10, resnet101"):
         backbones.build_backbone("vgg", 32)
+    with pytest.raises(ValueError, match="darknet19 has no feature map\\(s\\) C2; it has C3, C4, C5"):
+        backbones.build_backbone("darknet19", 64, features=("C2", "C5"))
+    with pytest.raises(ValueError, match="at least 32 on both sides, got 16x64"):
+        backbones.build_backbone("resnet10", (16, 64))
+
+
+@pytest.mark.parametrize("name, size, expected", [
+    # Any size a stride allows, not only multiples of 32: "same" padding rounds up.
+    ("resnet10", (300, 300), {"C2": (75, 75), "C3": (38, 38), "C4": (19, 19), "C5": (10, 10)}),
+    # keras.applications' VGG-16 pools with floor: conv4_3 is 37 x 37 at 300 (the paper's Caffe
+    # model pools with ceil and gets 38; SSD's issue deals with it).
+    ("vgg16", (300, 300), {"C1": (150, 150), "C2": (75, 75), "C3": (37, 37), "C4": (18, 18), "C5": (9, 9)}),
+    ("darknet19", (416, 416), {"C3": (52, 52), "C4": (26, 26), "C5": (13, 13)}),
+    ("darknet53", (416, 416), {"C3": (52, 52), "C4": (26, 26), "C5": (13, 13)}),
+])
+def test_named_feature_maps_at_their_strides(name, size, expected):
+    model = backbones.build_backbone(name, size, features=backbones.FEATURES[name])
+    assert {k: tuple(v.shape[1:3]) for k, v in model.output.items()} == expected
+
+
+def test_darknet19_is_yolov2s_table_6():
+    """18 convolutions (the classifier's 19th left out), filters and kernels in the paper's
+    order, 5 max-pools; C4 is the 26 x 26 x 512 passthrough source at 416."""
+    model = backbones.build_backbone("darknet19", 416, features=("C3", "C4", "C5"))
+    convs = _convs(model)
+    table = [(32, 3), (64, 3), (128, 3), (64, 1), (128, 3), (256, 3), (128, 1), (256, 3), (512, 3), (256, 1),
+             (512, 3), (256, 1), (512, 3), (1024, 3), (512, 1), (1024, 3), (512, 1), (1024, 3)]
+    assert [(c.filters, c.kernel_size[0]) for c in convs] == table
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 5
+    assert tuple(model.output["C4"].shape[1:]) == (26, 26, 512)
+    assert not any(c.use_bias for c in convs) and backbones.PREPROCESSING["darknet19"] == "unit"
+    leaky = [layer for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)]
+    assert len(leaky) == 18 and {round(float(layer.negative_slope), 6) for layer in leaky} == {0.1}
+
+
+def test_darknet53_is_yolov3s_table_1():
+    """52 convolutions (with the classifier, 53): the stem, five stride-2 convolutions and
+    1, 2, 8, 8, 4 residual blocks of a 1x1 halving and a 3x3 restoring the channels."""
+    model = backbones.build_backbone("darknet53", 256)
+    convs = _convs(model)
+    assert len(convs) == 52
+    assert [c.filters for c in convs if c.strides == (2, 2)] == [64, 128, 256, 512, 1024]
+    assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) == 1 + 2 + 8 + 8 + 4
+    assert {k: tuple(v.shape[1:]) for k, v in model.output.items()} == {
+        "C3": (32, 32, 256), "C4": (16, 16, 512), "C5": (8, 8, 1024)}
+    # Published size: Darknet-53 has 40.6 million parameters without its classifier
+    # (41.6 M with the 1024 x 1000 fully connected layer).
+    weights = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert 40.5e6 < weights < 40.7e6
+
+
+def test_darknet_strided_convolutions_pad_like_darknet():
+    """Output i of a stride-2 3x3 convolution sees input rows 2i-1..2i+1 (Darknet pads one
+    pixel on every side), not 2i..2i+2 as Keras' "same" does at an even size."""
+    model = backbones.build_backbone("darknet53", 32)
+    conv = model.get_layer("down1_conv")
+    probe = keras.Model(model.get_layer("stem_leaky").output, conv.output)
+    x = np.zeros([1, 32, 32, 32], np.float32)
+    x[0, 0, 0, :] = 1.0  # only the top-left input pixel
+    kernel = np.zeros(conv.kernel.shape, np.float32)
+    kernel[2, 2, :, 0] = 1.0  # output 0 reads its bottom-right tap
+    conv.kernel.assign(kernel)
+    y = probe(x).numpy()[0, :, :, 0]
+    # Darknet: output (0, 0)'s taps are rows/cols -1..1: its bottom-right tap is pixel (1, 1),
+    # so (0, 0) is 0; output (0, 0)'s centre tap is pixel (0, 0). With "same" at an even
+    # size the bottom-right tap of output (0, 0) would be pixel (2, 2).
+    assert y[0, 0] == 0.0
+    kernel[2, 2, :, 0], kernel[1, 1, :, 0] = 0.0, 1.0
+    conv.kernel.assign(kernel)
+    assert probe(x).numpy()[0, 0, 0, 0] == 32.0  # the centre tap sees pixel (0, 0)

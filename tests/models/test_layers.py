@@ -6,6 +6,7 @@ import tensorflow as tf
 
 import tfzoo
 from tfzoo import backbones
+from tfzoo.backbones.applications import APPLICATIONS
 from tfzoo.layers import FusedBatchNormalization
 
 
@@ -119,15 +120,18 @@ def test_backbones_use_fused_batch_norm_and_keep_the_application_weights(name, m
     assert all(np.array_equal(by_name[w.path], w.numpy()) for w in backbone.weights)
     x = tf.random.stateless_uniform([1, size, size, 3], seed=[1, 1], minval=-1.0, maxval=1.0)
     features = backbone(x, training=False)
-    reference = keras.Model(app.input, [app.get_layer(n).output for n in backbones._BACKBONES[name][1]])(x)
-    for got, want in zip(features, reference):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-3)
+    layer_names = APPLICATIONS[name][1]
+    reference = keras.Model(app.input, {k: app.get_layer(layer_names[k]).output for k in features})(x)
+    assert sorted(features) == ["C3", "C4", "C5"]
+    for key in features:
+        np.testing.assert_allclose(features[key].numpy(), reference[key].numpy(), rtol=1e-3, atol=1e-3)
     # And back: a plain-Keras copy (the benchmarks' peer) holds the same weights and features.
     plain = backbones.with_batchnorm(backbone, keras.layers.BatchNormalization)
     assert not any(isinstance(layer, FusedBatchNormalization) for layer in plain.layers)
     assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), backbone.get_weights()))
-    for got, want in zip(plain(x, training=False), features):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-3, atol=1e-3)
+    plain_features = plain(x, training=False)
+    for key in features:
+        np.testing.assert_allclose(plain_features[key].numpy(), features[key].numpy(), rtol=1e-3, atol=1e-3)
 
 
 def test_detector_backbones_use_fused_batch_norm():

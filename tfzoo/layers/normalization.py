@@ -5,13 +5,11 @@ import keras
 import tensorflow as tf
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
 _TORCH_MEAN = (0.485, 0.456, 0.406)
-
 _TORCH_STD = (0.229, 0.224, 0.225)
 
 #: Modes of :class:`ImageNormalization` (the ``keras.applications`` preprocessing modes).
-NORMALIZATION_MODES = ("caffe", "tf", "torch", "none")
+NORMALIZATION_MODES = ("caffe", "tf", "torch", "unit", "none")
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
@@ -20,7 +18,8 @@ class ImageNormalization(keras.layers.Layer):
 
     Modes, as ``keras.applications.imagenet_utils.preprocess_input``: ``"caffe"`` (RGB to
     BGR, minus the ImageNet BGR mean; ResNet), ``"tf"`` (to [-1, 1]; MobileNetV2),
-    ``"torch"`` (to [0, 1], minus mean, over std), ``"none"`` (cast only).
+    ``"torch"`` (to [0, 1], minus mean, over std); ``"unit"`` (to [0, 1], Darknet's);
+    ``"none"`` (cast only).
     """
 
     def __init__(self, mode="tf", **kwargs):
@@ -37,6 +36,8 @@ class ImageNormalization(keras.layers.Layer):
             return x[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR, x.dtype)
         if self.mode == "torch":
             return (x / 255.0 - tf.constant(_TORCH_MEAN, x.dtype)) / tf.constant(_TORCH_STD, x.dtype)
+        if self.mode == "unit":
+            return x / 255.0
         return x
 
     def compute_output_shape(self, input_shape):

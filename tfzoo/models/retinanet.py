@@ -213,8 +213,9 @@ class RetinaNet(Detector):
             normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
         # --- graph ---
         images = keras.Input((size, size, 3), name="images")
-        features = backbone(normalize(images))
-        pyramid = layers.fpn(features, config.fpn_channels, config.min_level, config.max_level)
+        maps = backbone(normalize(images))  # {"C3": [B, H/8, W/8, C], "C4": ..., "C5": ...}
+        pyramid = layers.fpn([maps["C3"], maps["C4"], maps["C5"]], config.fpn_channels, config.min_level,
+                             config.max_level)
         box_deltas = layers.dense_head(
             pyramid, 4, config.num_anchors, config.head_channels, config.head_convs, norm=config.head_norm,
             separable=config.head_separable, name="box_head",
