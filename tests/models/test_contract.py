@@ -1,4 +1,14 @@
-"""The Detector contract, checked on every registered detector (tiny configurations)."""
+"""The contract every preset of ``tfzoo.models.MODELS`` keeps, checked on its tiny config.
+
+One test per distinct tiny model (presets whose tiny configs coincide, e.g. a paper preset
+and its deeper-backbone variant, share one): declared inputs, raw outputs and detections
+with their shapes and dtypes, one ``fit`` step with a finite loss whose terms the detector
+names, zero box loss on an image without objects, a ``.keras`` round trip under
+``safe_mode=True``, a SavedModel and a builtin-only TFLite file whose raw outputs (the
+tensors before any NMS) equal the Keras model's within the exports' tolerance.
+"""
+from __future__ import annotations
+
 import json
 
 import keras
@@ -6,124 +16,102 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tfzoo
+import tfzoo.data
 from tfzoo.data import schema
+from tfzoo.export import export_saved_model, export_tflite, load_model
+from tfzoo.export.saved_model import RAW_TOLERANCE
+from tfzoo.export.tflite import non_builtin_ops, op_names
 from tfzoo.models import MODELS
-from tfzoo.models.base import Detector
-from tests.models.conftest import build_tiny
 
-DETECTION_KEYS = {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
-
-
-def _example(boxes, classes, size):
-    """One canonical example with an all-grey image of ``size``."""
-    n = len(classes)
-    return {
-        schema.IMAGE: tf.fill([size, size, 3], 127.0),
-        schema.BOXES: tf.constant(np.asarray(boxes, np.float32).reshape(-1, 4)),
-        schema.CLASSES: tf.constant(classes, tf.int32),
-        schema.IS_CROWD: tf.zeros([n], tf.bool),
-        schema.DIFFICULT: tf.zeros([n], tf.bool),
-        schema.IMAGE_ID: tf.constant("x"),
-    }
+DETECTION_DTYPES = {"detection_boxes": tf.float32, "detection_scores": tf.float32,
+                    "detection_classes": tf.int32, "num_detections": tf.int32}
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
-def detector(request):
+def _cases():
+    """One pytest param per distinct tiny model, named after every preset it stands for."""
+    groups = {}
+    for name, preset in sorted(MODELS.items()):
+        config = preset.config.replace(**preset.detector.tiny)
+        key = (preset.detector.__name__, json.dumps({**config.to_dict(), "name": ""}, sort_keys=True))
+        groups.setdefault(key, []).append(name)
+    return [pytest.param(names[0], id="+".join(names)) for names in groups.values()]
+
+
+def _build(name):
     keras.utils.set_random_seed(0)
-    return build_tiny(request.param)
+    preset = MODELS[name]
+    return preset(**preset.detector.tiny)
 
 
-def test_is_a_functional_keras_detector(detector):
-    assert isinstance(detector, Detector) and isinstance(detector, keras.Model)
-    assert detector.config.num_classes == 3
-    assert detector.image_size == (64, 64)
-    assert callable(detector.encoder.encode)
+def _close(got, want, where):
+    for key, value in want.items():
+        value = np.asarray(value, np.float64)
+        diff = float(np.max(np.abs(np.asarray(got[key], np.float64) - value))) if value.size else 0.0
+        assert diff <= RAW_TOLERANCE * (1.0 + float(np.max(np.abs(value), initial=0.0))), (where, key, diff)
 
 
-def test_raw_outputs_and_detections_shapes_and_dtypes(detector):
-    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
-    raw = detector(images)
-    for value in tf.nest.flatten(raw):
-        assert value.dtype == tf.float32 and value.shape[0] == 2
-    out = detector.predict(images, verbose=0)
-    assert set(out) == DETECTION_KEYS
-    m = detector.config.max_detections
-    assert out["detection_boxes"].shape == (2, m, 4) and out["detection_boxes"].dtype == np.float32
-    assert out["detection_scores"].shape == (2, m)
-    assert out["detection_classes"].shape == (2, m) and out["detection_classes"].dtype == np.int32
-    assert out["num_detections"].shape == (2,) and out["num_detections"].dtype == np.int32
-    same = detector.predict_on_batch(images)
-    np.testing.assert_allclose(same["detection_scores"], out["detection_scores"], atol=1e-6)
+def test_every_preset_declares_what_the_zoo_reads():
+    assert MODELS, "no presets registered"
+    for name, preset in MODELS.items():
+        detector = preset.detector
+        assert preset.config.name == name and isinstance(preset.family, str) and preset.family
+        assert detector.kind in ("one-stage", "two-stage", "proposals")
+        assert detector.input_names[0] == "images" and set(detector.input_names) <= {"images", "proposals"}
+        assert detector.loss_names and set(detector.box_loss_names) <= set(detector.loss_names)
+        assert detector.tiny, f"{detector.__name__} has no tiny config"
+        assert preset.config.image_size % preset.config.size_divisor == 0
 
 
-def test_uint8_inputs_equal_float_inputs(detector):
-    images = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3)).astype(np.uint8)
-    a = detector(images)
-    b = detector(images.astype(np.float32))
-    tf.nest.map_structure(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), a, b)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _cases())
+def test_preset_contract(name, tmp_path):
+    detector = _build(name)
+    size = detector.config.image_size
+    # --- inputs and outputs ---
+    assert [tuple(i.shape) for i in detector.inputs][0] == (None, size, size, 3)
+    assert len(detector.inputs) == len(type(detector).input_names)
+    images = np.asarray(tfzoo.data.pipeline(tfzoo.data.load("shapes:2", "val"), detector, 2, training=False)
+                        .map(lambda x, y: x).get_single_element(), np.float32)
+    raw = detector(images, training=False)
+    assert isinstance(raw, dict) and raw
+    for key, value in raw.items():
+        assert value.dtype == tf.float32 and value.shape[0] == 2, key
+    detections = detector.detect(images)
+    assert {k: v.dtype for k, v in detections.items()} == DETECTION_DTYPES
+    boxes = detections["detection_boxes"]
+    assert boxes.shape[0] == 2 and boxes.shape[2] == 4
+    assert detections["detection_scores"].shape == detections["detection_classes"].shape == boxes.shape[:2]
+    assert detections["num_detections"].shape == (2,)
 
-
-def test_one_fit_step_gives_finite_losses_and_changes_weights(detector):
-    dataset = tfzoo.data.load("shapes:4", "train")
-    batches = tfzoo.data.pipeline(dataset, detector, batch_size=2, training=True, seed=0)
+    # --- one fit step; an image without objects has no box loss ---
+    train = tfzoo.data.pipeline(tfzoo.data.load("shapes:4", "train"), detector, 2, training=True)
     detector.compile(optimizer=keras.optimizers.SGD(1e-3))
-    before = [w.numpy().copy() for w in detector.trainable_weights[-2:]]
-    history = detector.fit(batches.take(1), epochs=1, verbose=0).history
-    for key in ("loss", "cls_loss", "box_loss"):
-        assert np.isfinite(history[key][-1]), (key, history)
-    assert history["loss"][-1] > 0
-    after = [w.numpy() for w in detector.trainable_weights[-2:]]
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    history = detector.fit(train, epochs=1, steps_per_epoch=1, verbose=0).history
+    assert set(type(detector).loss_names) <= set(history) and np.isfinite(history["loss"]).all()
+    empty = dict(tfzoo.data.load("shapes:1", "val").get_single_element())
+    empty.update({schema.BOXES: tf.zeros([0, 4]), schema.CLASSES: tf.zeros([0], tf.int32),
+                  schema.IS_CROWD: tf.zeros([0], tf.bool), schema.DIFFICULT: tf.zeros([0], tf.bool)})
+    x, y = tfzoo.data.pipeline(tf.data.Dataset.from_tensors(empty), detector, 1, training=True, augment="none",
+                               shuffle_buffer=0).get_single_element()
+    losses = detector.compute_losses(y, detector(x, training=False))
+    assert set(losses) == set(type(detector).loss_names)
+    assert all(np.isfinite(float(v)) for v in losses.values())
+    for key in type(detector).box_loss_names:
+        assert float(losses[key]) == 0.0, key
 
-
-def test_image_without_objects_gives_zero_box_loss(detector):
-    example = _example(np.zeros([0, 4]), [], 64)
-    inputs, targets = detector.encoder.encode(example)
-    targets = tf.nest.map_structure(lambda t: t[None], targets)
-    losses = detector.compute_losses(targets, detector(inputs[None]))
-    assert float(losses["box_loss"]) == 0.0
-    assert np.isfinite(float(losses["cls_loss"])) and float(losses["cls_loss"]) > 0
-
-
-def test_keras_file_round_trip_in_safe_mode(detector, tmp_path):
-    path = str(tmp_path / "model.keras")
-    detector.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    assert type(loaded) is type(detector)
-    assert loaded.config == detector.config.replace(backbone_weights=None)
-    images = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
-    tf.nest.map_structure(
-        lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), detector(images), loaded(images)
-    )
-
-
-def test_config_saves_as_json_and_rebuilds(detector, tmp_path):
-    path = tmp_path / "config.json"
-    detector.save_config(path)
-    values = json.loads(path.read_text())
-    assert values["num_classes"] == 3 and values["name"] == detector.config.name
-    assert type(detector.config).from_dict(values) == detector.config
-
-
-def test_with_image_size_serves_the_same_weights_at_another_size(detector):
-    name = detector.config.name
-    copy = detector.with_image_size(96)
-    assert copy.image_size == (96, 96) and copy.config == detector.config.replace(image_size=96)
-    assert {layer.compute_dtype for layer in copy.layers} == {"float32"}
-    for got, want in zip(copy.get_weights(), detector.get_weights()):
-        np.testing.assert_array_equal(got, want)
-    # Exactly a model built at 96 holding these weights: its anchors and its outputs.
-    fresh = build_tiny(name, image_size=96)
-    fresh.set_weights(detector.get_weights())
-    if hasattr(fresh, "anchors"):
-        np.testing.assert_array_equal(np.asarray(copy.anchors), np.asarray(fresh.anchors))
-    images = np.random.default_rng(1).uniform(0, 255, (1, 96, 96, 3)).astype(np.float32)
-    for key, value in fresh(images).items():
-        np.testing.assert_allclose(copy(images)[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-5)
-    out = copy.predict_on_batch(images)
-    assert out["detection_boxes"].shape == (1, detector.config.max_detections, 4)
-    assert detector.with_image_size(64) is detector  # its own size: itself (already float32)
-    for bad in (16, 64.5, "big"):
-        with pytest.raises((ValueError, TypeError)):
-            detector.with_image_size(bad)
+    # --- exports (of the weights after the step) ---
+    raw = detector(images, training=False)
+    keras_path = tmp_path / "model.keras"
+    detector.save(keras_path)
+    loaded = keras.saving.load_model(keras_path, safe_mode=True)
+    assert type(loaded) is type(detector) and loaded.config == detector.config
+    _close({k: v.numpy() for k, v in loaded(images, training=False).items()},
+           {k: v.numpy() for k, v in raw.items()}, ".keras")
+    want = load_model(keras_path).raw_outputs(images)
+    saved = export_saved_model(detector, str(tmp_path / "saved_model"))
+    _close(load_model(saved, trust_model=True).raw_outputs(images), want, "SavedModel")
+    tflite_path = export_tflite(detector, str(tmp_path / "model.tflite"), raw_outputs=True)
+    assert not non_builtin_ops(op_names((tmp_path / "model.tflite").read_bytes()))
+    tflite = load_model(tflite_path)
+    for i in range(len(images)):  # the TFLite file takes batch 1
+        _close(tflite.raw_outputs(images[i:i + 1]), {k: v[i:i + 1] for k, v in want.items()}, "TFLite")

@@ -293,12 +293,22 @@ class Detector(keras.Model):
     #: :data:`tfzoo.models.MODELS` table is built from these (:func:`model_table`).
     presets = {}
     cpu_presets = ()
+    #: The model's inputs, in order: ``"images"`` (RGB pixels ``[B, S, S, 3]``), and for
+    #: the proposal-based detectors also ``"proposals"`` (``[B, R, 4]`` normalized boxes).
+    input_names = ("images",)
+    #: Names of the loss terms :meth:`compute_losses` returns (each tracked and logged as
+    #: a metric); ``box_loss_names`` are those that vanish on an image without objects.
+    loss_names = ()
+    box_loss_names = ()
+    #: Config overrides of the smallest model that still runs every part (tests, smoke
+    #: runs): applied to each preset by the contract test over ``MODELS``.
+    tiny = {}
 
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self._detector_config = config
         self._encoder = None
-        self.loss_trackers = {}
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
 
     # --- construction / serialization -------------------------------------------------
 

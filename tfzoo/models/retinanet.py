@@ -194,14 +194,14 @@ class RetinaNet(Detector):
     kind = "one-stage"
     presets = PRESETS
     cpu_presets = ("retinanet_mobile",)
+    loss_names = ("cls_loss", "box_loss")
+    box_loss_names = ("box_loss",)
+    tiny = {"image_size": 64, "num_classes": 3, "backbone": "resnet10", "backbone_weights": None,
+            "backbone_alpha": 0.25, "fpn_channels": 16, "head_channels": 16, "head_convs": 1}
 
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs, outputs, config, **kwargs)
         self.anchors = anchors_for(config)
-        self.loss_trackers = {
-            "cls_loss": keras.metrics.Mean(name="cls_loss"),
-            "box_loss": keras.metrics.Mean(name="box_loss"),
-        }
 
     @classmethod
     def create(cls, config):
