@@ -160,3 +160,18 @@ def test_demo_command_line_refuses_a_bad_time_limit(monkeypatch, capsys, value):
         cli.main(["demo", "--time-limit", value])
     assert exit_info.value.code == 2
     assert "--time-limit must" in capsys.readouterr().err
+
+
+def test_demo_takes_any_cpu_preset_from_one_table(monkeypatch, capsys):
+    """--model: a CPU preset, with its row of DEMOS or the defaults (its own recipe, output
+    folder from its name); another preset is a usage error naming the CPU presets."""
+    recipe = tfzoo.demo.demo_recipe("retinanet_mobile")
+    assert recipe.out == "saved_models/retinanet_shapes" and recipe.serve_size == 320 and recipe.epochs == 7
+    monkeypatch.setattr(tfzoo.demo, "DEMOS", {})
+    bare = tfzoo.demo.demo_recipe("retinanet_mobile")
+    assert bare.out == "saved_models/retinanet_mobile_shapes" and bare.settings == () and bare.serve_size is None
+    with pytest.raises(ValueError, match=r"'retinanet' is not one \(CPU presets: retinanet_mobile\)"):
+        tfzoo.demo.demo_recipe("retinanet")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--model", "retinanet_r101"])
+    assert exit_info.value.code == 2 and "CPU presets: retinanet_mobile" in capsys.readouterr().err

@@ -60,7 +60,6 @@ def _progress(iterable, desc, total=None):
 
 
 def cmd_list(args):
-    import tfzoo
     from tfzoo.data import shapes
     from tfzoo.models import MODELS
 
@@ -556,7 +555,11 @@ def cmd_demo(args):
     from tfzoo.models.base import MIN_IMAGE_SIZE
 
     _check_budget(args)
-    if args.serve_size < MIN_IMAGE_SIZE:
+    try:
+        recipe = tfzoo.demo.demo_recipe(args.model)
+    except ValueError as error:
+        args.parser.error(str(error))
+    if args.serve_size is not None and args.serve_size < MIN_IMAGE_SIZE:
         args.parser.error(f"--serve-size must be >= {MIN_IMAGE_SIZE}, got {args.serve_size}")
     time_limit = args.time_limit
     if time_limit is None and args.epochs is None and args.minutes is None:
@@ -567,8 +570,9 @@ def cmd_demo(args):
         tfzoo.demo.check_time_limit(time_limit or None, "--time-limit")
     except ValueError as error:
         args.parser.error(str(error))
-    summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or demo_epochs(), minutes=args.minutes,
-                             seed=args.seed, precision=args.precision, serve_size=args.serve_size,
+    summary = tfzoo.demo.run(out=args.out, epochs=args.epochs or recipe.epochs, minutes=args.minutes,
+                             seed=args.seed, precision=args.precision, model=args.model,
+                             serve_size=tfzoo.demo.FROM_RECIPE if args.serve_size is None else args.serve_size,
                              time_limit=time_limit or None)
     print(tfzoo.demo.format_summary(summary))
     return 0
@@ -769,13 +773,16 @@ def build_parser():
 
     p = sub.add_parser(
         "demo", help="the main job: train retinanet_mobile on shapes, evaluate, export, time, draw",
-        description="Trains retinanet_mobile on the builtin shapes data (from random initialization, no "
-                    "download) at 256 px, then evaluates it on shapes/val at --serve-size, saves it and exports a "
-                    "SavedModel and a builtin-only TFLite file at that size, scores both exports, times each format "
-                    "and draws detections on a few val images. "
+        description="Trains retinanet_mobile (or --model, a CPU preset) on the builtin shapes data (from random "
+                    "initialization, no download) at 256 px, then evaluates it on shapes/val at --serve-size, "
+                    "saves it and exports a SavedModel and a builtin-only TFLite file at that size, scores both "
+                    "exports, times each format and draws detections on a few val images. "
                     "Everything lands in --out; a summary is printed at the end.")
-    p.add_argument("--out", metavar="DIR", default="saved_models/retinanet_shapes",
-                   help="output folder (default: saved_models/retinanet_shapes)")
+    p.add_argument("--model", default="retinanet_mobile", metavar="MODEL",
+                   help="the CPU preset to train (default: retinanet_mobile; 'tfzoo list' marks the CPU presets)")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder (default: saved_models/retinanet_shapes for retinanet_mobile, else "
+                        "saved_models/MODEL_shapes)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=int,
                         help=f"training epochs (default: {demo_epochs()}, about 10 minutes on 2 CPU cores; more "
@@ -789,10 +796,10 @@ def build_parser():
                         f"{POST_TRAINING_SECONDS:g} s for the steps after it (default: {DEMO_TIME_LIMIT:g} when "
                         "neither --epochs nor --minutes is given, else none; 0: none)")
 
-    p.add_argument("--serve-size", type=int, default=DEMO_SERVE_SIZE, metavar="N",
-                   help=f"input size the trained model is evaluated and exported at (default: {DEMO_SERVE_SIZE}; it "
-                        "trains at 256, and the same weights served at 320 find more of the small objects; "
-                        "--serve-size 256 serves at the training size)")
+    p.add_argument("--serve-size", type=int, metavar="N",
+                   help=f"input size the trained model is evaluated and exported at (default for retinanet_mobile: "
+                        f"{DEMO_SERVE_SIZE}; it trains at 256, and the same weights served at 320 find more of the "
+                        "small objects; --serve-size 256 serves at the training size)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="training precision: 'mixed' runs the FPN and heads in bfloat16 (float16 on a GPU) with "
                         "the backbone and losses in float32; 'auto' (default) picks it on a CPU with AMX and no "

@@ -24,6 +24,7 @@ evaluated model stay float32.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import sys
@@ -71,8 +72,40 @@ POST_TRAINING_SECONDS = 60.0
 #: mixed (bfloat16 on CPU) policy with the backbone in float32 (``backbone_dtype=float32``);
 #: ``"auto"`` picks it on CPUs with AMX and no GPU, ``"float32"`` elsewhere.
 PRECISIONS = ("auto", "float32", "mixed")
-#: Where the demo writes its artifacts.
+#: Where the demo writes its artifacts by default.
 DEFAULT_OUT = os.path.join("saved_models", "retinanet_shapes")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRecipe:
+    """How the demo trains one CPU preset on ``shapes``: config overrides (``--set``
+    syntax), epochs, the serving size (``None``: the training size) and the output folder
+    (``None``: ``saved_models/<preset>_shapes``)."""
+
+    settings: tuple = ()
+    epochs: int = DEMO_EPOCHS
+    serve_size: int | None = None
+    out: str | None = None
+
+
+#: The demo's settings per CPU preset (one table: a new CPU preset adds its row; one
+#: without a row runs with its own recipe for :data:`DEMO_EPOCHS` epochs, within the time
+#: limit).
+DEMOS = {
+    "retinanet_mobile": DemoRecipe(DEMO_SETTINGS, DEMO_EPOCHS, DEMO_SERVE_SIZE, DEFAULT_OUT),
+}
+
+
+def demo_recipe(model):
+    """The :class:`DemoRecipe` of CPU preset ``model`` (``ValueError`` for another)."""
+    from tfzoo.models import MODELS
+
+    cpu = sorted(name for name, preset in MODELS.items() if preset.cpu)
+    if model not in MODELS or not MODELS[model].cpu:
+        raise ValueError(f"the demo trains a CPU preset from random initialization; {model!r} is not one "
+                         f"(CPU presets: {', '.join(cpu)})")
+    recipe = DEMOS.get(model, DemoRecipe())
+    return recipe if recipe.out else dataclasses.replace(recipe, out=os.path.join("saved_models", f"{model}_shapes"))
 
 
 def _median_ms(fn, repeats):
@@ -122,9 +155,16 @@ def check_time_limit(time_limit, name="time_limit"):
                          f"take, got {time_limit:g} minutes")
 
 
-def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4, latency_repeats=20, verbose=1,
-        data=DEMO_DATA, settings=DEMO_SETTINGS, precision="auto", serve_size=DEMO_SERVE_SIZE, time_limit=None):
-    """Runs the demo (see the module doc) and returns the summary dict.
+#: ``serve_size`` default of :func:`run`: the demo recipe's.
+FROM_RECIPE = "recipe"
+
+
+def run(out=None, epochs=None, minutes=None, seed=0, num_images=4, latency_repeats=20, verbose=1,
+        data=DEMO_DATA, settings=None, precision="auto", serve_size=FROM_RECIPE, time_limit=None, model=DEMO_MODEL):
+    """Runs the demo (see the module doc) on CPU preset ``model`` and returns the summary dict.
+
+    ``out``, ``epochs``, ``settings`` and ``serve_size`` default to the preset's row of
+    :data:`DEMOS` (:func:`demo_recipe`).
 
     ``time_limit`` (minutes, for the whole run; ``None``: none) stops training early, at
     the step where ``time_limit`` minus :data:`POST_TRAINING_SECONDS` have passed since the
@@ -140,6 +180,11 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     from tfzoo.export import export_saved_model, export_tflite, load_model, parity_report
     from tfzoo.atomic import save_keras_atomic, write_json_atomic
 
+    recipe = demo_recipe(model)
+    out = recipe.out if out is None else out
+    epochs = recipe.epochs if epochs is None else epochs
+    settings = recipe.settings if settings is None else settings
+    serve_size = recipe.serve_size if serve_size == FROM_RECIPE else serve_size
     precision = resolve_precision(precision)
     check_time_limit(time_limit)
     settings = tuple(settings) + (("backbone_dtype=float32",) if precision == "mixed" else ())
@@ -164,10 +209,10 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
         train_minutes = time_limit - POST_TRAINING_SECONDS / 60.0
         limit = f", stops at {train_minutes:g} min at most: the {time_limit:g}-minute limit"
         callbacks.append(train_lib.TimeBudget(started + 60.0 * train_minutes, train_minutes))
-    say("train", f"[1/5] training {DEMO_MODEL} on {data} "
+    say("train", f"[1/5] training {model} on {data} "
         f"({'%g minutes' % minutes if minutes else '%d epochs' % epochs}, {precision}{limit}) ...")
     result = train_lib.train(
-        DEMO_MODEL, data, out=os.path.join(out, "train"), epochs=None if minutes else epochs,
+        model, data, out=os.path.join(out, "train"), epochs=None if minutes else epochs,
         minutes=minutes, settings=settings, seed=seed, verbose=verbose, val_split=None,
         backbone_weights=None, cache=True,  # 2,000 generated images, ~375 MiB: generate them once
         mixed_precision=precision == "mixed", callbacks=callbacks,
@@ -204,8 +249,8 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
     keras_detect = tf.function(detector.detect)
     models = {"saved_model": load_model(saved_model, trust_model=True), "tflite": load_model(tflite)}
     latency = {"keras": _median_ms(lambda: keras_detect(resized), latency_repeats)}
-    for name, model in models.items():
-        latency[name] = _median_ms(lambda model=model: model.detect(resized), latency_repeats)
+    for name, loaded in models.items():
+        latency[name] = _median_ms(lambda loaded=loaded: loaded.detect(resized), latency_repeats)
 
     # --- 5. pictures ---
     say("draw", f"[5/5] drawing detections on {num_images} val images ...")
@@ -224,7 +269,7 @@ def run(out=DEFAULT_OUT, epochs=DEMO_EPOCHS, minutes=None, seed=0, num_images=4,
 
     exports = {entry["format"]: entry for entry in report["exports"]}
     summary = {
-        "model": DEMO_MODEL,
+        "model": model,
         "data": data,
         "settings": list(settings),
         "precision": (f"{train_lib.mixed_policy_name()} FPN and heads, float32 backbone" if precision == "mixed"
