@@ -1038,7 +1038,7 @@ def test_recipe_script_help_works_offline(name):
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
                           env={**os.environ, "TFDS_DATA_DIR": "/nonexistent"})
     assert done.returncode == 0, done.stderr
-    for option in ("--out", "--strategy", "--mixed-precision", "--batch-size", "--resume"):
+    for option in ("--out", "--strategy", "--mixed-precision", "--batch-size", "--resume", "--overwrite"):
         assert option in done.stdout
     import tfzoo.recipes
 
@@ -1058,13 +1058,15 @@ def test_coco_script_holds_the_paper_recipe():
     assert schedule.total_steps == 88_704
     assert _lr(schedule, 59_135) == pytest.approx(0.01) and _lr(schedule, 59_136) == pytest.approx(0.001)
     assert _lr(schedule, 78_848) == pytest.approx(1e-4)
-    assert script.DATA == "tfds:coco/2017" and script.VAL_SPLIT == "validation"
+    assert script.PROTOCOL.data == "tfds:coco/2017" and script.PROTOCOL.val_split == "validation"
+    assert script.PROTOCOL.metric == "AP"
 
 
 def test_voc_script_trains_on_07_plus_12_and_tests_on_07():
     script = _script("retinanet_voc")
-    assert script.DATA == ("tfds:voc/2007", "tfds:voc/2012") and script.SPLIT == "train+validation"
-    assert (script.VAL_DATA, script.VAL_SPLIT) == ("tfds:voc/2007", "test")
+    protocol = script.PROTOCOL
+    assert protocol.data == ("tfds:voc/2007", "tfds:voc/2012") and protocol.split == "train+validation"
+    assert (protocol.val_data, protocol.val_split, protocol.metric) == ("tfds:voc/2007", "test", "voc07_mAP")
     config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(20)], image_size=512, settings=script.SETTINGS)
     assert (config.image_size, config.batch_size, config.learning_rate, config.epochs) == (512, 16, 0.01, 18)
     steps = 16_551 // 16

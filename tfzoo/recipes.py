@@ -1,21 +1,46 @@
-"""The command line shared by the paper-recipe scripts in ``train_scripts/``.
+"""The dataset protocols and the command line shared by the paper-recipe scripts in
+``train_scripts/``.
 
-A recipe script pins a model, its data and the paper's settings, and calls :func:`main`::
+A recipe script pins a model, the paper's settings and a protocol, and calls :func:`main`::
 
-    sys.exit(tfzoo.recipes.main(argv, doc=__doc__, model="retinanet", data="tfds:coco/2017",
-                                split="train", val_split="validation", settings=SETTINGS,
-                                out="runs/retinanet_coco", image_size=640, epochs=12))
+    sys.exit(tfzoo.recipes.main(argv, doc=__doc__, model="retinanet", protocol=tfzoo.recipes.COCO,
+                                settings=SETTINGS, out="runs/retinanet_coco", image_size=640, epochs=12))
 
 This module imports no TensorFlow, so ``--help`` works at once and offline.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 #: Strategies of :func:`tfzoo.train.train` (repeated here so that ``--help`` needs no
 #: TensorFlow; a test keeps the two equal).
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A benchmark protocol: what a detector trains on and is scored on, and the figure the
+    papers report for it."""
+
+    name: str
+    data: str | tuple  # dataset spec(s) trained on (several: concatenated)
+    split: str
+    val_data: str | None  # None: ``data``
+    val_split: str
+    metric: str  # the key of the metrics that the papers report
+
+
+#: COCO 2017: train2017 (118,287 images), scored on val2017 with COCO AP (pycocotools).
+COCO = Protocol("COCO 2017", "tfds:coco/2017", "train", None, "validation", "AP")
+#: Pascal VOC "07+12": the trainval sets of VOC 2007 and 2012 (16,551 images), scored on
+#: VOC 2007 test (4,952 images) with the 11-point VOC07 mAP at IoU 0.5.
+VOC0712 = Protocol("VOC 07+12", ("tfds:voc/2007", "tfds:voc/2012"), "train+validation", "tfds:voc/2007", "test",
+                   "voc07_mAP")
+#: VOC 2007 alone (5,011 trainval images), as R-CNN, SPP-Net and YOLOv1's ablations use it.
+VOC07 = Protocol("VOC 2007", "tfds:voc/2007", "train+validation", None, "test", "voc07_mAP")
+PROTOCOLS = {"coco": COCO, "voc0712": VOC0712, "voc07": VOC07}
 
 
 def build_parser(doc, out, image_size, epochs):
@@ -31,25 +56,27 @@ def build_parser(doc, out, image_size, epochs):
                         help="square input size, a multiple of 32 (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help=f"override the recipe's {epochs} epochs")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="start a new run over the one in --out")
     parser.add_argument("--eval-every-epoch", action="store_true", help="also evaluate after every epoch")
     return parser
 
 
-def main(argv, *, doc, model, data, split, val_split, settings, out, image_size, epochs, val_data=None,
-         metric="AP"):
-    """Parses ``argv``, trains with :func:`tfzoo.train.train`, prints ``metric``; exit status."""
+def main(argv, *, doc, model, protocol, settings, out, image_size, epochs):
+    """Parses ``argv``, trains ``model`` on ``protocol`` with :func:`tfzoo.train.train`,
+    prints the protocol's metric; exit status."""
     args = build_parser(doc, out, image_size, epochs).parse_args(argv)
     import tfzoo.train  # after parsing: --help needs neither TensorFlow nor the data
 
+    data = protocol.data
     result = tfzoo.train.train(
-        model, list(data) if isinstance(data, tuple) else data, split=split, val_split=val_split,
-        val_data=val_data, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
-        out=args.out, resume=args.resume, settings=settings, strategy=args.strategy,
+        model, list(data) if isinstance(data, tuple) else data, split=protocol.split, val_split=protocol.val_split,
+        val_data=protocol.val_data, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
+        out=args.out, resume=args.resume, overwrite=args.overwrite, settings=settings, strategy=args.strategy,
         mixed_precision=args.mixed_precision, eval_every_epoch=args.eval_every_epoch,
     )
     if result.stopped:
         print(f"stopped: {result.stopped}", file=sys.stderr)
         return 1
-    print(f"{result.out_dir}: {result.epochs} epochs, {result.steps} steps, {metric} "
-          f"{(result.metrics or {}).get(metric, float('nan')):.4f}")
+    print(f"{result.out_dir}: {result.epochs} epochs, {result.steps} steps, {protocol.name} {protocol.metric} "
+          f"{(result.metrics or {}).get(protocol.metric, float('nan')):.4f}")
     return 0

@@ -25,8 +25,7 @@ import sys
 import tfzoo.recipes
 
 MODEL = "retinanet"
-DATA = "tfds:coco/2017"
-SPLIT, VAL_SPLIT = "train", "validation"
+PROTOCOL = tfzoo.recipes.COCO
 #: The paper's recipe, pinned against changes of the preset. The learning rate (0.01) and
 #: its batch size (16) are the preset's, so that ``--batch-size`` scales the rate.
 SETTINGS = (
@@ -43,8 +42,8 @@ SETTINGS = (
 
 
 def main(argv=None):
-    return tfzoo.recipes.main(argv, doc=__doc__, model=MODEL, data=DATA, split=SPLIT, val_split=VAL_SPLIT,
-                              settings=SETTINGS, out="runs/retinanet_coco", image_size=640, epochs=12)
+    return tfzoo.recipes.main(argv, doc=__doc__, model=MODEL, protocol=PROTOCOL, settings=SETTINGS,
+                              out="runs/retinanet_coco", image_size=640, epochs=12)
 
 
 if __name__ == "__main__":

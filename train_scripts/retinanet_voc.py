@@ -26,9 +26,7 @@ import sys
 import tfzoo.recipes
 
 MODEL = "retinanet"
-DATA = ("tfds:voc/2007", "tfds:voc/2012")
-SPLIT = "train+validation"
-VAL_DATA, VAL_SPLIT = "tfds:voc/2007", "test"
+PROTOCOL = tfzoo.recipes.VOC0712
 #: The recipe above, pinned against changes of the preset. The learning rate (0.01) and
 #: its batch size (16) are the preset's, so that ``--batch-size`` scales the rate.
 SETTINGS = (
@@ -45,9 +43,8 @@ SETTINGS = (
 
 
 def main(argv=None):
-    return tfzoo.recipes.main(argv, doc=__doc__, model=MODEL, data=DATA, split=SPLIT, val_split=VAL_SPLIT,
-                              val_data=VAL_DATA, settings=SETTINGS, out="runs/retinanet_voc", image_size=512,
-                              epochs=18, metric="voc07_mAP")
+    return tfzoo.recipes.main(argv, doc=__doc__, model=MODEL, protocol=PROTOCOL, settings=SETTINGS,
+                              out="runs/retinanet_voc", image_size=512, epochs=18)
 
 
 if __name__ == "__main__":
