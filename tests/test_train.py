@@ -1104,3 +1104,20 @@ def test_progress_bar_on_a_terminal_closes_when_training_stops_inside_an_epoch()
     progress.on_train_batch_end(0, {"loss": 2.0})
     progress.on_train_end()
     assert progress._bar is None and "epoch 1/3" in stream.getvalue()
+
+
+def test_a_fixed_size_detector_refuses_another_image_size(monkeypatch, capsys):
+    """YOLOv1's fully connected layers fix its input: --image-size is refused, clearly."""
+    from tfzoo import cli
+    from tfzoo.models.retinanet import RetinaNetConfig
+
+    monkeypatch.setattr(RetinaNetConfig, "fixed_size", True)
+    with pytest.raises(ValueError, match="retinanet_mobile has fixed-size layers .* takes 320 x 320 inputs only"):
+        T.resolve_config("retinanet_mobile", ["a"], image_size=256)
+    assert T.resolve_config("retinanet_mobile", ["a"], image_size=320).image_size == 320
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "retinanet_mobile", "--data", "shapes", "--image-size", "256"])
+    assert info.value.code == 2 and "fixed-size layers" in capsys.readouterr().err
+    detector = tfzoo.build_model("retinanet_mobile", **{**TINY_KW, "image_size": 64}, num_classes=2)
+    with pytest.raises(ValueError, match="fixed-size layers and serves at 64 x 64 only"):
+        detector.with_image_size(96)

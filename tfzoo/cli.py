@@ -625,8 +625,16 @@ def _usage_problem(args):
         if value is not None and value < 1:
             return f"--{flag.replace('_', '-')} must be >= 1, got {value}"
     if args.command in ("train", "list") and getattr(args, "model", None) is not None:
+        from tfzoo.models import MODELS
+
         if args.model not in tfzoo.list_models():
             return f"unknown model {args.model!r}; known models: {', '.join(tfzoo.list_models())}"
+        config = MODELS[args.model].config if args.command == "train" else None
+        if config is not None and config.fixed_size and getattr(args, "image_size", None) not in (
+                None, config.image_size):
+            from tfzoo.train.config import fixed_size_message
+
+            return fixed_size_message(args.model, config)
         if args.command == "train" and args.set:
             from tfzoo.train import preset_config
 

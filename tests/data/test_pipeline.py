@@ -235,3 +235,33 @@ def test_ground_truth_is_padded_to_a_power_of_two(rows, bucket):
     np.testing.assert_array_equal(padded[schema.CLASSES][rows:], -1)
     np.testing.assert_array_equal(padded[schema.BOXES][rows:], 0.0)
     assert not np.any(padded[schema.IS_CROWD][rows:]) and not np.any(padded[schema.DIFFICULT][rows:])
+
+
+def test_multi_scale_training_builds_each_batch_at_one_size():
+    """train_sizes: a size drawn per size_period batches (YOLOv2's every 10), every batch
+    of one size, the encoder called at that size; reproducible with a seed, redrawn per epoch."""
+    from tfzoo.data.pipeline import PaddedBoxesEncoder
+
+    class MultiScale(PaddedBoxesEncoder):
+        train_sizes = (64, 96, 128)
+        size_period = 2
+
+        def targets(self, example):  # depends on the size it is called at, as a grid's would
+            return {**super().targets(example), "size": tf.shape(example["image"])[0]}
+
+    encoder = MultiScale(64, max_boxes=8, augment="none", keep_aspect_ratio=False)
+    ds = pipeline(data.load("shapes:48", "train"), encoder, 2, training=True, seed=3)
+
+    def sizes_of(dataset):
+        out = []
+        for images, targets in dataset:
+            assert images.shape[1] == images.shape[2] and (targets["size"].numpy() == images.shape[1]).all()
+            out.append(images.shape[1])
+        return out
+
+    first, second = sizes_of(ds), sizes_of(ds)
+    assert len(first) == 24 and set(first) <= {64, 96, 128}
+    assert all(first[i] == first[i + 1] for i in range(0, 24, 2))  # one size per 2 batches
+    assert len(set(first)) > 1 and first != second  # sizes change, and again next epoch
+    again = pipeline(data.load("shapes:48", "train"), encoder, 2, training=True, seed=3)
+    assert sizes_of(again) == first  # reproducible

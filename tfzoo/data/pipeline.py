@@ -30,7 +30,12 @@ An encoder turns one resized example into what ``model.fit`` consumes. It has:
   depend on the ground truth alone implements ``box_targets(ground_truth)`` instead (the
   :data:`schema.BOX_KEYS` tensors) and may set ``xla_targets = True`` to have it compiled
   with XLA (see :class:`Encoder`);
-- ``encode(example) -> (inputs, targets)``: both at once (override to share work).
+- ``encode(example) -> (inputs, targets)``: both at once (override to share work);
+- ``train_sizes`` (optional): input sizes to train at, a new one drawn every
+  ``size_period`` batches (YOLOv2/v3's multi-scale training, every 10 batches); the
+  batches of one size are built together. ``encode`` then receives examples of each size
+  (static within a call) and its targets may depend on it (a grid's cells); ``None``
+  trains at ``image_size`` only.
 
 Encoders receive the resized example: ``image`` float32 ``[H, W, 3]`` at ``image_size``,
 ``boxes`` normalized to that canvas, ``classes``, ``is_crowd``, ``difficult`` (``[G]``,
@@ -95,6 +100,10 @@ class Encoder:
     #: up to 128 boxes); padding rows have class -1, so ``box_targets`` must let rows with a
     #: negative class match nothing. Only the box tensors go in (XLA takes no strings).
     xla_targets = False
+    #: Sizes (``int`` or ``(h, w)``) to train at, one drawn per ``size_period`` batches;
+    #: ``None``: ``image_size`` only (see the module doc).
+    train_sizes = None
+    size_period = 10
 
     def inputs(self, example):
         """Model inputs of one resized example: the float32 image ``[H, W, 3]`` in [0, 255]."""
@@ -214,6 +223,28 @@ def _fit(example, image_size, keep_aspect_ratio):
     return aug.resize(example, image_size)
 
 
+def _multi_scale(ds, seeds, encoder, augment_fn, sizes, keep_aspect, batch_size, seed):
+    """Training examples at a size drawn from ``sizes`` per ``encoder.size_period``
+    batches: one size index per block of ``batch_size * size_period`` consecutive examples
+    (drawn anew each epoch, reproducibly with ``seed``), each example resized and encoded
+    in the branch of its size, so that ``encode`` sees a static size."""
+    period = int(getattr(encoder, "size_period", 10))
+    if period < 1:
+        raise ValueError(f"size_period must be >= 1, got {period}")
+    block = batch_size * period
+    count = len(sizes)
+    size_ids = (tf.data.Dataset.random(seed=None if seed is None else seed + 1, rerandomize_each_iteration=True)
+                .map(lambda r: tf.cast(r % count, tf.int32))
+                .flat_map(lambda k: tf.data.Dataset.from_tensors(k).repeat(block)))
+
+    def _train(example, example_seed, size_id):
+        example = augment_fn(example, example_seed)
+        branches = [lambda s=s: encoder.encode(_fit(example, s, keep_aspect)) for s in sizes]
+        return tf.switch_case(size_id, branches)
+
+    return tf.data.Dataset.zip(ds, seeds, size_ids).map(_train, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _zeros_like_spec(spec):
     return tf.nest.map_structure(lambda s: tf.zeros([], s.dtype), spec)
 
@@ -272,6 +303,7 @@ def pipeline(
     if cache:
         ds = ds.cache() if cache is True else ds.cache(str(cache))
 
+    train_sizes = [_as_size(s) for s in (getattr(encoder, "train_sizes", None) or ())]
     if training:
         augment = getattr(encoder, "augment", "none") if augment is None else augment
         augment_fn = augment if callable(augment) else aug.preset(augment or "none", size,
@@ -284,12 +316,15 @@ def pipeline(
             example = _fit(augment_fn(example, example_seed), size, keep_aspect)
             return encoder.encode(example)
 
-        ds = tf.data.Dataset.zip(ds, seeds).map(_train, num_parallel_calls=autotune)
-        for spec in tf.nest.flatten(ds.element_spec):
-            if not spec.shape.is_fully_defined():
-                raise ValueError(
-                    f"{type(encoder).__name__}.encode must return static shapes; got {ds.element_spec}"
-                )
+        if len(train_sizes) > 1:
+            ds = _multi_scale(ds, seeds, encoder, augment_fn, train_sizes, keep_aspect, batch_size, seed)
+        else:
+            ds = tf.data.Dataset.zip(ds, seeds).map(_train, num_parallel_calls=autotune)
+            for spec in tf.nest.flatten(ds.element_spec):
+                if not spec.shape.is_fully_defined():
+                    raise ValueError(
+                        f"{type(encoder).__name__}.encode must return static shapes; got {ds.element_spec}"
+                    )
         ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=autotune)
     else:
         if augment not in (None, "none"):

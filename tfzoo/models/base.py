@@ -352,6 +352,9 @@ class Detector(keras.Model):
         size = int(image_size)
         if size != image_size or size < MIN_IMAGE_SIZE:
             raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+        if self.config.fixed_size and (size, size) != self.image_size:
+            raise ValueError(f"{self.config.name} has fixed-size layers and serves at "
+                             f"{self.image_size[0]} x {self.image_size[1]} only")
         if self.image_size == (size, size):
             return self.as_float32()
         return self._float32_copy(self.config.replace(image_size=size))

@@ -16,6 +16,12 @@ def preset_config(model):
     return models.MODELS[model].config
 
 
+def fixed_size_message(model, config):
+    """Why ``model`` refuses another input size."""
+    return (f"{model} has fixed-size layers (fully connected on its last feature map) and takes "
+            f"{config.image_size} x {config.image_size} inputs only; --image-size does not apply")
+
+
 def _setting_keys(settings):
     """Config fields named in ``["key=value", ...]`` (``with_settings`` parses the values)."""
     return {item.partition("=")[0].strip() for item in settings or ()}
@@ -34,6 +40,8 @@ def resolve_config(model, class_names, *, image_size=None, batch_size=None, epoc
     explicit = _setting_keys(settings)
     overrides = {"num_classes": len(class_names), "class_names": tuple(class_names)}
     if image_size is not None:
+        if type(preset).fixed_size and int(image_size) != preset.image_size:
+            raise ValueError(fixed_size_message(model, preset))
         overrides["image_size"] = int(image_size)
     if epochs is not None:
         overrides["epochs"] = int(epochs)
