@@ -29,8 +29,8 @@ def test_file_readers_get_root_split_and_validation_args(kind, monkeypatch):
     calls = []
     fake = types.SimpleNamespace(
         load=lambda root, split, *, strict=False, report=None: calls.append((root, split, strict, report)) or "ds",
-        class_names=lambda root: ("a", "b"),
-        category_ids=lambda root: [7, 9],
+        class_names=lambda root, split=None: ("a", "b"),
+        category_ids=lambda root, split=None: [7, 9],
     )
     monkeypatch.setitem(__import__("sys").modules, f"tfzoo.data.{kind}", fake)
     monkeypatch.setattr(data, kind, fake, raising=False)
