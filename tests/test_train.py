@@ -1121,3 +1121,52 @@ def test_a_fixed_size_detector_refuses_another_image_size(monkeypatch, capsys):
     detector = tfzoo.build_model("retinanet_mobile", **{**TINY_KW, "image_size": 64}, num_classes=2)
     with pytest.raises(ValueError, match="fixed-size layers and serves at 64 x 64 only"):
         detector.with_image_size(96)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class _Staged(__import__("tfzoo.models.retinanet", fromlist=["RetinaNet"]).RetinaNet):
+    """RetinaNet with a stage after fit: the class head's bias set to the training data's
+    class log-frequencies (a stand-in for R-CNN's SVMs); fails once when asked to."""
+
+    stages = ("fit", "calibrate")
+    fail_next = False
+
+    def train_stage_calibrate(self, examples, config):
+        if type(self).fail_next:
+            type(self).fail_next = False
+            raise RuntimeError("the stage broke")
+        counts = np.zeros(config.num_classes)
+        for example in examples.as_numpy_iterator():
+            counts += np.bincount(example["classes"], minlength=config.num_classes)
+        layer = self.get_layer("class_head_predict")
+        *kernels, bias = layer.get_weights()  # [kernel] or the separable head's [depthwise, pointwise]
+        prior = np.log(counts / counts.sum() + 1e-3)
+        layer.set_weights([*kernels, np.tile(prior, bias.size // config.num_classes).astype(np.float32)])
+        return {"objects": int(counts.sum())}
+
+
+@slow
+def test_stages_after_fit_run_in_order_checkpointed_and_resumable(tmp_path, monkeypatch, capsys):
+    from tfzoo.models import MODELS
+    from tfzoo.models.base import Preset
+
+    config = MODELS["retinanet_mobile"].config.replace(name="staged")
+    monkeypatch.setitem(MODELS, "staged", Preset("staged", _Staged, config, cpu=True))
+    out = tmp_path / "run"
+    _Staged.fail_next = True
+    with pytest.raises(RuntimeError, match="the stage broke"):
+        T.train("staged", "shapes:16", out=str(out), epochs=1, val_split=None, diagnostics=False, **RUN)
+    state = _json(out / T.STATE_FILE)
+    assert state["epoch"] == 1 and not state["finished"] and not state.get("stages")
+    resumed = T.train("staged", "shapes:16", out=str(out), resume=True, val_split=None, diagnostics=False,
+                      **{**RUN, "verbose": 1})
+    state = _json(out / T.STATE_FILE)
+    assert resumed.finished and state["finished"] and state["step"] == 4
+    assert state["stages"]["calibrate"]["objects"] > 0 and "seconds" in state["stages"]["calibrate"]
+    err = capsys.readouterr().err
+    assert "stage 1/1 after fit: calibrate" in err and re.search(r"stage 1/1 calibrate: objects \d+ \(", err)
+    saved = keras.saving.load_model(out / T.MODEL_FILE).get_layer("class_head_predict").get_weights()[-1]
+    assert np.array_equal(saved, resumed.detector.get_layer("class_head_predict").get_weights()[-1])
+    assert len(set(np.round(saved, 5))) > 1  # calibrated, not the uniform prior
+    again = T.train("staged", "shapes:16", out=str(out), resume=True, val_split=None, diagnostics=False, **RUN)
+    assert again.finished and _json(out / T.STATE_FILE)["stages"] == state["stages"]

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfzoo.data
 from tfzoo.data import augment as aug
 from tfzoo.data import schema
+from tfzoo.data.pipeline import validate
 from tfzoo.ops import boxes as box_ops
 
 OBJECT = (255, 0, 0)
@@ -330,3 +332,33 @@ def test_pipeline_follows_the_encoders_flip_setting():
 
     assert left_edges(False) == {round(5 / 64, 3)}  # never mirrored
     assert left_edges(True) == {round(5 / 64, 3), round(39 / 64, 3)}  # some mirrored
+
+
+def _with_proposals(example):
+    """The example with proposals equal to its boxes plus one box of its own."""
+    extra = tf.constant([[0.05, 0.05, 0.3, 0.45]], tf.float32)
+    return {**example, schema.PROPOSALS: tf.concat([example[schema.BOXES], extra], 0)}
+
+
+@pytest.mark.parametrize("name", ["flip", "scale_jitter", "ssd", "yolo"])
+def test_proposals_move_with_the_image_like_the_boxes(name):
+    """Every geometric op moves proposals exactly as it moves boxes: proposals made equal
+    to the boxes stay equal to the kept boxes (ground-truth filters such as SSD's centre
+    rule may drop boxes, never the matching proposals), and are clipped like them."""
+    fn = aug.preset(name, (96, 96))
+    for i, example in enumerate(tfzoo.data.load("shapes:6", "val").take(6)):
+        example = _with_proposals(dict(example))
+        out = aug.resize_and_pad(fn(example, tf.constant([i, 7], tf.int64)), (96, 96))
+        boxes, proposals = out[schema.BOXES].numpy(), out[schema.PROPOSALS].numpy()
+        assert proposals.shape[1] == 4 and np.all((proposals >= 0) & (proposals <= 1))
+        assert np.all(proposals[:, 2:] > proposals[:, :2])
+        for box in boxes:  # each kept box is among the proposals, moved identically
+            assert np.min(np.abs(proposals - box).max(axis=1)) < 1e-5, (name, box, proposals)
+
+
+def test_proposals_are_validated_with_the_example():
+    example = dict(tfzoo.data.load("shapes:1", "val").get_single_element())
+    example[schema.PROPOSALS] = tf.constant([[0.1, 0.1, 0.5, 0.5], [np.nan, 0, 1, 1], [0.5, 0.5, 0.5, 0.9],
+                                             [-0.2, 0.3, 0.4, 1.3]], tf.float32)
+    out = validate(example)
+    np.testing.assert_allclose(out[schema.PROPOSALS], [[0.1, 0.1, 0.5, 0.5], [0.0, 0.3, 0.4, 1.0]])

@@ -265,3 +265,31 @@ def test_multi_scale_training_builds_each_batch_at_one_size():
     assert len(set(first)) > 1 and first != second  # sizes change, and again next epoch
     again = pipeline(data.load("shapes:48", "train"), encoder, 2, training=True, seed=3)
     assert sizes_of(again) == first  # reproducible
+
+
+def test_a_proposal_based_model_gets_its_proposals_with_the_image():
+    """input_names ("images", "proposals"): inputs are a dict, the proposals letterboxed
+    with the image (equal to the ground truth boxes they were made from), cut or padded
+    with zero boxes to max_proposals; in training and in evaluation."""
+    from tfzoo.data.pipeline import PaddedBoxesEncoder
+
+    def add_proposals(example):
+        return {**example, schema.PROPOSALS: example[schema.BOXES]}
+
+    source = data.load("shapes:4", "val").map(add_proposals)
+    encoder = PaddedBoxesEncoder(64, max_boxes=6, augment="none", input_names=("images", "proposals"),
+                                 max_proposals=6)
+    for training in (False, True):
+        for inputs, truth in pipeline(source, encoder, 2, training=training, shuffle_buffer=0):
+            assert inputs["images"].shape[1:] == (64, 64, 3) and inputs["proposals"].shape[1:] == (6, 4)
+            count = int(tf.reduce_sum(tf.cast(truth["classes"] >= 0, tf.int32)))
+            got = inputs["proposals"].numpy()
+            want = truth["boxes"].numpy()
+            for b in range(got.shape[0]):
+                n = int((truth["classes"][b] >= 0).numpy().sum())
+                np.testing.assert_allclose(got[b, :n], want[b, :n], atol=1e-6)
+                assert not got[b, n:].any()  # zero boxes pad
+            assert count > 0
+    plain = PaddedBoxesEncoder(64, input_names=("images", "proposals"))
+    with pytest.raises(ValueError, match="the model takes proposals but the examples have none"):
+        next(iter(pipeline(data.load("shapes:2", "val"), plain, 2, training=False)))

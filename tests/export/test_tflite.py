@@ -217,3 +217,44 @@ def test_exports_hold_plain_convolutions_where_keras_groups_them(tmp_path):
     with open(path, "rb") as f:
         assert _grouped_conv_2d(f.read()) == []
     assert all(layer.grouped_inference for layer in detector._flatten_layers() if isinstance(layer, layers.Conv2D))
+
+
+def test_int8_keeps_a_float_section_in_the_middle_of_the_graph_in_float32(tmp_path):
+    """A two-stage graph has float-only work between int8 parts (proposal scores, top-k,
+    box decoding): ops under FLOAT_SCOPE stay float32 like the decoder at the end, while
+    the convolutions before and after them are int8."""
+    import types
+
+    import tensorflow as tf
+
+    from tfzoo.models.base import DECODER_SCOPE, float_section
+
+    rng = np.random.default_rng(0)
+    k1 = tf.constant(rng.normal(0, 0.3, [3, 3, 3, 8]), tf.float32)
+    k2 = tf.constant(rng.normal(0, 0.3, [3, 3, 8, 8]), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="images")])
+    def two_stage(images):
+        x = tf.nn.relu(tf.nn.conv2d(images / 255.0, k1, 1, "SAME"))
+        with float_section():  # "proposal scoring" between the two int8 parts
+            scores = tf.sigmoid(tf.reduce_mean(x, axis=-1))  # [1, 16, 16]
+            top, index = tf.math.top_k(tf.reshape(scores, [1, 256]), k=16)
+            gate = tf.reshape(tf.reduce_sum(tf.one_hot(index, 256) * top[..., None], axis=1), [1, 16, 16, 1])
+        y = tf.nn.relu(tf.nn.conv2d(x * gate, k2, 1, "SAME"))
+        with tf.name_scope(DECODER_SCOPE):
+            return {"out": tf.reduce_max(y, axis=[1, 2])}
+
+    module = tf.Module()
+    module.two_stage = two_stage
+    directory = str(tmp_path / "saved_model")
+    tf.saved_model.save(module, directory, signatures={"serving_default": two_stage.get_concrete_function()})
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=["serving_default"])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # as _convert sets it for every quantized mode
+    images = [rng.uniform(0, 255, [16, 16, 3]).astype(np.float32) for _ in range(8)]
+    model_bytes = tl._convert_int8(converter, types.SimpleNamespace(image_size=(16, 16)), ["serving_default"],
+                                   images, None)
+    kept, _ = tl.decoder_ops(model_bytes)
+    assert any("tfzoo_float" in name for name in kept)
+    dtypes = tl.op_input_types(model_bytes)
+    assert dtypes["CONV_2D"] == {"INT8"}  # both convolutions, before and after the float part
+    assert dtypes["LOGISTIC"] == {"FLOAT32"} and dtypes["TOPK_V2"] == {"FLOAT32"}

@@ -5,8 +5,10 @@ image may come in as uint8 or float; flips keep its dtype, every other op return
 in [0, 255]. Boxes stay
 ``[y1, x1, y2, x2]`` normalized to the *current* image. After every geometric op boxes are
 clipped to the image and invalid (empty, inverted) boxes are dropped together with their
-per-box fields (:data:`schema.BOX_KEYS`), so rows stay aligned. Other keys (``image_id`` ...)
-pass through.
+per-box fields (:data:`schema.BOX_KEYS`), so rows stay aligned. ``proposals``, where an
+example has them, move with the image exactly as the boxes do (clipped, empty ones
+dropped; they are not filtered with the ground truth). Other keys (``image_id`` ...) pass
+through.
 
 Random ops take ``seed``, an int32/int64 tensor of shape [2] as in ``tf.random.stateless_*``:
 the same seed gives the same result, so a pipeline that derives one seed per example
@@ -86,12 +88,17 @@ def filter_rows(example, keep):
     return out
 
 
-def _set_boxes(example, image, boxes, keep=None):
-    """Stores ``image`` and ``boxes`` (normalized to it), clips them, drops invalid rows."""
+def _set_boxes(example, image, move, keep=None):
+    """Stores ``image``; moves the boxes (and ``proposals``, when the example has them) to
+    it with ``move`` (normalized ``[N, 4]`` -> normalized to ``image``), clips them and
+    drops invalid rows (``keep`` drops further ground-truth rows)."""
     out = dict(example)
     out[schema.IMAGE] = image
-    out[schema.BOXES] = box_ops.clip(boxes)
+    out[schema.BOXES] = box_ops.clip(move(example[schema.BOXES]))
     valid = box_ops.valid_mask(out[schema.BOXES])
+    if schema.PROPOSALS in example:
+        proposals = box_ops.clip(move(example[schema.PROPOSALS]))
+        out[schema.PROPOSALS] = tf.boolean_mask(proposals, box_ops.valid_mask(proposals))
     return filter_rows(out, valid if keep is None else keep & valid)
 
 
@@ -139,8 +146,7 @@ def crop(example, window, fill=0.0, keep=None):
     image = padded[y0 + pad_top : y1 + pad_top, x0 + pad_left : x1 + pad_left]
     origin = tf.stack([tf.cast(y0, tf.float32) / hf, tf.cast(x0, tf.float32) / wf])
     extent = tf.stack([tf.cast(y1 - y0, tf.float32) / hf, tf.cast(x1 - x0, tf.float32) / wf])
-    boxes = (example[schema.BOXES] - tf.tile(origin, [2])) / tf.tile(extent, [2])
-    return _set_boxes(example, image, boxes, keep)
+    return _set_boxes(example, image, lambda boxes: (boxes - tf.tile(origin, [2])) / tf.tile(extent, [2]), keep)
 
 
 # --- flips --------------------------------------------------------------------------
@@ -150,7 +156,9 @@ def flip_left_right(example):
     """Mirrors image and boxes horizontally (its own inverse)."""
     out = dict(example)
     out[schema.IMAGE] = tf.image.flip_left_right(example[schema.IMAGE])
-    out[schema.BOXES] = box_ops.flip_left_right(example[schema.BOXES])
+    for key in (schema.BOXES, schema.PROPOSALS):
+        if key in example:
+            out[key] = box_ops.flip_left_right(example[key])
     return out
 
 
@@ -159,8 +167,9 @@ def random_flip_left_right(example, seed, prob=0.5):
     do = _uniform(seed) < prob
     flipped = flip_left_right(example)
     out = dict(example)
-    for key in (schema.IMAGE, schema.BOXES):
-        out[key] = tf.cond(do, lambda k=key: flipped[k], lambda k=key: example[k])
+    for key in (schema.IMAGE, schema.BOXES, schema.PROPOSALS):
+        if key in example:
+            out[key] = tf.cond(do, lambda k=key: flipped[k], lambda k=key: example[k])
     return out
 
 
@@ -191,8 +200,9 @@ def _resize_crop_pad(example, output_size, scale, offset_frac, pad_value):
     image = tf.ensure_shape(image, [out_h, out_w, 3])
     new_hf, new_wf = tf.cast(new_h, tf.float32), tf.cast(new_w, tf.float32)
     off_yf, off_xf = tf.cast(off_y, tf.float32), tf.cast(off_x, tf.float32)
-    boxes_px = box_ops.denormalize(example[schema.BOXES], new_hf, new_wf) - tf.stack([off_yf, off_xf, off_yf, off_xf])
-    out = _set_boxes(example, image, box_ops.normalize(boxes_px, out_h, out_w))
+    offset = tf.stack([off_yf, off_xf, off_yf, off_xf])
+    out = _set_boxes(example, image,
+                     lambda boxes: box_ops.normalize(box_ops.denormalize(boxes, new_hf, new_wf) - offset, out_h, out_w))
     out[IMAGE_INFO] = _image_info(in_h, in_w, out_h, out_w, new_hf / in_h, new_wf / in_w, off_yf, off_xf)
     return out
 

@@ -24,7 +24,10 @@ An encoder turns one resized example into what ``model.fit`` consumes. It has:
   (letterbox, bottom/right padding), ``False`` with :func:`~tfzoo.data.augment.resize`
   (warp, as SSD and YOLO do);
 - ``inputs(example)``: model inputs of one example; default: the image, float32
-  ``[H, W, 3]`` in [0, 255] (models normalize pixels themselves);
+  ``[H, W, 3]`` in [0, 255] (models normalize pixels themselves); with ``input_names``
+  ``("images", "proposals")`` (a proposal-based detector's) the dict ``{"images": ...,
+  "proposals": [max_proposals, 4]}``, the example's proposals (moved with the image by
+  augmentation and resizing) cut or padded with zero boxes to ``max_proposals``;
 - ``targets(example)``: training targets of one example (anchors matched, deltas encoded
   ...); a tensor or nest of tensors with *fully static shapes*. An encoder whose targets
   depend on the ground truth alone implements ``box_targets(ground_truth)`` instead (the
@@ -100,14 +103,27 @@ class Encoder:
     #: up to 128 boxes); padding rows have class -1, so ``box_targets`` must let rows with a
     #: negative class match nothing. Only the box tensors go in (XLA takes no strings).
     xla_targets = False
+    #: The model's inputs (a detector's ``input_names``) and, with ``"proposals"``, how many
+    #: proposals each example carries (the first ones kept, zero boxes padding the rest).
+    input_names = ("images",)
+    max_proposals = 2000
     #: Sizes (``int`` or ``(h, w)``) to train at, one drawn per ``size_period`` batches;
     #: ``None``: ``image_size`` only (see the module doc).
     train_sizes = None
     size_period = 10
 
     def inputs(self, example):
-        """Model inputs of one resized example: the float32 image ``[H, W, 3]`` in [0, 255]."""
-        return example[schema.IMAGE]
+        """Model inputs of one resized example: the float32 image ``[H, W, 3]`` in [0, 255],
+        or with proposals ``{"images": image, "proposals": [max_proposals, 4]}``."""
+        if tuple(self.input_names) == ("images",):
+            return example[schema.IMAGE]
+        if tuple(self.input_names) != ("images", "proposals"):
+            raise ValueError(f"unknown input_names {self.input_names}: ('images',) or ('images', 'proposals')")
+        if schema.PROPOSALS not in example:
+            raise ValueError("the model takes proposals but the examples have none: add them to the dataset "
+                             "(a 'proposals' [R, 4] key per example)")
+        proposals = pad_rows(tf.cast(example[schema.PROPOSALS], tf.float32), int(self.max_proposals), 0.0)
+        return {"images": example[schema.IMAGE], "proposals": proposals}
 
     def targets(self, example):
         """Training targets of one resized example, with static shapes: by default
@@ -175,8 +191,11 @@ class PaddedBoxesEncoder(Encoder):
     tests, benchmarks, and detectors that match anchors inside the model.
     """
 
-    def __init__(self, image_size, max_boxes=100, *, augment="flip", keep_aspect_ratio=True, flip=True):
+    def __init__(self, image_size, max_boxes=100, *, augment="flip", keep_aspect_ratio=True, flip=True,
+                 input_names=("images",), max_proposals=2000):
         self.image_size = _as_size(image_size)
+        self.input_names = tuple(input_names)
+        self.max_proposals = int(max_proposals)
         self.max_boxes = int(max_boxes)
         self.augment = augment
         self.flip = bool(flip)
@@ -201,8 +220,9 @@ def resolve_encoder(detector_or_encoder):
 def validate(example):
     """Graph-side checks of one canonical example: dtypes and shapes enforced, missing
     ``is_crowd``/``difficult`` filled with False, boxes clipped to [0, 1] and invalid rows
-    (non-finite, empty, inverted) dropped with their per-box fields. Readers report bad
-    records; this only guarantees what later stages rely on."""
+    (non-finite, empty, inverted) dropped with their per-box fields; ``proposals``, when
+    present, clipped and cleaned the same way. Readers report bad records; this only
+    guarantees what later stages rely on."""
     boxes = tf.reshape(tf.cast(example[schema.BOXES], tf.float32), [-1, 4])
     n = tf.shape(boxes)[0]
     out = {
@@ -214,6 +234,11 @@ def validate(example):
         schema.IMAGE_ID: tf.cast(example.get(schema.IMAGE_ID, ""), tf.string),
     }
     keep = tf.math.reduce_all(tf.math.is_finite(boxes), axis=-1) & box_ops.valid_mask(out[schema.BOXES])
+    if schema.PROPOSALS in example:
+        proposals = tf.reshape(tf.cast(example[schema.PROPOSALS], tf.float32), [-1, 4])
+        finite = tf.math.reduce_all(tf.math.is_finite(proposals), axis=-1)
+        proposals = box_ops.clip(tf.where(finite[:, None], proposals, 0.0))
+        out[schema.PROPOSALS] = tf.boolean_mask(proposals, finite & box_ops.valid_mask(proposals))
     return aug.filter_rows(out, keep)
 
 

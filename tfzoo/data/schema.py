@@ -14,6 +14,10 @@ key            dtype, shape       meaning
 ``area``       float32 [G]        optional: the annotation's object area in pixels of the
                                   original image (COCO ``area``, the segment's area), ``-1``
                                   where the annotation gives none
+``proposals``  float32 [R, 4]      optional: region proposals of the image (selective search,
+                                  a user's file), normalized ``[y1, x1, y2, x2]``, best first;
+                                  validation, augmentation and resizing move them with the
+                                  image (they are not ground truth: never filtered with it)
 =============  =================  ===========================================================
 
 ``area`` is what COCO's APs/APm/APl bucket objects by (as pycocotools does); evaluation
@@ -43,6 +47,7 @@ IS_CROWD = "is_crowd"
 DIFFICULT = "difficult"
 IMAGE_ID = "image_id"
 AREA = "area"
+PROPOSALS = "proposals"
 #: ``area`` value meaning "the annotation gives no area".
 NO_AREA = validate.NO_AREA
 

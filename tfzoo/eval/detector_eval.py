@@ -31,6 +31,8 @@ def evaluate_detector(
     keep_aspect_ratio=True,
     progress=True,
     return_evaluator=False,
+    input_names=("images",),
+    max_proposals=2000,
 ):
     """COCO and VOC metrics of ``detect_fn`` on ``dataset``.
 
@@ -44,6 +46,9 @@ def evaluate_detector(
       class_names / category_ids: as :class:`~tfzoo.eval.Evaluator`.
       batch_size: images per ``detect_fn`` call.
       keep_aspect_ratio: letterbox (True) or warp (False), as the model was trained.
+      input_names, max_proposals: a proposal-based model's inputs (``("images",
+        "proposals")``): ``detect_fn`` then gets ``{"images", "proposals" [B, R, 4]}``, the
+        examples' proposals moved to the model input (see :class:`tfzoo.data.Encoder`).
       progress: tqdm bars on stderr (shown on a terminal only).
       return_evaluator: also return the filled Evaluator.
 
@@ -53,7 +58,8 @@ def evaluate_detector(
     """
     evaluator = Evaluator(class_names, category_ids)
     evaluator.add_ground_truth_examples(dataset, progress=progress)
-    encoder = PaddedBoxesEncoder(image_size, keep_aspect_ratio=keep_aspect_ratio)
+    encoder = PaddedBoxesEncoder(image_size, keep_aspect_ratio=keep_aspect_ratio, input_names=input_names,
+                                 max_proposals=max_proposals)
     batches = pipeline(dataset, encoder, batch_size, training=False)
     total = int(batches.cardinality())
     bar = tqdm(batches, total=total if total >= 0 else None, desc="detect", unit="batch",

@@ -154,8 +154,8 @@ class KerasModel(LoadedModel):
         fused ops differently, ~1e-5 relative)."""
         import tensorflow as tf
 
-        if self._raw_fn is None:
-            self._raw_fn = tf.function(lambda x: self.detector(x, training=False))
+        if self._raw_fn is None:  # the tensors before any NMS, as the exports' raw_outputs
+            self._raw_fn = tf.function(lambda x: self.detector.parity_outputs(self.detector(x, training=False)))
         return _numpy(self._raw_fn(tf.constant(np.asarray(images, np.float32))))
 
 

@@ -101,8 +101,8 @@ def serving_functions(detector, batch=None, names=tuple(SIGNATURES)):
     keep = bool(detector.encoder.keep_aspect_ratio)
     fixed = tf.TensorSpec([batch, size[0], size[1], 3], tf.float32, name="images")
 
-    def raw_outputs(images):
-        return dict(detector(images, training=False))
+    def raw_outputs(images):  # the tensors before any NMS (Detector.pre_nms_outputs)
+        return detector.parity_outputs(detector(images, training=False))
 
     # One traced graph of the network + decoder, called by every signature that needs it.
     detect = tf.function(lambda images: dict(detector.detect(images)), input_signature=[fixed], autograph=False)

@@ -27,7 +27,9 @@ NMS is the shared :mod:`tfzoo.ops.nms` (``detector.decode``): ``TOPK_V2``, ``GAT
 float16 weights; ``"dynamic"`` int8 weights, float activations; ``"int8"`` full integer
 quantization of the network (weights and activations) calibrated on
 ``calibration_images``, with the decoder (sigmoid, box decoding, top-k, NMS: every op
-under :data:`tfzoo.models.base.DECODER_SCOPE`) kept in float32. Quantizing the decoder
+under :data:`tfzoo.models.base.DECODER_SCOPE`) and any float-only part inside the graph
+(a two-stage detector's proposal generation, under :data:`~tfzoo.models.base.FLOAT_SCOPE`:
+:data:`~tfzoo.models.base.FLOAT_SCOPES`) kept in float32. Quantizing the decoder
 too would requantize the scores with a scale calibrated on background anchors (most
 scores near 0) and lose the detections; a ``DEQUANTIZE`` between the int8 heads and the
 float decoder costs little. The quantizer may still put a float -> int8 -> float round trip
@@ -228,16 +230,15 @@ def _convert(detector, quantize, calibration_images, raw_outputs, calibration_li
 def decoder_ops(model_bytes):
     """What an int8 export keeps in float32: ``(tensor_names, op_types)`` of a ``.tflite`` model.
 
-    ``tensor_names``: outputs of the ops under the decoder's name scope
-    (:data:`tfzoo.models.base.DECODER_SCOPE`; a fused op's tensor is named ``"a;b"`` after
+    ``tensor_names``: outputs of the ops under a float scope (the decoder's,
+    :data:`tfzoo.models.base.DECODER_SCOPE`, or a float-only part inside the graph,
+    :data:`~tfzoo.models.base.FLOAT_SCOPE`; a fused op's tensor is named ``"a;b"`` after
     its parts, each part is listed too) and the outputs of every subgraph that has such
     ops. ``op_types``: the op types that occur only in the decoder. The quantizer honours
     the tensor names for ops it quantizes on their own (``MUL``, ``ADD``), but quantizes
     pass-through ops (``TOPK_V2``, ``SPLIT_V``, ``GATHER``) with their input unless their type
     is denied, hence both lists.
     """
-    from tfzoo.models.base import DECODER_SCOPE
-
     names, decoder_types, network_types = set(), set(), set()
     graphs_with_decoder = {}
 
@@ -246,11 +247,11 @@ def decoder_ops(model_bytes):
 
     for graph, op, op_type in _operators(model_bytes):
         outputs = [tensor_name(graph, op.Outputs(i)) for i in range(op.OutputsLength()) if op.Outputs(i) >= 0]
-        if any(DECODER_SCOPE in name for name in outputs):
+        if any(_in_float_scope(name) for name in outputs):
             graphs_with_decoder[id(graph)] = graph
             decoder_types.add(op_type)
             for name in outputs:
-                names.update(part for part in [name, *name.split(";")] if DECODER_SCOPE in part)
+                names.update(part for part in [name, *name.split(";")] if _in_float_scope(part))
         else:
             network_types.add(op_type)
     for graph in graphs_with_decoder.values():
@@ -258,16 +259,21 @@ def decoder_ops(model_bytes):
     return sorted(names), sorted(decoder_types - network_types)
 
 
+def _in_float_scope(name):
+    """Whether a tensor name lies under one of :data:`tfzoo.models.base.FLOAT_SCOPES`."""
+    from tfzoo.models.base import FLOAT_SCOPES
+
+    return any(scope in name for scope in FLOAT_SCOPES)
+
+
 def _is_float_decoder_tensor(tensor_type, name):
     """Whether a tensor (its ``TensorType`` and name, bytes or str) is a float32 tensor under
     the decoder's name scope."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from tfzoo.models.base import DECODER_SCOPE
-
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
-    return tensor_type == schema.TensorType.FLOAT32 and DECODER_SCOPE in (name or "")
+    return tensor_type == schema.TensorType.FLOAT32 and _in_float_scope(name or "")
 
 
 def decoder_requantizations(model_bytes):
@@ -352,7 +358,7 @@ def _convert_int8(converter, detector, names, calibration_images, calibration_li
     """
     from tensorflow.lite.python import convert as tflite_convert
 
-    from tfzoo.models.base import DECODER_SCOPE
+    from tfzoo.models.base import DECODER_SCOPE, FLOAT_SCOPE
 
     seen = []
 
@@ -377,7 +383,7 @@ def _convert_int8(converter, detector, names, calibration_images, calibration_li
     keep_float, float_types = decoder_ops(calibrated)
     if not keep_float:
         raise artifacts.ExportError(f"int8 export found no tensor under the decoder's name scope "
-                                    f"{DECODER_SCOPE!r} to keep in float32")
+                                    f"{DECODER_SCOPE!r} (or {FLOAT_SCOPE!r}) to keep in float32")
     quantized = tflite_convert.mlir_quantize(
         calibrated,
         disable_per_channel=converter._experimental_disable_per_channel,  # pylint: disable=protected-access

@@ -27,9 +27,34 @@ dataclass::
   the graph from it (with random backbone weights; the saved weights are loaded after), so
   a ``.keras`` file holds only the config JSON and weights, no code.
 
-Subclasses set :attr:`Detector.config_class` and implement ``create(config)`` (a classmethod
-returning the model), ``make_encoder()``, ``compute_losses(targets, outputs)`` and
-``decode(outputs)``.
+What a detector file implements (one file per detector, configuring the shared parts):
+
+- a config dataclass subclassing :class:`DetectorConfig` (its paper's defaults; the shared
+  fields are the name, classes, image size, backbone and the :class:`TrainingRecipe`);
+- a :class:`Detector` subclass with ``config_class``, ``family``, ``kind``, ``presets``
+  (name -> config) and ``cpu_presets`` (the :data:`tfzoo.models.MODELS` table is built
+  from them), ``loss_names`` / ``box_loss_names``, ``tiny`` (the contract test's config),
+  and the methods ``create(config)`` (a classmethod building the functional graph from
+  :mod:`tfzoo.backbones` feature maps and :mod:`tfzoo.layers`), ``make_encoder()`` (its
+  tf.data targets, :class:`tfzoo.data.Encoder`), ``compute_losses(targets, outputs)``
+  (``{name: scalar}``, the ``loss_names``) and ``decode(outputs)`` (detections through
+  :mod:`tfzoo.ops.nms`).
+
+By ``kind``:
+
+- **one-stage** (RetinaNet, SSD, YOLO): dense head outputs; the encoder matches anchors,
+  default boxes or grid cells to the ground truth in tf.data; one training stage (``fit``).
+  YOLOv2/v3 may list ``train_sizes`` in their encoder (multi-scale training); YOLOv1 sets
+  ``fixed_size`` on its config (its fully connected layers fix the input).
+- **two-stage** (Faster R-CNN, FPN): the RPN's proposals are generated inside the graph,
+  under :func:`float_section` (an int8 export keeps that part float32); the RoI head
+  needs the ground truth in the forward pass to sample RoIs, so it overrides
+  ``train_step`` (Keras' hook; ``fit`` stays the loop); ``pre_nms_outputs`` names the RPN
+  outputs that parity checks compare.
+- **proposals** (R-CNN, SPP-Net, Fast R-CNN): ``input_names = ("images", "proposals")``;
+  examples carry ``proposals`` (moved with the image by augmentation and resizing) and the
+  encoder pads them to ``max_proposals``; R-CNN adds training ``stages`` after ``fit``
+  (``train_stage_<name>``: its SVMs and box regression), each checkpointed and resumable.
 """
 from __future__ import annotations
 
@@ -44,6 +69,20 @@ from tfzoo import layers, optim  # noqa: F401  (optim registers the schedule and
 
 #: Name scope of the decoder ops in :meth:`Detector.detect` (box decoding, top-k, NMS).
 DECODER_SCOPE = "tfzoo_decoder"
+#: Name scope of a float-only part inside a model's graph (a two-stage detector's proposal
+#: generation: box decoding, top-k and NMS between the RPN and the RoI head); open it with
+#: :func:`float_section`.
+FLOAT_SCOPE = "tfzoo_float"
+#: Ops under these name scopes stay float32 in an int8 TFLite export, wherever they sit in
+#: the graph (:func:`tfzoo.export.tflite.decoder_ops`).
+FLOAT_SCOPES = (DECODER_SCOPE, FLOAT_SCOPE)
+
+
+def float_section():
+    """``with float_section(): ...`` creates the ops inside under :data:`FLOAT_SCOPE`: an
+    int8 export keeps them in float32 (scores, box coordinates and NMS lose detections on
+    an int8 grid calibrated on the network's activations)."""
+    return tf.name_scope(FLOAT_SCOPE)
 #: The smallest input size :meth:`Detector.with_image_size` (and ``--image-size``,
 #: ``--serve-size``) accepts: P7, the coarsest level, is 1/128 of the input.
 MIN_IMAGE_SIZE = 32
@@ -303,6 +342,26 @@ class Detector(keras.Model):
     #: Config overrides of the smallest model that still runs every part (tests, smoke
     #: runs): applied to each preset by the contract test over ``MODELS``.
     tiny = {}
+    #: Training stages in order. ``"fit"`` is ``model.fit`` on the pipeline's batches (a
+    #: one-stage detector has only it); every other name ``x`` is the method
+    #: ``train_stage_x(examples, config) -> {figure: number}``, run by :func:`tfzoo.train.train`
+    #: after ``fit`` on the training split's canonical examples (R-CNN: per-class SVMs on
+    #: the fine-tuned features, then box regression). Each stage is checkpointed
+    #: (``model.keras`` and ``state.json``) when it ends and skipped on resume once done.
+    #: Where the ground truth must reach the forward pass (RoI sampling in a two-stage
+    #: detector), a detector overrides ``train_step``, Keras' documented hook, and
+    #: ``model.fit`` stays the loop.
+    stages = ("fit",)
+    #: Names of the raw outputs computed before any NMS: what the exports' ``raw_outputs``
+    #: signature returns and parity checks compare (``None``: every raw output, as for a
+    #: one-stage detector). A two-stage detector lists its RPN's: the RoI head's outputs
+    #: follow proposals chosen by NMS, which a rounding difference may reorder.
+    pre_nms_outputs = None
+
+    def parity_outputs(self, outputs):
+        """The raw ``outputs`` (a dict) that parity checks compare (:attr:`pre_nms_outputs`)."""
+        names = type(self).pre_nms_outputs
+        return dict(outputs) if names is None else {name: outputs[name] for name in names}
 
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -378,6 +437,7 @@ class Detector(keras.Model):
         """The tf.data target encoder for :func:`tfzoo.data.pipeline`."""
         if self._encoder is None:
             self._encoder = self.make_encoder()
+            self._encoder.input_names = tuple(self.input_names)  # what the pipeline feeds
         return self._encoder
 
     def make_encoder(self):

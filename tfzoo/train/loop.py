@@ -394,6 +394,30 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         finally:
             rundir.cleanup()
 
+def _run_stages(run, train_set, config, verbose):
+    """The detector's stages after ``fit`` (:attr:`Detector.stages`), in order, each
+    checkpointed when it ends and recorded in ``state.json`` (``stages``: name -> its
+    figures), so that a resumed run skips the ones done."""
+    detector = run.detector
+    names = [name for name in type(detector).stages if name != "fit"]
+    done = run.state.setdefault("stages", {})
+    for number, name in enumerate(names, start=1):
+        if name in done:
+            continue
+        method = getattr(detector, f"train_stage_{name}", None)
+        if method is None:
+            raise TypeError(f"{type(detector).__name__} lists stage {name!r} but has no train_stage_{name} method")
+        _info(verbose, f"stage {number}/{len(names)} after fit: {name} ...")
+        started = time.monotonic()
+        figures = dict(method(train_set, config) or {})
+        seconds = round(time.monotonic() - started, 1)
+        done[name] = {**figures, "seconds": seconds}
+        run.metrics_step = None  # the weights changed without an optimizer step: evaluate again
+        run.checkpoint(int(run.state["epoch"]))
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
+        _info(verbose, f"stage {number}/{len(names)} {name}: {shown or 'done'} ({seconds:.1f} s)")
+
+
 def _save_on_interrupt(run, checkpoint, nan_guard, steps_per_epoch):
     """On Ctrl-C inside ``fit``: a checkpoint of the steps done (unless the loss went
     non-finite), the reason in state.json, and how to resume, on stderr."""
@@ -570,6 +594,8 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         _info(verbose, f"training stopped: {stopped}; resume to finish the schedule")
     if optimizer_step(detector) != int(run.state["step"]):
         run.checkpoint(completed)
+    if finished:
+        _run_stages(run, train_set, config, verbose)
     metrics = run.evaluate()
     run.write_state(finished=finished, stopped=stopped,
                     seconds=round(float(run.state.get("seconds", 0.0)) + time.monotonic() - fit_started, 1))
