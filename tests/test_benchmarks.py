@@ -1,5 +1,5 @@
-"""Smoke tests of the benchmark scripts: they start, parse their options, and the RetinaNet
-benchmark runs end to end at tiny sizes (KerasHub contenders only where keras_hub imports)."""
+"""Smoke tests of the benchmark scripts: they start, parse their options, and the model
+benchmark runs end to end at tiny sizes (peer contenders only where the peer imports)."""
 import importlib.util
 import json
 import pathlib
@@ -12,7 +12,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 #: Each script and an option its --help must list.
-SCRIPTS = {"bench_retinanet.py": "--repeats", "bench_pipeline.py": "--repeats", "bench_nms.py": "--repeats",
+SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats", "bench_nms.py": "--repeats",
            "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes",
            "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
@@ -29,7 +29,7 @@ def _load(name):
     ``common`` import in ``sys.modules``."""
     saved_path, had_common = list(sys.path), "common" in sys.modules
     try:
-        spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"benchmarks_{name.replace('/', '_')}", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -46,13 +46,16 @@ def test_script_help(script):
     assert "usage:" in proc.stdout and SCRIPTS[script] in proc.stdout
 
 
-def test_retinanet_rejects_bad_options():
-    proc = _run(str(BENCHMARKS / "bench_retinanet.py"), "--parts", "latency,speed", timeout=120)
+def test_model_benchmark_rejects_bad_options():
+    proc = _run(str(BENCHMARKS / "bench_model.py"), "--parts", "latency,speed", timeout=120)
     assert proc.returncode == 2
     assert "unknown part(s) speed" in proc.stderr
-    proc = _run(str(BENCHMARKS / "bench_retinanet.py"), "--repeats", "0", timeout=120)
+    proc = _run(str(BENCHMARKS / "bench_model.py"), "--repeats", "0", timeout=120)
     assert proc.returncode == 2
     assert "--repeats and --latency-repeats must be >= 1" in proc.stderr
+    proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", "yolo9", "--tiny", timeout=120)
+    assert proc.returncode == 2
+    assert "unknown model 'yolo9'" in proc.stderr
 
 
 def test_spread_and_interleaving():
@@ -75,25 +78,25 @@ def test_spread_and_interleaving():
 
 
 def test_calibrated_class_head_gives_the_asked_number_of_candidates():
-    bench_retinanet = _load("bench_retinanet")
+    retinanet = _load("peers/retinanet")
     import keras
     import numpy as np
 
     layer = keras.layers.Dense(6, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3))
     x = np.random.default_rng(0).normal(size=(50, 3)).astype("float32")
     layer(x)
-    assert bench_retinanet.candidate_counts(layer(x).numpy()) == (300, 50)  # every score 0.5
-    bench_retinanet.calibrate_class_head(layer, lambda: layer(x), candidates=37)
+    assert retinanet.candidate_counts(layer(x).numpy()) == (300, 50)  # every score 0.5
+    retinanet.calibrate_class_head(layer, lambda: layer(x), candidates=37)
     logits = layer(x).numpy()
-    assert abs(logits.std() - bench_retinanet.LOGIT_SPREAD) < 1e-3
-    pairs, anchors = bench_retinanet.candidate_counts(logits)
+    assert abs(logits.std() - retinanet.LOGIT_SPREAD) < 1e-3
+    pairs, anchors = retinanet.candidate_counts(logits)
     assert pairs == 37 and 0 < anchors <= 37
 
 
-def test_retinanet_tiny_latency_run(tmp_path):
+def test_model_benchmark_tiny_latency_run(tmp_path):
     out = tmp_path / "results.json"
-    proc = _run(str(BENCHMARKS / "bench_retinanet.py"), "--tiny", "--repeats", "1", "--parts", "latency",
-                "--json", str(out))
+    proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", "retinanet", "--tiny", "--repeats", "1",
+                "--parts", "latency", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
     latency = results["parts"]["latency"]
@@ -103,11 +106,12 @@ def test_retinanet_tiny_latency_run(tmp_path):
     assert 0 < latency["tfzoo"]["num_detections"] <= 100
     assert latency["stats_s"]["tfzoo detect (tf.function)"]["median"] > 0
     assert "| tfzoo detect (tf.function) |" in proc.stdout
+    assert latency["tfzoo"]["model"] == "retinanet"
     if HAS_KERAS_HUB:
-        assert latency["keras_hub"]["num_detections"] > 0
-        assert latency["ratio_detect_vs_keras_hub"] > 0
+        assert latency["peer"]["name"] == "KerasHub" and latency["peer"]["num_detections"] > 0
+        assert latency["ratio_detect_vs_peer"] > 0 and "vs KerasHub" in proc.stdout
     else:
-        assert "keras_hub" not in latency
+        assert "peer" not in latency
 
 
 def test_train_step_tiny_run_prints_every_contender():

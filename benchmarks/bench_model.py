@@ -1,72 +1,54 @@
-"""RetinaNet side by side: tfzoo against KerasHub's RetinaNetObjectDetector, exports, input pipeline.
+"""A zoo model side by side with the best peer that runs here: latency, training, exports,
+input pipeline.
 
-Parts (``--parts``, comma-separated; all by default), each measured in one run with the
-contenders interleaved (round-robin, order rotated every round) so that load from other
-processes falls on every side alike:
+``--model`` picks the preset (default ``retinanet``), ``--mobile-model`` the CPU preset of
+the export and pipeline parts (default ``retinanet_mobile``); what is specific to a family
+(how its random class head is calibrated, and its peer: KerasHub's RetinaNet for RetinaNet)
+lives in ``benchmarks/peers/<family>.py``. Parts (``--parts``, comma-separated; all by
+default), each measured in one run with the contenders interleaved (round-robin, order
+rotated every round) so that load from other processes falls on every side alike:
 
 ``latency``
-    End-to-end predict latency at batch 1, ``--image-size`` (512), 80 classes, ResNet-50
-    v1 + FPN P3-P7 + 4-conv heads, random weights, box decoding and NMS included:
-    tfzoo ``tf.function(detector.detect)`` and ``detector.predict_on_batch`` against
-    KerasHub ``RetinaNetObjectDetector`` built from architecture arguments (no weights can
-    be downloaded): ``ResNetBackbone`` with the ResNet-50 v1 block config,
-    ``RetinaNetBackbone(use_p5=True)`` (P6 from C5, as the paper and tfzoo), its
-    preprocessor (``RetinaNetImageConverter`` resize + ImageNet normalization) and its
-    ``NonMaxSuppression`` decoder. Both decoders use score threshold 0.05, IoU 0.5, 100
-    detections. Also each side's forward pass alone, the forward FLOPs counted on the TF
-    graph (``tf.compat.v1.profiler`` float_operation on the frozen concrete function;
-    multiply-adds count 2) and the machine's fp32 matmul FLOP/s (``--matmul-size``^2
-    ``tf.linalg.matmul`` in ``tf.function``), interleaved with the rest.
-
-    Decoders differ by design: tfzoo keeps the top 1,000 (anchor, class) pairs per level,
-    then runs per-class NMS (class offsets, one NonMaxSuppressionV5, TFLite builtins);
-    KerasHub runs one class-agnostic padded NMS over every anchor's best class.
-
-    Random weights give random scores: tfzoo's class head starts at the focal-loss prior
-    (every score ~0.01: nothing passes 0.05, NMS gets no candidates), and KerasHub 0.32
-    builds the prior bias into its *box* head (``use_prior_probability=True`` on
-    ``box_head``: every random box shrinks to 1% of its anchor) and leaves its class head at
-    0 (every score 0.5, all ~49k anchors pass; the first focal losses are ~1e4 and SGD
-    diverges to NaN). Both sides therefore get the same treatment: KerasHub's prior bias
-    is moved to its class head (the paper's and tfzoo's place); then each class head's
-    output kernel is scaled so its logits on the benchmark image (a ``shapes`` image) have
-    standard deviation 1, and its bias shifted so that exactly ``--candidates``
-    (anchor, class) pairs score above 0.05, as a trained detector's would. None of this
-    changes the compute.
+    End-to-end predict latency at batch 1, ``--image-size`` (512), 80 classes, random
+    weights, box decoding and NMS included: tfzoo ``tf.function(detector.detect)`` and
+    ``detector.predict_on_batch`` against the peer's predict path, at the same decoder
+    settings (score threshold 0.05, IoU 0.5, 100 detections). Also each side's forward pass
+    alone and its decoder alone, the forward FLOPs counted on the TF graph
+    (``tf.compat.v1.profiler`` float_operation on the frozen concrete function; a
+    multiply-add counts 2) and the machine's fp32 matmul FLOP/s (``--matmul-size``^2
+    ``tf.linalg.matmul`` in ``tf.function``). Random weights give random scores: each side's
+    class head is calibrated on the benchmark image (a ``shapes`` image) so that exactly
+    ``--candidates`` (anchor, class) pairs score above the threshold, as a trained
+    detector's would (the family's adapter; it changes no compute).
 
 ``train``
-    Training images/s at batch 2, same size, ResNet-50, 80 classes, SGD momentum 0.9:
-    tfzoo ``fit`` on ``tfzoo.data.pipeline`` batches (targets encoded in tf.data, then
-    held in memory and repeated, so the input pipeline does not limit) against KerasHub's
-    ``fit`` on its own input format (images + ``{"boxes": yxyx pixels, "labels"}`` padded
-    with -1, held in memory and repeated; its preprocessor maps over them and its label
-    encoder runs in the train step) with its default losses (Huber + binary focal, sum). Per-step wall time from
-    a callback, after a 2-step warm-up call per model (tracing, optimizer slots). tfzoo
-    trains with its own SGD (``tfzoo.optim.L2SGD``, ``l2=0``: Keras' SGD update in one
-    fused kernel per weight), KerasHub with ``keras.optimizers.SGD``; a third contender,
+    Training images/s at batch 2, same size, 80 classes, SGD momentum 0.9: tfzoo ``fit`` on
+    ``tfzoo.data.pipeline`` batches (targets encoded in tf.data, then held in memory and
+    repeated, so the input pipeline does not limit) against the peer's ``fit`` on its own
+    input format. Per-step wall time from a callback, after a 2-step warm-up call per model.
+    tfzoo trains with its own SGD (``tfzoo.optim.L2SGD``, ``l2=0``: Keras' SGD update in one
+    fused kernel per weight), the peer with ``keras.optimizers.SGD``; a third contender,
     tfzoo with ``keras.optimizers.SGD``, shows what the fused update is worth.
 
 ``export``
-    Batch-1 exports with NMS inside (``tfzoo.export``): full-int8 TFLite of ``retinanet``
-    (ResNet-50) against its SavedModel, dynamic-range int8 TFLite against the same, fp32
-    TFLite of ``retinanet_mobile`` (320) against its SavedModel. The class heads are
-    calibrated as above on the benchmark image (the first of the int8 calibration set). TFLite runs in
+    Batch-1 exports with NMS inside (``tfzoo.export``): full-int8 and dynamic-range TFLite
+    of ``--model`` against its SavedModel, fp32 TFLite of ``--mobile-model`` against its
+    SavedModel (each also without its decoder). TFLite runs in
     ``ai_edge_litert.interpreter.Interpreter(num_threads=--threads)``; SavedModels through
-    ``tfzoo.export.load_model``. AP of int8 against fp32 only with ``--trained PATH`` (an
-    untrained network has no meaningful AP).
+    ``tfzoo.export.load_model``. AP of int8 against fp32 only with ``--trained PATH``.
 
 ``pipeline``
     ``shapes`` through ``tfzoo.data.pipeline`` (uncached, ``scale_jitter``, the
-    ``retinanet_mobile`` encoder at 320, batch 16) against the ``retinanet_mobile`` training
-    step (``fit``, batch 16, the preset's optimizer from ``tfzoo.optim.make_optimizer``,
-    pre-encoded batches held in memory), epochs and fit calls alternating.
+    ``--mobile-model`` encoder at 320, batch 16) against its training step (``fit``, batch
+    16, the preset's optimizer from ``tfzoo.optim.make_optimizer``, pre-encoded batches
+    held in memory), epochs and fit calls alternating.
 
 Usage::
 
-    python benchmarks/bench_retinanet.py --repeats 5 --json /tmp/bench_retinanet.json
-    python benchmarks/bench_retinanet.py --parts export --trained saved_models/retinanet_shapes
-    python benchmarks/bench_retinanet.py --parts latency,train --policy mixed_bfloat16  # both sides bfloat16
-    python benchmarks/bench_retinanet.py --tiny --repeats 1       # smoke test, seconds
+    python benchmarks/bench_model.py --model retinanet --repeats 5 --json /tmp/bench.json
+    python benchmarks/bench_model.py --parts export --trained saved_models/retinanet_shapes/train
+    python benchmarks/bench_model.py --parts latency,train --policy mixed_bfloat16  # both sides bfloat16
+    python benchmarks/bench_model.py --tiny --repeats 1       # smoke test, seconds
 """
 from __future__ import annotations
 
@@ -83,24 +65,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import peers  # noqa: E402
 
 PARTS = ("latency", "train", "export", "pipeline")
-#: Decoder settings both sides use.
-SCORE_THRESHOLD = 0.05
-NMS_IOU = 0.5
-MAX_DETECTIONS = 100
-#: ImageNet mean/std of KerasHub's image converter (torch convention, pixels / 255).
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Standard deviation given to the random class logits (see calibrate_class_head).
-LOGIT_SPREAD = 1.0
-#: RetinaNet's class prior (the initial score of every class logit).
-_PRIOR_PROBABILITY = 0.01
-#: Ground-truth rows per image in KerasHub's training batches.
-_MAX_BOXES = 8
-#: ``--tiny``: small widths for a seconds-long smoke run (tfzoo MobileNetV2 0.35 with
-#: 16-channel FPN and heads; KerasHub a one-block-per-stage ResNet with 1-conv heads).
-TINY_TFZOO = dict(backbone="mobilenet_v2", backbone_alpha=0.35, fpn_channels=16, head_channels=16, head_convs=1)
 TINY_IMAGE_SIZE = 64
 
 
@@ -108,74 +75,27 @@ def _print(*args):
     print(*args, flush=True)
 
 
-def _keras_hub():
-    try:
-        import keras_hub
-    except ImportError:
-        return None
-    return keras_hub
-
-
 # --- models -----------------------------------------------------------------------------
 
 
-def build_tfzoo(args, name="retinanet", **overrides):
-    """A tfzoo RetinaNet preset with random weights (``--tiny``: the tiny widths)."""
+def adapter_of(name):
+    """The peers adapter of preset ``name``'s family."""
+    from tfzoo.models import MODELS
+
+    return peers.adapter(MODELS[name].family)
+
+
+def build_tfzoo(args, name=None, **overrides):
+    """Preset ``name`` (default ``--model``) with random weights (``--tiny``: its family's
+    tiny widths)."""
     import tfzoo
 
+    name = name or args.model
     settings = dict(num_classes=args.num_classes, image_size=args.image_size, backbone_weights=None)
     if args.tiny:
-        settings.update(TINY_TFZOO)
+        settings.update(adapter_of(name).TINY_TFZOO)
     settings.update(overrides)
     return tfzoo.build_model(name, **settings)
-
-
-def build_keras_hub(args):
-    """KerasHub ``RetinaNetObjectDetector``, ResNet-50 v1 (``--tiny``: ResNet-10-like),
-    with its preprocessor and a NonMaxSuppression decoder at the shared settings."""
-    import keras_hub
-
-    size = args.image_size
-    if args.tiny:
-        resnet = dict(stackwise_num_filters=[64, 32, 32, 32], stackwise_num_blocks=[1, 1, 1, 1],
-                      block_type="basic_block")
-        head_convs = 1
-    else:  # ResNet-50 v1 (He et al. 2016): bottleneck blocks 3-4-6-3
-        resnet = dict(stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
-                      block_type="bottleneck_block")
-        head_convs = 4
-    encoder = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_strides=[1, 2, 2, 2],
-        use_pre_activation=False, image_shape=(size, size, 3), **resnet,
-    )
-    backbone = keras_hub.models.RetinaNetBackbone(
-        image_encoder=encoder, min_level=3, max_level=7, use_p5=True, image_shape=(size, size, 3),
-    )
-    converter = keras_hub.layers.RetinaNetImageConverter(
-        image_size=(size, size),
-        scale=[1.0 / (255.0 * s) for s in _IMAGENET_STD],
-        offset=[-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)],
-        crop_to_aspect_ratio=False, pad_to_aspect_ratio=True,
-    )
-    decoder = keras_hub.layers.NonMaxSuppression(
-        bounding_box_format="yxyx", from_logits=True, iou_threshold=NMS_IOU,
-        confidence_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS,
-    )
-    model = keras_hub.models.RetinaNetObjectDetector(
-        backbone=backbone, num_classes=args.num_classes, bounding_box_format="yxyx",
-        pre_logits_num_conv_layers=head_convs,
-        preprocessor=keras_hub.models.RetinaNetObjectDetectorPreprocessor(image_converter=converter),
-        prediction_decoder=decoder,
-    )
-    # KerasHub 0.32 builds its *box* head with the focal-loss prior bias (-4.6 on every
-    # delta: random boxes shrink to 1% of their anchor) and its class head with bias 0 (every
-    # score 0.5: the first focal losses are ~1e4 and SGD diverges to NaN within a few steps).
-    # Put the prior where the paper (and tfzoo) has it: on the class logits.
-    prior = prior_bias(_PRIOR_PROBABILITY)
-    for head, value in ((model.box_head, 0.0), (model.classification_head, prior)):
-        bias = head.prediction_layer.bias
-        bias.assign(np.full(bias.shape, value, "float32"))
-    return model
 
 
 def benchmark_image(args, size=None):
@@ -187,43 +107,6 @@ def benchmark_image(args, size=None):
     ds = pipeline(data.load("shapes:1", "val"), PaddedBoxesEncoder(size, keep_aspect_ratio=False), 1, training=False)
     images, _ = next(iter(ds))
     return images.numpy()
-
-
-def prior_bias(probability):
-    """``log(p / (1 - p))``: the logit whose sigmoid is ``probability`` (tfzoo's own)."""
-    from tfzoo.ops.losses import prior_bias as tfzoo_prior_bias
-
-    return tfzoo_prior_bias(probability)
-
-
-def calibrate_class_head(layer, class_logits, candidates, threshold=SCORE_THRESHOLD, spread=LOGIT_SPREAD):
-    """Gives a random class head the score statistics of a trained one, on the benchmark image.
-
-    ``layer``: the head's output conv; ``class_logits()``: the class logits it produces for
-    the benchmark image (any shape). The (pointwise) kernel is scaled so that the logits' standard
-    deviation is ``spread`` (a random head's logits differ by ~1e-2, which int8
-    quantization flattens), then the bias is shifted so that exactly ``candidates`` logits
-    lie above ``logit(threshold)``. Returns ``{"kernel_scale", "bias_shift"}``.
-    """
-    from tfzoo.layers import output_kernel
-
-    logits = np.asarray(class_logits(), "float64")
-    scale = spread / max(float(logits.std()), 1e-12)
-    kernel = output_kernel(layer)
-    kernel.assign(kernel.numpy() * np.float32(scale))
-    flat = np.sort(np.asarray(class_logits(), "float64").ravel())[::-1]
-    candidates = int(min(max(candidates, 1), flat.size - 1))
-    cut = 0.5 * (flat[candidates - 1] + flat[candidates])
-    shift = prior_bias(threshold) - cut  # the logit whose sigmoid is ``threshold``
-    layer.bias.assign(layer.bias.numpy() + np.float32(shift))
-    return {"kernel_scale": scale, "bias_shift": shift}
-
-
-def candidate_counts(logits, threshold=SCORE_THRESHOLD):
-    """``(pairs, anchors)``: (anchor, class) pairs and anchors with a score above ``threshold``."""
-    scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, "float64")))
-    above = scores > threshold
-    return int(above.sum()), int(above.any(axis=-1).sum())
 
 
 def graph_flops(fn, input_shape):
@@ -256,16 +139,15 @@ def matmul_fn(size):
 def part_latency(args):
     import tensorflow as tf
 
-    keras_hub = _keras_hub()
+    adapter = adapter_of(args.model)
+    peer = adapter.peer(args)
     size = args.image_size
     image = benchmark_image(args)
     spec = tf.TensorSpec([1, size, size, 3], tf.float32)
     result = {"image_size": size, "num_classes": args.num_classes, "candidates_target": args.candidates}
 
     ours = build_tfzoo(args)
-    calibration = calibrate_class_head(ours.get_layer("class_head_predict"), lambda: ours(image)["class_logits"],
-                                       args.candidates)
-    ours_logits = ours(image)["class_logits"].numpy()
+    prepared = adapter.prepare_tfzoo(ours, image, args.candidates)
     detect = tf.function(ours.detect, input_signature=[spec])
     forward = tf.function(lambda x: ours(x, training=False), input_signature=[spec], autograph=False)
     decode = tf.function(ours.decode)
@@ -276,57 +158,13 @@ def part_latency(args):
         "tfzoo forward only (tf.function)": lambda: forward(image),
         "tfzoo decode + NMS only (tf.function)": lambda: decode(raw),
     }
-    result["tfzoo"] = {
-        "params": int(ours.count_params()), "calibration": calibration,
-        "candidates": dict(zip(("pairs", "anchors"), candidate_counts(ours_logits))),
-        "num_detections": int(detect(image)["num_detections"][0]),
-    }
+    result["tfzoo"] = {"model": args.model, "params": int(ours.count_params()), **prepared,
+                       "num_detections": int(detect(image)["num_detections"][0])}
+    if peer is not None:
+        peer_fns, result["peer"] = peer.latency(image, spec)
+        result["peer"]["name"] = peer.name
+        fns.update(peer_fns)
 
-    if keras_hub is not None:
-        theirs = build_keras_hub(args)
-        preprocessed = tf.cast(theirs.preprocessor(image), tf.float32)  # bfloat16 under --policy mixed_bfloat16
-        head = theirs.classification_head.prediction_layer
-        calibration = calibrate_class_head(head, lambda: theirs(preprocessed)["cls_logits"], args.candidates)
-        theirs_logits = theirs(preprocessed)["cls_logits"].numpy()
-        theirs_forward = tf.function(lambda x: theirs(x, training=False), input_signature=[spec], autograph=False)
-        pob_error = None
-        if args.policy != "float32":
-            # keras-hub 0.32's decoder multiplies the bfloat16 head outputs by float32
-            # anchors and fails; the peer is its forward pass and decoder in one compiled
-            # function, the outputs cast to float32 between them (preprocessor outside).
-            def forward_decode(x):
-                raw = tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), theirs(x, training=False))
-                return theirs.decode_predictions(raw, x)
-
-            predict_function = tf.function(forward_decode, input_signature=[spec])
-            peer = "KerasHub forward + decode (float32 outputs; tf.function)"
-            fns[peer] = lambda: predict_function(tf.cast(theirs.preprocessor(image), tf.float32))
-            theirs_out = predict_function(preprocessed)
-        else:
-            theirs.make_predict_function()
-            predict_function = theirs.predict_function
-            try:
-                theirs.predict_on_batch(image)
-                fns["KerasHub predict_on_batch"] = lambda: theirs.predict_on_batch(image)
-                peer = "KerasHub predict_on_batch"
-            except ValueError as error:
-                # keras-hub 0.32: RetinaNetObjectDetector.predict_step gets ``(x,)`` from
-                # predict_on_batch and decode_predictions unpacks it as ``(images, _)``.
-                pob_error = f"{type(error).__name__}: {error}"
-                peer = "KerasHub preprocessor + predict_function"
-                fns[peer] = lambda: predict_function([theirs.preprocessor(image)])
-            fns["KerasHub predict()"] = lambda: theirs.predict(image, verbose=0)
-            theirs_out = predict_function([preprocessed])
-        fns["KerasHub forward only (tf.function)"] = lambda: theirs_forward(preprocessed)
-        theirs_raw = tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), theirs_forward(preprocessed))
-        theirs_decode = tf.function(theirs.decode_predictions)
-        fns["KerasHub decode + NMS only (tf.function)"] = lambda: theirs_decode(theirs_raw, preprocessed)
-        result["keras_hub"] = {
-            "version": keras_hub.__version__, "params": int(theirs.count_params()), "calibration": calibration,
-            "candidates": dict(zip(("pairs", "anchors"), candidate_counts(theirs_logits))),
-            "num_detections": int(np.asarray(theirs_out["num_detections"])[0]),
-            "predict_on_batch_error": pob_error, "peer": peer,
-        }
     matmul, matmul_flops = matmul_fn(args.matmul_size)
     fns[f"fp32 matmul {args.matmul_size}^2"] = matmul
 
@@ -337,8 +175,8 @@ def part_latency(args):
 
     _print("latency: counting graph FLOPs ...")
     result["tfzoo"]["forward_flops"] = graph_flops(lambda x: ours(x, training=False), spec.shape)
-    if keras_hub is not None:
-        result["keras_hub"]["forward_flops"] = graph_flops(lambda x: theirs(x, training=False), spec.shape)
+    if peer is not None:
+        result["peer"]["forward_flops"] = graph_flops(peer.forward_fn(), spec.shape)
     matmul_rates = [matmul_flops / s for s in runs[f"fp32 matmul {args.matmul_size}^2"]]
     result["matmul_flops_per_s"] = common.spread(matmul_rates)
     forward_s = result["stats_s"]["tfzoo forward only (tf.function)"]
@@ -347,27 +185,28 @@ def part_latency(args):
     result["tfzoo"]["fraction_of_matmul"] = achieved / result["matmul_flops_per_s"]["median"]
     result["tfzoo"]["fraction_of_matmul_best"] = (
         result["tfzoo"]["forward_flops"] / forward_s["min"] / result["matmul_flops_per_s"]["max"])
-    if keras_hub is not None:
-        peer = result["keras_hub"]["peer"]
-        peer_s = result["stats_s"][peer]["median"]
-        result["ratio_detect_vs_keras_hub"] = result["stats_s"]["tfzoo detect (tf.function)"]["median"] / peer_s
-        result["ratio_predict_on_batch_vs_keras_hub"] = (
-            result["stats_s"]["tfzoo predict_on_batch"]["median"] / peer_s)
+    if peer is not None:
+        info = result["peer"]
+        peer_fn = info["peer"]
+        peer_s = result["stats_s"][peer_fn]["median"]
+        result["ratio_detect_vs_peer"] = result["stats_s"]["tfzoo detect (tf.function)"]["median"] / peer_s
+        result["ratio_predict_on_batch_vs_peer"] = result["stats_s"]["tfzoo predict_on_batch"]["median"] / peer_s
         result["paired_ratios"] = {
-            name: common.paired_ratios(runs[name], runs[peer])
+            name: common.paired_ratios(runs[name], runs[peer_fn])
             for name in ("tfzoo detect (tf.function)", "tfzoo predict_on_batch")}
-        result["paired_ratios"]["tfzoo forward / KerasHub forward"] = common.paired_ratios(
-            runs["tfzoo forward only (tf.function)"], runs["KerasHub forward only (tf.function)"])
-        result["best_ratio_detect_vs_keras_hub"] = (result["stats_s"]["tfzoo detect (tf.function)"]["min"]
-                                                    / result["stats_s"][peer]["min"])
-        result["keras_hub"]["decode_nms_s"] = result["stats_s"]["KerasHub decode + NMS only (tf.function)"]["median"]
+        result["paired_ratios"][f"tfzoo forward / {peer.name} forward"] = common.paired_ratios(
+            runs["tfzoo forward only (tf.function)"], runs[info["forward"]])
+        result["best_ratio_detect_vs_peer"] = (result["stats_s"]["tfzoo detect (tf.function)"]["min"]
+                                               / result["stats_s"][peer_fn]["min"])
+        info["decode_nms_s"] = result["stats_s"][info["decode"]]["median"]
     result["tfzoo"]["decode_nms_s"] = result["stats_s"]["tfzoo decode + NMS only (tf.function)"]["median"]
     return result
 
 
 def report_latency(r):
-    lines = ["| contender | latency ms median (min-max) | IQR ms | vs KerasHub |", "|---|---:|---:|---:|"]
-    peer = r.get("keras_hub", {}).get("peer")
+    name_of_peer = r.get("peer", {}).get("name", "peer")
+    lines = [f"| contender | latency ms median (min-max) | IQR ms | vs {name_of_peer} |", "|---|---:|---:|---:|"]
+    peer = r.get("peer", {}).get("peer")
     peer_median = r["stats_s"][peer]["median"] if peer else None
     for name, stats in r["stats_s"].items():
         if name.startswith("fp32 matmul"):
@@ -377,23 +216,23 @@ def report_latency(r):
                      f"| {ratio} |")
     t = r["tfzoo"]
     lines.append("")
-    lines.append(f"tfzoo: {t['params']:,} params, forward {t['forward_flops'] / 1e9:.2f} GFLOP (graph count), "
-                 f"candidates above {SCORE_THRESHOLD}: {t['candidates']['pairs']} pairs / "
+    lines.append(f"tfzoo {t['model']}: {t['params']:,} params, forward {t['forward_flops'] / 1e9:.2f} GFLOP (graph count), "
+                 f"candidates above the threshold: {t['candidates']['pairs']} pairs / "
                  f"{t['candidates']['anchors']} anchors, {t['num_detections']} detections, "
                  f"decode+NMS {1000 * t['decode_nms_s']:.0f} ms")
-    if "keras_hub" in r:
-        k = r["keras_hub"]
-        lines.append(f"KerasHub {k['version']}: {k['params']:,} params, forward {k['forward_flops'] / 1e9:.2f} GFLOP, "
+    if "peer" in r:
+        k = r["peer"]
+        lines.append(f"{k['name']} {k['version']}: {k['params']:,} params, forward {k['forward_flops'] / 1e9:.2f} GFLOP, "
                      f"candidates: {k['candidates']['pairs']} pairs / {k['candidates']['anchors']} anchors, "
                      f"{k['num_detections']} detections, decode+NMS {1000 * k['decode_nms_s']:.0f} ms")
-        if k["predict_on_batch_error"]:
-            lines.append(f"KerasHub predict_on_batch failed ({k['predict_on_batch_error']}); "
+        if k.get("predict_on_batch_error"):
+            lines.append(f"{k['name']} predict_on_batch failed ({k['predict_on_batch_error']}); "
                          f"timed its preprocessor + compiled predict_function instead")
-        lines.append(f"tfzoo detect / KerasHub: {r['ratio_detect_vs_keras_hub']:.2f}x, "
-                     f"predict_on_batch / KerasHub: {r['ratio_predict_on_batch_vs_keras_hub']:.2f}x (target <= 0.90x)")
+        lines.append(f"tfzoo detect / {k['name']}: {r['ratio_detect_vs_peer']:.2f}x, "
+                     f"predict_on_batch / {k['name']}: {r['ratio_predict_on_batch_vs_peer']:.2f}x (target <= 0.90x)")
         lines.append("per-round ratios, median (min-max): " + "; ".join(
             f"{name} {common.fmt(stats, 1, 2)}" for name, stats in r["paired_ratios"].items())
-            + f"; fastest tfzoo detect / fastest KerasHub: {r['best_ratio_detect_vs_keras_hub']:.2f}x")
+            + f"; fastest tfzoo detect / fastest {k['name']}: {r['best_ratio_detect_vs_peer']:.2f}x")
     m = r["matmul_flops_per_s"]
     lines.append(f"fp32 matmul: {common.fmt(m, 1e-9)} GFLOP/s; tfzoo forward achieves "
                  f"{t['forward_flops_per_s'] / 1e9:.1f} GFLOP/s = {t['fraction_of_matmul']:.2f} of the matmul "
@@ -446,31 +285,6 @@ def in_memory(batches, count):
     return tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(2)
 
 
-def keras_hub_train_batches(size, images, batch_size):
-    """The same images for KerasHub: ``(images, {"boxes": [B, G, 4] yxyx pixels, "labels":
-    [B, G]})``, absent rows -1 (its bounding-box convention), held in memory, repeated."""
-    import tensorflow as tf
-
-    import tfzoo.data as data
-    from tfzoo.data.pipeline import PaddedBoxesEncoder, pipeline
-    from tfzoo.ops import boxes as box_ops
-
-    encoder = PaddedBoxesEncoder(size, max_boxes=_MAX_BOXES, augment="none")
-    ds = pipeline(data.load(f"shapes:{images}", "train"), encoder, batch_size, training=True, seed=0,
-                  shuffle_buffer=0)
-
-    @tf.autograph.experimental.do_not_convert
-    def to_keras_hub(image, truth):
-        valid = truth["classes"] >= 0  # [B, G]
-        boxes_px = box_ops.denormalize(truth["boxes"], size, size)  # [B, G, 4]
-        return image, {
-            "boxes": tf.where(valid[..., None], boxes_px, -1.0),
-            "labels": tf.where(valid, tf.cast(truth["classes"], tf.float32), -1.0),
-        }
-
-    return in_memory(ds.map(to_keras_hub), images // batch_size)
-
-
 def fit_steps(model, batches, steps, timer):
     """One ``fit`` call of ``steps`` steps; returns the wall time of each step."""
     start = len(timer.steps)
@@ -500,7 +314,7 @@ def interleaved_fits(contenders, steps, warmup_steps, repeats):
 def part_train(args):
     import keras
 
-    keras_hub = _keras_hub()
+    peer = adapter_of(args.model).peer(args)
     batch, size = args.train_batch_size, args.image_size
     images = max(4 * batch, 8)
     contenders = {}
@@ -517,10 +331,8 @@ def part_train(args):
     with_keras_sgd.set_weights(ours.get_weights())
     with_keras_sgd.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9))
     contenders["tfzoo fit, keras SGD"] = (with_keras_sgd, ours_batches)
-    if keras_hub is not None:
-        theirs = build_keras_hub(args)
-        theirs.compile(optimizer=keras.optimizers.SGD(args.learning_rate, momentum=0.9))
-        contenders["KerasHub fit"] = (theirs, keras_hub_train_batches(size, images, batch))
+    if peer is not None:
+        contenders[f"{peer.name} fit"] = peer.train_contender(images, batch, args.learning_rate, in_memory)
     _print(f"train: {len(contenders)} models, batch {batch}, {args.repeats} interleaved rounds of "
            f"{args.train_steps} steps ...")
     runs, losses = interleaved_fits(contenders, args.train_steps, 2, args.repeats)
@@ -529,29 +341,32 @@ def part_train(args):
                            "keras.optimizers.SGD for the others",
               "step_s": runs, "last_logs": losses}
     result["images_per_s"] = {name: common.spread([batch / s for s in steps]) for name, steps in runs.items()}
-    if "KerasHub fit" in runs:
-        result["ratio_vs_keras_hub"] = (result["images_per_s"]["tfzoo fit"]["median"]
-                                        / result["images_per_s"]["KerasHub fit"]["median"])
-        # speed ratio per step pair: KerasHub step time / tfzoo step time
-        result["paired_ratio"] = common.paired_ratios(runs["KerasHub fit"], runs["tfzoo fit"])
-        result["best_ratio"] = min(runs["KerasHub fit"]) / min(runs["tfzoo fit"])
+    if peer is not None:
+        theirs = f"{peer.name} fit"
+        result["peer"] = peer.name
+        result["ratio_vs_peer"] = (result["images_per_s"]["tfzoo fit"]["median"]
+                                   / result["images_per_s"][theirs]["median"])
+        # speed ratio per step pair: the peer's step time / tfzoo's
+        result["paired_ratio"] = common.paired_ratios(runs[theirs], runs["tfzoo fit"])
+        result["best_ratio"] = min(runs[theirs]) / min(runs["tfzoo fit"])
     return result
 
 
 def report_train(r):
-    lines = ["| contender | images/s median (min-max) | step s median | vs KerasHub |", "|---|---:|---:|---:|"]
-    peer = r["images_per_s"].get("KerasHub fit")
-    for name, stats in r["images_per_s"].items():
+    name = r.get("peer", "peer")
+    lines = [f"| contender | images/s median (min-max) | step s median | vs {name} |", "|---|---:|---:|---:|"]
+    peer = r["images_per_s"].get(f"{name} fit")
+    for contender, stats in r["images_per_s"].items():
         ratio = f"{stats['median'] / peer['median']:.2f}x" if peer else ""
-        lines.append(f"| {name} | {common.fmt(stats, 1, 2)} | {r['batch_size'] / stats['median']:.2f} | {ratio} |")
+        lines.append(f"| {contender} | {common.fmt(stats, 1, 2)} | {r['batch_size'] / stats['median']:.2f} | {ratio} |")
     lines.append("")
     lines.append(f"batch {r['batch_size']}, {r['image_size']}x{r['image_size']}, {r['num_classes']} classes, "
                  f"{r['optimizer']}; last logs: {json.dumps(r['last_logs'])}")
     diverged = [name for name, logs in r["last_logs"].items() if not all(math.isfinite(v) for v in logs.values())]
     if diverged:
         lines.append(f"WARNING: non-finite loss in {', '.join(diverged)} (lower --learning-rate)")
-    if "ratio_vs_keras_hub" in r:
-        lines.append(f"tfzoo / KerasHub: {r['ratio_vs_keras_hub']:.2f}x (target >= 1.25x); per step pair "
+    if "ratio_vs_peer" in r:
+        lines.append(f"tfzoo / {name}: {r['ratio_vs_peer']:.2f}x (target >= 1.25x); per step pair "
                      f"{common.fmt(r['paired_ratio'], 1, 2)}; fastest step vs fastest step {r['best_ratio']:.2f}x")
     return "\n".join(lines)
 
@@ -639,15 +454,15 @@ def _export_api():
     return export
 
 
-#: Export rows whose ratio the report gives: name -> (numerator row, denominator row, target).
-EXPORT_RATIOS = {
-    "retinanet TFLite int8 / SavedModel": ("retinanet TFLite int8", "retinanet SavedModel fp32", "<= 0.35x"),
-    "retinanet TFLite dynamic / SavedModel": ("retinanet TFLite dynamic", "retinanet SavedModel fp32", "peer"),
-    "retinanet_mobile TFLite fp32 / SavedModel": ("retinanet_mobile TFLite fp32", "retinanet_mobile SavedModel fp32",
-                                                  "<= 0.5x"),
-    "retinanet_mobile network only, TFLite / SavedModel": (
-        "retinanet_mobile TFLite fp32 (network only)", "retinanet_mobile SavedModel fp32 (network only)", "context"),
-}
+def export_ratios(model, mobile):
+    """Export rows whose ratio the report gives: name -> (numerator row, denominator row, target)."""
+    return {
+        f"{model} TFLite int8 / SavedModel": (f"{model} TFLite int8", f"{model} SavedModel fp32", "<= 0.35x"),
+        f"{model} TFLite dynamic / SavedModel": (f"{model} TFLite dynamic", f"{model} SavedModel fp32", "peer"),
+        f"{mobile} TFLite fp32 / SavedModel": (f"{mobile} TFLite fp32", f"{mobile} SavedModel fp32", "<= 0.5x"),
+        f"{mobile} network only, TFLite / SavedModel": (
+            f"{mobile} TFLite fp32 (network only)", f"{mobile} SavedModel fp32 (network only)", "context"),
+    }
 
 
 def part_export(args):
@@ -664,8 +479,8 @@ def part_export(args):
 
     with tempfile.TemporaryDirectory() as tmp:
         # (preset, input size, TFLite modes, modes also timed without the decoder)
-        specs = [("retinanet", args.image_size, ("int8", "dynamic"), ()),
-                 ("retinanet_mobile", args.mobile_image_size, (None,), (None,))]
+        specs = [(args.model, args.image_size, ("int8", "dynamic"), ()),
+                 (args.mobile_model, args.mobile_image_size, (None,), (None,))]
         for name, size, quantizations, network_only in specs:
             detector = build_tfzoo(args, name, image_size=size)
             image = benchmark_image(args, size)
@@ -674,10 +489,9 @@ def part_export(args):
             # threshold there, as in the latency part): calibrating on the whole set left a
             # random retinanet_mobile with no candidate at all on the benchmark image.
             calibration = np.concatenate([image, calibration_images(size, args.calibration_images - 1)])
-            calibrate_class_head(detector.get_layer("class_head_predict"),
-                                 lambda: detector(image)["class_logits"], args.candidates)
+            prepared = adapter_of(name).prepare_tfzoo(detector, image, args.candidates)
             info = {"image_size": size, "params": int(detector.count_params()), "config": detector.config.to_dict(),
-                    "candidates": candidate_counts(detector(image, training=False)["class_logits"].numpy()),
+                    "candidates": prepared["candidates"],
                     "keras_detections": int(np.asarray(detector.detect(image)["num_detections"])[0])}
             _print(f"export: {name}: (pairs, anchors) above the threshold {info['candidates']}, "
                    f"Keras detections {info['keras_detections']}")
@@ -723,7 +537,7 @@ def part_export(args):
     result["ratios"] = {
         name: {"median_ratio": result["stats_s"][a]["median"] / result["stats_s"][b]["median"],
                "per_round": common.paired_ratios(runs[a], runs[b]), "target": target}
-        for name, (a, b, target) in EXPORT_RATIOS.items()}
+        for name, (a, b, target) in export_ratios(args.model, args.mobile_model).items()}
     result["ap"] = measure_ap_drop(args, export) if args.trained else {
         "measured": False,
         "why": "no --trained model given: a randomly initialized ResNet-50 detects nothing meaningful, "
@@ -803,11 +617,11 @@ def report_export(r):
 def part_pipeline(args):
     import tfzoo.data as data
     from tfzoo.data.pipeline import pipeline
-    from tfzoo.train import make_optimizer
+    from tfzoo.optim import make_optimizer
 
     size, batch = args.mobile_image_size, args.pipeline_batch_size
     images = args.pipeline_images
-    detector = build_tfzoo(args, "retinanet_mobile", image_size=size, num_classes=len(data.class_names("shapes")))
+    detector = build_tfzoo(args, args.mobile_model, image_size=size, num_classes=len(data.class_names("shapes")))
     config = detector.config
     detector.compile(optimizer=make_optimizer(config, config.learning_rate))  # the preset's recipe
     train_batches = tfzoo_train_batches(detector, max(2 * batch, 8), batch)
@@ -826,7 +640,8 @@ def part_pipeline(args):
                 pipeline_rates.append(n / seconds)
             else:
                 step_s.extend(fit_steps(detector, train_batches, args.train_steps, timer))
-    result = {"image_size": size, "batch_size": batch, "images_per_epoch": images, "augment": "scale_jitter",
+    result = {"model": args.mobile_model, "image_size": size, "batch_size": batch, "images_per_epoch": images,
+              "augment": "scale_jitter",
               "config": config.to_dict(), "params": int(detector.count_params()),
               "pipeline_images_per_s": common.spread(pipeline_rates),
               "train_images_per_s": common.spread([batch / s for s in step_s]),
@@ -838,9 +653,9 @@ def part_pipeline(args):
 def report_pipeline(r):
     return "\n".join([
         "| stage | images/s median (min-max) |", "|---|---:|",
-        f"| shapes pipeline (uncached, {r['augment']}, retinanet_mobile encoder, {r['image_size']}) "
+        f"| shapes pipeline (uncached, {r['augment']}, {r['model']} encoder, {r['image_size']}) "
         f"| {common.fmt(r['pipeline_images_per_s'])} |",
-        f"| retinanet_mobile training step (batch {r['batch_size']}) | {common.fmt(r['train_images_per_s'], 1, 2)} |",
+        f"| {r['model']} training step (batch {r['batch_size']}) | {common.fmt(r['train_images_per_s'], 1, 2)} |",
         "",
         f"pipeline / training step: {r['ratio']:.1f}x (target >= 5x)",
     ])
@@ -867,6 +682,9 @@ def parse_parts(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="retinanet", help="the preset to benchmark (default: retinanet)")
+    parser.add_argument("--mobile-model", default="retinanet_mobile",
+                        help="the CPU preset of the export and pipeline parts (default: retinanet_mobile)")
     parser.add_argument("--parts", type=parse_parts, default=list(PARTS),
                         help=f"comma-separated parts to run (default: {','.join(PARTS)})")
     parser.add_argument("--repeats", type=int, default=5,
@@ -874,8 +692,8 @@ def build_parser():
     parser.add_argument("--latency-repeats", type=int, default=None,
                         help="timed rounds of the latency part (default: 2 x --repeats)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per function before timing")
-    parser.add_argument("--image-size", type=int, default=512, help="ResNet-50 input size (latency, train, export)")
-    parser.add_argument("--mobile-image-size", type=int, default=320, help="retinanet_mobile input size")
+    parser.add_argument("--image-size", type=int, default=512, help="--model's input size (latency, train, export)")
+    parser.add_argument("--mobile-image-size", type=int, default=320, help="--mobile-model's input size")
     parser.add_argument("--num-classes", type=int, default=80)
     parser.add_argument("--candidates", type=int, default=2000,
                         help="(anchor, class) pairs of the benchmark image set to score above 0.05")
@@ -923,10 +741,15 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     keras.mixed_precision.set_global_policy(args.policy)
     env = common.environment()
-    command = "python benchmarks/bench_retinanet.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/bench_model.py " + " ".join(sys.argv[1:] if argv is None else argv)
     _print(f"{command}\n{json.dumps(env)}")
-    if _keras_hub() is None:
-        _print("keras_hub is not importable: KerasHub contenders are skipped (pip install -e .[bench])")
+    import tfzoo
+
+    for name in (args.model, args.mobile_model):
+        if name not in tfzoo.list_models():
+            parser.error(f"unknown model {name!r}; known models: {', '.join(tfzoo.list_models())}")
+    if adapter_of(args.model).peer(args) is None:
+        _print(f"no peer of {args.model} runs here: peer contenders are skipped (pip install -e .[bench])")
     results = {"command": command, "env": env, "args": {k: v for k, v in vars(args).items()}, "parts": {}}
     reports = []
     for part in args.parts:
