@@ -107,6 +107,21 @@ def _image_info(in_h, in_w, out_h, out_w, y_scale, x_scale, y_offset, x_offset):
     return tf.reshape(tf.stack([tf.cast(v, tf.float32) for v in values]), [4, 2])
 
 
+def boxes_to_canvas(boxes, image_info):
+    """Boxes normalized to an input image -> normalized to the output canvas of its resize
+    (:func:`resize_and_pad` / :func:`resize`): the mapping the resize ops apply, for boxes
+    that come with an image from outside (proposals given with a serving request).
+
+    ``boxes [..., N, 4]`` and ``image_info [..., 4, 2]``; clipped to the canvas. Inverse of
+    :func:`boxes_to_original` (up to its normalization and clipping).
+    """
+    image_info = tf.convert_to_tensor(image_info, tf.float32)
+    in_size, out_size, scale, offset = tf.unstack(image_info[..., None, :, :], axis=-2)
+    boxes_px = box_ops.denormalize(boxes, in_size[..., 0], in_size[..., 1])
+    boxes_px = boxes_px * tf.concat([scale, scale], axis=-1) - tf.concat([offset, offset], axis=-1)
+    return box_ops.clip(box_ops.normalize(boxes_px, out_size[..., 0], out_size[..., 1]))
+
+
 def boxes_to_original(boxes, image_info):
     """Boxes normalized to an output canvas -> pixel ``[y1, x1, y2, x2]`` of the input image.
 

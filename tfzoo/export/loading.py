@@ -20,10 +20,12 @@ Every loaded model (:class:`LoadedModel`) has ``format``, ``path``, ``config`` (
 config dataclass for Keras models, its dict for exports), ``class_names``,
 ``image_size`` ``(h, w)``, ``keep_aspect_ratio`` and:
 
-- ``detect(images float32 [B, S, S, 3])``: detections normalized to that input (NumPy
+- ``detect(images float32 [B, S, S, 3])`` (a proposal-based model: the dict ``{"images",
+  "proposals" [B, R, 4]}``, proposals normalized to the input): detections normalized to that input (NumPy
   dict: ``detection_boxes [B, M, 4]``, ``detection_scores``, ``detection_classes``,
   ``num_detections``); what :func:`tfzoo.eval.evaluate_detector` drives;
-- ``detect_original(image uint8 [H, W, 3])``: one image of any size -> its detections
+- ``detect_original(image uint8 [H, W, 3], proposals=None)``: one image of any size (and,
+  for a proposal-based model, its proposals ``[R, 4]`` normalized to it) -> its detections
   normalized to *that* image (``detection_boxes [M, 4]``, ``detection_scores [M]``,
   ``detection_classes [M]``, ``num_detections`` an int), resized exactly as the
   evaluation pipeline resizes;
@@ -102,12 +104,20 @@ class LoadedModel:
                          f"{self.image_size[0]}x{self.image_size[1]}; another input size needs a Keras model "
                          "(a training directory, .keras or .h5)")
 
-    def detect_original(self, image):
-        """Detections of one uint8 ``[H, W, 3]`` image, boxes normalized to that image."""
-        from tfzoo.export.saved_model import detect_any_size
+    def detect_original(self, image, proposals=None):
+        """Detections of one uint8 ``[H, W, 3]`` image (with its ``proposals [R, 4]``,
+        normalized to it, for a proposal-based model), boxes normalized to that image."""
+        from tfzoo.data import augment as aug
+        from tfzoo.export.saved_model import detections_on_original
 
-        outputs = detect_any_size(self.detect, _one_image(image)[None], self.image_size, self.keep_aspect_ratio)
-        return _unbatch(outputs)
+        resized, info = aug.resize_images(_one_image(image)[None], self.image_size,
+                                          keep_aspect_ratio=self.keep_aspect_ratio)
+        inputs = resized.numpy()
+        if proposals is not None:
+            moved = aug.boxes_to_canvas(np.asarray(proposals, np.float32)[None], info)
+            inputs = {"images": inputs, "proposals": moved.numpy()}
+        outputs = {k: np.asarray(v) for k, v in self.detect(inputs).items()}
+        return _unbatch(detections_on_original(outputs, info))
 
     def __repr__(self):
         return (f"{type(self).__name__}({self.path!r}, image_size={self.image_size}, "
@@ -131,6 +141,13 @@ def _numpy(outputs):
     return {k: np.asarray(v) for k, v in outputs.items()}
 
 
+def _float_inputs(inputs):
+    """Images (an array) or ``{"images", "proposals"}`` as float32 arrays."""
+    if isinstance(inputs, dict):
+        return {k: np.asarray(v, np.float32) for k, v in inputs.items()}
+    return np.asarray(inputs, np.float32)
+
+
 class KerasModel(LoadedModel):
     """A tfzoo Keras detector (from a ``.keras``/``.h5`` file or a training directory)."""
 
@@ -147,7 +164,7 @@ class KerasModel(LoadedModel):
 
     def detect(self, images):
         """``detector.predict_on_batch``: the model and decoder as one traced graph."""
-        return _numpy(self.detector.predict_on_batch(np.asarray(images, np.float32)))
+        return _numpy(self.detector.predict_on_batch(_float_inputs(images)))
 
     def raw_outputs(self, images):
         """The raw head outputs, in graph mode like :meth:`detect` (eager Keras rounds
@@ -156,7 +173,7 @@ class KerasModel(LoadedModel):
 
         if self._raw_fn is None:  # the tensors before any NMS, as the exports' raw_outputs
             self._raw_fn = tf.function(lambda x: self.detector.parity_outputs(self.detector(x, training=False)))
-        return _numpy(self._raw_fn(tf.constant(np.asarray(images, np.float32))))
+        return _numpy(self._raw_fn(tf.nest.map_structure(tf.constant, _float_inputs(images))))
 
 
 class SavedModelModel(LoadedModel):
@@ -176,14 +193,17 @@ class SavedModelModel(LoadedModel):
         return _numpy(self.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()}))
 
     def detect(self, images):
-        return self._call("detect", images=np.asarray(images, np.float32))
+        inputs = _float_inputs(images)
+        return self._call("detect", **(inputs if isinstance(inputs, dict) else {"images": inputs}))
 
     def raw_outputs(self, images):
-        return self._call("raw_outputs", images=np.asarray(images, np.float32))
+        inputs = _float_inputs(images)
+        return self._call("raw_outputs", **(inputs if isinstance(inputs, dict) else {"images": inputs}))
 
-    def detect_original(self, image):
+    def detect_original(self, image, proposals=None):
         """Runs the SavedModel's own ``serving_default`` (resizing inside the graph)."""
-        return _unbatch(self._call("serving_default", images=_one_image(image)[None]))
+        extra = {} if proposals is None else {"proposals": np.asarray(proposals, np.float32)[None]}
+        return _unbatch(self._call("serving_default", images=_one_image(image)[None], **extra))
 
 
 class TFLiteModel(LoadedModel):
@@ -204,8 +224,13 @@ class TFLiteModel(LoadedModel):
 
         if name not in self._runners:
             self._runners[name] = self.interpreter.get_signature_runner(name)
-        images = np.asarray(images, np.float32)
-        per_image = [run_signature(self._runners[name], image[None], name) for image in images]
+        inputs = _float_inputs(images)
+        if isinstance(inputs, dict):  # one image and its proposals at a time (batch 1 inside)
+            count = len(inputs["images"])
+            per_image = [run_signature(self._runners[name], {k: v[i:i + 1] for k, v in inputs.items()}, name)
+                         for i in range(count)]
+        else:
+            per_image = [run_signature(self._runners[name], image[None], name) for image in inputs]
         if not per_image:
             raise ValueError("detect needs at least one image")
         return {k: np.concatenate([o[k] for o in per_image]) for k in per_image[0]}

@@ -100,21 +100,32 @@ def serving_functions(detector, batch=None, names=tuple(SIGNATURES)):
     size = tuple(detector.image_size)
     keep = bool(detector.encoder.keep_aspect_ratio)
     fixed = tf.TensorSpec([batch, size[0], size[1], 3], tf.float32, name="images")
+    # A proposal-based detector also takes proposals [B, R, 4] in every signature: normalized
+    # to the model input in detect/raw_outputs, to the original image in serving_default and
+    # serving_bytes (moved to the input canvas with the image's resize).
+    extra = [proposals_spec(detector, batch)] if takes_proposals(detector) else []
 
-    def raw_outputs(images):  # the tensors before any NMS (Detector.pre_nms_outputs)
-        return detector.parity_outputs(detector(images, training=False))
+    def inputs(images, rest):
+        return {"images": images, "proposals": rest[0]} if rest else images
+
+    def raw_outputs(images, *rest):  # the tensors before any NMS (Detector.pre_nms_outputs)
+        return detector.parity_outputs(detector(inputs(images, rest), training=False))
 
     # One traced graph of the network + decoder, called by every signature that needs it.
-    detect = tf.function(lambda images: dict(detector.detect(images)), input_signature=[fixed], autograph=False)
+    detect = tf.function(lambda images, *rest: dict(detector.detect(inputs(images, rest))),
+                         input_signature=[fixed, *extra], autograph=False)
 
-    def serving_default(images):
-        return detect_any_size(detect, images, size, keep)
+    def serving_default(images, *rest):
+        resized, info = aug.resize_images(images, size, keep_aspect_ratio=keep)
+        moved = [aug.boxes_to_canvas(rest[0], info)] if rest else []
+        return detections_on_original(detect(resized, *moved), info)
 
-    def serving_bytes(encoded_images):
+    def serving_bytes(encoded_images, *rest):
         spec = (tf.TensorSpec([size[0], size[1], 3], tf.float32), tf.TensorSpec([4, 2], tf.float32))
         resized, info = tf.map_fn(lambda e: _decode_and_resize(e, size, keep), encoded_images,
                                   fn_output_signature=spec)
-        return detections_on_original(detect(resized), info)
+        moved = [aug.boxes_to_canvas(rest[0], info)] if rest else []
+        return detections_on_original(detect(resized, *moved), info)
 
     specs = {
         SERVING_DEFAULT: (serving_default, tf.TensorSpec([batch, None, None, 3], tf.uint8, name="images")),
@@ -126,7 +137,30 @@ def serving_functions(detector, batch=None, names=tuple(SIGNATURES)):
     if unknown:
         raise ValueError(f"unknown signature(s) {', '.join(unknown)}; known: {', '.join(specs)}")
     return {name: specs[name][0] if name == DETECT else
-            tf.function(specs[name][0], input_signature=[specs[name][1]], autograph=False) for name in names}
+            tf.function(specs[name][0], input_signature=[specs[name][1], *extra], autograph=False)
+            for name in names}
+
+
+def takes_proposals(detector):
+    """Whether ``detector`` takes proposals beside the images (a proposal-based detector)."""
+    return "proposals" in tuple(getattr(detector, "input_names", ("images",)))
+
+
+def proposals_spec(detector, batch=None):
+    """``TensorSpec [batch, R, 4]`` of a proposal-based detector's ``proposals`` input."""
+    rows = int(detector.inputs[1].shape[1])
+    return tf.TensorSpec([batch, rows, 4], tf.float32, name="proposals")
+
+
+def sample_proposals(detector, batch=1, seed=0):
+    """Reproducible proposals ``[batch, R, 4]`` for checks: random boxes, the last few rows
+    zero boxes (padding, which must never become detections)."""
+    rows = int(detector.inputs[1].shape[1])
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0.0, 0.7, [batch, rows, 2])
+    boxes = np.concatenate([corner, corner + rng.uniform(0.1, 0.3, [batch, rows, 2])], -1).clip(0, 1)
+    boxes[:, rows - max(1, rows // 4):] = 0.0
+    return boxes.astype(np.float32)
 
 
 class ServingModule(tf.Module):
@@ -188,12 +222,13 @@ def _verify(directory, detector, module):
         raise artifacts.ExportError(f"SavedModel lacks signature(s) {', '.join(missing)}")
     h, w = detector.image_size
     image = sample_image(h * 3 // 4 + 5, w + 7)  # another size and aspect than the input
-    outputs = loaded.signatures[SERVING_DEFAULT](images=tf.constant(image[None]))
+    extra = {"proposals": tf.constant(sample_proposals(detector))} if takes_proposals(detector) else {}
+    outputs = loaded.signatures[SERVING_DEFAULT](images=tf.constant(image[None]), **extra)
     outputs = {k: v.numpy() for k, v in outputs.items()}
     artifacts.check_detections(outputs, 1, max_detections_of(detector, outputs), f"SavedModel {SERVING_DEFAULT}")
     resized, _ = aug.resize_images(image[None], (h, w), keep_aspect_ratio=detector.encoder.keep_aspect_ratio)
-    raw = loaded.signatures[RAW_OUTPUTS](images=resized)
-    expected = module.functions[RAW_OUTPUTS](resized)
+    raw = loaded.signatures[RAW_OUTPUTS](images=resized, **extra)
+    expected = module.functions[RAW_OUTPUTS](resized, *extra.values())
     for key, value in expected.items():
         value = np.asarray(value)
         diff = float(np.max(np.abs(raw[key].numpy() - value)))

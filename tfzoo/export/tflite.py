@@ -185,28 +185,39 @@ def read_metadata(model_bytes, name=METADATA_NAME):
 
 
 def _calibration_batches(calibration_images, image_size, limit=None):
-    """``{"images": float32 [1, S, S, 3]}`` per calibration image (TFLite's representative dataset).
+    """``{"images": float32 [1, S, S, 3]}`` per calibration image (TFLite's representative
+    dataset), with ``"proposals" [1, R, 4]`` where the elements carry them.
 
     Accepts an iterable (or ``tf.data.Dataset``) of images ``[S, S, 3]``, batches
-    ``[B, S, S, 3]``, or ``(images, ...)`` tuples as :func:`tfzoo.data.pipeline` yields.
+    ``[B, S, S, 3]``, ``{"images", "proposals"}`` dicts of either, or ``(inputs, ...)``
+    tuples as :func:`tfzoo.data.pipeline` yields.
     """
     expected = (int(image_size[0]), int(image_size[1]), 3)
     count = 0
     for element in calibration_images:
         if isinstance(element, (tuple, list)):
             element = element[0]
+        proposals = None
         if isinstance(element, dict):
+            proposals = element.get("proposals")
             element = element["images"]
         images = np.asarray(element, np.float32)
-        images = images[None] if images.ndim == 3 else images
+        batched = images.ndim == 4
+        images = images if batched else images[None]
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"calibration images must be float32 {list(expected)} (resized to the model "
                              f"input), got shape {list(np.shape(element))}")
-        for image in images:
+        if proposals is not None:
+            proposals = np.asarray(proposals, np.float32)
+            proposals = proposals if batched else proposals[None]
+        for i, image in enumerate(images):
             if limit is not None and count >= limit:
                 return
             count += 1
-            yield {"images": image[None]}
+            batch = {"images": image[None]}
+            if proposals is not None:
+                batch["proposals"] = proposals[i:i + 1]
+            yield batch
 
 
 def _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit):
@@ -395,11 +406,13 @@ def _convert_int8(converter, detector, names, calibration_images, calibration_li
 
 
 def run_signature(runner_or_interpreter, images, signature=sm.SERVING_DEFAULT):
-    """Runs ``signature`` of an interpreter on ``images float32 [1, S, S, 3]``; dict of arrays."""
+    """Runs ``signature`` of an interpreter on ``images float32 [1, S, S, 3]`` (or the dict
+    ``{"images", "proposals" [1, R, 4]}`` of a proposal-based model); dict of arrays."""
     runner = runner_or_interpreter
     if hasattr(runner, "get_signature_runner"):
         runner = runner.get_signature_runner(signature)
-    return {k: np.asarray(v) for k, v in runner(images=np.asarray(images, np.float32)).items()}
+    inputs = images if isinstance(images, dict) else {"images": images}
+    return {k: np.asarray(v) for k, v in runner(**{k: np.asarray(v, np.float32) for k, v in inputs.items()}).items()}
 
 
 def _verify(path, detector, quantize, raw_outputs):
@@ -436,6 +449,8 @@ def _verify(path, detector, quantize, raw_outputs):
         raise artifacts.ExportError(f"the TFLite model has signatures {sorted(signatures)}, expected {sorted(expected)}")
     h, w = detector.image_size
     image = sm.sample_image(h, w)[None].astype(np.float32)
+    if sm.takes_proposals(detector):
+        image = {"images": image, "proposals": sm.sample_proposals(detector)}
     outputs = run_signature(runtime, image)
     keras_outputs = {k: np.asarray(v) for k, v in detector.detect(image).items()}
     artifacts.check_detections(outputs, 1, sm.max_detections_of(detector, keras_outputs), "TFLite serving_default")
