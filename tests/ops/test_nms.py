@@ -328,3 +328,17 @@ def test_tflite_builtins_only_conversion_matches_tf(batch, per_class_boxes, cap,
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
         np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def test_an_empty_box_never_becomes_a_detection():
+    """Padding proposals (zero boxes) and boxes clipped away score nothing, however high
+    their score: every decoder's NMS drops them (TFLite builtins: a comparison and a select)."""
+    boxes = np.array([[[0.0, 0.0, 0.0, 0.0], [0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.5, 0.9], [0.6, 0.7, 0.5, 0.9]]],
+                     np.float32)
+    scores = np.array([[[0.99, 0.0], [0.6, 0.1], [0.98, 0.0], [0.97, 0.0]]], np.float32)
+    out = nms.multiclass_nms(boxes, scores, max_detections=4, score_threshold=0.05)
+    assert int(out["num_detections"][0]) == 2  # the one real box, once per class above the threshold
+    np.testing.assert_allclose(out["detection_boxes"][0, :2], [[0.1, 0.1, 0.4, 0.4]] * 2)
+    out = nms.nms_candidates(boxes[0:1, :, :], scores[..., 0], np.zeros([1, 4], np.int32), 2, max_detections=4,
+                             score_threshold=0.0)
+    assert int(out["num_detections"][0]) == 1 and float(out["detection_scores"][0, 0]) == pytest.approx(0.6)

@@ -38,6 +38,8 @@ import math
 
 import tensorflow as tf
 
+from tfzoo.ops import boxes as box_ops
+
 #: ``detection_classes`` value of the padding rows beyond ``num_detections``.
 PADDING_CLASS = -1
 
@@ -256,6 +258,9 @@ def nms_candidates(
       num_classes: K, static.
       Other arguments as in :func:`multiclass_nms`.
 
+    An empty box (``y2 <= y1`` or ``x2 <= x1``: a zero padding proposal, a box clipped
+    away) never becomes a detection.
+
     Returns:
       the detections dict of :func:`multiclass_nms`.
     """
@@ -273,6 +278,10 @@ def nms_candidates(
     num_candidates = cand_scores.shape[1]
     if max_detections_per_class is not None and num_candidates is None:
         raise ValueError("max_detections_per_class needs a static number of candidates P")
+
+    # An empty box (zero area or inverted: a padding proposal, a box clipped away) is never a
+    # detection, whatever its score: candidates need a score above the threshold (>= 0).
+    cand_scores = tf.where(box_ops.valid_mask(cand_boxes), cand_scores, 0.0)  # [B, P]
 
     # --- one single-class NMS per image over class-shifted boxes ---
     shifted = _class_offsets(class_idx, cand_boxes, num_classes)  # [B, k, 4]
