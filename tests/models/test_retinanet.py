@@ -278,8 +278,10 @@ def test_decoder_matches_a_numpy_reference_of_the_paper_inference():
             flat = probabilities[b, lo:hi].reshape(-1)
             for i in np.argsort(-flat, kind="stable")[:config.pre_nms_top_k]:
                 row = np.zeros(3)
-                row[i % 3] = flat[i]
-                cand_boxes.append(boxes[b, lo + i // 3])
+                box = boxes[b, lo + i // 3]
+                if box[2] > box[0] and box[3] > box[1]:  # a box clipped away to nothing is no detection
+                    row[i % 3] = flat[i]
+                cand_boxes.append(box)
                 cand_scores.append(row)
         want = reference_nms(np.array(cand_boxes), np.array(cand_scores), config.max_detections,
                              config.nms_iou_threshold, config.score_threshold, len(cand_scores))
