@@ -106,6 +106,7 @@ class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
             "name": self.name,
         }
 
+
 @keras.saving.register_keras_serializable(package="tfzoo")
 class L2SGD(keras.optimizers.SGD):
     """Momentum SGD with L2 weight decay added to the gradient (``g + l2 * w``), which is
@@ -151,6 +152,7 @@ class L2SGD(keras.optimizers.SGD):
 #: Variable dtypes :class:`FusedAdamW` updates with TensorFlow's fused kernels (others take
 #: Keras' path).
 _FUSED_ADAM_DTYPES = (tf.float32, tf.float64)
+
 
 @keras.saving.register_keras_serializable(package="tfzoo")
 class FusedAdamW(keras.optimizers.AdamW):
@@ -217,10 +219,12 @@ class FusedAdamW(keras.optimizers.AdamW):
             grad=tf.cast(gradient, dtype), use_locking=False, use_nesterov=False,
         )
 
+
 def make_schedule(config, total_steps):
     """The :class:`WarmupDecaySchedule` of ``config`` over ``total_steps`` (warm-up capped)."""
     warmup = min(int(config.warmup_steps), int(MAX_WARMUP_FRACTION * total_steps))
     return WarmupDecaySchedule(config.learning_rate, total_steps, max(warmup, 0), config.lr_schedule)
+
 
 def make_optimizer(config, schedule):
     """The optimizer named by ``config.optimizer`` driven by ``schedule``."""

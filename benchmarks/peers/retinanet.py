@@ -50,6 +50,7 @@ def prior_bias(probability):
 
     return tfzoo_prior_bias(probability)
 
+
 def calibrate_class_head(layer, class_logits, candidates, threshold=SCORE_THRESHOLD, spread=LOGIT_SPREAD):
     """Gives a random class head the score statistics of a trained one, on the benchmark image.
 
@@ -71,6 +72,7 @@ def calibrate_class_head(layer, class_logits, candidates, threshold=SCORE_THRESH
     shift = prior_bias(threshold) - cut  # the logit whose sigmoid is ``threshold``
     layer.bias.assign(layer.bias.numpy() + np.float32(shift))
     return {"kernel_scale": scale, "bias_shift": shift}
+
 
 def candidate_counts(logits, threshold=SCORE_THRESHOLD):
     """``(pairs, anchors)``: (anchor, class) pairs and anchors with a score above ``threshold``."""

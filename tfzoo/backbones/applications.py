@@ -43,6 +43,7 @@ WITH_ALPHA = ("mobilenet_v2",)
 class WeightsUnavailableError(OSError):
     """The ImageNet weights could not be downloaded (no network, a proxy, a full disk)."""
 
+
 def _application(constructor, weights, input_shape, **kwargs):
     """``keras.applications.<constructor>`` without its classifier, quietly: the download
     note goes to stderr (stdout is for results), the warning that ImageNet weights for a

@@ -52,6 +52,7 @@ def with_batchnorm(model, layer_class=None, momentum=None, drop_conv_bias=False,
         copy.get_layer(layer.name).set_weights(weights)
     return copy
 
+
 def _feeds_only_batchnorm(layer):
     """The batch-norm layer that is the only consumer of ``layer``'s one output, else None."""
     if len(layer._inbound_nodes) != 1 or len(layer._outbound_nodes) != 1:
@@ -60,6 +61,7 @@ def _feeds_only_batchnorm(layer):
     if isinstance(consumer, keras.layers.BatchNormalization) and consumer.axis in (-1, 3):
         return consumer
     return None
+
 
 def _conv_bias_folds(model):
     """``{conv name: batch-norm name}`` for the convolutions :func:`with_batchnorm` can

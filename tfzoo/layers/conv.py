@@ -30,11 +30,13 @@ def portable_convolutions(model):
         for layer, value in zip(convs, previous):
             layer.grouped_inference = value
 
+
 def _grouped_inference_host():
     """Whether this process runs TF's oneDNN CPU kernels on x86 with no GPU visible."""
     return (platform.machine().lower() in ("x86_64", "amd64")
             and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
             and not tf.config.list_logical_devices("GPU"))
+
 
 @keras.saving.register_keras_serializable(package="tfzoo")
 class Conv2D(keras.layers.Conv2D):
@@ -84,6 +86,7 @@ class Conv2D(keras.layers.Conv2D):
                 and height is not None and width is not None
                 and height * width * (self.filters // 256) ** 2 >= GROUPED_MIN_PIXELS
                 and _grouped_inference_host())
+
 
 def output_kernel(layer):
     """The kernel that scales a head conv's output linearly: ``kernel`` of a convolution,

@@ -46,6 +46,7 @@ class ImageNormalization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
 
+
 @keras.saving.register_keras_serializable(package="tfzoo")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """``keras.layers.BatchNormalization`` computed by TensorFlow's fused kernel.

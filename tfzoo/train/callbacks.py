@@ -10,6 +10,7 @@ import keras
 
 from tfzoo.train.distribute import optimizer_step
 
+
 def _info(verbose, message):
     if verbose:
         print(f"tfzoo: {message}", file=sys.stderr, flush=True)
@@ -37,6 +38,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.stopped = f"non-finite loss ({loss}) at step {step} (optimizer iteration), epoch {self._epoch + 1}"
             self.model.stop_training = True
 
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the batch that ends past ``deadline`` (``time.monotonic()``)."""
 
@@ -51,6 +53,7 @@ class TimeBudget(keras.callbacks.Callback):
             step = optimizer_step(self.model)
             self.stopped = f"time budget of {self.minutes:g} minutes spent at step {step}"
             self.model.stop_training = True
+
 
 class _Checkpoint(keras.callbacks.Callback):
     """After every epoch (unless the loss went non-finite): model.keras, state.json, and
@@ -165,11 +168,13 @@ class TrainingProgress(keras.callbacks.Callback):
             self._bar.close()
             self._bar = None
 
+
 def _isatty(stream):
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
 
 class _Replan(keras.callbacks.Callback):
     """With a time budget, after every epoch from the second on: fits the plan to the time
@@ -213,9 +218,11 @@ class _Replan(keras.callbacks.Callback):
         if completed >= self.planned:
             self.model.stop_training = True
 
+
 def warmup_epochs(schedule, steps_per_epoch):
     """Whole epochs that hold ``schedule``'s warm-up: the shortest plan it can end after."""
     return -(-schedule.warmup_steps // steps_per_epoch)
+
 
 def plan_epochs(budget_s, first_epoch_s, epoch_s, max_epochs=None):
     """Epochs (>= 1) that fit in ``budget_s`` seconds when the first took ``first_epoch_s``
@@ -223,6 +230,7 @@ def plan_epochs(budget_s, first_epoch_s, epoch_s, max_epochs=None):
     more = int(max(0.0, budget_s - first_epoch_s) // epoch_s) if epoch_s > 0 else 0
     total = 1 + more
     return min(total, int(max_epochs)) if max_epochs else total
+
 
 def _epoch_seconds(timing, steps_per_epoch, epoch_end_overhead):
     """Steady-state epoch time from one epoch's (first, last batch end, batches) timing:

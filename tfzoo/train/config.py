@@ -26,6 +26,7 @@ def _setting_keys(settings):
     """Config fields named in ``["key=value", ...]`` (``with_settings`` parses the values)."""
     return {item.partition("=")[0].strip() for item in settings or ()}
 
+
 def resolve_config(model, class_names, *, image_size=None, batch_size=None, epochs=None, settings=(),
                    backbone_weights=FROM_CONFIG):
     """The config a run trains with: the preset, ``settings``, the data's classes, the
@@ -57,6 +58,7 @@ def resolve_config(model, class_names, *, image_size=None, batch_size=None, epoc
     if config.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}")
     return config
+
 
 def _requested_fields(settings, image_size, batch_size, epochs):
     """Config fields a call sets explicitly (what a resume must agree with)."""

@@ -21,6 +21,7 @@ def _specs(data):
         raise ValueError(f"data must be a dataset spec string or a list of them, got {data!r}")
     return specs
 
+
 def _class_names(specs):
     names = tfzoo.data.class_names(specs[0])
     for spec in specs[1:]:
@@ -29,12 +30,14 @@ def _class_names(specs):
             raise ValueError(f"{spec} has other classes than {specs[0]}: {other} vs {names}")
     return list(names)
 
+
 def _load(specs, split):
     dataset = None
     for spec in specs:
         part = tfzoo.data.load(spec, split)
         dataset = part if dataset is None else dataset.concatenate(part)
     return dataset
+
 
 def split_exists(spec, split):
     """Whether dataset ``spec`` has a split ``split`` (how each reader names its splits:
@@ -64,6 +67,7 @@ def split_exists(spec, split):
         return True
     wanted = [re.sub(r"\[.*\]$", "", part.strip()) for part in split.split("+")]
     return all(name in known for name in wanted)
+
 
 def count_examples(specs, split, dataset):
     """Examples in ``dataset`` (split ``split`` of ``specs``): its cardinality when known;

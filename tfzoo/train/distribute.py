@@ -33,6 +33,7 @@ def make_strategy(name):
             ) from error
     raise ValueError(f"unknown strategy {name!r}; known strategies: {', '.join(STRATEGIES)}")
 
+
 def is_chief(strategy):
     """True on the worker that writes files: no cluster, the ``chief`` task, or worker 0
     of a cluster without a chief."""
@@ -42,9 +43,11 @@ def is_chief(strategy):
         return True
     return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
+
 def optimizer_step(model):
     """The optimizer's iteration count as an int (also for a distributed variable)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
 
 def _workers(strategy):
     """Number of worker machines of a multi-worker strategy (1 otherwise)."""
@@ -54,9 +57,11 @@ def _workers(strategy):
     jobs = resolver.cluster_spec().as_dict()
     return sum(len(jobs.get(job, ())) for job in ("chief", "worker"))
 
+
 def mixed_policy_name():
     """``mixed_float16`` with a GPU, else ``mixed_bfloat16``."""
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
 
 def cpu_has_amx(cpuinfo="/proc/cpuinfo"):
     """Whether this machine's CPU has AMX bfloat16 tiles (Intel Sapphire Rapids and later),
@@ -66,6 +71,7 @@ def cpu_has_amx(cpuinfo="/proc/cpuinfo"):
             return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
     except OSError:  # not Linux
         return False
+
 
 @contextlib.contextmanager
 def precision(policy):

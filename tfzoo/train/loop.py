@@ -52,6 +52,7 @@ class TrainResult:
     history: dict = dataclasses.field(default_factory=dict)  # per-epoch logs (loss, cls_loss ...)
     diagnostics: dict | None = None  # train-sample AP, verdict, confused pairs (also in metrics.json)
 
+
 class _Run:
     """State shared by the callbacks: the directory, the plan, the evaluation set."""
 
@@ -166,6 +167,7 @@ class _Run:
 #: Training images :func:`_check_flips` looks at.
 MIRROR_CHECK_IMAGES = 300
 
+
 def _check_flips(config, dataset, names, where, explicit):
     """The config to train with, flips decided: where, mirrored, some classes look like
     others (:mod:`tfzoo.data.mirror`, on the first :data:`MIRROR_CHECK_IMAGES` training
@@ -190,6 +192,7 @@ def _check_flips(config, dataset, names, where, explicit):
                   "'tfzoo inspect' shows the figures")
     return config.replace(flip=False)
 
+
 def _augment_text(config):
     """``"scale_jitter with horizontal flips (--no-flip turns them off)"`` or ``"... without ..."``."""
     augment = getattr(config, "augment", "none")
@@ -198,6 +201,7 @@ def _augment_text(config):
     if getattr(config, "flip", True):
         return f"{augment} with horizontal flips (--no-flip turns them off)"
     return f"{augment} without horizontal flips"
+
 
 def _build(model, config):
     """Builds preset ``model`` with ``config``; ImageNet weights that cannot be downloaded
@@ -213,6 +217,7 @@ def _build(model, config):
         warnings.warn(f"could not download the backbone's ImageNet weights ({reason}); training from random "
                       f"initialization (--set backbone_weights=null says so explicitly)")
         return MODELS[model](**config.replace(backbone_weights=None).to_dict())
+
 
 def train(model, data, split="train", val_split="val", image_size=None, batch_size=None, epochs=None,
           minutes=None, out=None, resume=False, settings=(), strategy="default", mixed_precision=False,
@@ -394,6 +399,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         finally:
             rundir.cleanup()
 
+
 def _run_stages(run, train_set, config, verbose):
     """The detector's stages after ``fit`` (:attr:`Detector.stages`), in order, each
     checkpointed when it ends and recorded in ``state.json`` (``stages``: name -> its
@@ -470,6 +476,7 @@ def _resume_config(out, model, names, settings, image_size, batch_size, epochs, 
         raise ValueError(f"cannot resume {out} with mixed precision: it was trained in float32")
     return saved, state
 
+
 def _finished(out, state, started):
     model_path = os.path.join(out, MODEL_FILE)
     warnings.warn(f"{out}: the run already finished ({state.get('epoch')} epochs, step {state.get('step')}); "
@@ -481,6 +488,7 @@ def _finished(out, state, started):
                        state.get("stopped"), time.monotonic() - started, True,
                        int(state.get("planned_epochs", 0)), int(state.get("steps_per_epoch", 0)))
 
+
 def _tensorboard(log_dir):
     """``[keras.callbacks.TensorBoard(log_dir)]``, or ``[]`` with a warning when the
     ``tensorboard`` package (which TensorFlow >= 2.20 no longer installs) is missing."""
@@ -488,6 +496,7 @@ def _tensorboard(log_dir):
         warnings.warn(f"TensorBoard is not installed, so {log_dir} stays empty; pip install tensorboard")
         return []
     return [keras.callbacks.TensorBoard(log_dir)]
+
 
 def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes, eval_every_epoch,
          seed, verbose, dist, extra_callbacks, started, max_epochs, cache=False, checkpoint_minutes=None):

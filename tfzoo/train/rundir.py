@@ -20,6 +20,7 @@ def _read_json(path):
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
+
 class _RunDir:
     """The training directory; workers other than the chief write to a temp folder."""
 
