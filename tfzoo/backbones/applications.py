@@ -44,7 +44,7 @@ class WeightsUnavailableError(OSError):
     """The ImageNet weights could not be downloaded (no network, a proxy, a full disk)."""
 
 
-def _application(constructor, weights, input_shape, **kwargs):
+def _application(constructor, weights, input_shape, include_top=False, **kwargs):
     """``keras.applications.<constructor>`` without its classifier, quietly: the download
     note goes to stderr (stdout is for results), the warning that ImageNet weights for a
     224 input are used at another size is dropped (the convolutions do not depend on the
@@ -54,7 +54,7 @@ def _application(constructor, weights, input_shape, **kwargs):
         with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
             warnings.filterwarnings("ignore", message=r"`input_shape` is undefined or non-square")
             return getattr(keras.applications, constructor)(
-                include_top=False, weights=weights, input_shape=input_shape, **kwargs
+                include_top=include_top, weights=weights, input_shape=input_shape, **kwargs
             )
     except Exception as error:
         if weights != "imagenet" or not ("URL fetch failure" in str(error) or isinstance(error, OSError)):

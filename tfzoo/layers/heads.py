@@ -1,4 +1,5 @@
-"""Dense prediction heads shared across pyramid levels (RetinaNet, SSD, RPN)."""
+"""Dense prediction heads: shared across pyramid levels (RetinaNet, RPN: :func:`dense_head`)
+or one per feature map (SSD: :func:`per_map_head`)."""
 from __future__ import annotations
 
 import keras
@@ -57,3 +58,33 @@ def dense_head(levels, outputs_per_anchor, num_anchors, channels, num_convs, bia
     if len(per_level) == 1:
         return per_level[0]
     return keras.layers.Concatenate(axis=1, name=f"{name}_concat", dtype="float32")(per_level)
+
+
+def per_map_head(maps, outputs_per_anchor, anchors_per_map, separable=False, bias_init="zeros", name="head"):
+    """SSD's heads: one 3x3 convolution per feature map (its own weights; maps differ in
+    channels) with ``anchors_per_map[k] * outputs_per_anchor`` outputs, reshaped and
+    concatenated in map order.
+
+    ``separable=True``: SSDLite's depthwise 3x3 + 1x1 (Sandler et al. 2018). The output
+    convs and the reshapes run in float32 (mixed-precision safe).
+
+    Returns:
+      ``[B, sum_k H_k * W_k * anchors_per_map[k], outputs_per_anchor]`` float32,
+      anchor-major within each location (matching :func:`tfzoo.ops.anchors.ssd_default_boxes`).
+    """
+    if len(maps) != len(anchors_per_map):
+        raise ValueError(f"one anchor count per map: {len(anchors_per_map)} for {len(maps)} maps")
+    per_map = []
+    for k, (x, anchors) in enumerate(zip(maps, anchors_per_map)):
+        filters = int(anchors) * outputs_per_anchor
+        if separable:
+            conv = keras.layers.SeparableConv2D(filters, 3, padding="same", dtype="float32",
+                                                bias_initializer=bias_init, name=f"{name}_{k}")
+        else:
+            conv = Conv2D(filters, 3, padding="same", dtype="float32", bias_initializer=bias_init,
+                          name=f"{name}_{k}")
+        per_map.append(keras.layers.Reshape((-1, outputs_per_anchor), dtype="float32",
+                                            name=f"{name}_reshape{k}")(conv(x)))  # [B, H*W*anchors, D]
+    if len(per_map) == 1:
+        return per_map[0]
+    return keras.layers.Concatenate(axis=1, dtype="float32", name=f"{name}_concat")(per_map)

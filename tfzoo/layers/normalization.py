@@ -85,3 +85,31 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
                 is_training=False)[0]
         return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class L2Normalization(keras.layers.Layer):
+    """SSD's conv4_3 normalization (Liu et al. 2016, section 3.1, from ParseNet): each
+    position's channel vector scaled to unit L2 norm, then by a learned per-channel scale
+    initialised at ``scale`` (20): conv4_3's activations are on another scale than the
+    later maps'. Computed in float32."""
+
+    def __init__(self, scale=20.0, epsilon=1e-10, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(name="gamma", shape=(input_shape[-1],),
+                                     initializer=keras.initializers.Constant(self.scale), trainable=True)
+
+    def call(self, inputs):
+        x = tf.cast(inputs, tf.float32)
+        norm = tf.sqrt(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return tf.cast(x / norm * tf.cast(self.gamma, tf.float32), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "epsilon": self.epsilon}
