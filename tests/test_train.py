@@ -1032,7 +1032,7 @@ def _script(name):
     return module
 
 
-@pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc"])
+@pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc"])
 def test_recipe_script_help_works_offline(name):
     done = subprocess.run([sys.executable, str(ROOT / "train_scripts" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
@@ -1060,6 +1060,21 @@ def test_coco_script_holds_the_paper_recipe():
     assert _lr(schedule, 78_848) == pytest.approx(1e-4)
     assert script.PROTOCOL.data == "tfds:coco/2017" and script.PROTOCOL.val_split == "validation"
     assert script.PROTOCOL.metric == "AP"
+
+
+@pytest.mark.parametrize("name, size", [("ssd300_voc", 300), ("ssd512_voc", 512)])
+def test_ssd_scripts_hold_the_papers_schedule(name, size):
+    """60k iterations at batch 32 over VOC 07+12: 40k at 1e-3, 10k at 1e-4, 10k at 1e-5."""
+    script = _script(name)
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(20)], image_size=size, settings=script.SETTINGS)
+    assert (config.backbone, config.backbone_weights, config.image_size) == ("vgg16", "imagenet", size)
+    assert (config.batch_size, config.learning_rate, config.weight_decay, config.augment) == (32, 1e-3, 5e-4, "ssd")
+    steps = 16_551 // 32
+    schedule = T.make_schedule(config, config.epochs * steps)
+    assert schedule.total_steps == 116 * 517 == 59_972  # the paper's 60k
+    assert _lr(schedule, 39_980) == pytest.approx(1e-3) and _lr(schedule, 39_981) == pytest.approx(1e-4)
+    assert _lr(schedule, 49_977) == pytest.approx(1e-5)
+    assert script.PROTOCOL.metric == "voc07_mAP"
 
 
 def test_voc_script_trains_on_07_plus_12_and_tests_on_07():

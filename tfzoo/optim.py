@@ -221,9 +221,12 @@ class FusedAdamW(keras.optimizers.AdamW):
 
 
 def make_schedule(config, total_steps):
-    """The :class:`WarmupDecaySchedule` of ``config`` over ``total_steps`` (warm-up capped)."""
+    """The :class:`WarmupDecaySchedule` of ``config`` over ``total_steps`` (warm-up capped;
+    step decays at the config's ``lr_decay_at`` fractions of training)."""
     warmup = min(int(config.warmup_steps), int(MAX_WARMUP_FRACTION * total_steps))
-    return WarmupDecaySchedule(config.learning_rate, total_steps, max(warmup, 0), config.lr_schedule)
+    decay_at = tuple(getattr(config, "lr_decay_at", STEP_DECAY_AT))
+    return WarmupDecaySchedule(config.learning_rate, total_steps, max(warmup, 0), config.lr_schedule,
+                               decay_at=decay_at)
 
 
 def make_optimizer(config, schedule):

@@ -53,7 +53,7 @@ def build_parser(doc, out, image_size, epochs):
     parser.add_argument("--batch-size", type=int, default=None,
                         help="global batch (default: 16, the recipe's); the learning rate scales with it")
     parser.add_argument("--image-size", type=int, default=image_size,
-                        help="square input size, a multiple of 32 (default: %(default)s)")
+                        help="square input size (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help=f"override the recipe's {epochs} epochs")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--overwrite", action="store_true", help="start a new run over the one in --out")

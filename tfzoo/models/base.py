@@ -195,6 +195,9 @@ class TrainingRecipe:
     warmup_steps: int = 500
     lr_schedule: str = "step"
     epochs: int = 12
+    # Fractions of training where the step schedule multiplies the rate by 0.1 (the
+    # RetinaNet paper's 60k and 80k of 90k iterations; SSD's 40k and 50k of 60k: 2/3, 5/6).
+    lr_decay_at: tuple[float, ...] = (2.0 / 3.0, 8.0 / 9.0)
 
 
 @dataclasses.dataclass(frozen=True)
