@@ -33,7 +33,7 @@ def test_demo_writes_every_artifact(demo_run):
 
 def test_demo_trains_mixed_and_ships_float32(demo_run):
     out, summary = demo_run
-    assert summary["precision"].endswith("FPN and heads, float32 backbone")
+    assert summary["precision"].endswith("after the backbone, float32 backbone")
     assert "backbone_dtype=float32" in summary["settings"]
     state = json.load(open(os.path.join(out, "train", "state.json")))
     assert state["precision"] in ("mixed_bfloat16", "mixed_float16")
@@ -170,8 +170,9 @@ def test_demo_takes_any_cpu_preset_from_one_table(monkeypatch, capsys):
     monkeypatch.setattr(tfzoo.demo, "DEMOS", {})
     bare = tfzoo.demo.demo_recipe("retinanet_mobile")
     assert bare.out == "saved_models/retinanet_mobile_shapes" and bare.settings == () and bare.serve_size is None
-    with pytest.raises(ValueError, match=r"'retinanet' is not one \(CPU presets: retinanet_mobile\)"):
+    assert tfzoo.demo.demo_recipe("ssd_mobile").out == "saved_models/ssd_mobile_shapes"
+    with pytest.raises(ValueError, match=r"'retinanet' is not one \(CPU presets: retinanet_mobile, ssd_mobile\)"):
         tfzoo.demo.demo_recipe("retinanet")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["demo", "--model", "retinanet_r101"])
-    assert exit_info.value.code == 2 and "CPU presets: retinanet_mobile" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "CPU presets: retinanet_mobile, ssd_mobile" in capsys.readouterr().err
