@@ -42,6 +42,23 @@ VOC0712 = Protocol("VOC 07+12", ("tfds:voc/2007", "tfds:voc/2012"), "train+valid
 VOC07 = Protocol("VOC 2007", "tfds:voc/2007", "train+validation", None, "test", "voc07_mAP")
 PROTOCOLS = {"coco": COCO, "voc0712": VOC0712, "voc07": VOC07}
 
+#: SSD's VOC07+12 recipe (Liu et al. 2016, section 3), SSD300's and SSD512's alike: the
+#: reduced VGG-16 with ImageNet weights, the SSD augmentation, batch 32 (the presets'), SGD
+#: 1e-3 momentum 0.9, weight decay 5e-4, 60k iterations (116 epochs of 16,551 images)
+#: decayed x0.1 at 40k and 50k. Pinned here against changes of the presets.
+SSD_VOC_SETTINGS = (
+    "backbone=vgg16",
+    "backbone_weights=imagenet",
+    "optimizer=sgd",
+    "momentum=0.9",
+    "weight_decay=0.0005",
+    "warmup_steps=500",
+    "lr_schedule=step",
+    "lr_decay_at=[0.6666666666666666, 0.8333333333333334]",
+    "epochs=116",
+    "augment=ssd",
+)
+
 
 def build_parser(doc, out, image_size, epochs):
     """The recipe scripts' argument parser; ``doc`` is the script's description."""

@@ -144,23 +144,11 @@ class RetinaNetEncoder(Encoder):
         )
 
     def box_targets(self, ground_truth):
-        boxes = ground_truth[schema.BOXES]  # [G, 4]
-        classes = ground_truth[schema.CLASSES]  # [G]
-        special = ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT]
-        valid = (classes >= 0) & ~special
-        similarity = box_ops.iou(self.anchors, boxes)  # [A, G]
-        matches = self.matcher(similarity, gt_valid=valid)  # [A]
-        target_classes = matcher_ops.gather_matched(classes, matches, fill_value=matcher_ops.BACKGROUND)
-        target_classes = tf.where(matches == matcher_ops.IGNORE, matcher_ops.IGNORE, target_classes)
-        special_similarity = tf.where(special[None, :], similarity, 0.0)  # [A, G]
-        zero_column = tf.zeros_like(similarity[:, :1])  # keeps the max defined when G == 0
-        special_overlap = tf.reduce_max(tf.concat([special_similarity, zero_column], axis=1), axis=1)  # [A]
-        ignore_special = (target_classes == matcher_ops.BACKGROUND) & (special_overlap >= self.config.negative_iou)
-        target_classes = tf.where(ignore_special, matcher_ops.IGNORE, target_classes)
-        matched_boxes = matcher_ops.gather_matched(boxes, matches, fill_value=0.0)  # [A, 4]
-        deltas = box_coder.encode(matched_boxes, self.anchors, self.config.box_weights)  # [A, 4]
-        deltas = tf.where((matches >= 0)[:, None], deltas, 0.0)
-        return {BOX_DELTAS: deltas, CLASSES: tf.cast(target_classes, tf.int32)}
+        classes, deltas = matcher_ops.anchor_targets(
+            self.matcher, self.anchors, ground_truth[schema.BOXES], ground_truth[schema.CLASSES],
+            ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT], self.config.box_weights,
+            special_iou=self.config.negative_iou)
+        return {BOX_DELTAS: deltas, CLASSES: classes}
 
 
 PRESETS = {

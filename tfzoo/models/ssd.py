@@ -189,21 +189,11 @@ class SSDEncoder(Encoder):
         self.matcher = matcher_ops.SSD
 
     def box_targets(self, ground_truth):
-        boxes, classes = ground_truth[schema.BOXES], ground_truth[schema.CLASSES]
-        special = ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT]
-        valid = (classes >= 0) & ~special
-        similarity = box_ops.iou(self.anchors, boxes)  # [A, G]
-        matches = self.matcher(similarity, gt_valid=valid)  # [A]
-        target_classes = matcher_ops.gather_matched(classes, matches, fill_value=matcher_ops.BACKGROUND)
-        # A background box overlapping a crowd or difficult object is no negative either.
-        special_overlap = tf.reduce_max(tf.concat([tf.where(special[None, :], similarity, 0.0),
-                                                   tf.zeros_like(similarity[:, :1])], axis=1), axis=1)  # [A]
-        ignore = (matches < 0) & (special_overlap >= 0.5)
-        target_classes = tf.where(ignore, matcher_ops.IGNORE, target_classes)
-        matched_boxes = matcher_ops.gather_matched(boxes, matches, fill_value=0.0)  # [A, 4]
-        deltas = box_coder.encode(matched_boxes, self.anchors, self.config.box_weights)  # [A, 4]
-        deltas = tf.where((matches >= 0)[:, None], deltas, 0.0)
-        return {BOX_DELTAS: deltas, CLASSES: tf.cast(target_classes, tf.int32)}
+        # A background box overlapping a crowd or difficult object by 0.5 is no negative either.
+        classes, deltas = matcher_ops.anchor_targets(
+            self.matcher, self.anchors, ground_truth[schema.BOXES], ground_truth[schema.CLASSES],
+            ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT], self.config.box_weights, special_iou=0.5)
+        return {BOX_DELTAS: deltas, CLASSES: classes}
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")

@@ -181,3 +181,37 @@ def gather_matched(values, matches, fill_value=0):
     padded = tf.concat([values, tf.fill(fill_shape, tf.cast(fill_value, values.dtype))], axis=batch_dims)
     indices = tf.where(matches >= 0, tf.cast(matches, tf.int32), num_gt)  # [..., A]
     return tf.gather(padded, indices, axis=batch_dims, batch_dims=batch_dims)  # [..., A, *D]
+
+
+def anchor_targets(matcher, anchors, boxes, classes, special, box_weights, special_iou):
+    """Per-anchor training targets of one image: the shared recipe of the anchor encoders
+    (RetinaNet, SSD, the RPN).
+
+    Ground truth ``boxes [G, 4]`` / ``classes [G]`` (negative: padding) with ``special
+    [G]`` (crowd or difficult: never a positive) are matched to ``anchors [A, 4]`` by
+    ``matcher`` on IoU. A background anchor overlapping a special object by
+    ``special_iou`` or more becomes IGNORE (neither positive nor negative, as Detectron
+    treats crowd regions). Positives' boxes are encoded with ``box_weights``
+    (:func:`tfzoo.ops.box_coder.encode`); other anchors' deltas are 0.
+
+    Returns:
+      ``(classes int32 [A]`` (class id, BACKGROUND or IGNORE), ``deltas float32 [A, 4])``.
+    """
+    from tfzoo.ops import box_coder  # noqa: PLC0415  (matcher itself needs neither)
+    from tfzoo.ops import boxes as box_ops  # noqa: PLC0415
+
+    classes = tf.cast(classes, tf.int32)
+    special = tf.cast(special, tf.bool)
+    similarity = box_ops.iou(anchors, boxes)  # [A, G]
+    matches = matcher(similarity, gt_valid=(classes >= 0) & ~special)  # [A]
+    target_classes = gather_matched(classes, matches, fill_value=BACKGROUND)
+    target_classes = tf.where(matches == IGNORE, IGNORE, target_classes)
+    special_similarity = tf.where(special[None, :], similarity, 0.0)  # [A, G]
+    zero_column = tf.zeros_like(similarity[:, :1])  # keeps the max defined when G == 0
+    special_overlap = tf.reduce_max(tf.concat([special_similarity, zero_column], axis=1), axis=1)  # [A]
+    target_classes = tf.where((target_classes == BACKGROUND) & (special_overlap >= special_iou), IGNORE,
+                              target_classes)
+    matched_boxes = gather_matched(boxes, matches, fill_value=0.0)  # [A, 4]
+    deltas = box_coder.encode(matched_boxes, anchors, box_weights)  # [A, 4]
+    deltas = tf.where((matches >= 0)[:, None], deltas, 0.0)
+    return tf.cast(target_classes, tf.int32), deltas
