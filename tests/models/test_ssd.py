@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tfzoo
+import tfzoo.data
 from tfzoo.backbones import vgg
 from tfzoo.data import schema
 from tfzoo.layers import L2Normalization
@@ -154,3 +155,21 @@ def test_tfzoo_train_runs_ssd_with_no_ssd_specific_flag(tmp_path):
                      settings=settings, val_data="shapes:4", diagnostics=False, verbose=0)
     assert result.finished and result.steps == 2 and np.isfinite(result.history["loss"]).all()
     assert result.detector.config.augment == "ssd" and set(result.metrics) >= {"AP", "AP50"}
+
+
+@pytest.mark.slow
+def test_int8_export_keeps_the_softmax_scores_float(tmp_path):
+    """The int8 TFLite file quantizes the network and keeps the decoder float32: the class
+    probabilities never pass through an int8 grid (a slice of the softmax's output was
+    quantized with it until the decoder sliced the logits instead)."""
+    from tfzoo.export import export_tflite, load_model
+    from tfzoo.export.tflite import decoder_requantizations, op_input_types
+
+    detector = _tiny()
+    images = tfzoo.data.pipeline(tfzoo.data.load("shapes:4", "train"), detector, 1, training=False)
+    path = export_tflite(detector, str(tmp_path / "int8.tflite"), quantize="int8", calibration_images=images)
+    model_bytes = (tmp_path / "int8.tflite").read_bytes()
+    assert not decoder_requantizations(model_bytes)
+    types = op_input_types(model_bytes)
+    assert "INT8" in types["CONV_2D"] and types["EXP"] == {"FLOAT32"}
+    assert load_model(path).detect(np.zeros([1, 64, 64, 3], np.float32))["num_detections"].shape == (1,)

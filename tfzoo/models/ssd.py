@@ -265,7 +265,11 @@ class SSD(Detector):
 
     def decode(self, outputs):
         config = self.config
-        scores = tf.nn.softmax(tf.cast(outputs[CLASS_LOGITS], tf.float32))[..., :-1]  # [B, A, K]
+        # Softmax over K + 1, background dropped: exp(l_k - logsumexp(l)) for the K classes.
+        # The slice runs on the head's output, not on the probabilities: an int8 export
+        # quantizes a slice with its input, and the probabilities must stay float32.
+        logits = tf.cast(outputs[CLASS_LOGITS], tf.float32)  # [B, A, K + 1]
+        scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, A, K]
         deltas = tf.cast(outputs[BOX_DELTAS], tf.float32)  # [B, A, 4]
         boxes = box_ops.clip(box_coder.decode(deltas, tf.cast(self.anchors, tf.float32), config.box_weights))
         return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
