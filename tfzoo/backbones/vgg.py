@@ -29,7 +29,7 @@ FC_SUBSAMPLE = 4
 FC_SPATIAL_STEP = 3
 
 
-def vgg16_ssd(image_size, weights=None):
+def vgg16_ssd(image_size, weights=None, name="vgg16_ssd"):
     """``(model, {"conv4_3": [B, H/8, W/8, 512], "fc7": [B, H/16, W/16, 1024]})`` (see the module doc).
 
     ``weights``: ``None`` (random), ``"imagenet"`` (keras.applications' VGG-16 classifier,
@@ -48,7 +48,7 @@ def vgg16_ssd(image_size, weights=None):
     x = keras.layers.MaxPooling2D(3, 1, padding="same", name="pool5")(x)
     x = Conv2D(1024, 3, padding="same", dilation_rate=6, activation="relu", name="fc6")(x)
     maps["fc7"] = Conv2D(1024, 1, activation="relu", name="fc7")(x)
-    model = keras.Model(inputs, maps, name="vgg16_ssd")
+    model = keras.Model(inputs, maps, name=name)
     if weights == "imagenet":
         from tfzoo.backbones.applications import _application  # noqa: PLC0415
 

@@ -184,7 +184,7 @@ class SSDEncoder(Encoder):
         self.config = config
         self.image_size = (config.image_size, config.image_size)
         self.augment = config.augment
-        self.flip = getattr(config, "flip", True)
+        self.flip = config.flip
         self.anchors = tf.constant(anchors, tf.float32)
         self.matcher = matcher_ops.SSD
 
@@ -219,8 +219,7 @@ class SSD(Detector):
             if config.backbone == VGG_SSD:
                 if config.backbone_alpha != 1.0:
                     raise ValueError("backbone_alpha does not apply to the VGG-16 trunk")
-                trunk, _ = vgg16_ssd((size, size), config.backbone_weights)
-                trunk = keras.Model(trunk.input, trunk.output, name="backbone")
+                trunk, _ = vgg16_ssd((size, size), config.backbone_weights, name="backbone")
                 normalize = layers.ImageNormalization("caffe", name="normalize")
             else:
                 trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,

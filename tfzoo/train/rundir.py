@@ -99,13 +99,14 @@ def check_new_run(out, overwrite):
     ``overwrite``; nothing is deleted here (see :func:`_start_over`)."""
     if os.path.lexists(out) and not os.path.isdir(out):
         raise RunDirError(f"{out}: exists and is not a folder; choose another --out")
-    if overwrite or not os.path.isdir(out) or not os.listdir(out):
+    held = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if overwrite or not held:
         return
     if is_run(out):
         raise RunDirError(f"{out} holds {describe_run(out)}: --resume continues it, --overwrite starts a new run "
                           f"over it, or choose another --out")
-    raise RunDirError(f"{out} is not empty and holds no tfzoo run ({', '.join(sorted(os.listdir(out))[:3])}"
-                      f"{' ...' if len(os.listdir(out)) > 3 else ''}): choose another --out, or --overwrite to write "
+    raise RunDirError(f"{out} is not empty and holds no tfzoo run ({', '.join(held[:3])}"
+                      f"{' ...' if len(held) > 3 else ''}): choose another --out, or --overwrite to write "
                       f"the run's files into it")
 
 
