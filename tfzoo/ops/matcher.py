@@ -20,6 +20,9 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfzoo.ops import box_coder
+from tfzoo.ops import boxes as box_ops
+
 #: Match value of an anchor/proposal assigned to background (a negative).
 BACKGROUND = -1
 #: Match value of an anchor/proposal that contributes no loss.
@@ -197,9 +200,6 @@ def anchor_targets(matcher, anchors, boxes, classes, special, box_weights, speci
     Returns:
       ``(classes int32 [A]`` (class id, BACKGROUND or IGNORE), ``deltas float32 [A, 4])``.
     """
-    from tfzoo.ops import box_coder  # noqa: PLC0415  (matcher itself needs neither)
-    from tfzoo.ops import boxes as box_ops  # noqa: PLC0415
-
     classes = tf.cast(classes, tf.int32)
     special = tf.cast(special, tf.bool)
     similarity = box_ops.iou(anchors, boxes)  # [A, G]
