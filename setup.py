@@ -37,7 +37,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist"],
-        "bench": ["keras-hub"],
+        # The peers of benchmarks/bench_model.py: KerasHub's RetinaNet, torchvision's SSD300.
+        "bench": ["keras-hub", "torch", "torchvision"],
     },
     entry_points={"console_scripts": ["tfzoo=tfzoo.cli:main"]},
     classifiers=[

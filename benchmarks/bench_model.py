@@ -3,7 +3,8 @@ input pipeline.
 
 ``--model`` picks the preset (default ``retinanet``), ``--mobile-model`` the CPU preset of
 the export and pipeline parts (default ``retinanet_mobile``); what is specific to a family
-(how its random class head is calibrated, and its peer: KerasHub's RetinaNet for RetinaNet)
+(how its random class head is calibrated, and its peer: KerasHub's RetinaNet for RetinaNet,
+torchvision's ``ssd300_vgg16`` for SSD)
 lives in ``benchmarks/peers/<family>.py``. Parts (``--parts``, comma-separated; all by
 default), each measured in one run with the contenders interleaved (round-robin, order
 rotated every round) so that load from other processes falls on every side alike:
@@ -12,7 +13,8 @@ rotated every round) so that load from other processes falls on every side alike
     End-to-end predict latency at batch 1, ``--image-size`` (512), 80 classes, random
     weights, box decoding and NMS included: tfzoo ``tf.function(detector.detect)`` and
     ``detector.predict_on_batch`` against the peer's predict path, at the same decoder
-    settings (score threshold 0.05, IoU 0.5, 100 detections). Also each side's forward pass
+    settings (the family's: RetinaNet score threshold 0.05, IoU 0.5, 100 detections; SSD
+    0.01, 0.45, 200). Also each side's forward pass
     alone and its decoder alone, the forward FLOPs counted on the TF graph
     (``tf.compat.v1.profiler`` float_operation on the frozen concrete function; a
     multiply-add counts 2) and the machine's fp32 matmul FLOP/s (``--matmul-size``^2
@@ -22,10 +24,12 @@ rotated every round) so that load from other processes falls on every side alike
     detector's would (the family's adapter; it changes no compute).
 
 ``train``
-    Training images/s at batch 2, same size, 80 classes, SGD momentum 0.9: tfzoo ``fit`` on
-    ``tfzoo.data.pipeline`` batches (targets encoded in tf.data, then held in memory and
-    repeated, so the input pipeline does not limit) against the peer's ``fit`` on its own
-    input format. Per-step wall time from a callback, after a 2-step warm-up call per model.
+    Training images/s at ``--train-batch-size`` (2), same size, 80 classes, SGD momentum
+    0.9: tfzoo ``fit`` on ``tfzoo.data.pipeline`` batches (targets encoded in tf.data, then
+    held in memory and repeated, so the input pipeline does not limit) against the peer's
+    training step on its own input format (KerasHub's ``fit``; torchvision's forward with
+    targets, backward and ``torch.optim.SGD`` step). Per-step wall time, after a 2-step
+    warm-up call per model.
     tfzoo trains with its own SGD (``tfzoo.optim.L2SGD``, ``l2=0``: Keras' SGD update in one
     fused kernel per weight), the peer with ``keras.optimizers.SGD``; a third contender,
     tfzoo with ``keras.optimizers.SGD``, shows what the fused update is worth.
@@ -38,7 +42,7 @@ rotated every round) so that load from other processes falls on every side alike
     ``tfzoo.export.load_model``. AP of int8 against fp32 only with ``--trained PATH``.
 
 ``pipeline``
-    ``shapes`` through ``tfzoo.data.pipeline`` (uncached, ``scale_jitter``, the
+    ``shapes`` through ``tfzoo.data.pipeline`` (uncached, the preset's augmentation, the
     ``--mobile-model`` encoder at 320, batch 16) against its training step (``fit``, batch
     16, the preset's optimizer from ``tfzoo.optim.make_optimizer``, pre-encoded batches
     held in memory), epochs and fit calls alternating.
@@ -48,6 +52,8 @@ Usage::
     python benchmarks/bench_model.py --model retinanet --repeats 5 --json /tmp/bench.json
     python benchmarks/bench_model.py --parts export --trained saved_models/retinanet_shapes/train
     python benchmarks/bench_model.py --parts latency,train --policy mixed_bfloat16  # both sides bfloat16
+    python benchmarks/bench_model.py --model ssd300 --mobile-model ssd_mobile --image-size 300 \
+        --train-batch-size 8                                  # against torchvision's ssd300_vgg16
     python benchmarks/bench_model.py --tiny --repeats 1       # smoke test, seconds
 """
 from __future__ import annotations
@@ -87,13 +93,17 @@ def adapter_of(name):
 
 def build_tfzoo(args, name=None, **overrides):
     """Preset ``name`` (default ``--model``) with random weights (``--tiny``: its family's
-    tiny widths)."""
+    tiny widths: the adapter's ``TINY_TFZOO``, else the model class's ``tiny`` settings)."""
     import tfzoo
+    from tfzoo.models import MODELS
 
     name = name or args.model
     settings = dict(num_classes=args.num_classes, image_size=args.image_size, backbone_weights=None)
     if args.tiny:
-        settings.update(adapter_of(name).TINY_TFZOO)
+        tiny = getattr(adapter_of(name), "TINY_TFZOO", None)
+        if tiny is None:
+            tiny = {k: v for k, v in MODELS[name].detector.tiny.items() if k not in ("image_size", "num_classes")}
+        settings.update(tiny)
     settings.update(overrides)
     return tfzoo.build_model(name, **settings)
 
@@ -176,7 +186,10 @@ def part_latency(args):
     _print("latency: counting graph FLOPs ...")
     result["tfzoo"]["forward_flops"] = graph_flops(lambda x: ours(x, training=False), spec.shape)
     if peer is not None:
-        result["peer"]["forward_flops"] = graph_flops(peer.forward_fn(), spec.shape)
+        if hasattr(peer, "forward_flops"):  # a peer outside TensorFlow counts its own
+            result["peer"]["forward_flops"] = peer.forward_flops(spec.shape)
+        else:
+            result["peer"]["forward_flops"] = graph_flops(peer.forward_fn(), spec.shape)
     matmul_rates = [matmul_flops / s for s in runs[f"fp32 matmul {args.matmul_size}^2"]]
     result["matmul_flops_per_s"] = common.spread(matmul_rates)
     forward_s = result["stats_s"]["tfzoo forward only (tf.function)"]
@@ -296,18 +309,27 @@ def interleaved_fits(contenders, steps, warmup_steps, repeats):
     """``{name: [step seconds]}``: ``contenders[name] = (model, batches)`` trained in
     turns, one ``fit`` call of ``steps`` steps per round, after a ``warmup_steps`` call
     each (tracing, optimizer slots). The batches are in memory, so a call's first step
-    waits for no input."""
+    waits for no input. A contender outside Keras is a callable ``run(steps) -> [step
+    seconds]`` with a ``last_logs`` dict."""
     timers = {name: step_timer() for name in contenders}
-    for name, (model, batches) in contenders.items():
-        fit_steps(model, batches, warmup_steps, timers[name])
+
+    def run(name, count):
+        contender = contenders[name]
+        if callable(contender):
+            return contender(count)
+        model, batches = contender
+        return fit_steps(model, batches, count, timers[name])
+
+    for name in contenders:
+        run(name, warmup_steps)
     runs = {name: [] for name in contenders}
     names = list(contenders)
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            model, batches = contenders[name]
-            runs[name].extend(fit_steps(model, batches, steps, timers[name]))
-    losses = {name: {k: float(v) for k, v in timers[name].last_logs.items()} for name in names}
+            runs[name].extend(run(name, steps))
+    losses = {name: {k: float(v) for k, v in (contenders[name].last_logs if callable(contenders[name])
+                                              else timers[name].last_logs).items()} for name in names}
     return runs, losses
 
 
@@ -349,6 +371,7 @@ def part_train(args):
         # speed ratio per step pair: the peer's step time / tfzoo's
         result["paired_ratio"] = common.paired_ratios(runs[theirs], runs["tfzoo fit"])
         result["best_ratio"] = min(runs[theirs]) / min(runs["tfzoo fit"])
+        result["target"] = adapter_of(args.model).TRAIN_TARGET
     return result
 
 
@@ -366,7 +389,7 @@ def report_train(r):
     if diverged:
         lines.append(f"WARNING: non-finite loss in {', '.join(diverged)} (lower --learning-rate)")
     if "ratio_vs_peer" in r:
-        lines.append(f"tfzoo / {name}: {r['ratio_vs_peer']:.2f}x (target >= 1.25x); per step pair "
+        lines.append(f"tfzoo / {name}: {r['ratio_vs_peer']:.2f}x (target >= {r['target']:.2f}x); per step pair "
                      f"{common.fmt(r['paired_ratio'], 1, 2)}; fastest step vs fastest step {r['best_ratio']:.2f}x")
     return "\n".join(lines)
 
@@ -540,7 +563,7 @@ def part_export(args):
         for name, (a, b, target) in export_ratios(args.model, args.mobile_model).items()}
     result["ap"] = measure_ap_drop(args, export) if args.trained else {
         "measured": False,
-        "why": "no --trained model given: a randomly initialized ResNet-50 detects nothing meaningful, "
+        "why": "no --trained model given: a randomly initialized model detects nothing meaningful, "
                "so its AP (about 0 in fp32 and int8) says nothing about quantization loss",
     }
     return result
@@ -626,7 +649,7 @@ def part_pipeline(args):
     detector.compile(optimizer=make_optimizer(config, config.learning_rate))  # the preset's recipe
     train_batches = tfzoo_train_batches(detector, max(2 * batch, 8), batch)
     stream = pipeline(data.load(f"shapes:{images}", "train"), detector, batch, training=True, seed=0,
-                      augment="scale_jitter", cache=False, shuffle_buffer=images)
+                      augment=config.augment, cache=False, shuffle_buffer=images)
     timer = step_timer()
     fit_steps(detector, train_batches, 2, timer)  # warm-up: traces, builds the optimizer
     common.epoch(stream)  # warm-up: traces the map functions
@@ -641,7 +664,7 @@ def part_pipeline(args):
             else:
                 step_s.extend(fit_steps(detector, train_batches, args.train_steps, timer))
     result = {"model": args.mobile_model, "image_size": size, "batch_size": batch, "images_per_epoch": images,
-              "augment": "scale_jitter",
+              "augment": config.augment,
               "config": config.to_dict(), "params": int(detector.count_params()),
               "pipeline_images_per_s": common.spread(pipeline_rates),
               "train_images_per_s": common.spread([batch / s for s in step_s]),

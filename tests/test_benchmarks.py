@@ -18,6 +18,7 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
            "bench_standins.py": "--label", "probe_classes.py": "agnostic"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
 
 def _run(*args, timeout=300):
@@ -93,9 +94,46 @@ def test_calibrated_class_head_gives_the_asked_number_of_candidates():
     assert pairs == 37 and 0 < anchors <= 37
 
 
-def test_model_benchmark_tiny_latency_run(tmp_path):
+def test_softmax_heads_calibrated_to_the_asked_number_of_candidates():
+    """SSD's adapter: random softmax heads give every class 1 / (K + 1), above 0.01 for 80
+    classes; after calibration exactly the asked (box, class) pairs are above it."""
+    ssd = _load("peers/ssd")
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=1e-3, size=(500, 81))  # background at column 80
+    assert ssd.softmax_candidates(logits, 80) == (500 * 80, 500)
+    state = {"logits": logits.copy()}
+
+    def scale(factor):
+        state["logits"] = state["logits"] * factor
+
+    def shift(amount):
+        state["logits"][:, 80] += amount
+
+    result = ssd.calibrate_softmax_head(scale, shift, lambda: state["logits"], 80, candidates=123)
+    assert abs(state["logits"][:, :80].std() - ssd.LOGIT_SPREAD) < 0.05 and result["background_shift"] > 0
+    pairs, boxes = ssd.softmax_candidates(state["logits"], 80)
+    assert pairs == 123 and 0 < boxes <= 123
+    # the background column is where the caller says: column 0 as in torchvision
+    flipped = state["logits"][:, ::-1]
+    assert ssd.softmax_candidates(flipped, 0) == (pairs, boxes)
+
+
+def test_tfzoo_ssd_calibrated_on_an_image():
+    import tfzoo
+    from tfzoo.models import ssd as ssd_model
+
+    ssd = _load("peers/ssd")
+    detector = tfzoo.build_model("ssd300", **ssd_model.SSD.tiny)
+    image = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    prepared = ssd.prepare_tfzoo(detector, image, candidates=40)
+    assert prepared["candidates"]["pairs"] == 40
+    assert int(detector.detect(image)["num_detections"][0]) > 0
+
+
+@pytest.mark.parametrize("model", ["retinanet", "ssd300"])
+def test_model_benchmark_tiny_latency_run(tmp_path, model):
     out = tmp_path / "results.json"
-    proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", "retinanet", "--tiny", "--repeats", "1",
+    proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", model, "--tiny", "--repeats", "1",
                 "--parts", "latency", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -106,10 +144,12 @@ def test_model_benchmark_tiny_latency_run(tmp_path):
     assert 0 < latency["tfzoo"]["num_detections"] <= 100
     assert latency["stats_s"]["tfzoo detect (tf.function)"]["median"] > 0
     assert "| tfzoo detect (tf.function) |" in proc.stdout
-    assert latency["tfzoo"]["model"] == "retinanet"
-    if HAS_KERAS_HUB:
-        assert latency["peer"]["name"] == "KerasHub" and latency["peer"]["num_detections"] > 0
-        assert latency["ratio_detect_vs_peer"] > 0 and "vs KerasHub" in proc.stdout
+    assert latency["tfzoo"]["model"] == model
+    peer = {"retinanet": ("KerasHub", HAS_KERAS_HUB), "ssd300": ("torchvision", HAS_TORCHVISION)}[model]
+    if peer[1]:
+        assert latency["peer"]["name"] == peer[0] and latency["peer"]["num_detections"] > 0
+        assert latency["peer"]["forward_flops"] > 0
+        assert latency["ratio_detect_vs_peer"] > 0 and f"vs {peer[0]}" in proc.stdout
     else:
         assert "peer" not in latency
 

@@ -3,10 +3,10 @@ random tfzoo model is made comparable (its class head calibrated to a trained he
 score statistics) and the best peer that runs here. One module per family."""
 from __future__ import annotations
 
-from peers import retinanet
+from peers import retinanet, ssd
 
 #: family (``tfzoo.models.MODELS[name].family``) -> adapter module.
-ADAPTERS = {retinanet.FAMILY: retinanet}
+ADAPTERS = {retinanet.FAMILY: retinanet, ssd.FAMILY: ssd}
 
 
 def adapter(family):

@@ -39,6 +39,9 @@ _PRIOR_PROBABILITY = 0.01
 #: Ground-truth rows per image in KerasHub's training batches.
 _MAX_BOXES = 8
 
+#: Training speed target against the peer.
+TRAIN_TARGET = 1.25
+
 #: ``--tiny``: small widths for a seconds-long smoke run (tfzoo MobileNetV2 0.35 with
 #: 16-channel FPN and heads; KerasHub a one-block-per-stage ResNet with 1-conv heads).
 TINY_TFZOO = dict(backbone="mobilenet_v2", backbone_alpha=0.35, fpn_channels=16, head_channels=16, head_convs=1)
