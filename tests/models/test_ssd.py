@@ -103,6 +103,24 @@ def test_targets_match_each_object_and_encode_its_box():
     assert set(classes[classes < 0]) == {matcher_ops.BACKGROUND}
 
 
+def test_compiled_targets_equal_the_plain_ones():
+    """The encoder's targets are XLA-compiled in tf.data (``xla_targets``): the same classes
+    and deltas as the eager ones, on SSD300's 8,732 boxes with a crowd object and padding."""
+    anchors = ssd.default_boxes(ssd.PRESETS["ssd300"], [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)])
+    encoder = ssd.SSDEncoder(ssd.PRESETS["ssd300"], anchors)
+    assert encoder.xla_targets
+    corners = np.array([[0.1, 0.1, 0.4, 0.35], [0.3, 0.3, 0.9, 0.9], [0.5, 0.05, 0.7, 0.3],
+                        [0.05, 0.6, 0.3, 0.95], [0.62, 0.6, 0.8, 0.83]], np.float32)
+    example = {schema.IMAGE: tf.zeros([300, 300, 3]), schema.BOXES: tf.constant(corners),
+               schema.CLASSES: tf.constant([0, 4, 7, 2, 2]), schema.IS_CROWD: tf.constant([False, True] + [False] * 3),
+               schema.DIFFICULT: tf.zeros([5], tf.bool), schema.IMAGE_ID: tf.constant("x")}
+    compiled = encoder.targets(example)
+    plain = encoder.box_targets({k: example[k] for k in schema.BOX_KEYS})
+    np.testing.assert_array_equal(compiled["classes"].numpy(), plain["classes"].numpy())
+    assert (plain["classes"].numpy() == matcher_ops.IGNORE).any() and (plain["classes"].numpy() >= 0).sum() >= 4
+    np.testing.assert_allclose(compiled["box_deltas"].numpy(), plain["box_deltas"].numpy(), atol=1e-4)
+
+
 def test_loss_mines_three_negatives_per_positive_and_survives_an_empty_image():
     """cls_loss = (CE over positives + CE over the 3 N hardest background boxes) / N and
     box_loss the positives' smooth L1 / N, against NumPy; no positives: box 0, cls finite."""

@@ -179,6 +179,7 @@ class SSDEncoder(Encoder):
     and difficult overlaps) and ``box_deltas [A, 4]`` (zeros off the positives)."""
 
     keep_aspect_ratio = False  # SSD warps the image to its square input
+    xla_targets = True  # the [A, G] IoU matrix's elementwise passes, fused (see Encoder)
 
     def __init__(self, config, anchors):
         self.config = config
