@@ -877,8 +877,8 @@ MIRRORED = textwrap.dedent("""
     import keras, tfzoo, tfzoo.data
     from tfzoo import train as T
 
-    settings = %r
-    result = T.train("retinanet_mobile", "shapes:8", image_size=64, batch_size=4, epochs=1, out=sys.argv[1],
+    model, settings = sys.argv[2], json.loads(sys.argv[3])
+    result = T.train(model, "shapes:8", image_size=64, batch_size=4, epochs=1, out=sys.argv[1],
                      settings=settings, strategy="mirrored", val_split=None, verbose=0)
     mirrored = result.detector
     x, y = next(iter(tfzoo.data.pipeline(tfzoo.data.load("shapes:8", "train"), mirrored, 4, training=True, seed=1)))
@@ -890,7 +890,7 @@ MIRRORED = textwrap.dedent("""
     two = mirrored.test_on_batch(x, y, return_dict=True)  # one step split over the two replicas
     print(json.dumps({"replicas": mirrored.distribute_strategy.num_replicas_in_sync, "single": one,
                       "mirrored": two, "history": result.history, "steps": result.steps}))
-""") % (TINY,)
+""")
 
 MIRRORED_FUSED = textwrap.dedent("""
     import json, sys
@@ -951,9 +951,17 @@ def _run_python(code, *args, env=None, timeout=240):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, cwd=ROOT)
 
 
+def _ssd_tiny_settings():
+    from tfzoo.models.ssd import SSD
+
+    return [f"{k}={json.dumps(v)}" for k, v in SSD.tiny.items() if k not in ("image_size", "num_classes")]
+
+
 @slow
-def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path):
-    done = _run_python(MIRRORED, str(tmp_path / "run"))
+@pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile"])
+def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path, model):
+    settings = TINY if model == "retinanet_mobile" else _ssd_tiny_settings()
+    done = _run_python(MIRRORED, str(tmp_path / "run"), model, json.dumps(settings))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
@@ -962,7 +970,11 @@ def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path):
     # The loss all-reduces its positive count, so a batch split over two replicas gives the
     # one-device loss.
     assert math.isfinite(result["mirrored"]["loss"])
-    assert result["mirrored"]["loss"] == pytest.approx(result["single"]["loss"], rel=1e-4)
+    # (SSD: the compiled mirrored step's float32 sums differ from the eager ones by 2e-4 on
+    # this batch, its models' outputs being equal; normalizing per replica instead would be
+    # 3% off here.)
+    tolerance = 1e-4 if model == "retinanet_mobile" else 1e-3
+    assert result["mirrored"]["loss"] == pytest.approx(result["single"]["loss"], rel=tolerance)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])

@@ -165,14 +165,22 @@ def test_decoder_keeps_the_top_scoring_boxes_of_each_class():
 @pytest.mark.slow
 def test_tfzoo_train_runs_ssd_with_no_ssd_specific_flag(tmp_path):
     """``tfzoo train``'s path (recipe, SSD augmentation, checkpoint, evaluation) for an SSD
-    preset, on its tiny widths."""
+    preset, on its tiny widths, in mixed precision, then resumed to one more epoch."""
+    import json
+
     from tfzoo import train as T
 
-    settings = [f"{k}={__import__('json').dumps(v)}" for k, v in TINY.items() if k not in ("image_size", "num_classes")]
-    result = T.train("ssd_mobile", "shapes:8", out=str(tmp_path / "run"), epochs=1, image_size=64, batch_size=4,
-                     settings=settings, val_data="shapes:4", diagnostics=False, verbose=0)
+    settings = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k not in ("image_size", "num_classes")]
+    run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_data="shapes:4",
+               diagnostics=False, verbose=0)
+    result = T.train("ssd_mobile", "shapes:8", epochs=1, mixed_precision=True, **run)
     assert result.finished and result.steps == 2 and np.isfinite(result.history["loss"]).all()
     assert result.detector.config.augment == "ssd" and set(result.metrics) >= {"AP", "AP50"}
+    state = json.loads((tmp_path / "run" / T.STATE_FILE).read_text())
+    assert state["precision"] == "mixed_bfloat16"
+    resumed = T.train("ssd_mobile", "shapes:8", epochs=2, resume=True, mixed_precision=True, **run)
+    assert resumed.finished and resumed.steps == 4 and np.isfinite(resumed.history["loss"]).all()
+    assert json.loads((tmp_path / "run" / T.STATE_FILE).read_text())["epoch"] == 2
 
 
 @pytest.mark.slow
