@@ -15,6 +15,7 @@ The scripts run as ``python benchmarks/<script>.py``, so this module is imported
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -130,12 +131,13 @@ def environment():
         "python": platform.python_version(),
         "date": datetime.date.today().isoformat(),
     }
-    try:
-        import keras_hub
-
-        env["keras_hub"] = keras_hub.__version__
-    except ImportError:
-        pass
+    # The peers' versions, where installed, read without importing them (torch imported after
+    # TensorFlow can crash: see benchmarks/peers/__init__.py).
+    for module, distribution in (("keras_hub", "keras-hub"), ("torch", "torch"), ("torchvision", "torchvision")):
+        try:
+            env[module] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     try:
         env["load_average"] = os.getloadavg()
     except OSError:

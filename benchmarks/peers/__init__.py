@@ -3,7 +3,16 @@ random tfzoo model is made comparable (its class head calibrated to a trained he
 score statistics) and the best peer that runs here. One module per family."""
 from __future__ import annotations
 
-from peers import retinanet, ssd
+try:
+    # torch before TensorFlow: with triton installed (torch's default Linux wheels pull it
+    # in), importing torchvision's detection models after TensorFlow segfaults in triton's
+    # native module (torch 2.14, TensorFlow 2.21); the other order works.
+    import torch  # noqa: F401
+    import torchvision.models.detection  # noqa: F401
+except ImportError:
+    pass
+
+from peers import retinanet, ssd  # noqa: E402
 
 #: family (``tfzoo.models.MODELS[name].family``) -> adapter module.
 ADAPTERS = {retinanet.FAMILY: retinanet, ssd.FAMILY: ssd}
