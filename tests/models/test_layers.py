@@ -298,3 +298,54 @@ def test_conv2d_gradients_are_the_plain_convolutions():
         grads.append([g.numpy() for g in tape.gradient(loss, layer.trainable_weights)])
     for got, want in zip(*grads):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_dilated_conv2d_is_one_conv_op_equal_to_keras(padding, tmp_path):
+    """A dilated ``tfzoo.layers.Conv2D`` (SSD's fc6) runs TF's Conv2D with its dilation
+    instead of Keras' SpaceToBatchND / conv / BatchToSpaceND: the same outputs and
+    gradients as the stock layer, in training and inference, float32 and bfloat16, and a
+    builtin CONV_2D in TFLite."""
+    rng = np.random.default_rng(4)
+    ours = tfzoo.layers.Conv2D(6, 3, padding=padding, dilation_rate=3, activation="relu")
+    stock = keras.layers.Conv2D(6, 3, padding=padding, dilation_rate=3, activation="relu")
+    weights = [rng.normal(0, 0.3, (3, 3, 5, 6)).astype(np.float32), rng.normal(0, 0.1, 6).astype("float32")]
+    for layer in (ours, stock):
+        layer.build((None, None, None, 5))
+        layer.set_weights(weights)
+    x = tf.constant(rng.normal(size=(2, 13, 11, 5)).astype(np.float32))
+    graph = tf.function(lambda t: ours(t, training=False)).get_concrete_function(x).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert "SpaceToBatchND" not in op_types and op_types & {"Conv2D", "_FusedConv2D"}
+    grads = []
+    for layer in (ours, stock):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x, training=True)
+            loss = tf.reduce_sum(out ** 2)
+        grads.append([g.numpy() for g in tape.gradient(loss, [x, *layer.trainable_weights])])
+        np.testing.assert_allclose(layer(x, training=False).numpy(), stock(x).numpy(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # bfloat16 compute: the kernel is cast like Keras casts it
+    mixed = tfzoo.layers.Conv2D(6, 3, padding=padding, dilation_rate=3, dtype="mixed_bfloat16")
+    mixed.build((None, None, None, 5))
+    mixed.set_weights(stock.get_weights())
+    assert mixed(x).dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(tf.nn.relu(mixed(x)), tf.float32).numpy(), stock(x).numpy(), atol=0.1)
+    # TFLite: one builtin CONV_2D with the dilation, the same outputs
+    from tfzoo.export.tflite import non_builtin_ops, op_names
+
+    inputs = keras.Input((13, 11, 5), batch_size=1)
+    model = keras.Model(inputs, ours(inputs))
+    flat = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    assert "CONV_2D" in op_names(flat) and not non_builtin_ops(op_names(flat))
+    assert "SPACE_TO_BATCH_ND" not in op_names(flat)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flat)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.numpy()[:1])
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, stock(x[:1]).numpy(), rtol=1e-4, atol=1e-4)

@@ -1,5 +1,5 @@
-"""tfzoo's ``Conv2D`` (a faster batch-1 CPU inference path, exactly the stock result) and
-the switch exporters trace under."""
+"""tfzoo's ``Conv2D`` (a faster batch-1 CPU inference path, exactly the stock result; dilated
+convolutions as one TF op) and the switch exporters trace under."""
 from __future__ import annotations
 
 import contextlib
@@ -67,13 +67,27 @@ class Conv2D(keras.layers.Conv2D):
     grouped_inference = True
 
     def call(self, inputs, training=None):
-        if not self._grouped_inference(inputs, training):
+        if self._direct_dilation():
+            # keras.ops.conv runs a dilated convolution through tf.nn.convolution, which
+            # wraps it in SpaceToBatchND / BatchToSpaceND; TF's Conv2D takes the dilation
+            # itself. SSD's fc6 (3x3, dilation 6, 512 -> 1024 on 19x19), one-off probes on
+            # the 2-core AVX-512 machine: batch-1 inference 9.7 ms against 23.4, forward +
+            # backward at batch 8 139 ms against 550; equal within float32 rounding.
+            kernel = tf.cast(self.kernel, inputs.dtype)
+            outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding=self.padding.upper(),
+                                   dilations=list(self.dilation_rate))
+        elif self._grouped_inference(inputs, training):
+            doubled = tf.concat([inputs, inputs], axis=-1)
+            outputs = tf.nn.conv2d(doubled, self.kernel, strides=1, padding=self.padding.upper())
+        else:
             return super().call(inputs)
-        doubled = tf.concat([inputs, inputs], axis=-1)
-        outputs = tf.nn.conv2d(doubled, self.kernel, strides=1, padding=self.padding.upper())
         if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
+            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         return self.activation(outputs) if self.activation is not None else outputs
+
+    def _direct_dilation(self):
+        return (max(self.dilation_rate) > 1 and self.strides == (1, 1) and self.groups == 1
+                and self.data_format == "channels_last" and self.padding in ("same", "valid"))
 
     def _grouped_inference(self, inputs, training):
         batch, height, width = inputs.shape[0], inputs.shape[1], inputs.shape[2]
