@@ -42,10 +42,11 @@ rotated every round) so that load from other processes falls on every side alike
     ``tfzoo.export.load_model``. AP of int8 against fp32 only with ``--trained PATH``.
 
 ``pipeline``
-    ``shapes`` through ``tfzoo.data.pipeline`` (uncached, the preset's augmentation, the
-    ``--mobile-model`` encoder at 320, batch 16) against its training step (``fit``, batch
-    16, the preset's optimizer from ``tfzoo.optim.make_optimizer``, pre-encoded batches
-    held in memory), epochs and fit calls alternating.
+    ``shapes`` through ``tfzoo.data.pipeline`` (uncached unless ``--pipeline-cache``, the
+    preset's augmentation, the ``--mobile-model`` encoder at 320, batch 16) against its
+    training step (``fit``, batch 16, the preset's optimizer from
+    ``tfzoo.optim.make_optimizer``, pre-encoded batches held in memory), epochs and fit
+    calls alternating.
 
 Usage::
 
@@ -649,7 +650,7 @@ def part_pipeline(args):
     detector.compile(optimizer=make_optimizer(config, config.learning_rate))  # the preset's recipe
     train_batches = tfzoo_train_batches(detector, max(2 * batch, 8), batch)
     stream = pipeline(data.load(f"shapes:{images}", "train"), detector, batch, training=True, seed=0,
-                      augment=config.augment, cache=False, shuffle_buffer=images)
+                      augment=config.augment, cache=args.pipeline_cache, shuffle_buffer=images)
     timer = step_timer()
     fit_steps(detector, train_batches, 2, timer)  # warm-up: traces, builds the optimizer
     common.epoch(stream)  # warm-up: traces the map functions
@@ -664,7 +665,7 @@ def part_pipeline(args):
             else:
                 step_s.extend(fit_steps(detector, train_batches, args.train_steps, timer))
     result = {"model": args.mobile_model, "image_size": size, "batch_size": batch, "images_per_epoch": images,
-              "augment": config.augment,
+              "augment": config.augment, "cached": args.pipeline_cache,
               "config": config.to_dict(), "params": int(detector.count_params()),
               "pipeline_images_per_s": common.spread(pipeline_rates),
               "train_images_per_s": common.spread([batch / s for s in step_s]),
@@ -676,7 +677,8 @@ def part_pipeline(args):
 def report_pipeline(r):
     return "\n".join([
         "| stage | images/s median (min-max) |", "|---|---:|",
-        f"| shapes pipeline (uncached, {r['augment']}, {r['model']} encoder, {r['image_size']}) "
+        f"| shapes pipeline ({'cached' if r.get('cached') else 'uncached'}, {r['augment']}, {r['model']} encoder, "
+        f"{r['image_size']}) "
         f"| {common.fmt(r['pipeline_images_per_s'])} |",
         f"| {r['model']} training step (batch {r['batch_size']}) | {common.fmt(r['train_images_per_s'], 1, 2)} |",
         "",
@@ -728,6 +730,9 @@ def build_parser():
                              "diverge to NaN within 4 steps; the step time does not depend on it)")
     parser.add_argument("--pipeline-images", type=int, default=256, help="images per pipeline epoch")
     parser.add_argument("--pipeline-batch-size", type=int, default=16)
+    parser.add_argument("--pipeline-cache", action="store_true",
+                        help="pipeline part: keep the generated examples in memory after the first epoch "
+                             "(`tfzoo train --cache`): times augmentation and encoding without the generator")
     parser.add_argument("--threads", type=int, default=2, help="TFLite interpreter threads")
     parser.add_argument("--calibration-images", type=int, default=8, help="int8 calibration images")
     parser.add_argument("--trained", default=None, help="trained model (training dir or .keras) for the int8 AP drop")

@@ -54,7 +54,9 @@ RANDOM_OPS = {
     "ssd_photometric": aug.ssd_photometric,
     **{f"preset_{name}": aug.preset(name, (64, 64)) for name in aug.PRESETS},
 }
-GEOMETRIC = ("flip", "scale_crop", "zoom_out", "ssd_crop", "jitter_crop")
+RANDOM_OPS["zoom_out_crop"] = lambda example, seed: aug.ssd_zoom_out_crop(
+    example, seed, tf.random.experimental.stateless_fold_in(seed, 1), (64, 96), prob=1.0)
+GEOMETRIC = ("flip", "scale_crop", "zoom_out", "ssd_crop", "jitter_crop", "zoom_out_crop")
 
 
 def _ssd_geometry(example, seed):
@@ -122,6 +124,33 @@ def test_boxes_match_the_pixels_after_geometric_ops(name):
         np.testing.assert_allclose(out[schema.BOXES][0].numpy() * [h, w, h, w], found, atol=1.5)
         checked += 1
     assert checked >= 6
+
+
+def test_zoom_out_crop_in_one_resampling_equals_the_two_steps():
+    """The preset's fused zoom-out + crop (one bilinear sampling at the input size) gives
+    the boxes and, to resampling, the pixels of zoom-out, crop, then resize, draw for draw."""
+    rects = ((0, 0, 20, 30), (10, 20, 30, 50), (35, 60, 60, 80), (5, 70, 15, 78))
+    zoomed = 0
+    for i in range(12):
+        ex = _example(rects=rects)
+        s_zoom, s_crop = _seed(i), _seed(100 + i)
+        fused = aug.ssd_zoom_out_crop(ex, s_zoom, s_crop, (48, 64))
+        steps = aug.resize(aug.ssd_random_crop(aug.ssd_zoom_out(ex, s_zoom), s_crop), (48, 64))
+        np.testing.assert_array_equal(fused[schema.CLASSES], steps[schema.CLASSES])
+        # the two-step path snaps the canvas and the crop to whole pixels: within a pixel
+        np.testing.assert_allclose(fused[schema.BOXES].numpy() * [48, 64, 48, 64],
+                                   steps[schema.BOXES].numpy() * [48, 64, 48, 64], atol=1.5)
+        assert fused[schema.IMAGE].shape == (48, 64, 3)
+        difference = np.abs(fused[schema.IMAGE].numpy() - steps[schema.IMAGE].numpy())
+        assert np.median(difference) < 2.0, (i, np.median(difference))
+        zoomed += int(np.any(np.all(np.isclose(fused[schema.IMAGE].numpy(), aug.MEAN_RGB, atol=0.5), axis=-1)))
+    assert zoomed >= 3  # the canvas fill showed up in several draws
+
+
+def test_ssd_preset_at_a_size_gives_that_size():
+    out = aug.preset("ssd", (40, 56))(_example(), _seed(1))
+    assert out[schema.IMAGE].shape == (40, 56, 3)
+    assert aug.preset("ssd")(_example(), _seed(1))[schema.IMAGE].shape[-1] == 3
 
 
 def test_resize_and_pad_and_back_to_original():

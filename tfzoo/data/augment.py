@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tfzoo.data import schema
 from tfzoo.ops import boxes as box_ops
+from tfzoo.ops import roi as roi_ops
 
 #: Key of the resize bookkeeping written by the resize ops.
 IMAGE_INFO = "image_info"
@@ -372,8 +373,17 @@ def ssd_random_crop(
     centre of at least one object is used; if none does, the whole image is kept. Objects
     whose centre falls outside the patch are dropped; the others are clipped to it.
     """
+    window, keep = ssd_crop_window(example[schema.BOXES], seed, options=options, scale=scale,
+                                   aspect_ratio=aspect_ratio, max_trials=max_trials)
+    return crop(example, window, keep=keep)
+
+
+def ssd_crop_window(boxes, seed, *, options=(None, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0), scale=(0.3, 1.0),
+                    aspect_ratio=(0.5, 2.0), max_trials=50):
+    """The patch :func:`ssd_random_crop` picks for normalized ``boxes [G, 4]``: ``(window
+    [4]`` normalized ``[y1, x1, y2, x2]``, ``keep [G]`` the objects whose centre it holds)."""
     s_opt, s_scale, s_ar, s_y, s_x = _split(seed, 5)
-    boxes = tf.convert_to_tensor(example[schema.BOXES], tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
     thresholds = tf.constant([-1.0 if m is None else float(m) for m in options], tf.float32)
     option = tf.random.stateless_uniform([], s_opt, 0, len(options), dtype=tf.int32)
     min_iou = thresholds[option]  # -1: whole image
@@ -404,7 +414,37 @@ def ssd_random_crop(
     index = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)
     window = tf.where(found, patches[index], tf.constant([0.0, 0.0, 1.0, 1.0]))
     keep = tf.where(found, centre_inside(window[None])[0], tf.ones([num_boxes], tf.bool))
-    return crop(example, window, keep=keep)
+    return window, keep
+
+
+def ssd_zoom_out_crop(example, seed_zoom, seed_crop, output_size, *, max_ratio=4.0, prob=0.5, fill=MEAN_RGB,
+                      **crop_options):
+    """:func:`ssd_zoom_out` then :func:`ssd_random_crop` (the same random draws for the
+    same seeds), resampled once, straight to ``output_size``.
+
+    The zoom-out canvas is never built: the crop is chosen on the boxes as they lie on the
+    canvas, mapped back to a window of the source image (reaching outside it where the
+    canvas is fill), and that window is sampled bilinearly at ``output_size`` (the aligned
+    sample points of :func:`tfzoo.ops.roi.aligned_crops`, as ``tf.image.resize`` places
+    them), ``fill`` outside the image. The two-step path materializes a canvas of up to 16
+    times the image's pixels, crops it and leaves the resize to the pipeline; on 2 CPU cores
+    the SSD preset ran at 292 images/s that way (``shapes``, cached, batch 1; one-off probe).
+    """
+    s_do, s_ratio, s_y, s_x = _split(seed_zoom, 4)  # as ssd_zoom_out draws them
+    ratio = tf.where(_uniform(s_do) < prob, _uniform(s_ratio, 1.0, max_ratio), 1.0)
+    top = _uniform(s_y) * (ratio - 1.0)
+    left = _uniform(s_x) * (ratio - 1.0)
+    shift = tf.stack([top, left, top, left])
+    on_canvas = (tf.convert_to_tensor(example[schema.BOXES], tf.float32) + shift) / ratio
+    window, keep = ssd_crop_window(on_canvas, seed_crop, **crop_options)
+    source_window = window * ratio - shift  # the same patch, normalized to the source image
+    out_h, out_w = _size(output_size)
+    fill = tf.broadcast_to(tf.convert_to_tensor(fill, tf.float32), [3])
+    image = _float_image(example)
+    sampled = roi_ops.aligned_crops((image - fill)[None], source_window[None, None], (out_h, out_w))[0, 0] + fill
+    origin, extent = source_window[:2], source_window[2:] - source_window[:2]
+    return _set_boxes(example, tf.ensure_shape(sampled, [out_h, out_w, 3]),
+                      lambda boxes: (boxes - tf.tile(origin, [2])) / tf.tile(extent, [2]), keep)
 
 
 def random_jitter_crop(example, seed, *, jitter=0.2, fill=127.5):
@@ -430,7 +470,8 @@ def preset(name, image_size=None, *, flip=True):
     """The augmentation ``fn(example, seed) -> example`` called ``name`` (:data:`PRESETS`).
 
     Its output still goes through the pipeline's final resize to ``image_size``; only
-    ``scale_jitter`` already produces that size (and needs ``image_size``). ``flip=False``
+    ``scale_jitter`` (which needs ``image_size``) and ``ssd`` given ``image_size`` already
+    produce that size. ``flip=False``
     leaves out the horizontal flip of every preset (``flip`` then does nothing): for data
     where a mirrored object is another class or no class (characters, arrows, road
     signs); the other random draws stay the same, seed for seed.
@@ -445,8 +486,10 @@ def preset(name, image_size=None, *, flip=True):
         def _ssd(example, seed):
             s_photo, s_zoom, s_crop, s_flip = _split(seed, 4)
             example = ssd_photometric(example, s_photo)
-            example = ssd_zoom_out(example, s_zoom)
-            example = ssd_random_crop(example, s_crop)
+            if image_size is None:
+                example = ssd_random_crop(ssd_zoom_out(example, s_zoom), s_crop)
+            else:  # the same draws, resampled once at the input size
+                example = ssd_zoom_out_crop(example, s_zoom, s_crop, image_size)
             return maybe_flip(example, s_flip)
 
         return _ssd
