@@ -100,6 +100,10 @@ def build_tfzoo(args, name=None, **overrides):
 
     name = name or args.model
     settings = dict(num_classes=args.num_classes, image_size=args.image_size, backbone_weights=None)
+    if name == args.mobile_model and args.mobile_set:  # --mobile-set KEY=VALUE, parsed as `tfzoo train --set`
+        changed = MODELS[name].config.with_settings(args.mobile_set).to_dict()
+        settings.update({item.partition("=")[0].strip(): changed[item.partition("=")[0].strip()]
+                         for item in args.mobile_set})
     if args.tiny:
         tiny = getattr(adapter_of(name), "TINY_TFZOO", None)
         if tiny is None:
@@ -719,6 +723,9 @@ def build_parser():
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per function before timing")
     parser.add_argument("--image-size", type=int, default=512, help="--model's input size (latency, train, export)")
     parser.add_argument("--mobile-image-size", type=int, default=320, help="--mobile-model's input size")
+    parser.add_argument("--mobile-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override of --mobile-model, as `tfzoo train --set` (repeatable), e.g. "
+                             "backbone=mobilenet_v2")
     parser.add_argument("--num-classes", type=int, default=80)
     parser.add_argument("--candidates", type=int, default=2000,
                         help="(anchor, class) pairs of the benchmark image set to score above 0.05")
