@@ -132,6 +132,37 @@ def aligned_crops(features, rois, crop_size, builtin=False):
     return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
 
 
+def fpn_levels(rois, image_size, min_level=2, max_level=5, canonical_level=4, canonical_size=224.0):
+    """The pyramid level each RoI is pooled from (Lin et al. 2017, eq. 1):
+    ``k = floor(k0 + log2(sqrt(w h) / 224))``, clamped to ``[min_level, max_level]``.
+
+    ``rois [..., 4]`` normalized; ``image_size`` ``(height, width)`` in pixels (w and h are
+    the RoI's in pixels). An empty RoI goes to ``min_level``. Returns int32 ``[...]``.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, (int, float)) else image_size
+    y1, x1, y2, x2 = tf.unstack(tf.cast(rois, tf.float32), axis=-1)
+    side = tf.sqrt(tf.maximum(y2 - y1, 0.0) * float(height) * tf.maximum(x2 - x1, 0.0) * float(width))
+    level = tf.floor(canonical_level + tf.math.log(tf.maximum(side, 1e-6) / canonical_size) / tf.math.log(2.0))
+    return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
+
+
+def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin=False):
+    """:func:`aligned_crops` of each RoI from its own pyramid level.
+
+    ``features_by_level``: list of ``[B, H_l, W_l, C]`` maps, level ``min_level`` first;
+    ``levels``: int ``[B, R]`` indices into that list (e.g. ``fpn_levels(...) - min_level``).
+    Every RoI is cropped from every level and the crops of its own level kept: static
+    shapes and builtin ops only (a gather by level would give dynamic shapes); the crops
+    are small next to the second stage they feed. Returns ``[B, R, crop_h, crop_w, C]``.
+    """
+    crops = None
+    for index, features in enumerate(features_by_level):
+        level_crops = aligned_crops(features, rois, crop_size, builtin=builtin)
+        mine = tf.equal(levels, index)[..., None, None, None]
+        crops = tf.where(mine, level_crops, 0.0) if crops is None else tf.where(mine, level_crops, crops)
+    return crops
+
+
 def _aligned_crop_boxes(features, rois, crop_h, crop_w):
     """The map padded by its border pixels (float32 ``[B, H + 2, W + 2, C]``) and the RoIs
     converted so that ``crop_and_resize``'s rule on it samples the aligned points of the
