@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests.reference import box_iou, pairwise_iou
+from tfzoo.ops import anchors as anchors_ops
 from tfzoo.ops import box_coder, matcher, proposals, roi
 
 
@@ -170,3 +171,67 @@ def test_multilevel_crops_take_each_roi_from_its_level():
     for r, level in enumerate(levels[0]):
         want = roi.aligned_crops(maps[level], rois[:, r:r + 1], 4).numpy()[0, 0]
         np.testing.assert_allclose(got[0, r], want, atol=1e-6)
+
+
+def _grid_anchors_normalized(size=128, stride=16):
+    base = anchors_ops.anchor_base(16, (0.5, 1.0, 2.0), (2, 4, 8))
+    return (anchors_ops.grid_anchors(size // stride, size // stride, stride, base) / size).numpy()
+
+
+def test_rpn_targets_follow_the_papers_rule():
+    anchors = _grid_anchors_normalized()  # 8x8 x 9 = 576 anchors, some across the border
+    gt = np.array([[0.1, 0.1, 0.45, 0.4], [0.5, 0.55, 0.95, 0.9], [0.3, 0.6, 0.36, 0.66], [0, 0, 0, 0]], np.float32)
+    classes = np.array([2, 0, 1, -1])
+    labels, deltas = proposals.rpn_targets(anchors, gt, classes, num_samples=64, positive_fraction=0.5, seed=4, step=0)
+    labels, deltas = labels.numpy(), deltas.numpy()
+    iou = pairwise_iou(anchors, gt[:3])  # [A, 3]
+    best_for_gt = (iou == iou.max(0, keepdims=True)) & (iou > 0)
+    positive = (iou.max(1) >= 0.7) | best_for_gt.any(1)
+    negative = (iou.max(1) < 0.3) & ~positive
+    sampled_pos, sampled_neg = labels == proposals.RPN_POSITIVE, labels == proposals.RPN_NEGATIVE
+    assert sampled_pos.sum() == min(positive.sum(), 32) and sampled_neg.sum() == min(negative.sum(), 64 - sampled_pos.sum())
+    assert not (sampled_pos & ~positive).any() and not (sampled_neg & ~negative).any()
+    assert best_for_gt[:, 2].any() and iou[:, 2].max() < 0.7  # the small object only has its best anchor ...
+    assert positive[best_for_gt[:, 2]].all()  # ... which is a positive
+    for a in np.flatnonzero(sampled_pos):
+        decoded = box_coder.decode(deltas[a], anchors[a]).numpy()
+        j = int(np.argmin(np.abs(gt[:3] - decoded).sum(1)))
+        np.testing.assert_allclose(decoded, gt[j], atol=1e-5)
+        assert iou[a, j] >= 0.7 or best_for_gt[a, j]
+    assert not deltas[~sampled_pos].any()
+
+
+def test_rpn_targets_straddle_and_empty_images():
+    anchors = _grid_anchors_normalized()
+    outside = ~np.all((anchors[:, :2] >= 0) & (anchors[:, 2:] <= 1), axis=1)
+    assert outside.any()
+    gt = np.array([[0.0, 0.0, 0.3, 0.3]], np.float32)
+    labels, _ = proposals.rpn_targets(anchors, gt, [0], straddle=0.0, seed=1, step=0)
+    assert not (labels.numpy()[outside] != proposals.RPN_UNSAMPLED).any()
+    assert (labels.numpy() == proposals.RPN_POSITIVE).any()
+    labels, deltas = proposals.rpn_targets(anchors, np.zeros([0, 4], np.float32), np.zeros([0], np.int32), seed=1,
+                                           step=0)
+    assert (labels.numpy() == proposals.RPN_NEGATIVE).sum() == 256 and not (labels.numpy() == 1).any()
+    assert np.isfinite(deltas.numpy()).all()
+
+
+def test_rpn_head_is_shared_across_levels_and_ordered_like_the_anchors():
+    import keras
+
+    from tfzoo.layers import rpn_head
+
+    inputs = [keras.Input((8, 8, 6)), keras.Input((4, 4, 6))]
+    objectness, deltas = rpn_head(inputs, num_anchors=3, channels=5, name="rpn")
+    model = keras.Model(inputs, [objectness, deltas])
+    assert objectness.shape[1:] == (8 * 8 * 3 + 4 * 4 * 3,) and deltas.shape[1:] == (8 * 8 * 3 + 4 * 4 * 3, 4)
+    assert model.count_params() == (9 * 6 * 5 + 5) + (5 * 3 + 3) + (5 * 12 + 12)  # one set of weights
+    logits = model.get_layer("rpn_objectness")
+    logits.kernel.assign(np.zeros(logits.kernel.shape, np.float32))
+    logits.bias.assign(np.arange(3, dtype=np.float32))  # objectness = the anchor's index at its location
+    boxes = model.get_layer("rpn_deltas")
+    boxes.kernel.assign(np.zeros(boxes.kernel.shape, np.float32))
+    boxes.bias.assign(np.arange(12, dtype=np.float32))
+    rng = np.random.default_rng(0)
+    out_logits, out_deltas = model([rng.normal(size=(2, 8, 8, 6)), rng.normal(size=(2, 4, 4, 6))])
+    np.testing.assert_array_equal(out_logits[0], np.tile(np.arange(3), 64 + 16))
+    np.testing.assert_array_equal(out_deltas[1, :3], np.arange(12).reshape(3, 4))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tfzoo.layers.conv import GROUPED_MIN_PIXELS, Conv2D, _grouped_inference_host, output_kernel, portable_convolutions
 from tfzoo.layers.fpn import fpn
-from tfzoo.layers.heads import HEAD_NORMS, dense_head, per_map_head
+from tfzoo.layers.heads import HEAD_NORMS, dense_head, per_map_head, rpn_head
 from tfzoo.layers.normalization import NORMALIZATION_MODES, FusedBatchNormalization, ImageNormalization, L2Normalization
 from tfzoo.layers.precision import DTYPE_POLICIES, dtype_policy
 
@@ -28,6 +28,7 @@ __all__ = [
     "output_kernel",
     "fpn",
     "HEAD_NORMS",
+    "rpn_head",
     "dense_head",
     "per_map_head",
     "L2Normalization",

@@ -1,5 +1,5 @@
-"""Dense prediction heads: shared across pyramid levels (RetinaNet, RPN: :func:`dense_head`)
-or one per feature map (SSD: :func:`per_map_head`)."""
+"""Dense prediction heads: shared across pyramid levels (RetinaNet: :func:`dense_head`; the
+RPN: :func:`rpn_head`) or one per feature map (SSD: :func:`per_map_head`)."""
 from __future__ import annotations
 
 import keras
@@ -88,3 +88,33 @@ def per_map_head(maps, outputs_per_anchor, anchors_per_map, separable=False, bia
     if len(per_map) == 1:
         return per_map[0]
     return keras.layers.Concatenate(axis=1, dtype="float32", name=f"{name}_concat")(per_map)
+
+
+def rpn_head(levels, num_anchors, channels, name="rpn"):
+    """Faster R-CNN's region proposal head (Ren et al. 2015, sec. 3.1): a 3x3 convolution of
+    ``channels`` with ReLU, then two sibling 1x1 convolutions, one objectness logit and 4
+    box deltas per anchor. With several levels (FPN) the same three layers run on every
+    level (Lin et al. 2017: the head is shared). Weights drawn from N(0, 0.01), biases 0,
+    as the paper initializes the new layers. The sibling convolutions and reshapes run in
+    float32 (mixed-precision safe).
+
+    Returns:
+      ``(objectness [B, sum_l H_l * W_l * num_anchors], deltas [B, ..., 4])`` float32,
+      levels in order, anchor-major within each location (matching
+      :func:`tfzoo.ops.anchors.grid_anchors` and :func:`tfzoo.ops.anchors.multilevel_anchors`).
+    """
+    init = keras.initializers.RandomNormal(stddev=0.01)
+    conv = Conv2D(channels, 3, padding="same", activation="relu", kernel_initializer=init, name=f"{name}_conv")
+    logits = Conv2D(num_anchors, 1, kernel_initializer=init, dtype="float32", name=f"{name}_objectness")
+    boxes = Conv2D(4 * num_anchors, 1, kernel_initializer=init, dtype="float32", name=f"{name}_deltas")
+    objectness, deltas = [], []
+    for index, x in enumerate(levels):
+        x = conv(x)
+        objectness.append(keras.layers.Reshape((-1,), dtype="float32", name=f"{name}_objectness_reshape{index}")(
+            logits(x)))  # [B, H*W*A]
+        deltas.append(keras.layers.Reshape((-1, 4), dtype="float32", name=f"{name}_deltas_reshape{index}")(
+            boxes(x)))  # [B, H*W*A, 4]
+    if len(levels) == 1:
+        return objectness[0], deltas[0]
+    return (keras.layers.Concatenate(axis=1, dtype="float32", name=f"{name}_objectness_concat")(objectness),
+            keras.layers.Concatenate(axis=1, dtype="float32", name=f"{name}_deltas_concat")(deltas))

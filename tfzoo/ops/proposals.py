@@ -22,6 +22,10 @@ number per image with at most ``positive_fraction`` foreground
 (:func:`tfzoo.ops.sampling.sample_balanced_indices`), padded with background rows that
 carry no loss.
 
+The RPN's own training targets (:func:`rpn_targets`, computed per image in tf.data) are the
+paper's: anchors matched with :data:`tfzoo.ops.matcher.RPN` (IoU >= 0.7 or an object's best
+anchor positive, < 0.3 negative), then 256 of them drawn at up to 1:1.
+
 Shape legend: B batch, A anchors, L levels, N proposals, G ground truth, S sampled RoIs.
 """
 from __future__ import annotations
@@ -33,6 +37,44 @@ from tfzoo.ops import boxes as box_ops
 from tfzoo.ops import matcher as matcher_ops
 from tfzoo.ops import nms as nms_ops
 from tfzoo.ops import sampling
+
+
+#: ``rpn_targets`` labels: a sampled positive, a sampled negative, an anchor without loss.
+RPN_POSITIVE, RPN_NEGATIVE, RPN_UNSAMPLED = 1, 0, -1
+
+
+def rpn_targets(anchors, boxes, classes, special=None, *, num_samples=256, positive_fraction=0.5, straddle=None,
+                box_weights=(1.0, 1.0, 1.0, 1.0), seed=None, step=None):
+    """The RPN's training targets of one image.
+
+    Args:
+      anchors: ``[A, 4]`` normalized.
+      boxes, classes: the image's ground truth ``[G, 4]`` / ``[G]`` (negative classes:
+        padding); ``special [G]`` bool (crowd, difficult): never positive, and a
+        background anchor overlapping one by 0.5 carries no loss.
+      num_samples, positive_fraction: anchors drawn per image (256 at 0.5).
+      straddle: ``None`` keeps every anchor; a number ``t`` gives no loss to anchors
+        reaching more than ``t`` (normalized) outside the image (the paper ignores
+        cross-boundary anchors in training: ``t = 0``).
+      box_weights: the RPN's box coder weights.
+      seed, step: the sampler's (:func:`tfzoo.ops.sampling.sample_balanced`).
+
+    Returns:
+      ``(labels int32 [A]`` (:data:`RPN_POSITIVE`, :data:`RPN_NEGATIVE`,
+      :data:`RPN_UNSAMPLED`), ``deltas float32 [A, 4]`` (zeros off the positives)).
+    """
+    anchors = tf.cast(tf.convert_to_tensor(anchors), tf.float32)
+    classes = tf.cast(classes, tf.int32)
+    special = tf.zeros_like(classes, tf.bool) if special is None else tf.cast(special, tf.bool)
+    matched, deltas = matcher_ops.anchor_targets(matcher_ops.RPN, anchors, boxes, classes, special, box_weights,
+                                                 special_iou=0.5)  # class id, BACKGROUND or IGNORE
+    if straddle is not None:
+        inside = tf.reduce_all((anchors[:, :2] >= -float(straddle)) & (anchors[:, 2:] <= 1.0 + float(straddle)),
+                               axis=-1)
+        matched = tf.where(inside, matched, matcher_ops.IGNORE)
+    sampled = sampling.sample_balanced(matched, int(num_samples), positive_fraction, seed, step)
+    labels = tf.where(sampled, tf.where(matched >= 0, RPN_POSITIVE, RPN_NEGATIVE), RPN_UNSAMPLED)
+    return labels, tf.where((labels == RPN_POSITIVE)[:, None], deltas, 0.0)
 
 
 def _level_of(anchor_indices, level_sizes):
