@@ -282,9 +282,11 @@ def _is_float_decoder_tensor(tensor_type, name):
     the decoder's name scope."""
     from tensorflow.lite.python import schema_py_generated as schema
 
+    from tfzoo.models.base import FLOAT_EXIT
+
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
-    return tensor_type == schema.TensorType.FLOAT32 and _in_float_scope(name or "")
+    return tensor_type == schema.TensorType.FLOAT32 and _in_float_scope(name or "") and FLOAT_EXIT not in name
 
 
 def decoder_requantizations(model_bytes):

@@ -76,6 +76,9 @@ FLOAT_SCOPE = "tfzoo_float"
 #: Ops under these name scopes stay float32 in an int8 TFLite export, wherever they sit in
 #: the graph (:func:`tfzoo.export.tflite.decoder_ops`).
 FLOAT_SCOPES = (DECODER_SCOPE, FLOAT_SCOPE)
+#: Name scope of a float section's result that the int8 network reads on purpose (a
+#: two-stage detector's RoI crops feed its int8 head): :func:`float_exit`.
+FLOAT_EXIT = "tfzoo_float_exit"
 
 
 def float_section():
@@ -83,6 +86,23 @@ def float_section():
     int8 export keeps them in float32 (scores, box coordinates and NMS lose detections on
     an int8 grid calibrated on the network's activations)."""
     return tf.name_scope(FLOAT_SCOPE)
+
+
+def float_barrier(tensor):
+    """``tensor`` in float32 through an elementwise op the int8 quantizer decides on by its
+    name (``MAXIMUM`` with the lowest float32): called inside :func:`float_section` or the
+    decoder's scope on a network output, it keeps the ops after it in float32. Without it
+    a pass-through op (``GATHER``, ``RESHAPE``, ``SELECT_V2``, ``PACK``) reading an int8
+    network output is quantized with that output whatever its scope."""
+    return tf.maximum(tf.cast(tensor, tf.float32), tf.float32.min)
+
+
+def float_exit(tensor):
+    """The result of a :func:`float_section` that the network goes on with (RoI crops into a
+    two-stage detector's head): an int8 export quantizes it, the one float-section tensor
+    it may (the export's check that no score or box is requantized skips it)."""
+    with tf.name_scope(FLOAT_EXIT):
+        return tf.maximum(tensor, tf.float32.min)
 #: The smallest input size :meth:`Detector.with_image_size` (and ``--image-size``,
 #: ``--serve-size``) accepts: P7, the coarsest level, is 1/128 of the input.
 MIN_IMAGE_SIZE = 32

@@ -43,37 +43,51 @@ from tfzoo.ops import sampling
 RPN_POSITIVE, RPN_NEGATIVE, RPN_UNSAMPLED = 1, 0, -1
 
 
-def rpn_targets(anchors, boxes, classes, special=None, *, num_samples=256, positive_fraction=0.5, straddle=None,
-                box_weights=(1.0, 1.0, 1.0, 1.0), seed=None, step=None):
-    """The RPN's training targets of one image.
+def rpn_matches(anchors, boxes, classes, special=None, *, straddle=None, box_weights=(1.0, 1.0, 1.0, 1.0)):
+    """The RPN's anchor matching of one image, before sampling (what tf.data encodes).
 
     Args:
       anchors: ``[A, 4]`` normalized.
       boxes, classes: the image's ground truth ``[G, 4]`` / ``[G]`` (negative classes:
         padding); ``special [G]`` bool (crowd, difficult): never positive, and a
         background anchor overlapping one by 0.5 carries no loss.
-      num_samples, positive_fraction: anchors drawn per image (256 at 0.5).
       straddle: ``None`` keeps every anchor; a number ``t`` gives no loss to anchors
         reaching more than ``t`` (normalized) outside the image (the paper ignores
         cross-boundary anchors in training: ``t = 0``).
       box_weights: the RPN's box coder weights.
-      seed, step: the sampler's (:func:`tfzoo.ops.sampling.sample_balanced`).
 
     Returns:
-      ``(labels int32 [A]`` (:data:`RPN_POSITIVE`, :data:`RPN_NEGATIVE`,
-      :data:`RPN_UNSAMPLED`), ``deltas float32 [A, 4]`` (zeros off the positives)).
+      ``(matched int32 [A]`` (the matched object's class id, ``BACKGROUND`` or ``IGNORE``),
+      ``deltas float32 [A, 4]`` (zeros off the positives)).
     """
     anchors = tf.cast(tf.convert_to_tensor(anchors), tf.float32)
     classes = tf.cast(classes, tf.int32)
     special = tf.zeros_like(classes, tf.bool) if special is None else tf.cast(special, tf.bool)
     matched, deltas = matcher_ops.anchor_targets(matcher_ops.RPN, anchors, boxes, classes, special, box_weights,
-                                                 special_iou=0.5)  # class id, BACKGROUND or IGNORE
+                                                 special_iou=0.5)
     if straddle is not None:
         inside = tf.reduce_all((anchors[:, :2] >= -float(straddle)) & (anchors[:, 2:] <= 1.0 + float(straddle)),
                                axis=-1)
         matched = tf.where(inside, matched, matcher_ops.IGNORE)
+        deltas = tf.where(inside[:, None], deltas, 0.0)
+    return matched, deltas
+
+
+def rpn_sample(matched, *, num_samples=256, positive_fraction=0.5, seed=None, step=None):
+    """``labels int32 [..., A]``: :data:`RPN_POSITIVE` / :data:`RPN_NEGATIVE` for the
+    ``num_samples`` anchors drawn per image at up to ``positive_fraction`` positive
+    (:func:`tfzoo.ops.sampling.sample_balanced`), :data:`RPN_UNSAMPLED` elsewhere."""
+    matched = tf.cast(matched, tf.int32)
     sampled = sampling.sample_balanced(matched, int(num_samples), positive_fraction, seed, step)
-    labels = tf.where(sampled, tf.where(matched >= 0, RPN_POSITIVE, RPN_NEGATIVE), RPN_UNSAMPLED)
+    return tf.where(sampled, tf.where(matched >= 0, RPN_POSITIVE, RPN_NEGATIVE), RPN_UNSAMPLED)
+
+
+def rpn_targets(anchors, boxes, classes, special=None, *, num_samples=256, positive_fraction=0.5, straddle=None,
+                box_weights=(1.0, 1.0, 1.0, 1.0), seed=None, step=None):
+    """:func:`rpn_matches` then :func:`rpn_sample` for one image: ``(labels int32 [A],
+    deltas float32 [A, 4])``, the deltas zero off the sampled positives."""
+    matched, deltas = rpn_matches(anchors, boxes, classes, special, straddle=straddle, box_weights=box_weights)
+    labels = rpn_sample(matched, num_samples=num_samples, positive_fraction=positive_fraction, seed=seed, step=step)
     return labels, tf.where((labels == RPN_POSITIVE)[:, None], deltas, 0.0)
 
 

@@ -1,0 +1,105 @@
+"""Faster R-CNN (Ren et al. 2015): the seed's anchors, the two-stage training path (RoIs
+sampled with the ground truth in the loss, the head's weights shared with the graph),
+the decoder, and an int8 export with the proposal layer, RoI crops and decoder in float32."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfzoo
+import tfzoo.data
+from tfzoo.models import faster_rcnn as frcnn
+from tfzoo.ops import anchors as anchor_ops
+from tfzoo.ops import box_coder
+
+TINY = dict(frcnn.FasterRCNN.tiny)
+
+
+def _tiny(**overrides):
+    keras.utils.set_random_seed(0)
+    return tfzoo.build_model("faster_rcnn_mobile", **{**TINY, "num_classes": 5, **overrides})
+
+
+def test_the_papers_anchors_and_settings():
+    config = frcnn.PRESETS["faster_rcnn"]
+    assert (config.backbone, config.image_size, config.num_anchors) == ("vgg16", 800, 9)
+    anchors = frcnn.anchors_of((50, 50), 800, 16, config.anchor_ratios, config.anchor_scales)
+    assert anchors.shape == (22500, 4)
+    np.testing.assert_allclose(anchors[:9] * 800, anchor_ops.anchor_base(16, (0.5, 1.0, 2.0), (8, 16, 32)), atol=1e-3)
+    assert (config.rpn_pre_nms_train, config.rpn_post_nms_train, config.rpn_pre_nms_test, config.rpn_post_nms_test) \
+        == (12000, 2000, 6000, 300)
+    assert (config.roi_samples, config.roi_positive_fraction, config.box_weights) == (128, 0.25, (10.0, 10.0, 5.0, 5.0))
+    with pytest.raises(ValueError, match="at most as many proposals"):
+        config.replace(rpn_post_nms_test=7000)
+
+
+def test_training_head_shares_the_graphs_weights():
+    detector = _tiny()
+    assert detector.config.roi_samples == detector.config.rpn_post_nms_test  # one RoI count for both
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    out = detector(images, training=False)
+    logits, deltas = detector._roi_head_model()([out["rpn_features"], out["proposals"]], training=True)
+    np.testing.assert_allclose(logits.numpy(), out["class_logits"].numpy(), atol=1e-4)
+    np.testing.assert_allclose(deltas.numpy(), out["box_deltas"].numpy(), atol=1e-4)
+    # fit's forward pass stops after the RPN; the loss runs the head on sampled RoIs
+    assert set(detector(images, training=True)) == {"rpn_objectness", "rpn_deltas", "rpn_features"}
+    before = [w.numpy().copy() for w in detector.get_layer("roi_fc0").weights]
+    train = tfzoo.data.pipeline(tfzoo.data.load("shapes:4", "train"), detector, 2, training=True)
+    detector.compile(optimizer=keras.optimizers.SGD(0.01))
+    history = detector.fit(train, epochs=1, steps_per_epoch=2, verbose=0).history
+    assert set(frcnn.FasterRCNN.loss_names) <= set(history) and np.isfinite(history["loss"]).all()
+    assert any(not np.array_equal(a, w.numpy()) for a, w in zip(before, detector.get_layer("roi_fc0").weights))
+
+
+def test_decoder_decodes_each_class_from_its_proposal_and_drops_padding():
+    detector = _tiny()
+    k = detector.config.num_classes
+    proposals = np.zeros([1, 16, 4], np.float32)
+    proposals[0, 0] = [0.2, 0.2, 0.6, 0.5]  # the rest: padding (zeros)
+    logits = np.full([1, 16, k + 1], -10.0, np.float32)
+    logits[:, :, -1] = 10.0  # background everywhere ...
+    logits[0, 0, 3], logits[0, 0, -1] = 10.0, -10.0  # ... but proposal 0 is class 3
+    logits[0, 5, 2], logits[0, 5, -1] = 10.0, -10.0  # a padding row that claims class 2
+    deltas = np.zeros([1, 16, 4 * k], np.float32)
+    deltas[0, 0, 12:16] = [1.0, 0.0, 0.0, 0.0]  # class 3's deltas move the box down by 0.1 of its height
+    out = detector.decode({"proposals": proposals, "class_logits": logits, "box_deltas": deltas})
+    assert int(out["num_detections"][0]) == 1 and int(out["detection_classes"][0, 0]) == 3
+    want = box_coder.decode(deltas[0, 0, 12:16], proposals[0, 0], (10, 10, 5, 5)).numpy()
+    np.testing.assert_allclose(out["detection_boxes"][0, 0], want, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_int8_export_keeps_proposals_crops_and_decoder_float(tmp_path):
+    from tfzoo.export import export_tflite, load_model
+    from tfzoo.export.tflite import decoder_requantizations, non_builtin_ops, op_input_types, op_names
+
+    detector = _tiny()
+    images = tfzoo.data.pipeline(tfzoo.data.load("shapes:4", "train"), detector, 1, training=False)
+    path = export_tflite(detector, str(tmp_path / "int8.tflite"), quantize="int8", calibration_images=images)
+    model_bytes = (tmp_path / "int8.tflite").read_bytes()
+    assert not non_builtin_ops(op_names(model_bytes)) and not decoder_requantizations(model_bytes)
+    types = op_input_types(model_bytes)
+    assert "INT8" in types["CONV_2D"] and "INT8" in types["FULLY_CONNECTED"]
+    assert types["NON_MAX_SUPPRESSION_V5"] == {"FLOAT32"}
+    x = next(iter(images.map(lambda x, y: x))).numpy()
+    got = load_model(path).detect(x)
+    assert got["num_detections"].shape == (1,) and int(got["num_detections"][0]) > 0
+
+
+@pytest.mark.slow
+def test_tfzoo_train_runs_faster_rcnn_with_no_specific_flag(tmp_path):
+    from tfzoo import train as T
+
+    settings = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k not in ("image_size", "num_classes")]
+    result = T.train("faster_rcnn_mobile", "shapes:8", out=str(tmp_path / "run"), epochs=1, image_size=64,
+                     batch_size=4, settings=settings, val_data="shapes:4", diagnostics=False, verbose=0)
+    assert result.finished and result.steps == 2 and np.isfinite(result.history["loss"]).all()
+    assert set(result.metrics) >= {"AP", "AP50"}
+    loaded = keras.saving.load_model(str(tmp_path / "run" / T.MODEL_FILE), safe_mode=True)
+    images = np.zeros([1, 64, 64, 3], np.float32)
+    np.testing.assert_allclose(loaded(images)["rpn_objectness"], result.detector(images)["rpn_objectness"], atol=1e-5)
+    assert tf.is_tensor(loaded.detect(images)["num_detections"])

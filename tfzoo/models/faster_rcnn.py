@@ -1,0 +1,373 @@
+"""Faster R-CNN (Ren et al. 2015): a region proposal network and a RoI head on one feature map.
+
+The graph (``detector(images)``, what inference and the exports run): the backbone's
+stride-16 map (VGG-16's conv5_3), the RPN head (:func:`tfzoo.layers.rpn_head`: a 3x3 conv and
+sibling 1x1 convs for the 9 anchors per location, ratios 0.5/1/2 x scales 8/16/32 on base 16,
+the seed's table: 22,500 anchors at 800 x 800), the proposal layer
+(:func:`tfzoo.ops.proposals.generate_proposals`: top 6,000 -> NMS 0.7 -> 300 at test),
+RoI max pooling to 7 x 7 (:func:`tfzoo.ops.roi.roi_pool_builtin`: TFLite builtins only), two
+fully connected layers (4,096 each) and the sibling K + 1 softmax and class-specific box
+deltas (weights 10, 10, 5, 5). Raw outputs: ``rpn_objectness [B, A]``, ``rpn_deltas
+[B, A, 4]``, ``rpn_features`` (the shared map), ``proposals [B, R, 4]`` (zeros past the
+proposals found), ``class_logits [B, R, K + 1]`` (background last) and ``box_deltas [B, R,
+4 K]``; :meth:`FasterRCNN.decode` turns the last three into per-class boxes and runs the
+shared builtin NMS (0.3, the paper's test setting; 100 detections).
+
+Training (approximate joint training, the paper's sec. 3.2): ``fit`` runs the same layers
+with the training settings. ``detector(images, training=True)`` stops after the RPN; the
+RoI head runs in :meth:`FasterRCNN.compute_losses`, where the ground truth of the batch is:
+proposals from the RPN's outputs (top 12,000 -> NMS 0.7 -> 2,000, no gradient through
+them), 128 RoIs per image sampled among them and the ground-truth boxes at a quarter
+foreground (:func:`tfzoo.ops.proposals.roi_targets`), pooled with ``crop_and_resize`` (the
+same numbers as the builtin crop) and classified. The RPN's anchors are matched in tf.data
+(:func:`tfzoo.ops.proposals.rpn_matches`) and 256 of them sampled per image in the loss.
+Four loss terms: ``rpn_cls_loss``, ``rpn_box_loss``, ``roi_cls_loss``, ``roi_box_loss``.
+
+Presets:
+
+- ``faster_rcnn``: VGG-16 (ImageNet weights for users), 800 x 800, the paper's settings.
+- ``faster_rcnn_mobile``: a CPU preset: tfzoo's ResNet-10 at half width (its stride-16 map),
+  from random weights, 320 x 320, 1,000 -> 300 proposals in training and 500 -> 100 at test,
+  a 256-wide head, 64 RoIs per image, the CPU recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfzoo import backbones, layers
+from tfzoo.data import schema
+from tfzoo.data.pipeline import Encoder, pad_ground_truth
+from tfzoo.models.base import (SCRATCH_RECIPE, Detector, DetectorConfig, float_barrier, float_exit, float_section,
+                               replica_sum)
+from tfzoo.ops import anchors as anchor_ops
+from tfzoo.ops import box_coder
+from tfzoo.ops import boxes as box_ops
+from tfzoo.ops import losses as loss_ops
+from tfzoo.ops import matcher as matcher_ops
+from tfzoo.ops import nms as nms_ops
+from tfzoo.ops import proposals as proposal_ops
+from tfzoo.ops import roi as roi_ops
+
+#: Raw outputs and targets.
+RPN_OBJECTNESS = "rpn_objectness"
+RPN_DELTAS = "rpn_deltas"
+RPN_FEATURES = "rpn_features"
+RPN_MATCHES = "rpn_matches"
+PROPOSALS = "proposals"
+CLASS_LOGITS = "class_logits"
+BOX_DELTAS = "box_deltas"
+
+
+@dataclasses.dataclass(frozen=True)
+class FasterRCNNConfig(DetectorConfig):
+    """Faster R-CNN settings; defaults are the paper's VGG-16 model on VOC (20 classes)."""
+
+    name: str = "faster_rcnn"
+    num_classes: int = 20
+    image_size: int = 800
+    backbone: str = "vgg16"
+    feature: str = "C4"  # the backbone map the RPN and the RoI head share (stride 16)
+    # --- anchors (the seed's table: base 16, ratios x scales) ---
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_scales: tuple[float, ...] = (8.0, 16.0, 32.0)
+    # --- RPN ---
+    rpn_channels: int = 512
+    rpn_pre_nms_train: int = 12000
+    rpn_post_nms_train: int = 2000
+    rpn_pre_nms_test: int = 6000
+    rpn_post_nms_test: int = 300
+    rpn_nms_iou: float = 0.7
+    rpn_min_size: float = 0.0  # normalized side under which a proposal is dropped
+    rpn_samples: int = 256
+    rpn_positive_fraction: float = 0.5
+    rpn_straddle: float | None = None  # None: every anchor trains (the paper: 0, inside only)
+    # --- RoI head ---
+    roi_size: int = 7
+    roi_sampling_ratio: int = 2  # bilinear samples per pooled cell side, max-pooled
+    head_fc: tuple[int, ...] = (4096, 4096)
+    roi_samples: int = 128
+    roi_positive_fraction: float = 0.25  # the seed's 64/64 split: 0.5
+    box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0 / 9.0
+    max_boxes: int = 100  # ground-truth rows per image in the training batches
+    # --- inference ---
+    score_threshold: float = 0.05
+    nms_iou_threshold: float = 0.3
+    max_detections: int = 100
+    # --- the paper's recipe (VOC07+12: 60k iterations at 1e-3, 20k at 1e-4, 2 images) ---
+    batch_size: int = 2
+    learning_rate: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    epochs: int = 10
+    lr_decay_at: tuple[float, ...] = (0.75,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.head_fc:
+            raise ValueError("head_fc needs at least one fully connected layer")
+        if self.rpn_post_nms_test > self.rpn_pre_nms_test or self.rpn_post_nms_train > self.rpn_pre_nms_train:
+            raise ValueError("the RPN keeps at most as many proposals after NMS as before it")
+
+    @property
+    def num_anchors(self):
+        return len(self.anchor_ratios) * len(self.anchor_scales)
+
+
+PRESETS = {
+    "faster_rcnn": FasterRCNNConfig(),
+    "faster_rcnn_mobile": FasterRCNNConfig(
+        name="faster_rcnn_mobile",
+        image_size=320,
+        backbone="resnet10",
+        backbone_weights=None,
+        backbone_alpha=0.5,
+        anchor_scales=(2.0, 4.0, 8.0, 16.0),  # 32 to 256 px at 320
+        rpn_channels=128,
+        rpn_pre_nms_train=1000,
+        rpn_post_nms_train=300,
+        rpn_pre_nms_test=500,
+        rpn_post_nms_test=100,
+        head_fc=(256, 256),
+        roi_samples=64,
+        **SCRATCH_RECIPE,
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class ProposalLayer(keras.layers.Layer):
+    """The RPN's test-time proposals (:func:`tfzoo.ops.proposals.generate_proposals`) of
+    ``(objectness [B, A], deltas [B, A, 4])`` over the anchors of a ``map_size`` map:
+    ``[B, post_nms, 4]`` float32, computed in float32 under :func:`float_section`."""
+
+    def __init__(self, map_size, image_size, stride, ratios, scales, pre_nms, post_nms, nms_iou, min_size,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.map_size = tuple(int(s) for s in map_size)
+        self.image_size = int(image_size)
+        self.stride = int(stride)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.scales = tuple(float(s) for s in scales)
+        self.pre_nms, self.post_nms = int(pre_nms), int(post_nms)
+        self.nms_iou, self.min_size = float(nms_iou), float(min_size)
+        self.anchors = anchors_of(self.map_size, self.image_size, self.stride, self.ratios, self.scales)
+
+    def call(self, objectness, deltas):
+        with float_section():
+            boxes, _, _ = proposal_ops.generate_proposals(
+                float_barrier(objectness), float_barrier(deltas), self.anchors, pre_nms_top_k=self.pre_nms, post_nms_top_n=self.post_nms,
+                iou_threshold=self.nms_iou, min_size=self.min_size)
+        return boxes
+
+    def compute_output_shape(self, objectness_shape, deltas_shape):
+        return (objectness_shape[0], self.post_nms, 4)
+
+    def get_config(self):
+        return {**super().get_config(), "map_size": self.map_size, "image_size": self.image_size,
+                "stride": self.stride, "ratios": self.ratios, "scales": self.scales, "pre_nms": self.pre_nms,
+                "post_nms": self.post_nms, "nms_iou": self.nms_iou, "min_size": self.min_size}
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class RoIPool(keras.layers.Layer):
+    """Fast R-CNN's RoI max pooling of ``rois [B, R, 4]`` on ``features [B, H, W, C]`` to
+    ``[B, R, size, size, C]`` (:mod:`tfzoo.ops.roi`): the builtin-only crop at inference
+    (exports), ``crop_and_resize`` in training (the same numbers, faster)."""
+
+    def __init__(self, size=7, sampling_ratio=2, **kwargs):
+        super().__init__(**kwargs)
+        self.size, self.sampling_ratio = int(size), int(sampling_ratio)
+
+    def call(self, features, rois, training=None):
+        pool = roi_ops.roi_pool if training else roi_ops.roi_pool_builtin
+        # Box coordinates and the sampling positions derived from them stay float32 in an
+        # int8 export (on an int8 grid a RoI moves by up to a cell); the crops go back to
+        # the int8 head (float_exit).
+        with float_section():
+            crops = float_exit(pool(float_barrier(features), float_barrier(rois), (self.size, self.size),
+                                    self.sampling_ratio))
+        return tf.cast(crops, self.compute_dtype)
+
+    def compute_output_shape(self, features_shape, rois_shape):
+        return (features_shape[0], rois_shape[1], self.size, self.size, features_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "sampling_ratio": self.sampling_ratio}
+
+
+def anchors_of(map_size, image_size, stride, ratios, scales):
+    """float32 ``[H * W * A, 4]`` normalized RPN anchors of a ``map_size`` map (the seed's
+    table on base ``stride``, tiled by :func:`tfzoo.ops.anchors.grid_anchors`)."""
+    base = anchor_ops.anchor_base(stride, ratios, scales)
+    anchors_px = anchor_ops.grid_anchors(map_size[0], map_size[1], stride, base)
+    return np.asarray(box_ops.normalize(anchors_px, image_size, image_size), np.float32)
+
+
+class FasterRCNNEncoder(Encoder):
+    """tf.data targets: the RPN's anchor matches (``rpn_matches [A]``: class id, -1
+    background, -2 no loss; ``rpn_deltas [A, 4]``) and the padded ground truth
+    (``boxes``, ``classes``, ``is_crowd``, ``difficult``) the RoI sampler reads."""
+
+    keep_aspect_ratio = True
+    xla_targets = True
+
+    def __init__(self, config, anchors):
+        self.config = config
+        self.image_size = (config.image_size, config.image_size)
+        self.augment = config.augment
+        self.flip = config.flip
+        self.anchors = tf.constant(anchors, tf.float32)
+
+    def box_targets(self, ground_truth):
+        config = self.config
+        matched, deltas = proposal_ops.rpn_matches(
+            self.anchors, ground_truth[schema.BOXES], ground_truth[schema.CLASSES],
+            ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT], straddle=config.rpn_straddle)
+        return {RPN_MATCHES: matched, RPN_DELTAS: deltas}
+
+    def targets(self, example):
+        targets = super().targets(example)
+        targets.update(pad_ground_truth(example, self.config.max_boxes))
+        return targets
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class FasterRCNN(Detector):
+    """Faster R-CNN as a functional Keras model (see the module doc and :mod:`tfzoo.models.base`)."""
+
+    config_class = FasterRCNNConfig
+    family = "Faster R-CNN"
+    kind = "two-stage"
+    presets = PRESETS
+    cpu_presets = ("faster_rcnn_mobile",)
+    loss_names = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
+    box_loss_names = ("rpn_box_loss", "roi_box_loss")
+    pre_nms_outputs = (RPN_OBJECTNESS, RPN_DELTAS)
+    tiny = {"image_size": 64, "num_classes": 3, "backbone": "resnet10", "backbone_weights": None,
+            "backbone_alpha": 0.25, "anchor_scales": (2.0, 4.0), "rpn_channels": 16, "rpn_pre_nms_train": 64,
+            "rpn_post_nms_train": 32, "rpn_pre_nms_test": 32, "rpn_post_nms_test": 16, "head_fc": (32,),
+            "roi_samples": 16, "roi_size": 3, "max_boxes": 8}
+
+    @classmethod
+    def create(cls, config):
+        size = config.image_size
+        stride = 16
+        with layers.dtype_policy(config.backbone_dtype):
+            trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,
+                                             batchnorm_momentum=config.batchnorm_momentum,
+                                             features=(config.feature,))
+            normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
+        images = keras.Input((size, size, 3), name="images")
+        features = trunk(normalize(images))[config.feature]
+        map_size = (int(features.shape[1]), int(features.shape[2]))
+        objectness, deltas = layers.rpn_head([features], config.num_anchors, config.rpn_channels, name="rpn")
+        proposals = ProposalLayer(map_size, size, stride, config.anchor_ratios, config.anchor_scales,
+                                  config.rpn_pre_nms_test, config.rpn_post_nms_test, config.rpn_nms_iou,
+                                  config.rpn_min_size, name="proposal")(objectness, deltas)
+        class_logits, box_deltas = _roi_head(features, proposals, config)
+        outputs = {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas, RPN_FEATURES: features, PROPOSALS: proposals,
+                   CLASS_LOGITS: class_logits, BOX_DELTAS: box_deltas}
+        model = cls(images, outputs, config, name=config.name)
+        model.map_size = map_size
+        model.anchors = anchors_of(map_size, size, stride, config.anchor_ratios, config.anchor_scales)
+        # The training forward pass (the graph up to the RPN) and the RoI head on sampled
+        # RoIs share these layers; kept out of Keras' attribute tracking (no second copy of
+        # the weights in the saved file).
+        model.__dict__["_trunk"] = keras.Model(images, {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas,
+                                                        RPN_FEATURES: features})
+        model.__dict__["_head"] = None
+        return model
+
+    def _roi_head_model(self):
+        """The RoI head on ``(features, rois [B, roi_samples, 4])``: the graph's layers."""
+        if self.__dict__.get("_head") is None:
+            features = keras.Input(self.__dict__["_trunk"].output[RPN_FEATURES].shape[1:], name="features")
+            rois = keras.Input((self.config.roi_samples, 4), name="rois")
+            self.__dict__["_head"] = keras.Model([features, rois], _roi_head(features, rois, self.config,
+                                                                            model=self))
+        return self.__dict__["_head"]
+
+    def make_encoder(self):
+        return FasterRCNNEncoder(self.config, self.anchors)
+
+    def call(self, inputs, training=None, mask=None):
+        if training:  # fit: the RoI head runs in compute_losses, on RoIs sampled with the ground truth
+            return self.__dict__["_trunk"](inputs, training=True)
+        return super().call(inputs, training=training, mask=mask)
+
+    def compute_losses(self, targets, outputs):
+        config = self.config
+        # --- RPN: 256 anchors per image, up to half positive ---
+        labels = proposal_ops.rpn_sample(targets[RPN_MATCHES], num_samples=config.rpn_samples,
+                                         positive_fraction=config.rpn_positive_fraction)  # [B, A]
+        sampled = tf.cast(labels != proposal_ops.RPN_UNSAMPLED, tf.float32)
+        positive = tf.cast(labels == proposal_ops.RPN_POSITIVE, tf.float32)
+        rpn_normalizer = tf.maximum(replica_sum(tf.reduce_sum(sampled)), 1.0)
+        rpn_cls = loss_ops.sigmoid_cross_entropy(positive, outputs[RPN_OBJECTNESS], weights=sampled)
+        rpn_box = loss_ops.smooth_l1(targets[RPN_DELTAS], outputs[RPN_DELTAS], config.smooth_l1_beta,
+                                     weights=positive)
+        # --- proposals (training settings, no gradient), then 128 sampled RoIs per image ---
+        with float_section():
+            proposals, _, num_proposals = proposal_ops.generate_proposals(
+                outputs[RPN_OBJECTNESS], outputs[RPN_DELTAS], self.anchors, pre_nms_top_k=config.rpn_pre_nms_train,
+                post_nms_top_n=config.rpn_post_nms_train, iou_threshold=config.rpn_nms_iou,
+                min_size=config.rpn_min_size)
+        rois = proposal_ops.roi_targets(
+            proposals, num_proposals, targets[schema.BOXES], targets[schema.CLASSES],
+            num_samples=config.roi_samples, positive_fraction=config.roi_positive_fraction,
+            box_weights=config.box_weights, gt_ignore=targets[schema.IS_CROWD] | targets[schema.DIFFICULT])
+        class_logits, box_deltas = self._roi_head_model()([outputs[RPN_FEATURES], rois["rois"]], training=True)
+        roi_classes = rois["classes"]  # [B, S]: class, BACKGROUND, IGNORE (padding)
+        valid = tf.cast(roi_classes != matcher_ops.IGNORE, tf.float32)
+        roi_normalizer = tf.maximum(replica_sum(tf.reduce_sum(valid)), 1.0)
+        roi_cls = loss_ops.softmax_cross_entropy_with_ignore(roi_classes, class_logits)
+        per_class = tf.reshape(tf.cast(box_deltas, tf.float32), [tf.shape(box_deltas)[0], -1, config.num_classes, 4])
+        chosen = tf.gather(per_class, tf.maximum(roi_classes, 0), batch_dims=2)  # [B, S, 4]
+        roi_box = loss_ops.smooth_l1(rois["box_deltas"], chosen, config.smooth_l1_beta,
+                                     weights=tf.cast(roi_classes >= 0, tf.float32))
+        return {"rpn_cls_loss": tf.reduce_sum(rpn_cls) / rpn_normalizer,
+                "rpn_box_loss": tf.reduce_sum(rpn_box) / rpn_normalizer,
+                "roi_cls_loss": tf.reduce_sum(roi_cls) / roi_normalizer,
+                "roi_box_loss": tf.reduce_sum(roi_box) / roi_normalizer}
+
+    def decode(self, outputs):
+        config = self.config
+        proposals = float_barrier(outputs[PROPOSALS])  # [B, R, 4]
+        logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + 1], background last
+        scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
+        deltas = tf.reshape(float_barrier(outputs[BOX_DELTAS]),
+                            [tf.shape(proposals)[0], -1, config.num_classes, 4])  # [B, R, K, 4]
+        boxes = box_ops.clip(box_coder.decode(deltas, proposals[:, :, None, :], config.box_weights))
+        # A padding proposal (zeros) decodes to an empty box, which NMS never keeps.
+        boxes = tf.where(box_ops.valid_mask(proposals)[..., None, None], boxes, 0.0)
+        return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
+                                      iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
+                                      pre_nms_top_k=max(1000, config.max_detections))
+
+
+def _roi_head(features, rois, config, model=None):
+    """RoI pooling, the fully connected layers and the two predictors, on ``rois``: new
+    layers (``model=None``) or ``model``'s (the same weights on another graph)."""
+    def layer(name, make):
+        return model.get_layer(name) if model is not None else make()
+
+    x = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, name="roi_pool"))(features, rois)
+    width = config.roi_size * config.roi_size * int(features.shape[-1])
+    x = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, 7*7*C]
+    for i, units in enumerate(config.head_fc):
+        x = layer(f"roi_fc{i}", lambda units=units, i=i: keras.layers.Dense(units, activation="relu",
+                                                                              name=f"roi_fc{i}"))(x)
+    # The paper's initialization of the predictors: N(0, 0.01) and N(0, 0.001).
+    class_logits = layer("roi_class", lambda: keras.layers.Dense(
+        config.num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), dtype="float32",
+        name="roi_class"))(x)
+    box_deltas = layer("roi_box", lambda: keras.layers.Dense(
+        4 * config.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), dtype="float32",
+        name="roi_box"))(x)
+    return class_logits, box_deltas
