@@ -47,10 +47,12 @@ By ``kind``:
   YOLOv2/v3 may list ``train_sizes`` in their encoder (multi-scale training); YOLOv1 sets
   ``fixed_size`` on its config (its fully connected layers fix the input).
 - **two-stage** (Faster R-CNN, FPN): the RPN's proposals are generated inside the graph,
-  under :func:`float_section` (an int8 export keeps that part float32); the RoI head
-  needs the ground truth in the forward pass to sample RoIs, so it overrides
-  ``train_step`` (Keras' hook; ``fit`` stays the loop); ``pre_nms_outputs`` names the RPN
-  outputs that parity checks compare.
+  under :func:`float_section` (an int8 export keeps that part float32; :func:`float_barrier`
+  where it reads the network, :func:`float_exit` where the network reads it back); the
+  RoI head needs the ground truth to sample RoIs, so ``call(training=True)`` stops after
+  the RPN and :meth:`Detector.compute_losses`, which gets the batch's targets, samples the
+  RoIs and runs the head's layers on them (Keras' own ``train_step``; ``fit`` stays the
+  loop); ``pre_nms_outputs`` names the RPN outputs that parity checks compare.
 - **proposals** (R-CNN, SPP-Net, Fast R-CNN): ``input_names = ("images", "proposals")``;
   examples carry ``proposals`` (moved with the image by augmentation and resizing) and the
   encoder pads them to ``max_proposals``; R-CNN adds training ``stages`` after ``fit``
@@ -372,8 +374,8 @@ class Detector(keras.Model):
     #: the fine-tuned features, then box regression). Each stage is checkpointed
     #: (``model.keras`` and ``state.json``) when it ends and skipped on resume once done.
     #: Where the ground truth must reach the forward pass (RoI sampling in a two-stage
-    #: detector), a detector overrides ``train_step``, Keras' documented hook, and
-    #: ``model.fit`` stays the loop.
+    #: detector), the part that needs it runs in ``compute_losses`` (see the module doc),
+    #: and ``model.fit`` stays the loop.
     stages = ("fit",)
     #: Names of the raw outputs computed before any NMS: what the exports' ``raw_outputs``
     #: signature returns and parity checks compare (``None``: every raw output, as for a
