@@ -171,8 +171,8 @@ def test_demo_takes_any_cpu_preset_from_one_table(monkeypatch, capsys):
     bare = tfzoo.demo.demo_recipe("retinanet_mobile")
     assert bare.out == "saved_models/retinanet_mobile_shapes" and bare.settings == () and bare.serve_size is None
     assert tfzoo.demo.demo_recipe("ssd_mobile").out == "saved_models/ssd_mobile_shapes"
-    with pytest.raises(ValueError, match=r"'retinanet' is not one \(CPU presets: retinanet_mobile, ssd_mobile\)"):
+    with pytest.raises(ValueError, match=r"'retinanet' is not one \(CPU presets: faster_rcnn_mobile, retinanet_mobile, ssd_mobile\)"):
         tfzoo.demo.demo_recipe("retinanet")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["demo", "--model", "retinanet_r101"])
-    assert exit_info.value.code == 2 and "CPU presets: retinanet_mobile, ssd_mobile" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "CPU presets: faster_rcnn_mobile, retinanet_mobile, ssd_mobile" in capsys.readouterr().err
