@@ -1044,7 +1044,7 @@ def _script(name):
     return module
 
 
-@pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc"])
+@pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc", "faster_rcnn_voc"])
 def test_recipe_script_help_works_offline(name):
     done = subprocess.run([sys.executable, str(ROOT / "train_scripts" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,

@@ -103,3 +103,41 @@ def test_tfzoo_train_runs_faster_rcnn_with_no_specific_flag(tmp_path):
     images = np.zeros([1, 64, 64, 3], np.float32)
     np.testing.assert_allclose(loaded(images)["rpn_objectness"], result.detector(images)["rpn_objectness"], atol=1e-5)
     assert tf.is_tensor(loaded.detect(images)["num_detections"])
+
+
+@pytest.mark.slow
+def test_vgg16_classifier_fc_layers_initialize_the_roi_head():
+    """The paper's initialization on random weights (no download here): keras' VGG-16 fc1 and
+    fc2 land in the RoI head's two 4,096-wide layers, whose input (7 x 7 x 512 RoI pools of
+    conv5_3) has fc1's flatten order."""
+    keras.utils.set_random_seed(2)
+    classifier = keras.applications.VGG16(include_top=True, weights=None)
+    detector = tfzoo.build_model("faster_rcnn", image_size=224, num_classes=3, backbone_weights=None,
+                                 rpn_pre_nms_test=100, rpn_post_nms_test=8, roi_samples=8)
+    assert frcnn._vgg16_head_fits(detector.config)
+    assert not frcnn._vgg16_head_fits(frcnn.PRESETS["faster_rcnn_mobile"])
+    frcnn.load_vgg16_head(detector, classifier)
+    for ours, theirs in (("roi_fc0", "fc1"), ("roi_fc1", "fc2")):
+        for got, want in zip(detector.get_layer(ours).get_weights(), classifier.get_layer(theirs).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    # a RoI covering the whole 224 image pools conv5_3 (14 x 14) to 7 x 7: what pool5 gives the classifier
+    features = detector.get_layer("backbone").output["C4"]
+    assert tuple(features.shape[1:]) == (14, 14, 512)
+
+
+def test_voc_script_holds_the_papers_recipe():
+    import importlib.util
+    import pathlib
+
+    from tfzoo import train as T
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "train_scripts" / "faster_rcnn_voc.py"
+    spec = importlib.util.spec_from_file_location("faster_rcnn_voc", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(20)], image_size=800, settings=script.SETTINGS)
+    assert (config.backbone, config.image_size, config.batch_size, config.epochs) == ("vgg16", 800, 2, 5)
+    assert (config.optimizer, config.momentum, config.weight_decay, config.lr_decay_at) == ("sgd", 0.9, 5e-4, (0.75,))
+    # 1e-3 per image, as the paper's one-image mini-batches
+    assert T.resolve_config(script.MODEL, ["a"], batch_size=1, settings=script.SETTINGS).learning_rate == 1e-3
+    assert script.PROTOCOL.data == ("tfds:voc/2007", "tfds:voc/2012") and script.PROTOCOL.val_split == "test"

@@ -98,12 +98,13 @@ class FasterRCNNConfig(DetectorConfig):
     score_threshold: float = 0.05
     nms_iou_threshold: float = 0.3
     max_detections: int = 100
-    # --- the paper's recipe (VOC07+12: 60k iterations at 1e-3, 20k at 1e-4, 2 images) ---
+    # --- the paper's recipe (sec. 4.1, VOC07+12: one image per mini-batch, 60k at 1e-3 then
+    # 20k at 1e-4): 80k images = 4.8 epochs of 16,551, here 2 images per step at 2e-3 ---
     batch_size: int = 2
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     weight_decay: float = 5e-4
     warmup_steps: int = 0
-    epochs: int = 10
+    epochs: int = 5
     lr_decay_at: tuple[float, ...] = (0.75,)
 
     def __post_init__(self):
@@ -282,6 +283,10 @@ class FasterRCNN(Detector):
         model.__dict__["_trunk"] = keras.Model(images, {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas,
                                                         RPN_FEATURES: features})
         model.__dict__["_head"] = None
+        if config.backbone == "vgg16" and config.backbone_weights == "imagenet" and _vgg16_head_fits(config):
+            from tfzoo.backbones.applications import _application  # noqa: PLC0415
+
+            load_vgg16_head(model, _application("VGG16", "imagenet", None, include_top=True))
         return model
 
     def _roi_head_model(self):
@@ -349,6 +354,20 @@ class FasterRCNN(Detector):
         return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
                                       iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
                                       pre_nms_top_k=max(1000, config.max_detections))
+
+
+def _vgg16_head_fits(config):
+    """Whether the RoI head has VGG-16's fully connected layers' shapes (7 x 7 x 512 in, 4,096 x 2)."""
+    return config.roi_size == 7 and tuple(config.head_fc) == (4096, 4096)
+
+
+def load_vgg16_head(detector, classifier):
+    """Copies a ``keras.applications.VGG16(include_top=True)`` ``classifier``'s fc1 and fc2
+    (the paper's fc6 and fc7) into the RoI head's two fully connected layers, as the paper
+    initializes them. The RoI pool replaces pool5: both give 7 x 7 x 512, flattened by
+    height, width and channel alike."""
+    for ours, theirs in (("roi_fc0", "fc1"), ("roi_fc1", "fc2")):
+        detector.get_layer(ours).set_weights(classifier.get_layer(theirs).get_weights())
 
 
 def _roi_head(features, rois, config, model=None):
