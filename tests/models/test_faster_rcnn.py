@@ -19,9 +19,9 @@ from tfzoo.ops import box_coder
 TINY = dict(frcnn.FasterRCNN.tiny)
 
 
-def _tiny(**overrides):
+def _tiny(name="faster_rcnn_mobile", **overrides):
     keras.utils.set_random_seed(0)
-    return tfzoo.build_model("faster_rcnn_mobile", **{**TINY, "num_classes": 5, **overrides})
+    return tfzoo.build_model(name, **{**TINY, "num_classes": 5, **overrides})
 
 
 def test_the_papers_anchors_and_settings():
@@ -37,16 +37,34 @@ def test_the_papers_anchors_and_settings():
         config.replace(rpn_post_nms_test=7000)
 
 
-def test_training_head_shares_the_graphs_weights():
-    detector = _tiny()
+def test_fpn_preset_holds_the_papers_pyramid():
+    config = frcnn.PRESETS["faster_rcnn_fpn"]
+    assert (config.backbone, config.fpn, config.levels, config.roi_levels) == ("resnet50", True, (2, 3, 4, 5, 6), (2, 5))
+    assert (config.num_anchors, config.head_fc, config.roi_samples, config.roi_positive_fraction) == (
+        3, (1024, 1024), 512, 0.25)
+    assert (config.rpn_post_nms_train, config.rpn_post_nms_test) == (2000, 1000)
+    detector = _tiny("faster_rcnn_fpn_mobile", anchor_scales=(8.0,))
+    assert detector.map_sizes == ((16, 16), (8, 8), (4, 4), (2, 2), (1, 1))  # P2 ... P6 at 64 px
+    start = 0
+    for level, count in zip(range(2, 7), detector.level_sizes):
+        square = detector.anchors[start + 1] * 64  # ratio 1 is the second of (0.5, 1, 2)
+        assert np.allclose(square[2:] - square[:2], 8 * 2 ** level)  # 32 px at P2 ... 512 at P6
+        start += count
+    assert set(detector.feature_keys) == {"rpn_features_p2", "rpn_features_p3", "rpn_features_p4", "rpn_features_p5"}
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_mobile", "faster_rcnn_fpn_mobile"])
+def test_training_head_shares_the_graphs_weights(name):
+    detector = _tiny(name)
     assert detector.config.roi_samples == detector.config.rpn_post_nms_test  # one RoI count for both
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     out = detector(images, training=False)
-    logits, deltas = detector._roi_head_model()([out["rpn_features"], out["proposals"]], training=True)
+    logits, deltas = detector._roi_head_model()([*(out[k] for k in detector.feature_keys), out["proposals"]],
+                                                training=True)
     np.testing.assert_allclose(logits.numpy(), out["class_logits"].numpy(), atol=1e-4)
     np.testing.assert_allclose(deltas.numpy(), out["box_deltas"].numpy(), atol=1e-4)
     # fit's forward pass stops after the RPN; the loss runs the head on sampled RoIs
-    assert set(detector(images, training=True)) == {"rpn_objectness", "rpn_deltas", "rpn_features"}
+    assert set(detector(images, training=True)) == {"rpn_objectness", "rpn_deltas", *detector.feature_keys}
     before = [w.numpy().copy() for w in detector.get_layer("roi_fc0").weights]
     train = tfzoo.data.pipeline(tfzoo.data.load("shapes:4", "train"), detector, 2, training=True)
     detector.compile(optimizer=keras.optimizers.SGD(0.01))

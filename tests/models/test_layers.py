@@ -349,3 +349,21 @@ def test_dilated_conv2d_is_one_conv_op_equal_to_keras(padding, tmp_path):
     interpreter.invoke()
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, stock(x[:1]).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fpn_from_c2_with_a_pooled_p6_and_the_retinanet_form():
+    """FPN's Faster R-CNN pyramid: P2-P5 from C2-C5 top-down, P6 = P5 subsampled by 2; the
+    RetinaNet form (C3-C5, P6/P7 convolutions) keeps its layer names."""
+    sizes = {2: 16, 3: 8, 4: 4, 5: 2}
+    c = {level: keras.Input((side, side, 3 + level)) for level, side in sizes.items()}
+    pyramid = tfzoo.layers.fpn([c[2], c[3], c[4], c[5]], 8, min_level=2, max_level=6, extra="pool")
+    assert [tuple(p.shape[1:3]) for p in pyramid] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    model = keras.Model(list(c.values()), pyramid)
+    rng = np.random.default_rng(0)
+    outs = model([rng.normal(size=(1, side, side, 3 + level)).astype("float32") for level, side in sizes.items()])
+    np.testing.assert_array_equal(outs[4].numpy(), outs[3].numpy()[:, ::2, ::2])
+    retina = tfzoo.layers.fpn([c[3], c[4], c[5]], 8, min_level=3, max_level=7, name="r")
+    names = {layer.name for layer in keras.Model([c[3], c[4], c[5]], retina).layers}
+    assert {"r_lateral_p3", "r_output_p3", "r_p6", "r_p7"} <= names and "r_lateral_p2" not in names
+    with pytest.raises(ValueError, match="P6 at most"):
+        tfzoo.layers.fpn([c[2], c[3], c[4], c[5]], 8, min_level=2, max_level=7, extra="pool")

@@ -70,7 +70,13 @@ class FasterRCNNConfig(DetectorConfig):
     num_classes: int = 20
     image_size: int = 800
     backbone: str = "vgg16"
-    feature: str = "C4"  # the backbone map the RPN and the RoI head share (stride 16)
+    feature: str = "C4"  # without FPN: the backbone map the RPN and the RoI head share (stride 16)
+    # --- FPN (Lin et al. 2017): P2-P6 from C2-C5, one anchor size per level ---
+    fpn: bool = False
+    fpn_channels: int = 256
+    min_level: int = 2
+    max_level: int = 6
+    roi_levels: tuple[int, ...] = (2, 5)  # the levels RoIs are pooled from, k0 = 4 at 224 px
     # --- anchors (the seed's table: base 16, ratios x scales) ---
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     anchor_scales: tuple[float, ...] = (8.0, 16.0, 32.0)
@@ -111,12 +117,22 @@ class FasterRCNNConfig(DetectorConfig):
         super().__post_init__()
         if not self.head_fc:
             raise ValueError("head_fc needs at least one fully connected layer")
-        if self.rpn_post_nms_test > self.rpn_pre_nms_test or self.rpn_post_nms_train > self.rpn_pre_nms_train:
+        if self.fpn and not (2 <= self.min_level <= self.roi_levels[0] <= self.roi_levels[1] <= 5 < self.max_level
+                             <= 6):
+            raise ValueError(f"FPN levels need 2 <= min_level <= roi_levels <= 5 < max_level <= 6, got "
+                             f"{self.min_level}..{self.max_level}, RoIs from {self.roi_levels}")
+        if not self.fpn and (self.rpn_post_nms_test > self.rpn_pre_nms_test
+                             or self.rpn_post_nms_train > self.rpn_pre_nms_train):
             raise ValueError("the RPN keeps at most as many proposals after NMS as before it")
 
     @property
     def num_anchors(self):
         return len(self.anchor_ratios) * len(self.anchor_scales)
+
+    @property
+    def levels(self):
+        """The pyramid levels the RPN runs on: ``(4,)`` (stride 16) without FPN."""
+        return tuple(range(self.min_level, self.max_level + 1)) if self.fpn else (4,)
 
 
 PRESETS = {
@@ -137,69 +153,128 @@ PRESETS = {
         roi_samples=64,
         **SCRATCH_RECIPE,
     ),
+    # Lin et al. 2017: ResNet-50 + FPN P2-P6 (256 channels), anchors of 32 ... 512 px (one
+    # size per level) x 3 ratios, 2,000 proposals per level -> 2,000 in training and 1,000
+    # -> 1,000 at test, RoIs pooled from P2-P5 by size, a 2 x 1,024 head, 512 RoIs per image.
+    "faster_rcnn_fpn": FasterRCNNConfig(
+        name="faster_rcnn_fpn",
+        backbone="resnet50",
+        fpn=True,
+        anchor_scales=(8.0,),
+        rpn_channels=256,
+        rpn_pre_nms_train=2000,
+        rpn_post_nms_train=2000,
+        rpn_pre_nms_test=1000,
+        rpn_post_nms_test=1000,
+        head_fc=(1024, 1024),
+        roi_samples=512,
+        weight_decay=1e-4,
+        learning_rate=0.02,
+        batch_size=16,
+        warmup_steps=500,
+        epochs=12,
+        lr_decay_at=(2.0 / 3.0, 8.0 / 9.0),
+    ),
+    "faster_rcnn_fpn_mobile": FasterRCNNConfig(
+        name="faster_rcnn_fpn_mobile",
+        image_size=320,
+        backbone="resnet10",
+        backbone_weights=None,
+        backbone_alpha=0.5,
+        fpn=True,
+        fpn_channels=64,
+        anchor_scales=(8.0,),  # 32 (P2) ... 512 (P6) px
+        rpn_channels=64,
+        rpn_pre_nms_train=500,
+        rpn_post_nms_train=300,
+        rpn_pre_nms_test=250,
+        rpn_post_nms_test=100,
+        head_fc=(256, 256),
+        roi_samples=64,
+        **SCRATCH_RECIPE,
+    ),
 }
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
 class ProposalLayer(keras.layers.Layer):
     """The RPN's test-time proposals (:func:`tfzoo.ops.proposals.generate_proposals`) of
-    ``(objectness [B, A], deltas [B, A, 4])`` over the anchors of a ``map_size`` map:
-    ``[B, post_nms, 4]`` float32, computed in float32 under :func:`float_section`."""
+    ``(objectness [B, A], deltas [B, A, 4])`` over the anchors of maps ``map_sizes`` with
+    ``strides`` (one per level, NMS within each): ``[B, post_nms, 4]`` float32, computed in
+    float32 under :func:`float_section`."""
 
-    def __init__(self, map_size, image_size, stride, ratios, scales, pre_nms, post_nms, nms_iou, min_size,
+    def __init__(self, map_sizes, image_size, strides, ratios, scales, pre_nms, post_nms, nms_iou, min_size,
                  **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.map_size = tuple(int(s) for s in map_size)
+        self.map_sizes = tuple(tuple(int(d) for d in size) for size in map_sizes)
         self.image_size = int(image_size)
-        self.stride = int(stride)
+        self.strides = tuple(int(s) for s in strides)
         self.ratios = tuple(float(r) for r in ratios)
         self.scales = tuple(float(s) for s in scales)
         self.pre_nms, self.post_nms = int(pre_nms), int(post_nms)
         self.nms_iou, self.min_size = float(nms_iou), float(min_size)
-        self.anchors = anchors_of(self.map_size, self.image_size, self.stride, self.ratios, self.scales)
+        per_level = [anchors_of(size, self.image_size, stride, self.ratios, self.scales)
+                     for size, stride in zip(self.map_sizes, self.strides)]
+        self.level_sizes = tuple(len(a) for a in per_level)
+        self.anchors = np.concatenate(per_level)
 
     def call(self, objectness, deltas):
         with float_section():
             boxes, _, _ = proposal_ops.generate_proposals(
-                float_barrier(objectness), float_barrier(deltas), self.anchors, pre_nms_top_k=self.pre_nms, post_nms_top_n=self.post_nms,
-                iou_threshold=self.nms_iou, min_size=self.min_size)
+                float_barrier(objectness), float_barrier(deltas), self.anchors, self.level_sizes,
+                pre_nms_top_k=self.pre_nms, post_nms_top_n=self.post_nms, iou_threshold=self.nms_iou,
+                min_size=self.min_size)
         return boxes
 
     def compute_output_shape(self, objectness_shape, deltas_shape):
         return (objectness_shape[0], self.post_nms, 4)
 
     def get_config(self):
-        return {**super().get_config(), "map_size": self.map_size, "image_size": self.image_size,
-                "stride": self.stride, "ratios": self.ratios, "scales": self.scales, "pre_nms": self.pre_nms,
+        return {**super().get_config(), "map_sizes": self.map_sizes, "image_size": self.image_size,
+                "strides": self.strides, "ratios": self.ratios, "scales": self.scales, "pre_nms": self.pre_nms,
                 "post_nms": self.post_nms, "nms_iou": self.nms_iou, "min_size": self.min_size}
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
 class RoIPool(keras.layers.Layer):
-    """Fast R-CNN's RoI max pooling of ``rois [B, R, 4]`` on ``features [B, H, W, C]`` to
-    ``[B, R, size, size, C]`` (:mod:`tfzoo.ops.roi`): the builtin-only crop at inference
+    """Fast R-CNN's RoI max pooling of ``rois [B, R, 4]`` to ``[B, R, size, size, C]``
+    (:mod:`tfzoo.ops.roi`) on one map ``[B, H, W, C]`` or, given a list of pyramid maps
+    (levels ``levels[0]`` to ``levels[1]``), each RoI on its own level (FPN's rule,
+    :func:`tfzoo.ops.roi.fpn_levels` at ``image_size``): the builtin-only crop at inference
     (exports), ``crop_and_resize`` in training (the same numbers, faster)."""
 
-    def __init__(self, size=7, sampling_ratio=2, **kwargs):
+    def __init__(self, size=7, sampling_ratio=2, image_size=None, levels=None, **kwargs):
         super().__init__(**kwargs)
         self.size, self.sampling_ratio = int(size), int(sampling_ratio)
+        self.image_size = None if image_size is None else int(image_size)
+        self.levels = None if levels is None else tuple(int(level) for level in levels)
 
     def call(self, features, rois, training=None):
-        pool = roi_ops.roi_pool if training else roi_ops.roi_pool_builtin
+        size = (self.size, self.size)
         # Box coordinates and the sampling positions derived from them stay float32 in an
         # int8 export (on an int8 grid a RoI moves by up to a cell); the crops go back to
         # the int8 head (float_exit).
         with float_section():
-            crops = float_exit(pool(float_barrier(features), float_barrier(rois), (self.size, self.size),
-                                    self.sampling_ratio))
+            rois = float_barrier(rois)
+            if isinstance(features, (list, tuple)):
+                levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1]) - self.levels[0]
+                crops = roi_ops.multilevel_roi_pool([float_barrier(f) for f in features], rois, levels, size,
+                                                    self.sampling_ratio, builtin=not training)
+            else:
+                pool = roi_ops.roi_pool if training else roi_ops.roi_pool_builtin
+                crops = pool(float_barrier(features), rois, size, self.sampling_ratio)
+            crops = float_exit(crops)
         return tf.cast(crops, self.compute_dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
-        return (features_shape[0], rois_shape[1], self.size, self.size, features_shape[-1])
+        channels = features_shape[0][-1] if isinstance(features_shape, (list, tuple)) and isinstance(
+            features_shape[0], (list, tuple)) else features_shape[-1]
+        return (rois_shape[0], rois_shape[1], self.size, self.size, channels)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "sampling_ratio": self.sampling_ratio}
+        return {**super().get_config(), "size": self.size, "sampling_ratio": self.sampling_ratio,
+                "image_size": self.image_size, "levels": self.levels}
 
 
 def anchors_of(map_size, image_size, stride, ratios, scales):
@@ -246,7 +321,7 @@ class FasterRCNN(Detector):
     family = "Faster R-CNN"
     kind = "two-stage"
     presets = PRESETS
-    cpu_presets = ("faster_rcnn_mobile",)
+    cpu_presets = ("faster_rcnn_mobile", "faster_rcnn_fpn_mobile")
     loss_names = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
     box_loss_names = ("rpn_box_loss", "roi_box_loss")
     pre_nms_outputs = (RPN_OBJECTNESS, RPN_DELTAS)
@@ -258,30 +333,42 @@ class FasterRCNN(Detector):
     @classmethod
     def create(cls, config):
         size = config.image_size
-        stride = 16
+        feature_names = ("C2", "C3", "C4", "C5") if config.fpn else (config.feature,)
         with layers.dtype_policy(config.backbone_dtype):
             trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,
-                                             batchnorm_momentum=config.batchnorm_momentum,
-                                             features=(config.feature,))
+                                             batchnorm_momentum=config.batchnorm_momentum, features=feature_names)
             normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
         images = keras.Input((size, size, 3), name="images")
-        features = trunk(normalize(images))[config.feature]
-        map_size = (int(features.shape[1]), int(features.shape[2]))
-        objectness, deltas = layers.rpn_head([features], config.num_anchors, config.rpn_channels, name="rpn")
-        proposals = ProposalLayer(map_size, size, stride, config.anchor_ratios, config.anchor_scales,
-                                  config.rpn_pre_nms_test, config.rpn_post_nms_test, config.rpn_nms_iou,
-                                  config.rpn_min_size, name="proposal")(objectness, deltas)
-        class_logits, box_deltas = _roi_head(features, proposals, config)
-        outputs = {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas, RPN_FEATURES: features, PROPOSALS: proposals,
+        maps = trunk(normalize(images))
+        if config.fpn:
+            rpn_maps = layers.fpn([maps[name] for name in feature_names], config.fpn_channels, config.min_level,
+                                  config.max_level, extra="pool")
+            first, last = config.roi_levels
+            roi_maps = rpn_maps[first - config.min_level:last - config.min_level + 1]
+            feature_keys = tuple(f"{RPN_FEATURES}_p{level}" for level in range(first, last + 1))
+        else:
+            rpn_maps = roi_maps = [maps[config.feature]]
+            feature_keys = (RPN_FEATURES,)
+        strides = tuple(2 ** level for level in config.levels)
+        map_sizes = tuple((int(m.shape[1]), int(m.shape[2])) for m in rpn_maps)
+        objectness, deltas = layers.rpn_head(rpn_maps, config.num_anchors, config.rpn_channels, name="rpn")
+        proposal_layer = ProposalLayer(map_sizes, size, strides, config.anchor_ratios, config.anchor_scales,
+                                       config.rpn_pre_nms_test, config.rpn_post_nms_test, config.rpn_nms_iou,
+                                       config.rpn_min_size, name="proposal")
+        proposals = proposal_layer(objectness, deltas)
+        class_logits, box_deltas = _roi_head(roi_maps, proposals, config)
+        features = dict(zip(feature_keys, roi_maps))
+        outputs = {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas, **features, PROPOSALS: proposals,
                    CLASS_LOGITS: class_logits, BOX_DELTAS: box_deltas}
         model = cls(images, outputs, config, name=config.name)
-        model.map_size = map_size
-        model.anchors = anchors_of(map_size, size, stride, config.anchor_ratios, config.anchor_scales)
+        model.map_sizes = map_sizes
+        model.anchors = proposal_layer.anchors
+        model.level_sizes = proposal_layer.level_sizes
+        model.feature_keys = feature_keys
         # The training forward pass (the graph up to the RPN) and the RoI head on sampled
         # RoIs share these layers; kept out of Keras' attribute tracking (no second copy of
         # the weights in the saved file).
-        model.__dict__["_trunk"] = keras.Model(images, {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas,
-                                                        RPN_FEATURES: features})
+        model.__dict__["_trunk"] = keras.Model(images, {RPN_OBJECTNESS: objectness, RPN_DELTAS: deltas, **features})
         model.__dict__["_head"] = None
         if config.backbone == "vgg16" and config.backbone_weights == "imagenet" and _vgg16_head_fits(config):
             from tfzoo.backbones.applications import _application  # noqa: PLC0415
@@ -290,12 +377,13 @@ class FasterRCNN(Detector):
         return model
 
     def _roi_head_model(self):
-        """The RoI head on ``(features, rois [B, roi_samples, 4])``: the graph's layers."""
+        """The RoI head on ``(features..., rois [B, roi_samples, 4])``: the graph's layers."""
         if self.__dict__.get("_head") is None:
-            features = keras.Input(self.__dict__["_trunk"].output[RPN_FEATURES].shape[1:], name="features")
+            trunk = self.__dict__["_trunk"]
+            features = [keras.Input(trunk.output[key].shape[1:], name=key) for key in self.feature_keys]
             rois = keras.Input((self.config.roi_samples, 4), name="rois")
-            self.__dict__["_head"] = keras.Model([features, rois], _roi_head(features, rois, self.config,
-                                                                            model=self))
+            self.__dict__["_head"] = keras.Model([*features, rois], _roi_head(features, rois, self.config,
+                                                                              model=self))
         return self.__dict__["_head"]
 
     def make_encoder(self):
@@ -320,14 +408,16 @@ class FasterRCNN(Detector):
         # --- proposals (training settings, no gradient), then 128 sampled RoIs per image ---
         with float_section():
             proposals, _, num_proposals = proposal_ops.generate_proposals(
-                outputs[RPN_OBJECTNESS], outputs[RPN_DELTAS], self.anchors, pre_nms_top_k=config.rpn_pre_nms_train,
+                outputs[RPN_OBJECTNESS], outputs[RPN_DELTAS], self.anchors, self.level_sizes,
+                pre_nms_top_k=config.rpn_pre_nms_train,
                 post_nms_top_n=config.rpn_post_nms_train, iou_threshold=config.rpn_nms_iou,
                 min_size=config.rpn_min_size)
         rois = proposal_ops.roi_targets(
             proposals, num_proposals, targets[schema.BOXES], targets[schema.CLASSES],
             num_samples=config.roi_samples, positive_fraction=config.roi_positive_fraction,
             box_weights=config.box_weights, gt_ignore=targets[schema.IS_CROWD] | targets[schema.DIFFICULT])
-        class_logits, box_deltas = self._roi_head_model()([outputs[RPN_FEATURES], rois["rois"]], training=True)
+        class_logits, box_deltas = self._roi_head_model()(
+            [*(outputs[key] for key in self.feature_keys), rois["rois"]], training=True)
         roi_classes = rois["classes"]  # [B, S]: class, BACKGROUND, IGNORE (padding)
         valid = tf.cast(roi_classes != matcher_ops.IGNORE, tf.float32)
         roi_normalizer = tf.maximum(replica_sum(tf.reduce_sum(valid)), 1.0)
@@ -371,13 +461,17 @@ def load_vgg16_head(detector, classifier):
 
 
 def _roi_head(features, rois, config, model=None):
-    """RoI pooling, the fully connected layers and the two predictors, on ``rois``: new
-    layers (``model=None``) or ``model``'s (the same weights on another graph)."""
+    """RoI pooling, the fully connected layers and the two predictors, on ``rois`` over the
+    ``features`` maps (one, or FPN's levels ``config.roi_levels``): new layers
+    (``model=None``) or ``model``'s (the same weights on another graph)."""
     def layer(name, make):
         return model.get_layer(name) if model is not None else make()
 
-    x = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, name="roi_pool"))(features, rois)
-    width = config.roi_size * config.roi_size * int(features.shape[-1])
+    features = list(features)
+    pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
+                                             config.roi_levels if config.fpn else None, name="roi_pool"))
+    x = pool(features if config.fpn else features[0], rois)
+    width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, 7*7*C]
     for i, units in enumerate(config.head_fc):
         x = layer(f"roi_fc{i}", lambda units=units, i=i: keras.layers.Dense(units, activation="relu",

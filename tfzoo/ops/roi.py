@@ -163,6 +163,20 @@ def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin
     return crops
 
 
+def multilevel_roi_pool(features_by_level, rois, levels, output_size=(7, 7), sampling_ratio=2, builtin=False):
+    """:func:`roi_pool` with each RoI read from its own pyramid level (``levels [B, R]``
+    indices into ``features_by_level``, see :func:`multilevel_aligned_crops`): the
+    ``output_size * sampling_ratio`` aligned samples of each RoI, max-pooled per cell.
+    Returns ``[B, R, out_h, out_w, C]`` in the maps' dtype."""
+    out_h, out_w = _pair(output_size, "output_size")
+    s = _ratio(sampling_ratio)
+    crops = multilevel_aligned_crops(features_by_level, rois, levels, (out_h * s, out_w * s), builtin=builtin)
+    batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
+    channels = features_by_level[0].shape[-1]
+    crops = tf.reshape(crops, [batch * num_rois, out_h * s, out_w * s, channels])
+    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features_by_level[0])
+
+
 def _aligned_crop_boxes(features, rois, crop_h, crop_w):
     """The map padded by its border pixels (float32 ``[B, H + 2, W + 2, C]``) and the RoIs
     converted so that ``crop_and_resize``'s rule on it samples the aligned points of the
