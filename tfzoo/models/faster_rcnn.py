@@ -29,6 +29,16 @@ Presets:
 - ``faster_rcnn_mobile``: a CPU preset: tfzoo's ResNet-10 at half width (its stride-16 map),
   from random weights, 320 x 320, 1,000 -> 300 proposals in training and 500 -> 100 at test,
   a 256-wide head, 64 RoIs per image, the CPU recipe.
+- ``faster_rcnn_fpn`` (Lin et al. 2017): ResNet-50 + FPN P2-P6 (256 channels, P6 pooled from
+  P5), one anchor size per level (32 ... 512 px) x 3 ratios, the RPN head shared over the
+  levels, proposals per level (2,000 -> 2,000 in training, 1,000 -> 1,000 at test, NMS
+  within each level), each RoI pooled from level ``floor(4 + log2(sqrt(wh) / 224))``
+  clamped to P2-P5, a 2 x 1,024 head, 512 RoIs per image.
+- ``faster_rcnn_fpn_mobile``: the same on the ResNet-10 at half width, a 64-channel pyramid,
+  320 x 320, fewer proposals, the CPU recipe.
+
+With ImageNet weights, ``faster_rcnn``'s RoI head starts from VGG-16's fc6/fc7
+(:func:`load_vgg16_head`), as the paper's.
 """
 from __future__ import annotations
 
