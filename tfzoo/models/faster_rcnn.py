@@ -145,23 +145,22 @@ class FasterRCNNConfig(DetectorConfig):
         return tuple(range(self.min_level, self.max_level + 1)) if self.fpn else (4,)
 
 
+#: What the two CPU presets share: tfzoo's ResNet-10 at half width from random weights at
+#: 320, a 256 x 256 head, 64 RoIs per image, the CPU recipe.
+MOBILE = dict(image_size=320, backbone="resnet10", backbone_weights=None, backbone_alpha=0.5, head_fc=(256, 256),
+              roi_samples=64, **SCRATCH_RECIPE)
+
 PRESETS = {
     "faster_rcnn": FasterRCNNConfig(),
     "faster_rcnn_mobile": FasterRCNNConfig(
         name="faster_rcnn_mobile",
-        image_size=320,
-        backbone="resnet10",
-        backbone_weights=None,
-        backbone_alpha=0.5,
         anchor_scales=(2.0, 4.0, 8.0, 16.0),  # 32 to 256 px at 320
         rpn_channels=128,
         rpn_pre_nms_train=1000,
         rpn_post_nms_train=300,
         rpn_pre_nms_test=500,
         rpn_post_nms_test=100,
-        head_fc=(256, 256),
-        roi_samples=64,
-        **SCRATCH_RECIPE,
+        **MOBILE,
     ),
     # Lin et al. 2017: ResNet-50 + FPN P2-P6 (256 channels), anchors of 32 ... 512 px (one
     # size per level) x 3 ratios, 2,000 proposals per level -> 2,000 in training and 1,000
@@ -187,10 +186,6 @@ PRESETS = {
     ),
     "faster_rcnn_fpn_mobile": FasterRCNNConfig(
         name="faster_rcnn_fpn_mobile",
-        image_size=320,
-        backbone="resnet10",
-        backbone_weights=None,
-        backbone_alpha=0.5,
         fpn=True,
         fpn_channels=64,
         anchor_scales=(8.0,),  # 32 (P2) ... 512 (P6) px
@@ -199,9 +194,7 @@ PRESETS = {
         rpn_post_nms_train=300,
         rpn_pre_nms_test=250,
         rpn_post_nms_test=100,
-        head_fc=(256, 256),
-        roi_samples=64,
-        **SCRATCH_RECIPE,
+        **MOBILE,
     ),
 }
 
