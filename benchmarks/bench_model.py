@@ -102,8 +102,7 @@ def build_tfzoo(args, name=None, **overrides):
     settings = dict(num_classes=args.num_classes, image_size=args.image_size, backbone_weights=None)
     if name == args.mobile_model and args.mobile_set:  # --mobile-set KEY=VALUE, parsed as `tfzoo train --set`
         changed = MODELS[name].config.with_settings(args.mobile_set).to_dict()
-        settings.update({item.partition("=")[0].strip(): changed[item.partition("=")[0].strip()]
-                         for item in args.mobile_set})
+        settings.update({key: changed[key] for key in (item.partition("=")[0].strip() for item in args.mobile_set)})
     if args.tiny:
         tiny = getattr(adapter_of(name), "TINY_TFZOO", None)
         if tiny is None:

@@ -271,9 +271,8 @@ class RoIPool(keras.layers.Layer):
         return tf.cast(crops, self.compute_dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
-        channels = features_shape[0][-1] if isinstance(features_shape, (list, tuple)) and isinstance(
-            features_shape[0], (list, tuple)) else features_shape[-1]
-        return (rois_shape[0], rois_shape[1], self.size, self.size, channels)
+        first = features_shape[0] if self.levels else features_shape  # a list of maps' shapes with FPN
+        return (rois_shape[0], rois_shape[1], self.size, self.size, first[-1])
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "sampling_ratio": self.sampling_ratio,

@@ -131,7 +131,7 @@ def generate_proposals(objectness, deltas, anchors, level_sizes=None, *, pre_nms
         raise ValueError(f"need objectness [B, A] and deltas [B, A, 4], got {objectness.shape} and {deltas.shape}")
     num_anchors = anchors.shape[0]
     level_sizes = tuple(int(s) for s in (level_sizes or (num_anchors,)))
-    if None not in (num_anchors,) and sum(level_sizes) != num_anchors:
+    if num_anchors is not None and sum(level_sizes) != num_anchors:
         raise ValueError(f"level_sizes {level_sizes} sum to {sum(level_sizes)}, not the {num_anchors} anchors")
     scores = tf.sigmoid(objectness)[..., None]  # [B, A, 1]
     per_level, start = [], 0
