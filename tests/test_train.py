@@ -1044,7 +1044,8 @@ def _script(name):
     return module
 
 
-@pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc", "faster_rcnn_voc"])
+@pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc", "faster_rcnn_voc",
+                                  "faster_rcnn_fpn_coco"])
 def test_recipe_script_help_works_offline(name):
     done = subprocess.run([sys.executable, str(ROOT / "train_scripts" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
@@ -1072,6 +1073,22 @@ def test_coco_script_holds_the_paper_recipe():
     assert _lr(schedule, 78_848) == pytest.approx(1e-4)
     assert script.PROTOCOL.data == "tfds:coco/2017" and script.PROTOCOL.val_split == "validation"
     assert script.PROTOCOL.metric == "AP"
+
+
+def test_fpn_coco_script_holds_the_1x_recipe():
+    script = _script("faster_rcnn_fpn_coco")
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(80)], image_size=800, settings=script.SETTINGS)
+    assert (config.backbone, config.backbone_weights, config.fpn, config.image_size) == ("resnet50", "imagenet", True, 800)
+    assert (config.min_level, config.max_level, config.fpn_channels, config.head_fc) == (2, 6, 256, (1024, 1024))
+    assert (config.rpn_post_nms_train, config.rpn_post_nms_test, config.roi_samples) == (2000, 1000, 512)
+    assert (config.batch_size, config.optimizer, config.momentum, config.weight_decay) == (16, "sgd", 0.9, 1e-4)
+    assert (config.learning_rate, config.warmup_steps, config.epochs) == (0.02, 500, 12)
+    assert T.resolve_config(script.MODEL, ["a"], batch_size=2, settings=script.SETTINGS).learning_rate == 0.0025
+    schedule = T.make_schedule(config, 12 * (118_287 // 16))
+    assert schedule.total_steps == 88_704
+    assert _lr(schedule, 59_135) == pytest.approx(0.02) and _lr(schedule, 59_136) == pytest.approx(0.002)
+    assert _lr(schedule, 78_848) == pytest.approx(2e-4)
+    assert script.PROTOCOL.data == "tfds:coco/2017" and script.PROTOCOL.metric == "AP"
 
 
 @pytest.mark.parametrize("name, size", [("ssd300_voc", 300), ("ssd512_voc", 512)])
