@@ -130,7 +130,37 @@ def test_tfzoo_ssd_calibrated_on_an_image():
     assert int(detector.detect(image)["num_detections"][0]) > 0
 
 
-@pytest.mark.parametrize("model", ["retinanet", "ssd300"])
+def test_tfzoo_faster_rcnn_calibrated_on_its_proposals():
+    """Faster R-CNN's adapter counts (proposal, class) pairs over real proposals only, and
+    the asked number of them score above 0.05 after calibration."""
+    import tfzoo
+    from tfzoo.models import faster_rcnn as faster_rcnn_model
+
+    import types
+
+    # The adapter imports peers.ssd: a bare `peers` package (its __init__ imports torch, which
+    # must not load after TensorFlow) lets it, and is removed afterwards.
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if name == "peers" or name.startswith("peers.")}
+    package = types.ModuleType("peers")
+    package.__path__ = [str(BENCHMARKS / "peers")]
+    sys.modules["peers"] = package
+    try:
+        adapter = importlib.import_module("peers.faster_rcnn")
+    finally:
+        for name in [name for name in sys.modules if name == "peers" or name.startswith("peers.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+    logits = np.zeros((1, 3, 4))
+    proposals = np.array([[[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0], [0.2, 0.3, 0.4, 0.9]]])
+    assert adapter.valid_rows(logits, proposals).shape == (2, 4)
+    detector = tfzoo.build_model("faster_rcnn_fpn", **{**faster_rcnn_model.FasterRCNN.tiny, **adapter.TFZOO_SETTINGS})
+    image = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    prepared = adapter.prepare_tfzoo(detector, image, candidates=9)
+    assert prepared["candidates"]["pairs"] == 9 and 0 < prepared["proposals"] <= 16
+    assert 0 < int(detector.detect(image)["num_detections"][0]) <= 9
+
+
+@pytest.mark.parametrize("model", ["retinanet", "ssd300", "faster_rcnn_fpn"])
 def test_model_benchmark_tiny_latency_run(tmp_path, model):
     out = tmp_path / "results.json"
     proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", model, "--tiny", "--repeats", "1",
@@ -145,7 +175,8 @@ def test_model_benchmark_tiny_latency_run(tmp_path, model):
     assert latency["stats_s"]["tfzoo detect (tf.function)"]["median"] > 0
     assert "| tfzoo detect (tf.function) |" in proc.stdout
     assert latency["tfzoo"]["model"] == model
-    peer = {"retinanet": ("KerasHub", HAS_KERAS_HUB), "ssd300": ("torchvision", HAS_TORCHVISION)}[model]
+    peer = {"retinanet": ("KerasHub", HAS_KERAS_HUB), "ssd300": ("torchvision", HAS_TORCHVISION),
+            "faster_rcnn_fpn": ("torchvision", HAS_TORCHVISION)}[model]
     if peer[1]:
         assert latency["peer"]["name"] == peer[0] and latency["peer"]["num_detections"] > 0
         assert latency["peer"]["forward_flops"] > 0

@@ -12,10 +12,10 @@ try:
 except ImportError:
     pass
 
-from peers import retinanet, ssd  # noqa: E402
+from peers import faster_rcnn, retinanet, ssd  # noqa: E402
 
 #: family (``tfzoo.models.MODELS[name].family``) -> adapter module.
-ADAPTERS = {retinanet.FAMILY: retinanet, ssd.FAMILY: ssd}
+ADAPTERS = {retinanet.FAMILY: retinanet, ssd.FAMILY: ssd, faster_rcnn.FAMILY: faster_rcnn}
 
 
 def adapter(family):
