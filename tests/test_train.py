@@ -951,16 +951,24 @@ def _run_python(code, *args, env=None, timeout=240):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, cwd=ROOT)
 
 
-def _ssd_tiny_settings():
-    from tfzoo.models.ssd import SSD
+def _tiny_settings(model, **overrides):
+    from tfzoo.models import MODELS
 
-    return [f"{k}={json.dumps(v)}" for k, v in SSD.tiny.items() if k not in ("image_size", "num_classes")]
+    tiny = {**MODELS[model].detector.tiny, **overrides}
+    return [f"{k}={json.dumps(v)}" for k, v in tiny.items() if k not in ("image_size", "num_classes")]
+
+
+#: Faster R-CNN's RoI sampler draws 16 of its RoIs at random, which one device and two
+#: replicas draw differently: with room for every proposal and ground truth (32 + 8) and no
+#: cap on the foreground share, every draw takes all of them and the loss sums agree.
+FASTER_RCNN_ALL_ROIS = dict(roi_samples=64, roi_positive_fraction=1.0)
 
 
 @slow
-@pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile"])
+@pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile"])
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path, model):
-    settings = TINY if model == "retinanet_mobile" else _ssd_tiny_settings()
+    settings = {"retinanet_mobile": TINY, "ssd_mobile": _tiny_settings("ssd_mobile"),
+                "faster_rcnn_mobile": _tiny_settings("faster_rcnn_mobile", **FASTER_RCNN_ALL_ROIS)}[model]
     done = _run_python(MIRRORED, str(tmp_path / "run"), model, json.dumps(settings))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

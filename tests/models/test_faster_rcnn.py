@@ -110,17 +110,29 @@ def test_int8_export_keeps_proposals_crops_and_decoder_float(tmp_path):
 
 @pytest.mark.slow
 def test_tfzoo_train_runs_faster_rcnn_with_no_specific_flag(tmp_path):
+    """``tfzoo train``'s path for a Faster R-CNN preset on its tiny widths, in mixed
+    precision, then resumed to one more epoch."""
     from tfzoo import train as T
 
     settings = [f"{k}={json.dumps(v)}" for k, v in TINY.items() if k not in ("image_size", "num_classes")]
-    result = T.train("faster_rcnn_mobile", "shapes:8", out=str(tmp_path / "run"), epochs=1, image_size=64,
-                     batch_size=4, settings=settings, val_data="shapes:4", diagnostics=False, verbose=0)
+    run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_data="shapes:4",
+               diagnostics=False, verbose=0)
+    result = T.train("faster_rcnn_mobile", "shapes:8", epochs=1, mixed_precision=True, **run)
     assert result.finished and result.steps == 2 and np.isfinite(result.history["loss"]).all()
     assert set(result.metrics) >= {"AP", "AP50"}
     loaded = keras.saving.load_model(str(tmp_path / "run" / T.MODEL_FILE), safe_mode=True)
     images = np.zeros([1, 64, 64, 3], np.float32)
-    np.testing.assert_allclose(loaded(images)["rpn_objectness"], result.detector(images)["rpn_objectness"], atol=1e-5)
+    np.testing.assert_allclose(loaded(images)["rpn_objectness"], result.detector.as_float32()(images)["rpn_objectness"],
+                               atol=1e-5)
     assert tf.is_tensor(loaded.detect(images)["num_detections"])
+    # --resume to one more epoch (mixed precision throughout: the proposal layer, RoI
+    # sampling and decoder stay float32, and so does the saved model)
+    resumed = T.train("faster_rcnn_mobile", "shapes:8", epochs=2, resume=True, mixed_precision=True, **run)
+    assert resumed.finished and resumed.steps == 4 and np.isfinite(resumed.history["loss"]).all()
+    state = json.loads((tmp_path / "run" / T.STATE_FILE).read_text())
+    assert state["epoch"] == 2 and state["precision"] == "mixed_bfloat16"
+    assert keras.saving.load_model(str(tmp_path / "run" / T.MODEL_FILE), safe_mode=True).detect(images)[
+        "detection_boxes"].dtype == tf.float32
 
 
 @pytest.mark.slow
@@ -205,3 +217,22 @@ def test_exports_match_keras_raw_rpn_detections_and_ap(name, tmp_path):
         found = entry["detections"]
         assert found["agree"] and found["only_a"] == found["only_b"] == 0 and found["matched"] >= 8, entry
         assert abs(entry["delta_AP_points"]) <= 0.5, entry
+
+
+def test_encoder_flags_crowd_and_difficult_boxes_in_one_int_column():
+    """No bool target reaches fit (a distribution strategy averages the first batch over
+    its replicas); crowd or difficult boxes arrive as gt_ignore = 1."""
+    from tfzoo.data import schema
+
+    detector = _tiny()
+    example = dict(tfzoo.data.load("shapes:1", "train").get_single_element())
+    n = int(example[schema.BOXES].shape[0])
+    example[schema.IS_CROWD] = tf.constant([True] + [False] * (n - 1))
+    example[schema.DIFFICULT] = tf.constant([False] * (n - 1) + [True])
+    _, targets = tfzoo.data.pipeline(tf.data.Dataset.from_tensors(example), detector, 1, training=True,
+                                     augment="none", shuffle_buffer=0).get_single_element()
+    assert all(v.dtype != tf.bool for v in targets.values())
+    assert schema.IS_CROWD not in targets and targets[frcnn.GT_IGNORE].dtype == tf.int32
+    flags = targets[frcnn.GT_IGNORE].numpy()[0]
+    classes = targets[schema.CLASSES].numpy()[0]
+    assert n >= 2 and flags[0] == 1 and flags[n - 1] == 1 and flags[1:n - 1].sum() == 0 and (classes[:n] >= 0).all()

@@ -67,6 +67,10 @@ RPN_OBJECTNESS = "rpn_objectness"
 RPN_DELTAS = "rpn_deltas"
 RPN_FEATURES = "rpn_features"
 RPN_MATCHES = "rpn_matches"
+#: The training batches' ground-truth flag of boxes no RoI may learn from (crowd or
+#: difficult): int32 1 or 0, not two bool columns, because Keras' first step under a
+#: distribution strategy averages a batch over the replicas, which bool tensors cannot be.
+GT_IGNORE = "gt_ignore"
 PROPOSALS = "proposals"
 CLASS_LOGITS = "class_logits"
 BOX_DELTAS = "box_deltas"
@@ -289,8 +293,9 @@ def anchors_of(map_size, image_size, stride, ratios, scales):
 
 class FasterRCNNEncoder(Encoder):
     """tf.data targets: the RPN's anchor matches (``rpn_matches [A]``: class id, -1
-    background, -2 no loss; ``rpn_deltas [A, 4]``) and the padded ground truth
-    (``boxes``, ``classes``, ``is_crowd``, ``difficult``) the RoI sampler reads."""
+    background, -2 no loss; ``rpn_deltas [A, 4]``) and the padded ground truth the RoI
+    sampler reads (``boxes [G, 4]``, ``classes [G]`` and ``gt_ignore [G]``: 1 for a crowd
+    or difficult box, else 0)."""
 
     keep_aspect_ratio = True
     xla_targets = True
@@ -311,7 +316,9 @@ class FasterRCNNEncoder(Encoder):
 
     def targets(self, example):
         targets = super().targets(example)
-        targets.update(pad_ground_truth(example, self.config.max_boxes))
+        truth = pad_ground_truth(example, self.config.max_boxes)
+        targets.update({schema.BOXES: truth[schema.BOXES], schema.CLASSES: truth[schema.CLASSES],
+                        GT_IGNORE: tf.cast(truth[schema.IS_CROWD] | truth[schema.DIFFICULT], tf.int32)})
         return targets
 
 
@@ -417,7 +424,7 @@ class FasterRCNN(Detector):
         rois = proposal_ops.roi_targets(
             proposals, num_proposals, targets[schema.BOXES], targets[schema.CLASSES],
             num_samples=config.roi_samples, positive_fraction=config.roi_positive_fraction,
-            box_weights=config.box_weights, gt_ignore=targets[schema.IS_CROWD] | targets[schema.DIFFICULT])
+            box_weights=config.box_weights, gt_ignore=targets[GT_IGNORE] > 0)
         class_logits, box_deltas = self._roi_head_model()(
             [*(outputs[key] for key in self.feature_keys), rois["rois"]], training=True)
         roi_classes = rois["classes"]  # [B, S]: class, BACKGROUND, IGNORE (padding)
