@@ -162,15 +162,23 @@ def test_fpn_levels_follow_the_papers_formula():
     assert list(got) == want == [2, 2, 3, 4, 4, 5, 5, 2]
 
 
-def test_multilevel_crops_take_each_roi_from_its_level():
+@pytest.mark.parametrize("builtin", [False, True])
+def test_multilevel_crops_take_each_roi_from_its_level(builtin):
+    """Both paths (crop_and_resize on every level, or the builtin one-pass read of each
+    RoI's own level) equal aligned_crops on the RoI's level, for two images, non-square
+    maps, RoIs over the border and a single-sample crop."""
     rng = np.random.default_rng(2)
-    maps = [rng.normal(size=(1, 16 // 2 ** i, 16 // 2 ** i, 3)).astype(np.float32) for i in range(3)]
-    rois = np.array([[[0.1, 0.1, 0.5, 0.6], [0.2, 0.3, 0.9, 0.8], [0.0, 0.0, 1.0, 1.0]]], np.float32)
-    levels = np.array([[2, 0, 1]], np.int32)
-    got = roi.multilevel_aligned_crops(maps, rois, levels, 4).numpy()
-    for r, level in enumerate(levels[0]):
-        want = roi.aligned_crops(maps[level], rois[:, r:r + 1], 4).numpy()[0, 0]
-        np.testing.assert_allclose(got[0, r], want, atol=1e-6)
+    maps = [rng.normal(size=(2, 16 // 2 ** i, 12 // 2 ** i, 3)).astype(np.float32) for i in range(3)]
+    rois = np.array([[[0.1, 0.1, 0.5, 0.6], [0.2, 0.3, 0.9, 0.8], [0.0, 0.0, 1.0, 1.0], [-0.1, 0.7, 0.3, 1.2]],
+                     [[0.3, 0.2, 0.35, 0.9], [0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.99, 0.97], [0.05, 0.1, 0.6, 0.4]]],
+                    np.float32)
+    levels = np.array([[2, 0, 1, 0], [1, 0, 2, 2]], np.int32)
+    for crop in (4, (3, 5), 1):
+        got = roi.multilevel_aligned_crops(maps, rois, levels, crop, builtin=builtin).numpy()
+        for b in range(2):
+            for r, level in enumerate(levels[b]):
+                want = roi.aligned_crops(maps[level][b:b + 1], rois[b:b + 1, r:r + 1], crop).numpy()[0, 0]
+                np.testing.assert_allclose(got[b, r], want, atol=1e-5)
 
 
 def _grid_anchors_normalized(size=128, stride=16):

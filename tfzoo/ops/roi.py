@@ -151,16 +151,68 @@ def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin
 
     ``features_by_level``: list of ``[B, H_l, W_l, C]`` maps, level ``min_level`` first;
     ``levels``: int ``[B, R]`` indices into that list (e.g. ``fpn_levels(...) - min_level``).
-    Every RoI is cropped from every level and the crops of its own level kept: static
-    shapes and builtin ops only (a gather by level would give dynamic shapes); the crops
-    are small next to the second stage they feed. Returns ``[B, R, crop_h, crop_w, C]``.
+    ``builtin=False`` crops every RoI from every level with ``crop_and_resize`` and keeps
+    the crops of its own level; ``builtin=True`` reads each RoI's samples from its own level
+    only (:func:`multilevel_crops_builtin`, TFLite builtins, a quarter of the reads on four
+    levels). Both give the same numbers to float rounding and static shapes. Returns
+    ``[B, R, crop_h, crop_w, C]``.
     """
+    if builtin:
+        return multilevel_crops_builtin(features_by_level, rois, levels, crop_size)
     crops = None
     for index, features in enumerate(features_by_level):
         level_crops = aligned_crops(features, rois, crop_size, builtin=builtin)
         mine = tf.equal(levels, index)[..., None, None, None]
         crops = tf.where(mine, level_crops, 0.0) if crops is None else tf.where(mine, level_crops, crops)
     return crops
+
+
+def multilevel_crops_builtin(features_by_level, rois, levels, crop_size):
+    """The aligned bilinear crops of :func:`multilevel_aligned_crops`, each RoI sampled on
+    its own level only, from TFLite builtins (``GATHER``, ``FLOOR``, ``SELECT``, arithmetic).
+
+    The levels' maps, each padded by its border pixels as in :func:`aligned_crops`, are
+    flattened into one table of rows (level by level, then image by image); every RoI looks
+    up its level's height, width and first row, and its samples read four rows each of that
+    table. Maps need static heights and widths. Returns ``[B, R, crop_h, crop_w, C]`` float32.
+    """
+    crop_h, crop_w = _pair(crop_size, "crop_size")
+    rois = tf.cast(tf.convert_to_tensor(rois), tf.float32)
+    maps = [tf.convert_to_tensor(f) for f in features_by_level]
+    sizes = [(f.shape[1], f.shape[2]) for f in maps]
+    if any(h is None or w is None for h, w in sizes):
+        raise ValueError(f"multilevel_crops_builtin needs static map sizes, got {sizes}")
+    channels = maps[0].shape[-1] if maps[0].shape[-1] is not None else tf.shape(maps[0])[-1]
+    batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
+    padded = [tf.pad(tf.cast(f, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC") for f in maps]
+    table = tf.concat([tf.reshape(p, [-1, channels]) for p in padded], axis=0)  # [sum_l B (H_l+2)(W_l+2), C]
+    cells = [(h + 2) * (w + 2) for h, w in sizes]  # rows of one image's padded map per level
+    firsts = [sum(cells[:i]) for i in range(len(cells))]  # a level's first row, in units of B images
+
+    def per_roi(values, dtype):
+        return tf.gather(tf.constant(values, dtype), levels)  # [B, R]
+
+    height, width = per_roi([float(h) for h, _ in sizes], tf.float32), per_roi([float(w) for _, w in sizes], tf.float32)
+    padded_width = per_roi([w + 2 for _, w in sizes], tf.int32)
+    image = tf.range(batch)[:, None]  # [B, 1]
+    start = batch * per_roi(firsts, tf.int32) + image * per_roi(cells, tf.int32)  # [B, R]
+    y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
+
+    def samples(low, high, size, crop):
+        """:func:`_lerp_indices` of the ``crop`` aligned points over ``[low, high]`` (the
+        module docstring's, as indices on the padded map): ``[B, R, crop]`` each."""
+        cell = (high - low) * size / float(crop)
+        steps = tf.range(crop, dtype=tf.float32) + 0.5  # [crop]
+        coords = (low * size - 0.5 + 1.0)[..., None] + steps * cell[..., None]
+        return _lerp_indices(coords, tf.cast(size[..., None], tf.int32) + 2)
+
+    def read(rows, cols):
+        index = (start[..., None, None] + (rows * padded_width[..., None])[..., :, None]
+                 + cols[..., None, :])  # [B, R, ch, cw]
+        return tf.gather(table, index)  # [B, R, ch, cw, C]
+
+    crops = _bilinear(read, samples(y1, y2, height, crop_h), samples(x1, x2, width, crop_w))
+    return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
 
 
 def multilevel_roi_pool(features_by_level, rois, levels, output_size=(7, 7), sampling_ratio=2, builtin=False):
@@ -271,6 +323,16 @@ def crop_and_resize_builtin(features, rois, crop_size):
         index = base + (rows * width)[..., :, None] + cols[..., None, :]  # [B, R, ch, cw]
         return tf.gather(flat, index)  # [B, R, ch, cw, C]
 
+    crops = _bilinear(read, (top, bottom, y_lerp, y_in), (left, right, x_lerp, x_in))
+    return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
+
+
+def _bilinear(read, rows, cols):
+    """Bilinear samples from ``read(rows [B, R, ch], cols [B, R, cw]) -> [B, R, ch, cw, C]``
+    given :func:`_lerp_indices`' ``(low, high, lerp, inside)`` of the rows and the columns;
+    a point outside the map reads 0."""
+    top, bottom, y_lerp, y_in = rows
+    left, right, x_lerp, x_in = cols
     x_w = x_lerp[:, :, None, :, None]  # [B, R, 1, cw, 1]
     y_w = y_lerp[:, :, :, None, None]  # [B, R, ch, 1, 1]
     top_left, top_right = read(top, left), read(top, right)
@@ -279,8 +341,7 @@ def crop_and_resize_builtin(features, rois, crop_size):
     lower = bottom_left + (bottom_right - bottom_left) * x_w
     crops = upper + (lower - upper) * y_w  # [B, R, ch, cw, C]
     inside = (y_in[:, :, :, None] & x_in[:, :, None, :])[..., None]  # [B, R, ch, cw, 1]
-    crops = tf.where(inside, crops, 0.0)
-    return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
+    return tf.where(inside, crops, 0.0)
 
 
 def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2):
