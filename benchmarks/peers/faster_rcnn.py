@@ -17,8 +17,9 @@ with K + 1, so both have K + 1 class logits (``--num-classes 90``: torchvision's
 Random weights would score every class 1 / (K + 1), under the 0.05 threshold for 90 classes:
 no candidate at all, where a trained detector has hundreds. Both sides get the same
 preparation (it changes no compute, the SSD adapter's): the RoI classifier's logits on the
-benchmark image's proposals are scaled to standard deviation 1, then the background logit's
-bias is raised until exactly ``--candidates`` (proposal, class) pairs score above 0.05. The
+benchmark image's proposals are scaled to a standard deviation (the smallest of
+:data:`SPREADS` at which 90 classes can reach the count), then the background logit's bias
+is moved until exactly ``--candidates`` (proposal, class) pairs score above 0.05. The
 RPN needs none: with no score threshold, every level's top 1,000 go to NMS either way.
 """
 from __future__ import annotations
@@ -48,6 +49,29 @@ FLOP_TARGET = 0.70
 #: Export latency targets (issue 20): int8 TFLite of ``--model`` and fp32 TFLite of
 #: ``--mobile-model``, each against its SavedModel.
 EXPORT_TARGETS = {"int8": "<= 0.4x", "mobile fp32": "<= 0.6x"}
+
+
+#: Logit spreads tried in turn: the first whose softmax can put ``--candidates`` pairs above
+#: the threshold is used (90 classes at spread 1 give a few hundred pairs at most).
+SPREADS = (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
+
+
+def calibrate(scale_kernels, shift_background, class_logits, background, candidates):
+    """:func:`peers.ssd.calibrate_softmax_head` at the smallest of :data:`SPREADS` that can
+    reach ``candidates`` pairs above :data:`SCORE_THRESHOLD` (with the background logit out
+    of the way); returns its dict plus ``spread``."""
+    logits = np.asarray(class_logits(), "float64")
+    logits = logits.reshape(-1, logits.shape[-1])
+    spread = SPREADS[-1]
+    for value in SPREADS:
+        scaled = logits * (value / max(float(logits.std()), 1e-12))
+        scaled[:, background] = -1e9
+        if ssd.softmax_candidates(scaled, background, SCORE_THRESHOLD)[0] > candidates:
+            spread = value
+            break
+    result = ssd.calibrate_softmax_head(scale_kernels, shift_background, class_logits, background, candidates,
+                                        threshold=SCORE_THRESHOLD, spread=spread)
+    return {**result, "spread": spread}
 
 
 def valid_rows(logits, proposals):
@@ -80,8 +104,7 @@ def prepare_tfzoo(detector, image, candidates):
         outputs = detector(image, training=False)
         return valid_rows(outputs["class_logits"].numpy(), outputs["proposals"].numpy())
 
-    calibration = ssd.calibrate_softmax_head(scale_kernels, shift_background, logits, background, candidates,
-                                             threshold=SCORE_THRESHOLD)
+    calibration = calibrate(scale_kernels, shift_background, logits, background, candidates)
     rows = logits()
     pairs, boxes = ssd.softmax_candidates(rows, background, SCORE_THRESHOLD)
     return {"calibration": calibration, "candidates": {"pairs": pairs, "anchors": boxes},
@@ -154,8 +177,7 @@ class TorchvisionPeer(ssd.TorchvisionPeer):
             with torch.no_grad():
                 predictor.bias[0] += float(shift)  # torchvision: background at 0
 
-        calibration = ssd.calibrate_softmax_head(scale_kernels, shift_background, logits, 0, self.args.candidates,
-                                                 threshold=SCORE_THRESHOLD)
+        calibration = calibrate(scale_kernels, shift_background, logits, 0, self.args.candidates)
 
         def predict():
             with torch.inference_mode():

@@ -236,3 +236,31 @@ def test_encoder_flags_crowd_and_difficult_boxes_in_one_int_column():
     flags = targets[frcnn.GT_IGNORE].numpy()[0]
     classes = targets[schema.CLASSES].numpy()[0]
     assert n >= 2 and flags[0] == 1 and flags[n - 1] == 1 and flags[1:n - 1].sum() == 0 and (classes[:n] >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_mobile", "faster_rcnn_fpn_mobile"])
+def test_roi_crops_use_crop_and_resize_except_when_traced_for_tflite(name):
+    """TensorFlow (Keras, SavedModel, fit) crops with ``crop_and_resize``; inside
+    ``roi.builtin_crops()`` (what the TFLite export enters) the same layer traces to builtin
+    ops with the same outputs."""
+    from tfzoo.ops import roi as roi_ops
+
+    detector = _tiny(name)
+    images = np.random.default_rng(3).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+
+    def traced():
+        function = tf.function(lambda x: detector(x, training=False))
+        graph = function.get_concrete_function(tf.TensorSpec([1, 64, 64, 3], tf.float32)).graph.as_graph_def()
+        types = {node.op for node in graph.node}
+        for library_function in graph.library.function:
+            types |= {node.op for node in library_function.node_def}
+        return types, {k: v.numpy() for k, v in function(images).items()}
+
+    native_ops, native = traced()
+    with roi_ops.builtin_crops():
+        assert roi_ops.use_builtin_crops()
+        builtin_ops, builtin = traced()
+    assert not roi_ops.use_builtin_crops()
+    assert "CropAndResize" in native_ops and "CropAndResize" not in builtin_ops and "GatherV2" in builtin_ops
+    for key in native:
+        np.testing.assert_allclose(builtin[key], native[key], atol=1e-4, rtol=1e-4)

@@ -221,6 +221,13 @@ def _calibration_batches(calibration_images, image_size, limit=None):
 
 
 def _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit):
+    from tfzoo.ops.roi import builtin_crops
+
+    with builtin_crops():  # every trace in here takes the builtin RoI crops (crop_and_resize is not one)
+        return _convert_traced(detector, quantize, calibration_images, raw_outputs, calibration_limit)
+
+
+def _convert_traced(detector, quantize, calibration_images, raw_outputs, calibration_limit):
     names = (sm.SERVING_DEFAULT, sm.RAW_OUTPUTS) if raw_outputs else (sm.SERVING_DEFAULT,)
     functions = sm.serving_functions(detector, batch=1, names=(sm.DETECT,) + names[1:])
     functions[sm.SERVING_DEFAULT] = functions.pop(sm.DETECT)  # fixed-size float input

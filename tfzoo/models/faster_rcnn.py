@@ -248,8 +248,9 @@ class RoIPool(keras.layers.Layer):
     """Fast R-CNN's RoI max pooling of ``rois [B, R, 4]`` to ``[B, R, size, size, C]``
     (:mod:`tfzoo.ops.roi`) on one map ``[B, H, W, C]`` or, given a list of pyramid maps
     (levels ``levels[0]`` to ``levels[1]``), each RoI on its own level (FPN's rule,
-    :func:`tfzoo.ops.roi.fpn_levels` at ``image_size``): the builtin-only crop at inference
-    (exports), ``crop_and_resize`` in training (the same numbers, faster)."""
+    :func:`tfzoo.ops.roi.fpn_levels` at ``image_size``): ``crop_and_resize``, or the
+    builtin-only crop when traced for a TFLite file (:func:`tfzoo.ops.roi.builtin_crops`;
+    the same numbers, slower in TensorFlow)."""
 
     def __init__(self, size=7, sampling_ratio=2, image_size=None, levels=None, **kwargs):
         super().__init__(**kwargs)
@@ -267,9 +268,9 @@ class RoIPool(keras.layers.Layer):
             if isinstance(features, (list, tuple)):
                 levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1]) - self.levels[0]
                 crops = roi_ops.multilevel_roi_pool([float_barrier(f) for f in features], rois, levels, size,
-                                                    self.sampling_ratio, builtin=not training)
+                                                    self.sampling_ratio, builtin=roi_ops.use_builtin_crops())
             else:
-                pool = roi_ops.roi_pool if training else roi_ops.roi_pool_builtin
+                pool = roi_ops.roi_pool_builtin if roi_ops.use_builtin_crops() else roi_ops.roi_pool
                 crops = pool(float_barrier(features), rois, size, self.sampling_ratio)
             crops = float_exit(crops)
         return tf.cast(crops, self.compute_dtype)

@@ -40,9 +40,31 @@ Shape legend: B batch, R RoIs, C channels, H/W feature-map height/width, L level
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 
 import tensorflow as tf
+
+
+_TRACING = threading.local()
+
+
+@contextlib.contextmanager
+def builtin_crops():
+    """``with builtin_crops(): ...``: layers that pick their crop path with
+    :func:`use_builtin_crops` trace the TFLite-builtin one inside (the TFLite export enters
+    it); everywhere else they use ``crop_and_resize``, the faster one in TensorFlow."""
+    _TRACING.depth = getattr(_TRACING, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _TRACING.depth -= 1
+
+
+def use_builtin_crops():
+    """Whether the code being traced runs inside :func:`builtin_crops`."""
+    return getattr(_TRACING, "depth", 0) > 0
 
 
 def _check_inputs(features, rois):
@@ -147,72 +169,86 @@ def fpn_levels(rois, image_size, min_level=2, max_level=5, canonical_level=4, ca
 
 
 def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin=False):
-    """:func:`aligned_crops` of each RoI from its own pyramid level.
+    """:func:`aligned_crops` of each RoI from its own pyramid level, in one pass.
 
-    ``features_by_level``: list of ``[B, H_l, W_l, C]`` maps, level ``min_level`` first;
-    ``levels``: int ``[B, R]`` indices into that list (e.g. ``fpn_levels(...) - min_level``).
-    ``builtin=False`` crops every RoI from every level with ``crop_and_resize`` and keeps
-    the crops of its own level; ``builtin=True`` reads each RoI's samples from its own level
-    only (:func:`multilevel_crops_builtin`, TFLite builtins, a quarter of the reads on four
-    levels). Both give the same numbers to float rounding and static shapes. Returns
-    ``[B, R, crop_h, crop_w, C]``.
-    """
-    if builtin:
-        return multilevel_crops_builtin(features_by_level, rois, levels, crop_size)
-    crops = None
-    for index, features in enumerate(features_by_level):
-        level_crops = aligned_crops(features, rois, crop_size, builtin=builtin)
-        mine = tf.equal(levels, index)[..., None, None, None]
-        crops = tf.where(mine, level_crops, 0.0) if crops is None else tf.where(mine, level_crops, crops)
-    return crops
-
-
-def multilevel_crops_builtin(features_by_level, rois, levels, crop_size):
-    """The aligned bilinear crops of :func:`multilevel_aligned_crops`, each RoI sampled on
-    its own level only, from TFLite builtins (``GATHER``, ``FLOOR``, ``SELECT``, arithmetic).
-
-    The levels' maps, each padded by its border pixels as in :func:`aligned_crops`, are
-    flattened into one table of rows (level by level, then image by image); every RoI looks
-    up its level's height, width and first row, and its samples read four rows each of that
-    table. Maps need static heights and widths. Returns ``[B, R, crop_h, crop_w, C]`` float32.
+    ``features_by_level``: list of ``[B, H_l, W_l, C]`` maps with static heights and widths,
+    level ``min_level`` first; ``levels``: int ``[B, R]`` indices into that list (e.g.
+    ``fpn_levels(...) - min_level``). Each RoI's samples are read on its own level only,
+    with static shapes: ``builtin=False`` lays the levels' padded maps side by side on one
+    canvas and crops every RoI from it with one ``tf.image.crop_and_resize`` (the fast path
+    in TensorFlow); ``builtin=True`` flattens them into one table of rows and gathers the
+    four neighbours of every sample (TFLite builtins only). A sample outside its own level
+    (beyond the half pixel of the module docstring) reads 0 on both paths, never a
+    neighbouring level. Both give :func:`aligned_crops`' numbers to float rounding. Returns
+    ``[B, R, crop_h, crop_w, C]`` float32.
     """
     crop_h, crop_w = _pair(crop_size, "crop_size")
     rois = tf.cast(tf.convert_to_tensor(rois), tf.float32)
     maps = [tf.convert_to_tensor(f) for f in features_by_level]
     sizes = [(f.shape[1], f.shape[2]) for f in maps]
     if any(h is None or w is None for h, w in sizes):
-        raise ValueError(f"multilevel_crops_builtin needs static map sizes, got {sizes}")
+        raise ValueError(f"multilevel crops need static map sizes, got {sizes}")
     channels = maps[0].shape[-1] if maps[0].shape[-1] is not None else tf.shape(maps[0])[-1]
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
     padded = [tf.pad(tf.cast(f, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC") for f in maps]
-    table = tf.concat([tf.reshape(p, [-1, channels]) for p in padded], axis=0)  # [sum_l B (H_l+2)(W_l+2), C]
-    cells = [(h + 2) * (w + 2) for h, w in sizes]  # rows of one image's padded map per level
-    firsts = [sum(cells[:i]) for i in range(len(cells))]  # a level's first row, in units of B images
 
     def per_roi(values, dtype):
         return tf.gather(tf.constant(values, dtype), levels)  # [B, R]
 
     height, width = per_roi([float(h) for h, _ in sizes], tf.float32), per_roi([float(w) for _, w in sizes], tf.float32)
-    padded_width = per_roi([w + 2 for _, w in sizes], tf.int32)
-    image = tf.range(batch)[:, None]  # [B, 1]
-    start = batch * per_roi(firsts, tf.int32) + image * per_roi(cells, tf.int32)  # [B, R]
     y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
 
     def samples(low, high, size, crop):
-        """:func:`_lerp_indices` of the ``crop`` aligned points over ``[low, high]`` (the
-        module docstring's, as indices on the padded map): ``[B, R, crop]`` each."""
+        """The ``crop`` aligned points over ``[low, high]`` (module docstring) as indices on
+        the RoI's padded map: ``[B, R, crop]``."""
         cell = (high - low) * size / float(crop)
         steps = tf.range(crop, dtype=tf.float32) + 0.5  # [crop]
-        coords = (low * size - 0.5 + 1.0)[..., None] + steps * cell[..., None]
-        return _lerp_indices(coords, tf.cast(size[..., None], tf.int32) + 2)
+        return (low * size - 0.5 + 1.0)[..., None] + steps * cell[..., None]
+
+    ys, xs = samples(y1, y2, height, crop_h), samples(x1, x2, width, crop_w)
+    if builtin:
+        crops = _gathered_level_crops(padded, sizes, channels, batch, levels, ys, xs, per_roi)
+    else:
+        crops = _canvas_level_crops(padded, sizes, batch, num_rois, ys, xs, height, width, per_roi,
+                                    (crop_h, crop_w))
+    return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
+
+
+def _gathered_level_crops(padded, sizes, channels, batch, levels, ys, xs, per_roi):
+    """The builtin path of :func:`multilevel_aligned_crops`: one table of rows, level by level
+    then image by image; each sample reads its four neighbours on its own level."""
+    table = tf.concat([tf.reshape(p, [-1, channels]) for p in padded], axis=0)  # [sum_l B (H_l+2)(W_l+2), C]
+    cells = [(h + 2) * (w + 2) for h, w in sizes]  # rows of one image's padded map per level
+    firsts = [sum(cells[:i]) for i in range(len(cells))]  # a level's first row, in units of B images
+    padded_height = per_roi([h + 2 for h, _ in sizes], tf.int32)[..., None]  # [B, R, 1]
+    padded_width = per_roi([w + 2 for _, w in sizes], tf.int32)[..., None]
+    start = batch * per_roi(firsts, tf.int32) + tf.range(batch)[:, None] * per_roi(cells, tf.int32)  # [B, R]
 
     def read(rows, cols):
-        index = (start[..., None, None] + (rows * padded_width[..., None])[..., :, None]
-                 + cols[..., None, :])  # [B, R, ch, cw]
+        index = start[..., None, None] + (rows * padded_width)[..., :, None] + cols[..., None, :]  # [B, R, ch, cw]
         return tf.gather(table, index)  # [B, R, ch, cw, C]
 
-    crops = _bilinear(read, samples(y1, y2, height, crop_h), samples(x1, x2, width, crop_w))
-    return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
+    return _bilinear(read, _lerp_indices(ys, padded_height), _lerp_indices(xs, padded_width))
+
+
+def _canvas_level_crops(padded, sizes, batch, num_rois, ys, xs, height, width, per_roi, crop_size):
+    """The TensorFlow path of :func:`multilevel_aligned_crops`: the padded maps side by side
+    on one canvas (zeros below the shorter ones), one ``crop_and_resize`` over it, and the
+    samples outside their own level's padded map set to 0."""
+    canvas_h = max(h for h, _ in sizes) + 2
+    canvas = tf.concat([tf.pad(p, [[0, 0], [0, canvas_h - (h + 2)], [0, 0], [0, 0]])
+                        for p, (h, _) in zip(padded, sizes)], axis=2)  # [B, canvas_h, canvas_w, C]
+    canvas_w = sum(w + 2 for _, w in sizes)
+    offset = per_roi([float(sum(w + 2 for _, w in sizes[:i])) for i in range(len(sizes))], tf.float32)
+    boxes = tf.stack([ys[..., 0] / (canvas_h - 1.0), (xs[..., 0] + offset) / (canvas_w - 1.0),
+                      ys[..., -1] / (canvas_h - 1.0), (xs[..., -1] + offset) / (canvas_w - 1.0)], axis=-1)
+    crops = tf.image.crop_and_resize(canvas, tf.reshape(boxes, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
+                                     crop_size=crop_size, method="bilinear", extrapolation_value=0.0)
+    crop_h, crop_w = crop_size
+    crops = tf.reshape(crops, [batch, num_rois, crop_h, crop_w, -1])
+    y_in = (ys >= 0.0) & (ys <= (height + 1.0)[..., None])  # [B, R, ch]
+    x_in = (xs >= 0.0) & (xs <= (width + 1.0)[..., None])  # [B, R, cw]
+    return tf.where((y_in[:, :, :, None] & x_in[:, :, None, :])[..., None], crops, 0.0)
 
 
 def multilevel_roi_pool(features_by_level, rois, levels, output_size=(7, 7), sampling_ratio=2, builtin=False):
