@@ -173,12 +173,13 @@ def test_multilevel_crops_take_each_roi_from_its_level(builtin):
                      [[0.3, 0.2, 0.35, 0.9], [0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.99, 0.97], [0.05, 0.1, 0.6, 0.4]]],
                     np.float32)
     levels = np.array([[2, 0, 1, 0], [1, 0, 2, 2]], np.int32)
-    for crop in (4, (3, 5), 1):
-        got = roi.multilevel_aligned_crops(maps, rois, levels, crop, builtin=builtin).numpy()
-        for b in range(2):
-            for r, level in enumerate(levels[b]):
-                want = roi.aligned_crops(maps[level][b:b + 1], rois[b:b + 1, r:r + 1], crop).numpy()[0, 0]
-                np.testing.assert_allclose(got[b, r], want, atol=1e-5)
+    for boxes in (rois, np.clip(rois, 0.0, 1.0)):  # some samples off their level / every one on it
+        for crop in (4, (3, 5), 1):
+            got = roi.multilevel_aligned_crops(maps, boxes, levels, crop, builtin=builtin).numpy()
+            for b in range(2):
+                for r, level in enumerate(levels[b]):
+                    want = roi.aligned_crops(maps[level][b:b + 1], boxes[b:b + 1, r:r + 1], crop).numpy()[0, 0]
+                    np.testing.assert_allclose(got[b, r], want, atol=1e-5)
 
 
 def _grid_anchors_normalized(size=128, stride=16):
