@@ -381,15 +381,14 @@ def _bilinear(read, rows, cols):
     a point outside the map reads 0."""
     top, bottom, y_lerp, y_in = rows
     left, right, x_lerp, x_in = cols
-    x_w = x_lerp[:, :, None, :, None]  # [B, R, 1, cw, 1]
-    y_w = y_lerp[:, :, :, None, None]  # [B, R, ch, 1, 1]
-    top_left, top_right = read(top, left), read(top, right)
-    bottom_left, bottom_right = read(bottom, left), read(bottom, right)
-    upper = top_left + (top_right - top_left) * x_w
-    lower = bottom_left + (bottom_right - bottom_left) * x_w
-    crops = upper + (lower - upper) * y_w  # [B, R, ch, cw, C]
-    inside = (y_in[:, :, :, None] & x_in[:, :, None, :])[..., None]  # [B, R, ch, cw, 1]
-    return tf.where(inside, crops, 0.0)
+    # The four neighbours' weights, 0 for a point outside the map, on the small
+    # [B, R, ch, cw, 1] grid: the full-size crops take 4 gathers, 4 products and 3 sums.
+    y_w = tf.where(y_in, y_lerp, 0.0)[:, :, :, None, None]  # [B, R, ch, 1, 1]
+    y_v = tf.where(y_in, 1.0 - y_lerp, 0.0)[:, :, :, None, None]
+    x_w = tf.where(x_in, x_lerp, 0.0)[:, :, None, :, None]  # [B, R, 1, cw, 1]
+    x_v = tf.where(x_in, 1.0 - x_lerp, 0.0)[:, :, None, :, None]
+    return (read(top, left) * (y_v * x_v) + read(top, right) * (y_v * x_w)
+            + read(bottom, left) * (y_w * x_v) + read(bottom, right) * (y_w * x_w))  # [B, R, ch, cw, C]
 
 
 def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2):
