@@ -224,9 +224,9 @@ def _gathered_level_crops(padded, sizes, channels, batch, levels, ys, xs, per_ro
     padded_width = per_roi([w + 2 for _, w in sizes], tf.int32)[..., None]
     start = batch * per_roi(firsts, tf.int32) + tf.range(batch)[:, None] * per_roi(cells, tf.int32)  # [B, R]
 
-    def read(rows, cols):
-        index = start[..., None, None] + (rows * padded_width)[..., :, None] + cols[..., None, :]  # [B, R, ch, cw]
-        return tf.gather(table, index)  # [B, R, ch, cw, C]
+    def read(rows, cols):  # rows [B, R, ch, 1], cols [B, R, 1, cw]
+        index = start[..., None, None] + rows * padded_width[..., None] + cols  # [B, R, ch, cw]
+        return tf.gather(table, tf.reshape(index, [-1]))  # [B * R * ch * cw, C]
 
     return _bilinear(read, _lerp_indices(ys, padded_height), _lerp_indices(xs, padded_width))
 
@@ -367,28 +367,37 @@ def crop_and_resize_builtin(features, rois, crop_size):
     flat = tf.reshape(features, [-1, channels])  # [B * H * W, C]
     base = (tf.range(batch) * height * width)[:, None, None, None]  # [B, 1, 1, 1]
 
-    def read(rows, cols):
-        index = base + (rows * width)[..., :, None] + cols[..., None, :]  # [B, R, ch, cw]
-        return tf.gather(flat, index)  # [B, R, ch, cw, C]
+    def read(rows, cols):  # rows [B, R, ch, 1], cols [B, R, 1, cw]
+        index = base + rows * width + cols  # [B, R, ch, cw]
+        return tf.gather(flat, tf.reshape(index, [-1]))  # [B * R * ch * cw, C]
 
     crops = _bilinear(read, (top, bottom, y_lerp, y_in), (left, right, x_lerp, x_in))
     return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
 
 
 def _bilinear(read, rows, cols):
-    """Bilinear samples from ``read(rows [B, R, ch], cols [B, R, cw]) -> [B, R, ch, cw, C]``
-    given :func:`_lerp_indices`' ``(low, high, lerp, inside)`` of the rows and the columns;
-    a point outside the map reads 0."""
+    """Bilinear samples, ``[B * R * ch * cw, C]`` (the caller reshapes), from
+    ``read(index [B, R, ch, cw] of rows and columns) -> [B * R * ch * cw, C]`` given
+    :func:`_lerp_indices`' ``(low, high, lerp, inside)`` of the rows ``[B, R, ch]`` and the
+    columns ``[B, R, cw]``; a point outside the map reads 0."""
     top, bottom, y_lerp, y_in = rows
     left, right, x_lerp, x_in = cols
-    # The four neighbours' weights, 0 for a point outside the map, on the small
-    # [B, R, ch, cw, 1] grid: the full-size crops take 4 gathers, 4 products and 3 sums.
-    y_w = tf.where(y_in, y_lerp, 0.0)[:, :, :, None, None]  # [B, R, ch, 1, 1]
-    y_v = tf.where(y_in, 1.0 - y_lerp, 0.0)[:, :, :, None, None]
-    x_w = tf.where(x_in, x_lerp, 0.0)[:, :, None, :, None]  # [B, R, 1, cw, 1]
-    x_v = tf.where(x_in, 1.0 - x_lerp, 0.0)[:, :, None, :, None]
-    return (read(top, left) * (y_v * x_v) + read(top, right) * (y_v * x_w)
-            + read(bottom, left) * (y_w * x_v) + read(bottom, right) * (y_w * x_w))  # [B, R, ch, cw, C]
+    # The four neighbours' weights, 0 for a point outside the map, on the small sample grid;
+    # the full-size arithmetic (4 products, 3 sums) runs on 2-D [samples, C] tensors, which
+    # TFLite's optimized broadcasting kernels take (5-D ones fall back to slow loops).
+    y_w = tf.where(y_in, y_lerp, 0.0)[:, :, :, None]  # [B, R, ch, 1]
+    y_v = tf.where(y_in, 1.0 - y_lerp, 0.0)[:, :, :, None]
+    x_w = tf.where(x_in, x_lerp, 0.0)[:, :, None, :]  # [B, R, 1, cw]
+    x_v = tf.where(x_in, 1.0 - x_lerp, 0.0)[:, :, None, :]
+
+    def weight(a, b):
+        return tf.reshape(a * b, [-1, 1])  # [B * R * ch * cw, 1]
+
+    def at(row, col):
+        return row[..., :, None], col[..., None, :]
+
+    return (read(*at(top, left)) * weight(y_v, x_v) + read(*at(top, right)) * weight(y_v, x_w)
+            + read(*at(bottom, left)) * weight(y_w, x_v) + read(*at(bottom, right)) * weight(y_w, x_w))
 
 
 def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2):
