@@ -99,8 +99,9 @@ DEMOS = {
     # faster_rcnn_mobile: 7 epochs trained in 3.9 minutes to AP50 0.894 (4.4 min in all),
     # still learning; 14 fit the 10 minutes (BENCHMARKS.md, "Faster R-CNN: the first demo runs").
     "faster_rcnn_mobile": DemoRecipe(epochs=14),
-    # faster_rcnn_fpn_mobile: 7 epochs trained to AP50 0.967 in 9.2 minutes in all; its steps
-    # cost twice faster_rcnn_mobile's, so no more fit the 10 minutes (same BENCHMARKS section).
+    # faster_rcnn_fpn_mobile: 7 epochs trained to AP50 0.965 in 7.5 minutes in all (9.2 before
+    # the one-canvas RoI crops); its steps cost twice faster_rcnn_mobile's, so more would not
+    # fit the 10 minutes on a slower machine (same BENCHMARKS section).
     "faster_rcnn_fpn_mobile": DemoRecipe(epochs=7),
 }
 
