@@ -157,7 +157,6 @@ def matmul_fn(size):
 FLOP_TARGET = 0.75
 
 
-
 def part_latency(args):
     import tensorflow as tf
 

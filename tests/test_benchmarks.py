@@ -16,7 +16,8 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "bench_train_step.py": "--repeats", "bench_unseen_voc.py": "--minutes",
            "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
-           "bench_standins.py": "--label", "probe_classes.py": "agnostic"}
+           "bench_standins.py": "--label", "probe_classes.py": "agnostic",
+           "bench_roi_crops.py": "--rois"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 

@@ -128,25 +128,31 @@ class TorchvisionPeer(ssd.TorchvisionPeer):
         return detection.fasterrcnn_resnet50_fpn(**settings)
 
     def _stages(self, model, x):
-        """The eval forward pass split where tfzoo's is: ``(network, decode)``; ``network()``
-        returns ``(class_logits, box_regression, proposals, image_sizes)``."""
+        """The eval forward pass split where tfzoo's is: ``(box_features, network, decode)``.
+        ``box_features()`` runs the transform, backbone, RPN, RoI pooling and box head:
+        ``(features [R, 1024], proposals, image_sizes)``; ``network()`` adds the predictors:
+        ``(class_logits, box_regression, proposals, image_sizes)``, what ``decode`` takes."""
         torch = self.torch
         heads = model.roi_heads
 
-        def network():
+        def box_features():
             with torch.inference_mode():
                 batch, _ = model.transform([x])
                 features = model.backbone(batch.tensors)
                 proposals, _ = model.rpn(batch, features)
                 pooled = heads.box_roi_pool(features, proposals, batch.image_sizes)
-                class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
-                return class_logits, box_regression, proposals, batch.image_sizes
+                return heads.box_head(pooled), proposals, batch.image_sizes
+
+        def network():
+            with torch.inference_mode():
+                features, proposals, image_sizes = box_features()
+                return (*heads.box_predictor(features), proposals, image_sizes)
 
         def decode(raw):
             with torch.inference_mode():
                 return heads.postprocess_detections(*raw)
 
-        return network, decode
+        return box_features, network, decode
 
     def latency(self, image, spec):
         """``(functions to time, info)`` of a calibrated model in eval mode."""
@@ -155,14 +161,9 @@ class TorchvisionPeer(ssd.TorchvisionPeer):
         self.model = model
         x = self._tensor(image)
         self.x = x
-        network, decode = self._stages(model, x)
+        box_features_of, network, decode = self._stages(model, x)
         predictor = model.roi_heads.box_predictor.cls_score
-        with torch.inference_mode():
-            batch, _ = model.transform([x])
-            features = model.backbone(batch.tensors)
-            proposals, _ = model.rpn(batch, features)
-            heads = model.roi_heads
-            box_features = heads.box_head(heads.box_roi_pool(features, proposals, batch.image_sizes))
+        box_features, proposals, _ = box_features_of()
 
         def logits():
             with torch.inference_mode():
@@ -205,7 +206,7 @@ class TorchvisionPeer(ssd.TorchvisionPeer):
         matmuls; a multiply-add counts 2)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        network, _ = self._stages(self.model, self.x)
+        _, network, _ = self._stages(self.model, self.x)
         with FlopCounterMode(display=False) as counter:
             network()
         return int(counter.get_total_flops())

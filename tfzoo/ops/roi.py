@@ -202,14 +202,7 @@ def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin
     height, width = per_roi([float(h) for h, _ in sizes], tf.float32), per_roi([float(w) for _, w in sizes], tf.float32)
     y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
 
-    def samples(low, high, size, crop):
-        """The ``crop`` aligned points over ``[low, high]`` (module docstring) as indices on
-        the RoI's padded map: ``[B, R, crop]``."""
-        cell = (high - low) * size / float(crop)
-        steps = tf.range(crop, dtype=tf.float32) + 0.5  # [crop]
-        return (low * size - 0.5 + 1.0)[..., None] + steps * cell[..., None]
-
-    ys, xs = samples(y1, y2, height, crop_h), samples(x1, x2, width, crop_w)
+    ys, xs = _aligned_points(y1, y2, height, crop_h), _aligned_points(x1, x2, width, crop_w)  # [B, R, crop]
     if builtin:
         crops = _gathered_level_crops(padded, sizes, channels, batch, levels, ys, xs, per_roi)
     else:
@@ -297,15 +290,18 @@ def _aligned_crop_boxes(features, rois, crop_h, crop_w):
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
 
-    def ends(start, end, size, crop):
-        cell = (end - start) * size / float(crop)
-        first = start * size + 0.5 * cell - 0.5 + 1.0  # index on the padded map
-        last = start * size + (crop - 0.5) * cell - 0.5 + 1.0
-        return first / (size + 1.0), last / (size + 1.0)
+    ys, xs = _aligned_points(y1, y2, height, crop_h), _aligned_points(x1, x2, width, crop_w)
+    return padded, tf.stack([ys[..., 0] / (height + 1.0), xs[..., 0] / (width + 1.0),
+                             ys[..., -1] / (height + 1.0), xs[..., -1] / (width + 1.0)], axis=-1)
 
-    top, bottom = ends(y1, y2, height, crop_h)
-    left, right = ends(x1, x2, width, crop_w)
-    return padded, tf.stack([top, left, bottom, right], axis=-1)
+
+def _aligned_points(low, high, size, crop):
+    """The ``crop`` aligned sample points over ``[low, high]`` (normalized; the module
+    docstring's rule) as indices on the border-padded map of ``size`` rows or columns:
+    ``[..., crop]`` for ``low``, ``high`` and ``size`` broadcastable to ``[...]``."""
+    cell = (high - low) * size / float(crop)
+    steps = tf.range(crop, dtype=tf.float32) + 0.5  # [crop]
+    return (low * size - 0.5 + 1.0)[..., None] + steps * cell[..., None]
 
 
 def _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features):
