@@ -91,7 +91,9 @@ def test_decoder_decodes_each_class_from_its_proposal_and_drops_padding():
 
 
 @pytest.mark.slow
-def test_int8_export_keeps_proposals_crops_and_decoder_float(tmp_path):
+def test_int8_export_keeps_proposals_and_decoder_float_and_reads_crops_in_int8(tmp_path):
+    """The RoI coordinates, proposals and decoder stay float32; the crops' table, gathers,
+    weighted sums and max pooling run in int8 (a quarter of the float bytes)."""
     from tfzoo.export import export_tflite, load_model
     from tfzoo.export.tflite import decoder_requantizations, non_builtin_ops, op_input_types, op_names
 
@@ -103,6 +105,7 @@ def test_int8_export_keeps_proposals_crops_and_decoder_float(tmp_path):
     types = op_input_types(model_bytes)
     assert "INT8" in types["CONV_2D"] and "INT8" in types["FULLY_CONNECTED"]
     assert types["NON_MAX_SUPPRESSION_V5"] == {"FLOAT32"}
+    assert types["MAX_POOL_2D"] == {"INT8"} and "INT8" in types["GATHER"]
     x = next(iter(images.map(lambda x, y: x))).numpy()
     got = load_model(path).detect(x)
     assert got["num_detections"].shape == (1,) and int(got["num_detections"][0]) > 0

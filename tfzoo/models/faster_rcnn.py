@@ -5,7 +5,7 @@ stride-16 map (VGG-16's conv5_3), the RPN head (:func:`tfzoo.layers.rpn_head`: a
 sibling 1x1 convs for the 9 anchors per location, ratios 0.5/1/2 x scales 8/16/32 on base 16,
 the seed's table: 22,500 anchors at 800 x 800), the proposal layer
 (:func:`tfzoo.ops.proposals.generate_proposals`: top 6,000 -> NMS 0.7 -> 300 at test),
-RoI max pooling to 7 x 7 (:func:`tfzoo.ops.roi.roi_pool_builtin`: TFLite builtins only), two
+RoI max pooling to 7 x 7 (:class:`RoIPool`: `crop_and_resize`, builtin ops in a TFLite file), two
 fully connected layers (4,096 each) and the sibling K + 1 softmax and class-specific box
 deltas (weights 10, 10, 5, 5). Raw outputs: ``rpn_objectness [B, A]``, ``rpn_deltas
 [B, A, 4]``, ``rpn_features`` (the shared map), ``proposals [B, R, 4]`` (zeros past the
@@ -259,21 +259,42 @@ class RoIPool(keras.layers.Layer):
         self.levels = None if levels is None else tuple(int(level) for level in levels)
 
     def call(self, features, rois, training=None):
+        if roi_ops.use_builtin_crops():
+            return self._builtin(features, rois)
         size = (self.size, self.size)
         # Box coordinates and the sampling positions derived from them stay float32 in an
-        # int8 export (on an int8 grid a RoI moves by up to a cell); the crops go back to
-        # the int8 head (float_exit).
+        # int8 export (on an int8 grid a RoI moves by up to a cell).
         with float_section():
             rois = float_barrier(rois)
             if isinstance(features, (list, tuple)):
                 levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1]) - self.levels[0]
                 crops = roi_ops.multilevel_roi_pool([float_barrier(f) for f in features], rois, levels, size,
-                                                    self.sampling_ratio, builtin=roi_ops.use_builtin_crops())
+                                                    self.sampling_ratio)
             else:
-                pool = roi_ops.roi_pool_builtin if roi_ops.use_builtin_crops() else roi_ops.roi_pool
-                crops = pool(float_barrier(features), rois, size, self.sampling_ratio)
+                crops = roi_ops.roi_pool(float_barrier(features), rois, size, self.sampling_ratio)
             crops = float_exit(crops)
         return tf.cast(crops, self.compute_dtype)
+
+    def _builtin(self, features, rois):
+        """The TFLite crop: where to read (RoI levels, sample rows, bilinear weights) in
+        float32 under :func:`float_section`; the table of feature rows, its gathers and the
+        weighted sums and max pooling outside it, so that an int8 export runs them in int8
+        (the weights enter the int8 part through :func:`float_exit`)."""
+        maps = list(features) if isinstance(features, (list, tuple)) else [features]
+        side = self.size * self.sampling_ratio
+        with float_section():
+            rois = float_barrier(rois)
+            if len(maps) > 1:
+                levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1]) - self.levels[0]
+            else:
+                levels = tf.zeros_like(rois[..., 0], tf.int32)
+            indices, weights = roi_ops.level_crop_plan(roi_ops.static_map_sizes(maps), rois, levels, (side, side))
+            weights = [float_exit(w) for w in weights]
+        crops = roi_ops.read_crop_plan(roi_ops.level_table(maps), indices, weights)
+        batch, num_rois, channels = tf.shape(rois)[0], tf.shape(rois)[1], maps[0].shape[-1]
+        crops = tf.reshape(crops, [batch * num_rois, side, side, channels])
+        pooled = roi_ops.max_pool_crops(crops, batch, num_rois, self.size, self.size, self.sampling_ratio)
+        return tf.cast(pooled, self.compute_dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
         first = features_shape[0] if self.levels else features_shape  # a list of maps' shapes with FPN

@@ -180,55 +180,95 @@ def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin
     ``fpn_levels(...) - min_level``). Each RoI's samples are read on its own level only,
     with static shapes: ``builtin=False`` lays the levels' padded maps side by side on one
     canvas and crops every RoI from it with one ``tf.image.crop_and_resize`` (the fast path
-    in TensorFlow); ``builtin=True`` flattens them into one table of rows and gathers the
-    four neighbours of every sample (TFLite builtins only). A sample outside its own level
-    (beyond the half pixel of the module docstring) reads 0 on both paths, never a
-    neighbouring level. Both give :func:`aligned_crops`' numbers to float rounding. Returns
-    ``[B, R, crop_h, crop_w, C]`` float32.
+    in TensorFlow); ``builtin=True`` reads the four neighbours of every sample from one table
+    of rows (:func:`level_table`, :func:`level_crop_plan`, :func:`read_crop_plan`; TFLite
+    builtins only). A sample outside its own level (beyond the half pixel of the module
+    docstring) reads 0 on both paths, never a neighbouring level. Both give
+    :func:`aligned_crops`' numbers to float rounding. Returns ``[B, R, crop_h, crop_w, C]``
+    float32.
     """
     crop_h, crop_w = _pair(crop_size, "crop_size")
     rois = tf.cast(tf.convert_to_tensor(rois), tf.float32)
     maps = [tf.convert_to_tensor(f) for f in features_by_level]
-    sizes = [(f.shape[1], f.shape[2]) for f in maps]
-    if any(h is None or w is None for h, w in sizes):
-        raise ValueError(f"multilevel crops need static map sizes, got {sizes}")
+    sizes = static_map_sizes(maps)
     channels = maps[0].shape[-1] if maps[0].shape[-1] is not None else tf.shape(maps[0])[-1]
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
-    padded = [_pad_with_border(f) for f in maps]
-
-    def per_roi(values, dtype):
-        return tf.gather(tf.constant(values, dtype), levels)  # [B, R]
-
-    height, width = per_roi([float(h) for h, _ in sizes], tf.float32), per_roi([float(w) for _, w in sizes], tf.float32)
-    y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
-
-    ys, xs = _aligned_points(y1, y2, height, crop_h), _aligned_points(x1, x2, width, crop_w)  # [B, R, crop]
     if builtin:
-        crops = _gathered_level_crops(padded, sizes, channels, batch, levels, ys, xs, per_roi)
+        indices, weights = level_crop_plan(sizes, rois, levels, (crop_h, crop_w))
+        crops = read_crop_plan(level_table(maps), indices, weights)
     else:
-        crops = _canvas_level_crops(padded, sizes, batch, num_rois, ys, xs, height, width, per_roi,
-                                    (crop_h, crop_w))
+        ys, xs, height, width = _level_points(sizes, rois, levels, (crop_h, crop_w))
+        crops = _canvas_level_crops([_pad_with_border(f) for f in maps], sizes, levels, batch, num_rois, ys, xs,
+                                    height, width, (crop_h, crop_w))
     return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
 
 
-def _gathered_level_crops(padded, sizes, channels, batch, levels, ys, xs, per_roi):
-    """The builtin path of :func:`multilevel_aligned_crops`: one table of rows, level by level
-    then image by image; each sample reads its four neighbours on its own level."""
-    table = tf.concat([tf.reshape(p, [-1, channels]) for p in padded], axis=0)  # [sum_l B (H_l+2)(W_l+2), C]
+def static_map_sizes(maps):
+    """The static ``(H, W)`` of each ``[B, H, W, C]`` map (the builtin crop's table needs them)."""
+    sizes = [(f.shape[1], f.shape[2]) for f in maps]
+    if any(h is None or w is None for h, w in sizes):
+        raise ValueError(f"multilevel crops need static map sizes, got {sizes}")
+    return sizes
+
+
+def _per_roi(values, dtype, levels):
+    return tf.gather(tf.constant(values, dtype), levels)  # [B, R]
+
+
+def _level_points(sizes, rois, levels, crop_size):
+    """Each RoI's aligned sample points on its own level's padded map (rows ``[B, R, ch]``,
+    columns ``[B, R, cw]``) and that level's height and width ``[B, R]``."""
+    height = _per_roi([float(h) for h, _ in sizes], tf.float32, levels)
+    width = _per_roi([float(w) for _, w in sizes], tf.float32, levels)
+    y1, x1, y2, x2 = tf.unstack(rois, axis=-1)  # [B, R] each
+    return (_aligned_points(y1, y2, height, crop_size[0]), _aligned_points(x1, x2, width, crop_size[1]),
+            height, width)
+
+
+def level_table(features_by_level):
+    """The builtin crop's table of rows: each level's map padded by its border pixels
+    (:func:`_pad_with_border`), flattened and stacked level by level then image by image:
+    float32 ``[sum_l B (H_l + 2) (W_l + 2), C]``. Holds no coordinates, so an int8 TFLite
+    export keeps it (and the reads of :func:`read_crop_plan`) in int8."""
+    channels = features_by_level[0].shape[-1]
+    channels = channels if channels is not None else tf.shape(features_by_level[0])[-1]
+    return tf.concat([tf.reshape(_pad_with_border(f), [-1, channels]) for f in features_by_level], axis=0)
+
+
+def level_crop_plan(sizes, rois, levels, crop_size):
+    """Where the builtin crop reads: for the ``N = B * R * crop_h * crop_w`` aligned samples
+    of each RoI on its own level (``sizes``: the levels' static ``(H_l, W_l)``; ``rois [B, R,
+    4]``; ``levels`` int ``[B, R]``), the rows of :func:`level_table` holding their four
+    bilinear neighbours and the neighbours' weights (0 for a sample outside its level):
+    ``(indices, weights)``, lists of four int32 ``[N]`` and four float32 ``[N, 1]`` (lists,
+    not stacked tensors: an int8 export must not unstack them in its int8 part). All the
+    coordinate arithmetic of the crop is here (keep it float32); :func:`read_crop_plan`
+    does the rest."""
+    rois = tf.cast(rois, tf.float32)
+    batch = tf.shape(rois)[0]
+    ys, xs, _, _ = _level_points(sizes, rois, levels, _pair(crop_size, "crop_size"))
     cells = [(h + 2) * (w + 2) for h, w in sizes]  # rows of one image's padded map per level
     firsts = [sum(cells[:i]) for i in range(len(cells))]  # a level's first row, in units of B images
-    padded_height = per_roi([h + 2 for h, _ in sizes], tf.int32)[..., None]  # [B, R, 1]
-    padded_width = per_roi([w + 2 for _, w in sizes], tf.int32)[..., None]
-    start = batch * per_roi(firsts, tf.int32) + tf.range(batch)[:, None] * per_roi(cells, tf.int32)  # [B, R]
+    padded_height = _per_roi([h + 2 for h, _ in sizes], tf.int32, levels)[..., None]  # [B, R, 1]
+    padded_width = _per_roi([w + 2 for _, w in sizes], tf.int32, levels)[..., None]
+    start = batch * _per_roi(firsts, tf.int32, levels) + tf.range(batch)[:, None] * _per_roi(cells, tf.int32, levels)
 
-    def read(rows, cols):  # rows [B, R, ch, 1], cols [B, R, 1, cw]
-        index = start[..., None, None] + rows * padded_width[..., None] + cols  # [B, R, ch, cw]
-        return tf.gather(table, tf.reshape(index, [-1]))  # [B * R * ch * cw, C]
+    def index(rows, cols):  # rows [B, R, ch, 1], cols [B, R, 1, cw]
+        return tf.reshape(start[..., None, None] + rows * padded_width[..., None] + cols, [-1])
 
-    return _bilinear(read, _lerp_indices(ys, padded_height), _lerp_indices(xs, padded_width))
+    return _bilinear_plan(index, _lerp_indices(ys, padded_height), _lerp_indices(xs, padded_width))
 
 
-def _canvas_level_crops(padded, sizes, batch, num_rois, ys, xs, height, width, per_roi, crop_size):
+def read_crop_plan(table, indices, weights):
+    """The bilinear samples of a crop plan (:func:`level_crop_plan`): the four neighbours'
+    rows of ``table [rows, C]`` weighted and summed, ``[N, C]`` (the caller reshapes). Only
+    gathers and elementwise products and sums of same-shape ``[N, C]`` tensors by ``[N, 1]``
+    weights: in an int8 TFLite export these run in int8, a quarter of the float32 bytes."""
+    reads = [tf.gather(table, i) * w for i, w in zip(indices, weights)]
+    return (reads[0] + reads[1]) + (reads[2] + reads[3])
+
+
+def _canvas_level_crops(padded, sizes, levels, batch, num_rois, ys, xs, height, width, crop_size):
     """The TensorFlow path of :func:`multilevel_aligned_crops`: the padded maps side by side
     on one canvas (zeros below the shorter ones), one ``crop_and_resize`` over it, and the
     samples outside their own level's padded map set to 0."""
@@ -236,7 +276,7 @@ def _canvas_level_crops(padded, sizes, batch, num_rois, ys, xs, height, width, p
     canvas = tf.concat([tf.pad(p, [[0, 0], [0, canvas_h - (h + 2)], [0, 0], [0, 0]])
                         for p, (h, _) in zip(padded, sizes)], axis=2)  # [B, canvas_h, canvas_w, C]
     canvas_w = sum(w + 2 for _, w in sizes)
-    offset = per_roi([float(sum(w + 2 for _, w in sizes[:i])) for i in range(len(sizes))], tf.float32)
+    offset = _per_roi([float(sum(w + 2 for _, w in sizes[:i])) for i in range(len(sizes))], tf.float32, levels)
     boxes = tf.stack([ys[..., 0] / (canvas_h - 1.0), (xs[..., 0] + offset) / (canvas_w - 1.0),
                       ys[..., -1] / (canvas_h - 1.0), (xs[..., -1] + offset) / (canvas_w - 1.0)], axis=-1)
     crops = tf.image.crop_and_resize(canvas, tf.reshape(boxes, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
@@ -305,11 +345,16 @@ def _aligned_points(low, high, size, crop):
 
 
 def _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features):
+    return tf.cast(max_pool_crops(crops, batch, num_rois, out_h, out_w, s), features.dtype)
+
+
+def max_pool_crops(crops, batch, num_rois, out_h, out_w, s):
+    """RoI max pooling of aligned crops ``[B * R, out_h * s, out_w * s, C]``: the max of
+    every ``s x s`` block, ``[B, R, out_h, out_w, C]``."""
     if s > 1:
         crops = tf.nn.max_pool2d(crops, ksize=s, strides=s, padding="VALID")
-    channels = features.shape[-1] if features.shape[-1] is not None else tf.shape(features)[-1]
-    pooled = tf.reshape(crops, [batch, num_rois, out_h, out_w, channels])  # [B, R, oh, ow, C]
-    return tf.cast(pooled, features.dtype)
+    channels = crops.shape[-1] if crops.shape[-1] is not None else tf.shape(crops)[-1]
+    return tf.reshape(crops, [batch, num_rois, out_h, out_w, channels])
 
 
 def _sample_coords(start, end, size, crop):
@@ -364,41 +409,35 @@ def crop_and_resize_builtin(features, rois, crop_size):
     left, right, x_lerp, x_in = _lerp_indices(xs, width)
 
     # Flat row index b * H * W + y * W + x into features [B * H * W, C].
-    flat = tf.reshape(features, [-1, channels])  # [B * H * W, C]
     base = (tf.range(batch) * height * width)[:, None, None, None]  # [B, 1, 1, 1]
 
-    def read(rows, cols):  # rows [B, R, ch, 1], cols [B, R, 1, cw]
-        index = base + rows * width + cols  # [B, R, ch, cw]
-        return tf.gather(flat, tf.reshape(index, [-1]))  # [B * R * ch * cw, C]
+    def index(rows, cols):  # rows [B, R, ch, 1], cols [B, R, 1, cw]
+        return tf.reshape(base + rows * width + cols, [-1])  # [B * R * ch * cw]
 
-    crops = _bilinear(read, (top, bottom, y_lerp, y_in), (left, right, x_lerp, x_in))
+    indices, weights = _bilinear_plan(index, (top, bottom, y_lerp, y_in), (left, right, x_lerp, x_in))
+    crops = read_crop_plan(tf.reshape(features, [-1, channels]), indices, weights)
     return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
 
 
-def _bilinear(read, rows, cols):
-    """Bilinear samples, ``[B * R * ch * cw, C]`` (the caller reshapes), given
-    :func:`_lerp_indices`' ``(low, high, lerp, inside)`` of the rows ``[B, R, ch]`` and the
-    columns ``[B, R, cw]``; ``read(rows [B, R, ch, 1], cols [B, R, 1, cw])`` returns the map's
-    values at those integer positions as ``[B * R * ch * cw, C]``. A point outside the map
-    reads 0."""
+def _bilinear_plan(index, rows, cols):
+    """The four neighbours of every bilinear sample: ``(indices, weights)``, lists of four
+    int32 ``[N]`` and four float32 ``[N, 1]``, with ``N = B * R * ch * cw``, given :func:`_lerp_indices`' ``(low,
+    high, lerp, inside)`` of the rows ``[B, R, ch]`` and the columns ``[B, R, cw]``;
+    ``index(rows [B, R, ch, 1], cols [B, R, 1, cw])`` returns the flat table rows ``[N]`` of
+    those integer positions. A point outside the map gets weight 0 (reads 0)."""
     top, bottom, y_lerp, y_in = rows
     left, right, x_lerp, x_in = cols
-    # The four neighbours' weights, 0 for a point outside the map, on the small sample grid;
-    # the full-size arithmetic (4 products, 3 sums) runs on 2-D [samples, C] tensors (in
-    # TFLite 6% faster than the same on 5-D tensors, for 1,000 RoIs at 256 channels).
+    # The weights are computed on the small sample grid; the full-size arithmetic of
+    # read_crop_plan (4 products, 3 sums) runs on 2-D [samples, C] tensors (in TFLite 6%
+    # faster than the same on 5-D tensors, for 1,000 RoIs at 256 channels).
     y_w = tf.where(y_in, y_lerp, 0.0)[:, :, :, None]  # [B, R, ch, 1]
     y_v = tf.where(y_in, 1.0 - y_lerp, 0.0)[:, :, :, None]
     x_w = tf.where(x_in, x_lerp, 0.0)[:, :, None, :]  # [B, R, 1, cw]
     x_v = tf.where(x_in, 1.0 - x_lerp, 0.0)[:, :, None, :]
-
-    def weight(a, b):
-        return tf.reshape(a * b, [-1, 1])  # [B * R * ch * cw, 1]
-
-    def at(row, col):
-        return row[..., :, None], col[..., None, :]
-
-    return (read(*at(top, left)) * weight(y_v, x_v) + read(*at(top, right)) * weight(y_v, x_w)
-            + read(*at(bottom, left)) * weight(y_w, x_v) + read(*at(bottom, right)) * weight(y_w, x_w))
+    corners = [(top, y_v, left, x_v), (top, y_v, right, x_w), (bottom, y_w, left, x_v), (bottom, y_w, right, x_w)]
+    indices = [index(row[..., :, None], col[..., None, :]) for row, _, col, _ in corners]
+    weights = [tf.reshape(wy * wx, [-1, 1]) for _, wy, _, wx in corners]
+    return indices, weights
 
 
 def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2):
