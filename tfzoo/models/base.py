@@ -48,7 +48,8 @@ By ``kind``:
   ``fixed_size`` on its config (its fully connected layers fix the input).
 - **two-stage** (Faster R-CNN, FPN): the RPN's proposals are generated inside the graph,
   under :func:`float_section` (an int8 export keeps that part float32; :func:`float_barrier`
-  where it reads the network, :func:`float_exit` where the network reads it back); the
+  where it reads the network, :func:`float_exit` where the network reads it back: the RoI
+  crops' sampling plan is float32, their reads of the feature maps int8); the
   RoI head needs the ground truth to sample RoIs, so ``call(training=True)`` stops after
   the RPN and :meth:`Detector.compute_losses`, which gets the batch's targets, samples the
   RoIs and runs the head's layers on them (Keras' own ``train_step``; ``fit`` stays the
@@ -78,8 +79,9 @@ FLOAT_SCOPE = "tfzoo_float"
 #: Ops under these name scopes stay float32 in an int8 TFLite export, wherever they sit in
 #: the graph (:func:`tfzoo.export.tflite.decoder_ops`).
 FLOAT_SCOPES = (DECODER_SCOPE, FLOAT_SCOPE)
-#: Name scope of a float section's result that the int8 network reads on purpose (a
-#: two-stage detector's RoI crops feed its int8 head): :func:`float_exit`.
+#: Name scope of a float section's result that the int8 network reads on purpose (the
+#: bilinear weights of a two-stage detector's RoI crops, computed from float32 RoI
+#: coordinates, weight int8 feature rows): :func:`float_exit`.
 FLOAT_EXIT = "tfzoo_float_exit"
 
 
@@ -100,9 +102,10 @@ def float_barrier(tensor):
 
 
 def float_exit(tensor):
-    """The result of a :func:`float_section` that the network goes on with (RoI crops into a
-    two-stage detector's head): an int8 export quantizes it, the one float-section tensor
-    it may (the export's check that no score or box is requantized skips it)."""
+    """The result of a :func:`float_section` that the network goes on with (the RoI crops'
+    bilinear weights in a two-stage detector's TFLite file, its crops in TensorFlow): an int8
+    export quantizes it, the one kind of float-section tensor it may (the export's check that
+    no score or box is requantized skips it)."""
     with tf.name_scope(FLOAT_EXIT):
         return tf.maximum(tensor, tf.float32.min)
 #: The smallest input size :meth:`Detector.with_image_size` (and ``--image-size``,
