@@ -36,7 +36,9 @@ setup(
         "ai-edge-litert",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist"],
+        "test": ["pytest", "pytest-xdist", "opencv-contrib-python-headless"],
+        # Selective search (tfzoo.proposals: R-CNN, SPP-Net, Fast R-CNN).
+        "proposals": ["opencv-contrib-python-headless"],
         # The peers of benchmarks/bench_model.py: KerasHub's RetinaNet, torchvision's SSD300.
         "bench": ["keras-hub", "torch", "torchvision"],
     },
