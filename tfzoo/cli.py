@@ -401,8 +401,16 @@ def evaluate_model(model, spec, split, batch_size=8, strict=False):
                        f"({', '.join(names)})")
     report = Report(strict=strict)
     examples = tfzoo.data.load(spec, split, strict=strict, report=report)
+    extra = {}
+    if model.max_proposals:  # a proposal-based model: the examples' proposals by its own source
+        from tfzoo import proposals as proposal_source
+
+        if not model.proposal_source:
+            raise CLIError(f"{model.path} takes proposals and names no source for them")
+        examples, _ = proposal_source.for_config(examples, model.config, desc=f"proposals {spec} [{split}]")
+        extra = {"input_names": model.input_names, "max_proposals": model.max_proposals}
     metrics = evaluate_detector(model.detect, examples, model.image_size, names, tfzoo.data.category_ids(spec, split),
-                                batch_size=batch_size, keep_aspect_ratio=model.keep_aspect_ratio)
+                                batch_size=batch_size, keep_aspect_ratio=model.keep_aspect_ratio, **extra)
     if len(report):
         print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
               f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)

@@ -245,7 +245,11 @@ def run(out=None, epochs=None, minutes=None, seed=0, num_images=4, latency_repea
 
     # --- 3. evaluate all formats on val ---
     say("evaluate", "[3/5] evaluating the Keras model and both exports on shapes/val ...")
-    val = tfzoo.data.load(data, "val").cache()  # read six times below: generate the images once
+    from tfzoo import proposals as proposal_source  # noqa: PLC0415
+
+    # Read six times below: generate the images (and a proposal-based model's proposals) once.
+    val = proposal_source.for_config(tfzoo.data.load(data, "val"), detector.config, progress=bool(verbose),
+                                     desc="proposals shapes [val]")[0].cache()
     # Raw head outputs on the first 2 batches (16 images); detections and AP on all of them.
     report = parity_report(detector, [saved_model, tflite], val, class_names=tfzoo.data.class_names(data),
                            category_ids=tfzoo.data.category_ids(data), progress=bool(verbose), raw_batches=2)
@@ -254,8 +258,13 @@ def run(out=None, epochs=None, minutes=None, seed=0, num_images=4, latency_repea
 
     # --- 4. latency per format (one image, NMS included) ---
     say("latency", "[4/5] timing single-image detection per format ...")
-    image = next(iter(val.take(1)))["image"].numpy()
-    resized = tf.image.resize(image[None].astype(np.float32), detector.image_size).numpy()
+    first = next(iter(val.take(1)))
+    resized = tf.image.resize(first["image"][None].numpy().astype(np.float32), detector.image_size).numpy()
+    if "proposals" in detector.input_names:  # the stretched image keeps its normalized proposals
+        from tfzoo.data.pipeline import pad_rows  # noqa: PLC0415
+
+        resized = {"images": resized,
+                   "proposals": pad_rows(first["proposals"], detector.config.max_proposals, 0.0)[None].numpy()}
     keras_detect = tf.function(detector.detect)
     models = {"saved_model": load_model(saved_model, trust_model=True), "tflite": load_model(tflite)}
     latency = {"keras": _median_ms(lambda: keras_detect(resized), latency_repeats)}

@@ -443,6 +443,18 @@ def attach(dataset, source, *, root=None):
     return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def for_image(image, source, max_proposals=DEFAULT_MAX_BOXES, *, root=None):
+    """The proposals of one uint8 ``[H, W, 3]`` image by a model's ``proposals`` setting:
+    selective search through the cache. A file source (``json:PATH``) names boxes per
+    dataset image id, which a bare image lacks: pass its proposals explicitly then."""
+    kind, value = parse_source(source)
+    if kind != "ss":
+        raise ValueError(f"this model's proposals come from a file ({value}), keyed by image id: pass the "
+                         "image's proposals explicitly")
+    settings = Settings(value, max(int(max_proposals), DEFAULT_MAX_BOXES))
+    return cached_selective_search(image, settings, root)[0]
+
+
 def image_sizes(dataset):
     """``{image_id: (height, width)}`` of a dataset's examples (what :func:`load_json`
     checks a user's boxes against)."""
@@ -467,3 +479,34 @@ def dataset_recall(dataset, source, *, root=None, tops=RECALL_TOPS, ious=RECALL_
             "proposals_per_image": float(np.mean(counts)) if counts else float("nan"),
             "min_proposals": int(min(counts)) if counts else 0,
             "images": len(props), "objects": int(sum(len(t) for t in truth))}
+
+
+def for_config(examples, config, *, progress=True, desc="proposals", report=None, root=None, workers=None):
+    """``examples`` with the proposals a proposal-based detector's ``config`` asks for
+    (its ``proposals`` setting, :data:`SOURCE_FORMS`): selective search fills the cache
+    first (:func:`compute`, a progress bar when ``progress``), a user's file is checked
+    against these examples (:func:`load_json`; problems go to ``report``, else warned in
+    one line each). A config without a ``proposals`` setting returns ``examples`` as they
+    are. Returns ``(examples, seconds)``: the seconds spent computing proposals."""
+    def setting(name):  # a config dataclass, or an export's config dict
+        return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+
+    source_text = setting("proposals")
+    if source_text is None:
+        return examples, 0.0
+    start = time.perf_counter()
+    kind, value = parse_source(source_text)
+    if kind == "ss":
+        settings = Settings(value, max(int(setting("max_proposals") or 0), DEFAULT_MAX_BOXES))
+        compute(examples, settings, workers=workers, root=root, progress=progress, desc=desc)
+        return attach(examples, settings, root=root), time.perf_counter() - start
+    from tfzoo.data import validate
+
+    own = report is None
+    report = validate.ensure_report(report)
+    source = load_json(value, image_sizes(examples), report)
+    if own and len(report):
+        import warnings
+
+        warnings.warn(f"{value}: {len(report)} problems in the proposals file: " + "; ".join(report.summary()))
+    return attach(examples, source), time.perf_counter() - start

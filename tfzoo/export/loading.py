@@ -90,6 +90,43 @@ class LoadedModel:
         names = config.get("class_names") if isinstance(config, dict) else getattr(config, "class_names", ())
         return bool(names)
 
+    def _setting(self, name, default=None):
+        config = self.config
+        return config.get(name, default) if isinstance(config, dict) else getattr(config, name, default)
+
+    @property
+    def proposal_source(self):
+        """A proposal-based model's ``proposals`` setting (``"ss:fast"``, ``"json:PATH"``
+        ...), None for the others."""
+        return self._setting("proposals")
+
+    @property
+    def max_proposals(self):
+        """How many proposals the model takes per image (0: a model without proposals)."""
+        return int(self._setting("max_proposals", 0) or 0)
+
+    @property
+    def input_names(self):
+        return ("images", "proposals") if self.max_proposals else ("images",)
+
+    def _proposals(self, image, proposals):
+        """The first ``max_proposals`` proposals of one original image: ``proposals`` as
+        given, else the model's own source's (:func:`tfzoo.proposals.for_image`)."""
+        from tfzoo import proposals as proposal_source
+
+        if proposals is None:
+            if not self.proposal_source:
+                raise ValueError(f"{self.path} takes proposals beside the image and names no source for them: "
+                                 "pass the image's proposals")
+            proposals = proposal_source.for_image(image, self.proposal_source, self.max_proposals)
+        return np.asarray(proposals, np.float32).reshape(-1, 4)[:self.max_proposals]
+
+    def _padded(self, proposals):
+        """``proposals [R, 4]`` padded with zero boxes to ``[max_proposals, 4]``."""
+        padded = np.zeros([self.max_proposals, 4], np.float32)
+        padded[:len(proposals)] = proposals
+        return padded
+
     def detect(self, images):
         raise NotImplementedError
 
@@ -106,16 +143,18 @@ class LoadedModel:
 
     def detect_original(self, image, proposals=None):
         """Detections of one uint8 ``[H, W, 3]`` image (with its ``proposals [R, 4]``,
-        normalized to it, for a proposal-based model), boxes normalized to that image."""
+        normalized to it, for a proposal-based model: computed by the model's own source
+        when None), boxes normalized to that image."""
         from tfzoo.data import augment as aug
         from tfzoo.export.saved_model import detections_on_original
 
-        resized, info = aug.resize_images(_one_image(image)[None], self.image_size,
-                                          keep_aspect_ratio=self.keep_aspect_ratio)
+        image = _one_image(image)
+        resized, info = aug.resize_images(image[None], self.image_size, keep_aspect_ratio=self.keep_aspect_ratio)
         inputs = resized.numpy()
-        if proposals is not None:
-            moved = aug.boxes_to_canvas(np.asarray(proposals, np.float32)[None], info)
-            inputs = {"images": inputs, "proposals": moved.numpy()}
+        if self.max_proposals:
+            boxes = self._proposals(image, proposals)
+            moved = np.asarray(aug.boxes_to_canvas(boxes[None], info))[0]  # then padded: zero boxes stay zero
+            inputs = {"images": inputs, "proposals": self._padded(moved)[None]}
         outputs = {k: np.asarray(v) for k, v in self.detect(inputs).items()}
         return _unbatch(detections_on_original(outputs, info))
 
@@ -202,8 +241,9 @@ class SavedModelModel(LoadedModel):
 
     def detect_original(self, image, proposals=None):
         """Runs the SavedModel's own ``serving_default`` (resizing inside the graph)."""
-        extra = {} if proposals is None else {"proposals": np.asarray(proposals, np.float32)[None]}
-        return _unbatch(self._call("serving_default", images=_one_image(image)[None], **extra))
+        image = _one_image(image)
+        extra = {"proposals": self._padded(self._proposals(image, proposals))[None]} if self.max_proposals else {}
+        return _unbatch(self._call("serving_default", images=image[None], **extra))
 
 
 class TFLiteModel(LoadedModel):

@@ -104,6 +104,13 @@ def _merge(total, part):
     return out
 
 
+def _arrays(images):
+    """A batch of model inputs (images, or the dict with proposals) as NumPy arrays."""
+    if isinstance(images, dict):
+        return {k: np.asarray(v) for k, v in images.items()}
+    return np.asarray(images)
+
+
 def parity_report(detector, exported_paths, dataset, *, class_names=None, category_ids=None, batch_size=8,
                   tolerance_points=AP_TOLERANCE_POINTS, iou=0.99, min_score=0.0, trust_model=True,
                   progress=False, raw_batches=None):
@@ -141,6 +148,8 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
     names = list(class_names or artifacts.class_names_of(detector.config))
     common = dict(category_ids=category_ids, batch_size=batch_size, keep_aspect_ratio=reference.keep_aspect_ratio,
                   progress=progress)
+    if reference.max_proposals:  # the examples carry proposals (tfzoo.proposals), fed beside the images
+        common.update(input_names=reference.input_names, max_proposals=reference.max_proposals)
     batches = []
     # Batch index -> Keras raw outputs, shared by the exports; kept only for a bounded
     # raw_batches (raw outputs of a whole large dataset would not fit in memory).
@@ -148,7 +157,7 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
 
     def keras_detect(images):
         outputs = reference.detect(images)
-        batches.append((np.asarray(images), outputs))
+        batches.append((_arrays(images), outputs))
         return outputs
 
     keras_metrics = evaluate_detector(keras_detect, dataset, reference.image_size, names, **common)
@@ -180,7 +189,7 @@ def parity_report(detector, exported_paths, dataset, *, class_names=None, catego
                 expected = reference.raw_outputs(seen_images)
                 if raw_batches is not None:
                     keras_raw[index] = expected
-            state["raw_images"] += len(seen_images)
+            state["raw_images"] += len(seen_images["images"] if isinstance(seen_images, dict) else seen_images)
             diff = max(float(np.max(np.abs(raw[k] - expected[k]))) for k in expected)
             scale = max([1.0] + [float(np.max(np.abs(expected[k]))) for k in expected])
             state["raw"] = diff if state["raw"] is None else max(state["raw"], diff)

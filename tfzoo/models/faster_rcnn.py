@@ -443,38 +443,55 @@ class FasterRCNN(Detector):
                 pre_nms_top_k=config.rpn_pre_nms_train,
                 post_nms_top_n=config.rpn_post_nms_train, iou_threshold=config.rpn_nms_iou,
                 min_size=config.rpn_min_size)
-        rois = proposal_ops.roi_targets(
-            proposals, num_proposals, targets[schema.BOXES], targets[schema.CLASSES],
-            num_samples=config.roi_samples, positive_fraction=config.roi_positive_fraction,
-            box_weights=config.box_weights, gt_ignore=targets[GT_IGNORE] > 0)
-        class_logits, box_deltas = self._roi_head_model()(
-            [*(outputs[key] for key in self.feature_keys), rois["rois"]], training=True)
-        roi_classes = rois["classes"]  # [B, S]: class, BACKGROUND, IGNORE (padding)
-        valid = tf.cast(roi_classes != matcher_ops.IGNORE, tf.float32)
-        roi_normalizer = tf.maximum(replica_sum(tf.reduce_sum(valid)), 1.0)
-        roi_cls = loss_ops.softmax_cross_entropy_with_ignore(roi_classes, class_logits)
-        per_class = tf.reshape(tf.cast(box_deltas, tf.float32), [tf.shape(box_deltas)[0], -1, config.num_classes, 4])
-        chosen = tf.gather(per_class, tf.maximum(roi_classes, 0), batch_dims=2)  # [B, S, 4]
-        roi_box = loss_ops.smooth_l1(rois["box_deltas"], chosen, config.smooth_l1_beta,
-                                     weights=tf.cast(roi_classes >= 0, tf.float32))
+        roi_losses = roi_head_losses(self._roi_head_model(), [outputs[key] for key in self.feature_keys], proposals,
+                                     num_proposals, targets, config)
         return {"rpn_cls_loss": tf.reduce_sum(rpn_cls) / rpn_normalizer,
-                "rpn_box_loss": tf.reduce_sum(rpn_box) / rpn_normalizer,
-                "roi_cls_loss": tf.reduce_sum(roi_cls) / roi_normalizer,
-                "roi_box_loss": tf.reduce_sum(roi_box) / roi_normalizer}
+                "rpn_box_loss": tf.reduce_sum(rpn_box) / rpn_normalizer, **roi_losses}
 
     def decode(self, outputs):
-        config = self.config
-        proposals = float_barrier(outputs[PROPOSALS])  # [B, R, 4]
-        logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + 1], background last
-        scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
-        deltas = tf.reshape(float_barrier(outputs[BOX_DELTAS]),
-                            [tf.shape(proposals)[0], -1, config.num_classes, 4])  # [B, R, K, 4]
-        boxes = box_ops.clip(box_coder.decode(deltas, proposals[:, :, None, :], config.box_weights))
-        # A padding proposal (zeros) decodes to an empty box, which NMS never keeps.
-        boxes = tf.where(box_ops.valid_mask(proposals)[..., None, None], boxes, 0.0)
-        return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
-                                      iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
-                                      pre_nms_top_k=max(1000, config.max_detections))
+        return decode_roi_detections(outputs, self.config)
+
+
+def roi_head_losses(head, features, proposals, num_proposals, targets, config):
+    """The second stage's two loss terms (``roi_cls_loss``, ``roi_box_loss``) of one batch:
+    ``config.roi_samples`` RoIs per image sampled among the ``proposals [B, N, 4]`` (the
+    first ``num_proposals [B]`` valid) and the ground truth of ``targets`` (``boxes``,
+    ``classes``, ``gt_ignore``) at ``config.roi_positive_fraction`` foreground, run through
+    ``head`` (``[*features, rois] -> (class_logits, box_deltas)``); softmax cross-entropy
+    and smooth L1 (``config.smooth_l1_beta``) on the true class's deltas, each summed over
+    the sampled RoIs of all replicas and divided by their number."""
+    rois = proposal_ops.roi_targets(
+        proposals, num_proposals, targets[schema.BOXES], targets[schema.CLASSES],
+        num_samples=config.roi_samples, positive_fraction=config.roi_positive_fraction,
+        box_weights=config.box_weights, gt_ignore=targets[GT_IGNORE] > 0)
+    class_logits, box_deltas = head([*features, rois["rois"]], training=True)
+    roi_classes = rois["classes"]  # [B, S]: class, BACKGROUND, IGNORE (padding)
+    valid = tf.cast(roi_classes != matcher_ops.IGNORE, tf.float32)
+    normalizer = tf.maximum(replica_sum(tf.reduce_sum(valid)), 1.0)
+    roi_cls = loss_ops.softmax_cross_entropy_with_ignore(roi_classes, class_logits)
+    per_class = tf.reshape(tf.cast(box_deltas, tf.float32), [tf.shape(box_deltas)[0], -1, config.num_classes, 4])
+    chosen = tf.gather(per_class, tf.maximum(roi_classes, 0), batch_dims=2)  # [B, S, 4]
+    roi_box = loss_ops.smooth_l1(rois["box_deltas"], chosen, config.smooth_l1_beta,
+                                 weights=tf.cast(roi_classes >= 0, tf.float32))
+    return {"roi_cls_loss": tf.reduce_sum(roi_cls) / normalizer, "roi_box_loss": tf.reduce_sum(roi_box) / normalizer}
+
+
+def decode_roi_detections(outputs, config):
+    """Detections of a RoI head's raw outputs (``proposals [B, R, 4]``, ``class_logits [B, R,
+    K + 1]`` with background last, ``box_deltas [B, R, 4 K]``): each proposal's softmax
+    scores and class-specific boxes (coder weights ``config.box_weights``), then the shared
+    per-class NMS (``config.nms_iou_threshold``, ``score_threshold``, ``max_detections``).
+    Padding proposals (zero boxes) decode to empty boxes, which NMS never keeps."""
+    proposals = float_barrier(outputs[PROPOSALS])  # [B, R, 4]
+    logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + 1], background last
+    scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
+    deltas = tf.reshape(float_barrier(outputs[BOX_DELTAS]),
+                        [tf.shape(proposals)[0], -1, config.num_classes, 4])  # [B, R, K, 4]
+    boxes = box_ops.clip(box_coder.decode(deltas, proposals[:, :, None, :], config.box_weights))
+    boxes = tf.where(box_ops.valid_mask(proposals)[..., None, None], boxes, 0.0)
+    return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
+                                  iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
+                                  pre_nms_top_k=max(1000, config.max_detections))
 
 
 def _vgg16_head_fits(config):
@@ -499,9 +516,10 @@ def _roi_head(features, rois, config, model=None):
         return model.get_layer(name) if model is not None else make()
 
     features = list(features)
+    fpn = getattr(config, "fpn", False)  # Fast R-CNN's config has no pyramid
     pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
-                                             config.roi_levels if config.fpn else None, name="roi_pool"))
-    x = pool(features if config.fpn else features[0], rois)
+                                             config.roi_levels if fpn else None, name="roi_pool"))
+    x = pool(features if fpn else features[0], rois)
     width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, 7*7*C]
     for i, units in enumerate(config.head_fc):

@@ -98,22 +98,34 @@ class _Run:
         if self.metrics_step == step:
             return self.metrics
         specs, split, names = self.val
-        self.metrics, self.evaluator = self._score(_load(specs, split), specs, names)
+        self.metrics, self.evaluator = self._score(self._examples(specs, split), specs, names)
         self.metrics_step = step
         write_json_atomic(self.dir.path(METRICS_FILE), self.metrics)
         return self.metrics
 
+    def _examples(self, specs, split, limit=None):
+        """The canonical examples of ``split`` (the first ``limit``), with their proposals
+        when the detector takes them."""
+        dataset = _load(specs, split)
+        if limit is not None:
+            dataset = dataset.take(limit)
+        return with_proposals(dataset, self.detector.config, f"{'+'.join(specs)} [{split}]", self.verbose)[0]
+
     def _score(self, dataset, specs, names):
         """``(metrics, evaluator)`` of the detector on ``dataset``."""
+        detector = self.detector
         if self._detect is None:
-            height, width = self.detector.image_size
-            self._detect = tf.function(
-                self.detector.detect, input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)]
-            )
+            height, width = detector.image_size
+            images = tf.TensorSpec([None, height, width, 3], tf.float32)
+            if "proposals" in detector.input_names:
+                images = {"images": images,
+                          "proposals": tf.TensorSpec([None, detector.config.max_proposals, 4], tf.float32)}
+            self._detect = tf.function(detector.detect, input_signature=[images])
         return tfzoo.eval.evaluate_detector(
-            self._detect, dataset, self.detector.image_size, names, tfzoo.data.category_ids(specs[0]),
-            keep_aspect_ratio=self.detector.encoder.keep_aspect_ratio, progress=bool(self.verbose),
-            return_evaluator=True,
+            self._detect, dataset, detector.image_size, names, tfzoo.data.category_ids(specs[0]),
+            keep_aspect_ratio=detector.encoder.keep_aspect_ratio, progress=bool(self.verbose),
+            return_evaluator=True, input_names=tuple(detector.input_names),
+            max_proposals=getattr(detector.config, "max_proposals", 0) or 2000,
         )
 
     def diagnose(self, specs, split, names):
@@ -126,7 +138,7 @@ class _Run:
         if not self.dir.chief:
             return []
         _info(self.verbose, f"scoring up to {TRAIN_SAMPLE_IMAGES} images of the training split beside val ...")
-        train_metrics, train_evaluator = self._score(_load(specs, split).take(TRAIN_SAMPLE_IMAGES), specs, names)
+        train_metrics, train_evaluator = self._score(self._examples(specs, split, TRAIN_SAMPLE_IMAGES), specs, names)
         val_metrics = self.metrics
         pairs, analysis = [], None
         if self.evaluator is not None:
@@ -315,6 +327,13 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
 
     train_set = _load(specs, split)
     where = f"{'+'.join(specs)} [{split}]"
+    # A proposal-based detector's proposals (selective search: cached, computed once); the
+    # time budget is for training, so the clock starts again after them.
+    train_set, proposal_seconds = with_proposals(train_set, config, where, verbose)
+    if val_split is not None and all(split_exists(s, val_split) for s in val_specs):
+        proposal_seconds += with_proposals(_load(val_specs, val_split), config,
+                                           f"{'+'.join(val_specs)} [{val_split}]", verbose)[1]
+    started += proposal_seconds
     if not resume:
         config = _check_flips(config, train_set, names, where, _setting_keys(settings))
     count = count_examples(specs, split, train_set)
@@ -398,6 +417,20 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                         eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache, checkpoint_minutes)
         finally:
             rundir.cleanup()
+
+
+def with_proposals(dataset, config, where, verbose):
+    """``(dataset with proposals, seconds spent)`` for a proposal-based detector's config
+    (:func:`tfzoo.proposals.for_config`); other configs' datasets as they are."""
+    if getattr(config, "proposals", None) is None:
+        return dataset, 0.0
+    from tfzoo import proposals as proposal_source  # noqa: PLC0415
+
+    dataset, seconds = proposal_source.for_config(dataset, config, progress=bool(verbose),
+                                                  desc=f"proposals {where}")
+    if seconds >= 1.0:
+        _info(verbose, f"proposals of {where}: {config.proposals}, {seconds:.1f} s (not counted in the time budget)")
+    return dataset, seconds
 
 
 def _run_stages(run, train_set, config, verbose):

@@ -1,0 +1,190 @@
+"""Fast R-CNN (Girshick 2015): the image once through the CNN, each region proposal pooled
+from the shared map, one network trained end to end with a multi-task loss.
+
+The graph (``detector({"images", "proposals"})``, what inference and the exports run): the
+backbone's stride-16 map (VGG-16's conv5_3), RoI max pooling of every proposal to 7 x 7
+(:class:`tfzoo.models.faster_rcnn.RoIPool`: ``crop_and_resize``, builtin ops in a TFLite
+file), fc6/fc7 (4,096 each), the sibling softmax over K + 1 classes (background last) and
+class-specific box deltas (weights 10, 10, 5, 5, the paper's target normalization 0.1/0.2).
+The proposals come from outside the model (:mod:`tfzoo.proposals`: selective search by
+default, the ``proposals`` setting), normalized to the input and padded with zero boxes to
+``max_proposals``. Raw outputs: ``features`` (the shared map), ``proposals`` (the input,
+for the decoder), ``class_logits [B, R, K + 1]`` and ``box_deltas [B, R, 4 K]``; detections
+are Faster R-CNN's (:func:`tfzoo.models.faster_rcnn.decode_roi_detections`: per-class NMS
+at 0.3, 100 per image).
+
+Training (the paper's sec. 2.3): ``fit`` on batches of images with their proposals;
+``detector(inputs, training=True)`` stops at the shared map, and
+:meth:`FastRCNN.compute_losses` samples 64 RoIs per image among the proposals and the ground
+truth (25 % foreground at IoU >= 0.5, background in [0.1, 0.5): the seed's "Fast R-CNN —
+Training, Encoder"), runs the RoI head on them and returns ``roi_cls_loss`` (log loss) and
+``roi_box_loss`` (smooth L1, beta 1), the shared two-stage parts of
+:mod:`tfzoo.models.faster_rcnn`.
+
+Presets:
+
+- ``fast_rcnn``: VGG-16 (ImageNet weights for users; fc6/fc7 from VGG-16's classifier, as
+  the paper), 608 x 608 (the paper's 600-pixel scale on tfzoo's square inputs), 2,000
+  proposals, 2 images x 64 RoIs per step, SGD 1e-3 then 1e-4 (the paper's 30k + 10k
+  iterations on VOC07).
+- ``fast_rcnn_mobile``: a CPU preset: tfzoo's ResNet-10 at half width from random weights,
+  320 x 320, a 256-wide head, 1,000 proposals, the CPU recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from tfzoo import backbones, layers
+from tfzoo.data import schema
+from tfzoo.data.pipeline import Encoder, pad_ground_truth
+from tfzoo.models import faster_rcnn as frcnn
+from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig
+from tfzoo.ops import boxes as box_ops
+
+FEATURES = "features"
+
+
+@dataclasses.dataclass(frozen=True)
+class FastRCNNConfig(DetectorConfig):
+    """Fast R-CNN settings; defaults are the paper's VGG-16 model on VOC (20 classes)."""
+
+    name: str = "fast_rcnn"
+    num_classes: int = 20
+    image_size: int = 608
+    backbone: str = "vgg16"
+    feature: str = "C4"  # the backbone map the RoIs are pooled from (stride 16)
+    # --- proposals (tfzoo.proposals): where they come from and how many the model takes ---
+    proposals: str = "ss:fast"  # "ss:fast", "ss:quality" or "json:PATH"
+    max_proposals: int = 2000
+    # --- RoI head ---
+    roi_size: int = 7
+    roi_sampling_ratio: int = 2
+    head_fc: tuple[int, ...] = (4096, 4096)
+    roi_samples: int = 64  # per image: 2 images x 64 = the paper's 128 RoIs per mini-batch
+    roi_positive_fraction: float = 0.25
+    box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0  # the paper's smooth L1
+    max_boxes: int = 100  # ground-truth rows per image in the training batches
+    # --- inference ---
+    score_threshold: float = 0.05
+    nms_iou_threshold: float = 0.3
+    max_detections: int = 100
+    # --- the paper's recipe (VOC07: 30k iterations at 1e-3, 10k at 1e-4, 2 images each,
+    # flipped images doubling the 5,011): 80k images, 8 epochs of 10,022 ---
+    batch_size: int = 2
+    learning_rate: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    epochs: int = 8
+    lr_decay_at: tuple[float, ...] = (0.75,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        from tfzoo import proposals as proposal_source
+
+        proposal_source.parse_source(self.proposals)
+        if self.max_proposals < 1:
+            raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
+        if not self.head_fc:
+            raise ValueError("head_fc needs at least one fully connected layer")
+
+
+PRESETS = {
+    "fast_rcnn": FastRCNNConfig(),
+    "fast_rcnn_mobile": FastRCNNConfig(name="fast_rcnn_mobile", max_proposals=1000,
+                                       **{**frcnn.MOBILE, "roi_samples": 64}),
+}
+
+
+class FastRCNNEncoder(Encoder):
+    """tf.data targets: the padded ground truth the RoI sampler reads (``boxes [G, 4]``,
+    ``classes [G]``, ``gt_ignore [G]``); the proposals go to the model input."""
+
+    keep_aspect_ratio = True
+
+    def __init__(self, config):
+        self.config = config
+        self.image_size = (config.image_size, config.image_size)
+        self.augment = config.augment
+        self.flip = config.flip
+        self.max_proposals = config.max_proposals
+
+    def targets(self, example):
+        truth = pad_ground_truth(example, self.config.max_boxes)
+        return {schema.BOXES: truth[schema.BOXES], schema.CLASSES: truth[schema.CLASSES],
+                frcnn.GT_IGNORE: tf.cast(truth[schema.IS_CROWD] | truth[schema.DIFFICULT], tf.int32)}
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class FastRCNN(Detector):
+    """Fast R-CNN as a functional Keras model (see the module doc and :mod:`tfzoo.models.base`)."""
+
+    config_class = FastRCNNConfig
+    family = "Fast R-CNN"
+    kind = "proposals"
+    input_names = ("images", "proposals")
+    presets = PRESETS
+    cpu_presets = ("fast_rcnn_mobile",)
+    loss_names = ("roi_cls_loss", "roi_box_loss")
+    box_loss_names = ("roi_box_loss",)
+    # The head's outputs per proposal involve no NMS: every raw output is compared.
+    tiny = {"image_size": 64, "num_classes": 3, "backbone": "resnet10", "backbone_weights": None,
+            "backbone_alpha": 0.25, "head_fc": (32,), "roi_samples": 16, "roi_size": 3, "max_boxes": 8,
+            "max_proposals": 24}
+
+    @classmethod
+    def create(cls, config):
+        size = config.image_size
+        with layers.dtype_policy(config.backbone_dtype):
+            trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,
+                                             batchnorm_momentum=config.batchnorm_momentum,
+                                             features=(config.feature,))
+            normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
+        images = keras.Input((size, size, 3), name="images")
+        proposal_input = keras.Input((config.max_proposals, 4), name="proposals")
+        features = trunk(normalize(images))[config.feature]
+        proposals = keras.layers.Identity(name="proposal_boxes", dtype="float32")(proposal_input)
+        class_logits, box_deltas = frcnn._roi_head([features], proposals, config)
+        inputs = {"images": images, "proposals": proposal_input}
+        outputs = {FEATURES: features, frcnn.PROPOSALS: proposals, frcnn.CLASS_LOGITS: class_logits,
+                   frcnn.BOX_DELTAS: box_deltas}
+        model = cls(inputs=inputs, outputs=outputs, config=config, name=config.name)
+        # The training forward pass (up to the shared map) and the RoI head on sampled RoIs
+        # share these layers; kept out of Keras' attribute tracking.
+        model.__dict__["_trunk"] = keras.Model(inputs, {FEATURES: features, frcnn.PROPOSALS: proposals})
+        model.__dict__["_head"] = None
+        if config.backbone == "vgg16" and config.backbone_weights == "imagenet" and frcnn._vgg16_head_fits(config):
+            from tfzoo.backbones.applications import _application  # noqa: PLC0415
+
+            frcnn.load_vgg16_head(model, _application("VGG16", "imagenet", None, include_top=True))
+        return model
+
+    def _roi_head_model(self):
+        """The RoI head on ``(features, rois [B, roi_samples, 4])``: the graph's layers."""
+        if self.__dict__.get("_head") is None:
+            trunk = self.__dict__["_trunk"]
+            features = keras.Input(trunk.output[FEATURES].shape[1:], name=FEATURES)
+            rois = keras.Input((self.config.roi_samples, 4), name="rois")
+            self.__dict__["_head"] = keras.Model([features, rois],
+                                                 frcnn._roi_head([features], rois, self.config, model=self))
+        return self.__dict__["_head"]
+
+    def make_encoder(self):
+        return FastRCNNEncoder(self.config)
+
+    def call(self, inputs, training=None, mask=None):
+        if training:  # fit: the RoI head runs in compute_losses, on RoIs sampled with the ground truth
+            return self.__dict__["_trunk"](inputs, training=True)
+        return super().call(inputs, training=training, mask=mask)
+
+    def compute_losses(self, targets, outputs):
+        proposals = tf.cast(outputs[frcnn.PROPOSALS], tf.float32)  # [B, P, 4], zero boxes padding the end
+        num_proposals = tf.reduce_sum(tf.cast(box_ops.valid_mask(proposals), tf.int32), axis=-1)  # [B]
+        return frcnn.roi_head_losses(self._roi_head_model(), [outputs[FEATURES]], proposals, num_proposals,
+                                     targets, self.config)
+
+    def decode(self, outputs):
+        return frcnn.decode_roi_detections(outputs, self.config)
