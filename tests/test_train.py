@@ -1053,7 +1053,7 @@ def _script(name):
 
 
 @pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc", "faster_rcnn_voc",
-                                  "faster_rcnn_fpn_coco"])
+                                  "faster_rcnn_fpn_coco", "fast_rcnn_voc"])
 def test_recipe_script_help_works_offline(name):
     done = subprocess.run([sys.executable, str(ROOT / "train_scripts" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
@@ -1113,6 +1113,19 @@ def test_ssd_scripts_hold_the_papers_schedule(name, size):
     assert _lr(schedule, 39_980) == pytest.approx(1e-3) and _lr(schedule, 39_981) == pytest.approx(1e-4)
     assert _lr(schedule, 49_977) == pytest.approx(1e-5)
     assert script.PROTOCOL.metric == "voc07_mAP"
+
+
+def test_fast_rcnn_script_holds_the_papers_voc07_recipe():
+    import tfzoo.recipes
+
+    script = _script("fast_rcnn_voc")
+    assert script.PROTOCOL is tfzoo.recipes.VOC07
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(20)], image_size=608, settings=script.SETTINGS)
+    assert (config.backbone, config.backbone_weights, config.proposals, config.max_proposals) == (
+        "vgg16", "imagenet", "ss:fast", 2000)
+    assert (config.batch_size, config.roi_samples, config.learning_rate, config.epochs) == (2, 64, 1e-3, 16)
+    # 40k iterations of 2 images over VOC07's 5,011 trainval images: 16 epochs, x0.1 after 30k
+    assert abs(config.epochs * 5011 / 2 - 40000) < 200 and config.lr_decay_at == (0.75,)
 
 
 def test_voc_script_trains_on_07_plus_12_and_tests_on_07():

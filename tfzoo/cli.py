@@ -506,7 +506,10 @@ def _calibration_images(model, spec, split, count):
     """``count`` images of ``spec``/``split`` resized to the model input by the eval pipeline."""
     import tfzoo.data
 
+    from tfzoo import proposals as proposal_source
+
     examples = tfzoo.data.load(spec, split).take(count)
+    examples, _ = proposal_source.for_config(examples, model.detector.config, desc=f"proposals {spec} [{split}]")
     return tfzoo.data.pipeline(examples, model.detector, 1, training=False)
 
 
@@ -529,17 +532,32 @@ def cmd_export(args):
         args.parser.error(f"--out must end with .tflite for --format tflite, got {args.out}")
     if args.calibration_images < 1:
         args.parser.error(f"--calibration-images must be >= 1, got {args.calibration_images}")
+    ranks = None
+    if args.svd:
+        try:
+            ranks = tuple(int(r) for r in args.svd.split(","))
+        except ValueError:
+            args.parser.error(f"--svd takes ranks separated by commas (e.g. 1024,256), got {args.svd!r}")
     model = _load(args)
     if model.format != "keras":
         raise CLIError(f"{args.model}: export needs a Keras model (a training directory, .keras or .h5), "
                        f"not a {model.format} export")
+    detector = model.detector
+    if ranks is not None:
+        from tfzoo.models.fast_rcnn import truncated_svd
+
+        try:
+            detector = truncated_svd(detector, ranks)
+        except ValueError as error:
+            raise CLIError(f"--svd: {error}") from None
+        model.detector = detector
     if args.format == "saved_model":
-        export_saved_model(model.detector, args.out)
+        export_saved_model(detector, args.out)
     else:
         calibration = None
         if args.quantize == "int8":
             calibration = _calibration_images(model, args.data, args.split, args.calibration_images)
-        export_tflite(model.detector, args.out, quantize=args.quantize, calibration_images=calibration)
+        export_tflite(detector, args.out, quantize=args.quantize, calibration_images=calibration)
     print(f"wrote {args.out} ({_size_text(args.out)})")
     return 0
 
@@ -802,6 +820,9 @@ def build_parser():
     p.add_argument("--out", required=True, metavar="PATH",
                    help="SavedModel directory, or .tflite file (replaced if it is an earlier export)")
     p.add_argument("--image-size", type=int, metavar="N", help=IMAGE_SIZE_HELP)
+    p.add_argument("--svd", metavar="RANKS",
+                   help="Fast R-CNN only: truncated SVD of the RoI head's fully connected layers, one rank per "
+                        "layer, e.g. 1024,256 (the paper's fc6/fc7; 0 keeps a layer whole)")
     p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_export, parser=p)
 

@@ -144,3 +144,50 @@ def test_a_loaded_model_computes_the_proposals_of_an_image_itself(tmp_path):
     given = model.detect_original(image, proposals=boxes)
     assert own["num_detections"] == given["num_detections"]
     np.testing.assert_allclose(own["detection_boxes"], given["detection_boxes"], atol=1e-6)
+
+
+def test_truncated_svd_factorizes_the_head():
+    detector = _tiny(head_fc=(32, 16))
+    x, _ = _batch(detector)
+    want = detector(x)
+    full = fr.truncated_svd(detector, (32, 16))  # full rank: the same function
+    assert full.config.head_svd == (32, 16)
+    for key in (frcnn.CLASS_LOGITS, frcnn.BOX_DELTAS):
+        np.testing.assert_allclose(full(x)[key], want[key], atol=1e-4)
+    low = fr.truncated_svd(detector, (4, 0))  # fc6 at rank 4, fc7 whole
+    first = low.get_layer("roi_fc0_svd").get_weights()[0]
+    assert first.shape == (detector.get_layer("roi_fc0").get_weights()[0].shape[0], 4)
+    assert low.get_layer("roi_fc0").get_weights()[0].shape == (4, 32)
+    with pytest.raises(ValueError):
+        low.get_layer("roi_fc1_svd")
+    # the best rank-4 approximation of fc6's kernel (Eckart-Young): its error is the tail of
+    # the singular values
+    kernel = detector.get_layer("roi_fc0").get_weights()[0].astype(np.float64)
+    product = first.astype(np.float64) @ low.get_layer("roi_fc0").get_weights()[0]
+    tail = np.linalg.svd(kernel, compute_uv=False)[4:]
+    np.testing.assert_allclose(np.linalg.norm(kernel - product), np.sqrt(np.sum(tail ** 2)), rtol=1e-4)
+    assert low.count_params() < detector.count_params()
+    with pytest.raises(ValueError, match="already factorized"):
+        fr.truncated_svd(low, (2,))
+    with pytest.raises(ValueError, match="between 0 and"):
+        fr.truncated_svd(detector, (10_000,))
+    with pytest.raises(ValueError, match="not to faster_rcnn"):
+        fr.truncated_svd(tfzoo.build_model("faster_rcnn_mobile", **frcnn.FasterRCNN.tiny), (4,))
+
+
+def test_tfzoo_export_svd_writes_a_smaller_file(tmp_path, capsys):
+    from tfzoo import cli
+    from tfzoo.export import load_model
+
+    detector = _tiny(head_fc=(32, 16))
+    path = tmp_path / "model.keras"
+    detector.save(path)
+    assert cli.main(["export", str(path), "--format", "tflite", "--out", str(tmp_path / "full.tflite")]) == 0
+    assert cli.main(["export", str(path), "--format", "tflite", "--svd", "4,4", "--out",
+                     str(tmp_path / "svd.tflite")]) == 0
+    assert (tmp_path / "svd.tflite").stat().st_size < (tmp_path / "full.tflite").stat().st_size
+    assert load_model(str(tmp_path / "svd.tflite")).config["head_svd"] == [4, 4]
+    with pytest.raises(SystemExit):  # a usage error
+        cli.main(["export", str(path), "--format", "tflite", "--svd", "4,x", "--out", str(tmp_path / "bad.tflite")])
+    assert "--svd takes ranks" in capsys.readouterr().err
+    assert not (tmp_path / "bad.tflite").exists()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfzoo import backbones, layers
@@ -63,6 +64,9 @@ class FastRCNNConfig(DetectorConfig):
     roi_size: int = 7
     roi_sampling_ratio: int = 2
     head_fc: tuple[int, ...] = (4096, 4096)
+    # Truncated SVD of the fully connected layers (the paper's sec. 3.1): rank per layer of
+    # head_fc, 0 or missing for a full layer; set by truncated_svd (tfzoo export --svd).
+    head_svd: tuple[int, ...] = ()
     roi_samples: int = 64  # per image: 2 images x 64 = the paper's 128 RoIs per mini-batch
     roi_positive_fraction: float = 0.25
     box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
@@ -72,13 +76,13 @@ class FastRCNNConfig(DetectorConfig):
     score_threshold: float = 0.05
     nms_iou_threshold: float = 0.3
     max_detections: int = 100
-    # --- the paper's recipe (VOC07: 30k iterations at 1e-3, 10k at 1e-4, 2 images each,
-    # flipped images doubling the 5,011): 80k images, 8 epochs of 10,022 ---
+    # --- the paper's recipe (VOC07 trainval: 30k iterations at 1e-3, then 10k at 1e-4, 2
+    # images each, random flips): 80k images, 16 epochs of 5,011 ---
     batch_size: int = 2
     learning_rate: float = 1e-3
     weight_decay: float = 5e-4
     warmup_steps: int = 0
-    epochs: int = 8
+    epochs: int = 16
     lr_decay_at: tuple[float, ...] = (0.75,)
 
     def __post_init__(self):
@@ -90,6 +94,8 @@ class FastRCNNConfig(DetectorConfig):
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
         if not self.head_fc:
             raise ValueError("head_fc needs at least one fully connected layer")
+        if len(self.head_svd) > len(self.head_fc) or any(r < 0 for r in self.head_svd):
+            raise ValueError(f"head_svd needs one rank >= 0 per layer of head_fc {self.head_fc}, got {self.head_svd}")
 
 
 PRESETS = {
@@ -188,3 +194,44 @@ class FastRCNN(Detector):
 
     def decode(self, outputs):
         return frcnn.decode_roi_detections(outputs, self.config)
+
+
+def truncated_svd(detector, ranks):
+    """The paper's truncated SVD (sec. 3.1): a copy of a Fast R-CNN ``detector`` whose fully
+    connected layer ``i`` (weights ``W [u, v]``) becomes two, ``U_t S_t [u, t]`` without
+    bias, then ``V_t [t, v]`` with the layer's bias, from the top ``t = ranks[i]``
+    singular values (0: the layer stays whole). ``u t + t v`` weights instead of ``u v``;
+    the paper keeps 1,024 of fc6's and 256 of fc7's (``ranks=(1024, 256)``) and measures a
+    0.3-point mAP loss for 30 % less detection time. Returns a float32 detector."""
+    config = detector.config
+    if not isinstance(config, FastRCNNConfig):
+        raise ValueError(f"truncated SVD applies to Fast R-CNN's fully connected layers, not to {config.name}")
+    if config.head_svd:
+        raise ValueError(f"{config.name} is already factorized (head_svd {config.head_svd})")
+    ranks = tuple(int(r) for r in ranks)
+    if not ranks or len(ranks) > len(config.head_fc):
+        raise ValueError(f"give one rank per fully connected layer ({len(config.head_fc)}: {config.head_fc}), "
+                         f"got {ranks}")
+    source = detector.as_float32()
+    for i, rank in enumerate(ranks):
+        kernel = source.get_layer(f"roi_fc{i}").get_weights()[0]
+        if not 0 <= rank <= min(kernel.shape):
+            raise ValueError(f"rank {rank} for roi_fc{i} ({kernel.shape[0]} x {kernel.shape[1]}): between 0 and "
+                             f"{min(kernel.shape)}")
+    values = config.replace(head_svd=ranks).to_dict()
+    values["backbone_weights"] = None
+    values["backbone_dtype"] = None
+    with layers.dtype_policy("float32"):
+        copy = FastRCNN.create(FastRCNNConfig.from_dict(values))
+    factorized = {f"roi_fc{i}" for i, rank in enumerate(ranks) if rank}
+    for target in copy.layers:
+        if target.name in factorized or target.name.endswith("_svd") or not target.weights:
+            continue
+        target.set_weights(source.get_layer(target.name).get_weights())
+    for name in sorted(factorized):
+        rank = ranks[int(name[len("roi_fc"):])]
+        kernel, bias = source.get_layer(name).get_weights()
+        u, s, vt = np.linalg.svd(kernel.astype(np.float64), full_matrices=False)
+        copy.get_layer(f"{name}_svd").set_weights([(u[:, :rank] * s[:rank]).astype(np.float32)])
+        copy.get_layer(name).set_weights([vt[:rank].astype(np.float32), bias])
+    return copy

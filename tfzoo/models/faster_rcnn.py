@@ -522,7 +522,11 @@ def _roi_head(features, rois, config, model=None):
     x = pool(features if fpn else features[0], rois)
     width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, 7*7*C]
+    ranks = tuple(getattr(config, "head_svd", ()))  # Fast R-CNN's truncated SVD (fast_rcnn.truncated_svd)
     for i, units in enumerate(config.head_fc):
+        if i < len(ranks) and ranks[i]:  # W ~ (U_t S_t) V_t: a linear layer of rank t, then V_t with the bias
+            x = layer(f"roi_fc{i}_svd", lambda i=i: keras.layers.Dense(ranks[i], use_bias=False,
+                                                                       name=f"roi_fc{i}_svd"))(x)
         x = layer(f"roi_fc{i}", lambda units=units, i=i: keras.layers.Dense(units, activation="relu",
                                                                               name=f"roi_fc{i}"))(x)
     # The paper's initialization of the predictors: N(0, 0.01) and N(0, 0.001).
