@@ -34,11 +34,12 @@ setup(
         # The TFLite interpreter: exports are verified and `.tflite` models run with it
         # (tf.lite.Interpreter is deprecated).
         "ai-edge-litert",
+        # Selective search, the region proposals of R-CNN, SPP-Net and Fast R-CNN
+        # (tfzoo.proposals: cv2.ximgproc, in the contrib build).
+        "opencv-contrib-python-headless",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "opencv-contrib-python-headless"],
-        # Selective search (tfzoo.proposals: R-CNN, SPP-Net, Fast R-CNN).
-        "proposals": ["opencv-contrib-python-headless"],
+        "test": ["pytest", "pytest-xdist"],
         # The peers of benchmarks/bench_model.py: KerasHub's RetinaNet, torchvision's SSD300.
         "bench": ["keras-hub", "torch", "torchvision"],
     },

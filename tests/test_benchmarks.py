@@ -17,7 +17,7 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
            "bench_standins.py": "--label", "probe_classes.py": "agnostic",
-           "bench_roi_crops.py": "--rois"}
+           "bench_roi_crops.py": "--rois", "bench_proposals.py": "--size", "bench_svd.py": "--trained-ranks"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
@@ -279,3 +279,23 @@ def test_probe_cuts_every_object_out_of_its_image(tmp_path):
     cy, cx = int((y1 + y2) / 2 * h), int((x1 + x2) / 2 * w)
     centre = crops[0][16, 16].astype(int)
     assert np.abs(centre - first[schema.IMAGE][cy, cx].astype(int)).max() <= 40
+
+
+def test_proposal_benchmark_tiny_run(tmp_path):
+    out = tmp_path / "proposals.json"
+    proc = _run(str(BENCHMARKS / "bench_proposals.py"), "--data", "shapes:2", "--images", "2", "--size", "200x150",
+                "--methods", "fast", "--json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["images"] == 2 and result["size"] == [200, 150]
+    row = result["methods"]["fast"]
+    assert row["seconds_median"] > 0 and row["proposals_mean"] > 0 and set(row["recall"]) == {
+        f"{t}@{i}" for t in (100, 300, 1000, 2000) for i in (0.5, 0.7)}
+    assert "recall at IoU 0.5" in proc.stdout
+
+
+def test_svd_benchmark_tiny_run():
+    proc = _run(str(BENCHMARKS / "bench_svd.py"), "--model", "fast_rcnn_mobile", "--num-classes", "3",
+                "--proposals", "16", "--ranks", "8,8", "--repeats", "1", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "fc        whole" in proc.stdout and "fc          8,8" in proc.stdout

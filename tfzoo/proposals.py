@@ -5,8 +5,8 @@ of the image, best first) under the example key ``proposals`` (:mod:`tfzoo.data.
 which augmentation and resizing then move with the image.
 
 - **Selective search** (Uijlings et al. 2013, as R-CNN, SPP-Net and Fast R-CNN used it)
-  through OpenCV's ``cv2.ximgproc.segmentation`` (``opencv-contrib-python-headless``, the
-  ``[proposals]`` extra): ``"fast"`` mode by default (the papers' setting: HSV and Lab colour
+  through OpenCV's ``cv2.ximgproc.segmentation`` (``opencv-contrib-python-headless``, a
+  dependency of tfzoo): ``"fast"`` mode by default (the papers' setting: HSV and Lab colour
   spaces, two segmentation scales, two merging strategies), ``"quality"`` on request; at most
   ``max_boxes`` (2,000) per image, in OpenCV's ranking, exact duplicates removed. An image
   whose longer side exceeds ``max_side`` (500 px, VOC's size) is searched at that size:
@@ -91,10 +91,11 @@ def _cv2():
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("selective search needs OpenCV's contrib modules: "
-                          "pip install 'tfzoo[proposals]' (opencv-contrib-python-headless)") from e
+                          "pip install opencv-contrib-python-headless") from e
     if not hasattr(cv2, "ximgproc"):
-        raise ImportError("the installed OpenCV lacks the contrib module ximgproc: replace opencv-python with "
-                          "opencv-contrib-python-headless (pip install 'tfzoo[proposals]')")
+        raise ImportError("the installed OpenCV lacks the contrib module ximgproc (another OpenCV package shadows "
+                          "it): pip uninstall opencv-python opencv-python-headless, then pip install "
+                          "--force-reinstall opencv-contrib-python-headless")
     return cv2
 
 
