@@ -42,48 +42,30 @@ from tfzoo import backbones, layers
 from tfzoo.data import schema
 from tfzoo.data.pipeline import Encoder, pad_ground_truth
 from tfzoo.models import faster_rcnn as frcnn
-from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig
+from tfzoo.models.base import Detector
 from tfzoo.ops import boxes as box_ops
 
 FEATURES = "features"
 
 
 @dataclasses.dataclass(frozen=True)
-class FastRCNNConfig(DetectorConfig):
-    """Fast R-CNN settings; defaults are the paper's VGG-16 model on VOC (20 classes)."""
+class FastRCNNConfig(frcnn.RoIHeadConfig):
+    """Fast R-CNN settings; defaults are the paper's VGG-16 model on VOC (20 classes); the
+    RoI head's fields are :class:`tfzoo.models.faster_rcnn.RoIHeadConfig`'s."""
 
     name: str = "fast_rcnn"
-    num_classes: int = 20
     image_size: int = 608
-    backbone: str = "vgg16"
-    feature: str = "C4"  # the backbone map the RoIs are pooled from (stride 16)
     # --- proposals (tfzoo.proposals): where they come from and how many the model takes ---
     proposals: str = "ss:fast"  # "ss:fast", "ss:quality" or "json:PATH"
     max_proposals: int = 2000
-    # --- RoI head ---
-    roi_size: int = 7
-    roi_sampling_ratio: int = 2
-    head_fc: tuple[int, ...] = (4096, 4096)
     # Truncated SVD of the fully connected layers (the paper's sec. 3.1): rank per layer of
     # head_fc, 0 or missing for a full layer; set by truncated_svd (tfzoo export --svd).
     head_svd: tuple[int, ...] = ()
     roi_samples: int = 64  # per image: 2 images x 64 = the paper's 128 RoIs per mini-batch
-    roi_positive_fraction: float = 0.25
-    box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
-    smooth_l1_beta: float = 1.0  # the paper's smooth L1
-    max_boxes: int = 100  # ground-truth rows per image in the training batches
-    # --- inference ---
-    score_threshold: float = 0.05
-    nms_iou_threshold: float = 0.3
-    max_detections: int = 100
     # --- the paper's recipe (VOC07 trainval: 30k iterations at 1e-3, then 10k at 1e-4, 2
     # images each, random flips): 80k images, 16 epochs of 5,011 ---
-    batch_size: int = 2
     learning_rate: float = 1e-3
-    weight_decay: float = 5e-4
-    warmup_steps: int = 0
     epochs: int = 16
-    lr_decay_at: tuple[float, ...] = (0.75,)
 
     def __post_init__(self):
         super().__post_init__()
@@ -92,16 +74,13 @@ class FastRCNNConfig(DetectorConfig):
         proposal_source.parse_source(self.proposals)
         if self.max_proposals < 1:
             raise ValueError(f"max_proposals must be >= 1, got {self.max_proposals}")
-        if not self.head_fc:
-            raise ValueError("head_fc needs at least one fully connected layer")
         if len(self.head_svd) > len(self.head_fc) or any(r < 0 for r in self.head_svd):
             raise ValueError(f"head_svd needs one rank >= 0 per layer of head_fc {self.head_fc}, got {self.head_svd}")
 
 
 PRESETS = {
     "fast_rcnn": FastRCNNConfig(),
-    "fast_rcnn_mobile": FastRCNNConfig(name="fast_rcnn_mobile", max_proposals=1000,
-                                       **{**frcnn.MOBILE, "roi_samples": 64}),
+    "fast_rcnn_mobile": FastRCNNConfig(name="fast_rcnn_mobile", max_proposals=1000, **frcnn.MOBILE),
 }
 
 

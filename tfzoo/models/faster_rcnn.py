@@ -77,14 +77,45 @@ BOX_DELTAS = "box_deltas"
 
 
 @dataclasses.dataclass(frozen=True)
-class FasterRCNNConfig(DetectorConfig):
+class RoIHeadConfig(DetectorConfig):
+    """The settings of the detectors built on Fast R-CNN's RoI head (Faster R-CNN, Fast
+    R-CNN): the shared map, the head, its training RoIs, inference and the papers' VOC
+    optimizer; each subclass sets its paper's values where they differ."""
+
+    num_classes: int = 20
+    backbone: str = "vgg16"
+    feature: str = "C4"  # the backbone map RoIs are pooled from (stride 16; without FPN)
+    # --- RoI head ---
+    roi_size: int = 7
+    roi_sampling_ratio: int = 2  # bilinear samples per pooled cell side, max-pooled
+    head_fc: tuple[int, ...] = (4096, 4096)
+    roi_samples: int = 128  # per image
+    roi_positive_fraction: float = 0.25  # the seed's 64/64 split: 0.5
+    box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0  # Fast R-CNN's smooth L1
+    max_boxes: int = 100  # ground-truth rows per image in the training batches
+    # --- inference ---
+    score_threshold: float = 0.05
+    nms_iou_threshold: float = 0.3
+    max_detections: int = 100
+    # --- the papers' VOC optimizer: 2 images per step, SGD, x0.1 after 3/4 of the images ---
+    batch_size: int = 2
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    lr_decay_at: tuple[float, ...] = (0.75,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.head_fc:
+            raise ValueError("head_fc needs at least one fully connected layer")
+
+
+@dataclasses.dataclass(frozen=True)
+class FasterRCNNConfig(RoIHeadConfig):
     """Faster R-CNN settings; defaults are the paper's VGG-16 model on VOC (20 classes)."""
 
     name: str = "faster_rcnn"
-    num_classes: int = 20
     image_size: int = 800
-    backbone: str = "vgg16"
-    feature: str = "C4"  # without FPN: the backbone map the RPN and the RoI head share (stride 16)
     # --- FPN (Lin et al. 2017): P2-P6 from C2-C5, one anchor size per level ---
     fpn: bool = False
     fpn_channels: int = 256
@@ -105,32 +136,14 @@ class FasterRCNNConfig(DetectorConfig):
     rpn_samples: int = 256
     rpn_positive_fraction: float = 0.5
     rpn_straddle: float | None = None  # None: every anchor trains (the paper: 0, inside only)
-    # --- RoI head ---
-    roi_size: int = 7
-    roi_sampling_ratio: int = 2  # bilinear samples per pooled cell side, max-pooled
-    head_fc: tuple[int, ...] = (4096, 4096)
-    roi_samples: int = 128
-    roi_positive_fraction: float = 0.25  # the seed's 64/64 split: 0.5
-    box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
-    smooth_l1_beta: float = 1.0 / 9.0
-    max_boxes: int = 100  # ground-truth rows per image in the training batches
-    # --- inference ---
-    score_threshold: float = 0.05
-    nms_iou_threshold: float = 0.3
-    max_detections: int = 100
+    smooth_l1_beta: float = 1.0 / 9.0  # the RPN's and the RoI head's
     # --- the paper's recipe (sec. 4.1, VOC07+12: one image per mini-batch, 60k at 1e-3 then
     # 20k at 1e-4): 80k images = 4.8 epochs of 16,551, here 2 images per step at 2e-3 ---
-    batch_size: int = 2
     learning_rate: float = 2e-3
-    weight_decay: float = 5e-4
-    warmup_steps: int = 0
     epochs: int = 5
-    lr_decay_at: tuple[float, ...] = (0.75,)
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.head_fc:
-            raise ValueError("head_fc needs at least one fully connected layer")
         if self.fpn and not (2 <= self.min_level <= self.roi_levels[0] <= self.roi_levels[1] <= 5 < self.max_level
                              <= 6):
             raise ValueError(f"FPN levels need 2 <= min_level <= roi_levels <= 5 < max_level <= 6, got "
