@@ -128,6 +128,8 @@ class FastRCNN(Detector):
                                              batchnorm_momentum=config.batchnorm_momentum,
                                              features=(config.feature,))
             normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
+        if getattr(config, "freeze_backbone", False):  # SPP-Net fine-tunes the fully connected layers only
+            trunk.trainable = False
         images = keras.Input((size, size, 3), name="images")
         proposal_input = keras.Input((config.max_proposals, 4), name="proposals")
         features = trunk(normalize(images))[config.feature]
@@ -201,7 +203,7 @@ def truncated_svd(detector, ranks):
     values["backbone_weights"] = None
     values["backbone_dtype"] = None
     with layers.dtype_policy("float32"):
-        copy = FastRCNN.create(FastRCNNConfig.from_dict(values))
+        copy = type(detector).create(type(config).from_dict(values))
     factorized = {f"roi_fc{i}" for i, rank in enumerate(ranks) if rank}
     for target in copy.layers:
         if target.name in factorized or target.name.endswith("_svd") or not target.weights:

@@ -318,6 +318,34 @@ class RoIPool(keras.layers.Layer):
                 "image_size": self.image_size, "levels": self.levels}
 
 
+@keras.saving.register_keras_serializable(package="tfzoo")
+class SPPPool(keras.layers.Layer):
+    """SPP-Net's pooling of each RoI's window (He et al. 2014, sec. 4): ``rois [B, R, 4]``
+    on ``features [B, H, W, C]`` -> ``[B, R, C * sum(n * n)]``, the window cropped to a
+    ``grid x grid`` map and max-pooled into the pyramid ``levels`` with the seed's window and
+    stride rule (:func:`tfzoo.ops.roi.roi_spatial_pyramid_pool`); ``crop_and_resize``, or the
+    builtin-only crop when traced for a TFLite file. Float32 under :func:`float_section`
+    (an int8 export quantizes the pooled vectors only)."""
+
+    def __init__(self, levels=(6, 3, 2, 1), grid=13, **kwargs):
+        super().__init__(**kwargs)
+        self.levels = tuple(int(n) for n in levels)
+        self.grid = int(grid)
+
+    def call(self, features, rois):
+        with float_section():
+            pooled = roi_ops.roi_spatial_pyramid_pool(float_barrier(features), float_barrier(rois), self.levels,
+                                                      self.grid, builtin=roi_ops.use_builtin_crops())
+            pooled = float_exit(pooled)
+        return tf.cast(pooled, self.compute_dtype)
+
+    def compute_output_shape(self, features_shape, rois_shape):
+        return (rois_shape[0], rois_shape[1], features_shape[-1] * sum(n * n for n in self.levels))
+
+    def get_config(self):
+        return {**super().get_config(), "levels": self.levels, "grid": self.grid}
+
+
 def anchors_of(map_size, image_size, stride, ratios, scales):
     """float32 ``[H * W * A, 4]`` normalized RPN anchors of a ``map_size`` map (the seed's
     table on base ``stride``, tiled by :func:`tfzoo.ops.anchors.grid_anchors`)."""
@@ -530,10 +558,15 @@ def _roi_head(features, rois, config, model=None):
 
     features = list(features)
     fpn = getattr(config, "fpn", False)  # Fast R-CNN's config has no pyramid
-    pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
-                                             config.roi_levels if fpn else None, name="roi_pool"))
+    spp_levels = tuple(getattr(config, "spp_levels", ()))  # SPP-Net's pyramid instead of the 7 x 7 grid
+    if spp_levels:
+        pool = layer("roi_pool", lambda: SPPPool(spp_levels, config.spp_grid, name="roi_pool"))
+        width = sum(n * n for n in spp_levels) * int(features[0].shape[-1])
+    else:
+        pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
+                                                 config.roi_levels if fpn else None, name="roi_pool"))
+        width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = pool(features if fpn else features[0], rois)
-    width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, 7*7*C]
     ranks = tuple(getattr(config, "head_svd", ()))  # Fast R-CNN's truncated SVD (fast_rcnn.truncated_svd)
     for i, units in enumerate(config.head_fc):
