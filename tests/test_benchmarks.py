@@ -17,7 +17,8 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "bench_pipeline_modes.py": "--no-autotune", "bench_train_kernels.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
            "bench_standins.py": "--label", "probe_classes.py": "agnostic",
-           "bench_roi_crops.py": "--rois", "bench_proposals.py": "--size", "bench_svd.py": "--trained-ranks"}
+           "bench_roi_crops.py": "--rois", "bench_proposals.py": "--size", "bench_svd.py": "--trained-ranks",
+           "bench_generations.py": "--rpn-proposals"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
@@ -299,3 +300,18 @@ def test_svd_benchmark_tiny_run():
                 "--proposals", "16", "--ranks", "8,8", "--repeats", "1", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "fc        whole" in proc.stdout and "fc          8,8" in proc.stdout
+
+
+def test_generations_benchmark_tiny_run(tmp_path):
+    out = tmp_path / "generations.json"
+    proc = _run(str(BENCHMARKS / "bench_generations.py"), "--tiny", "--repeats", "1", "--proposals", "24",
+                "--num-classes", "3", "--models", "spp_net,fast_rcnn,faster_rcnn,yolo9", "--json", str(out),
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {"spp_net", "fast_rcnn", "faster_rcnn"} and result["search_ms"] > 0
+    fast = result["models"]["fast_rcnn"]
+    assert fast["with_proposals_ms"] > fast["median_ms"]  # the search time is added
+    faster = result["models"]["faster_rcnn"]
+    assert faster["with_proposals_ms"] == faster["median_ms"]  # its proposals are inside
+    assert "not registered yet: yolo9" in proc.stdout

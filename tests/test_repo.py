@@ -35,7 +35,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_dependencies_declared_without_tensorflow_addons():
     setup = (ROOT / "setup.py").read_text(encoding="utf-8")
     for package in ("tensorflow>=2.18", "keras>=3.13.2", "tensorflow-datasets", "numpy", "pycocotools",
-                    "pillow", "defusedxml", "tqdm", "matplotlib"):
+                    "pillow", "defusedxml", "tqdm", "matplotlib", "opencv-contrib-python-headless"):
         assert f'"{package}"' in setup, package
     assert "tensorflow-addons" not in setup and "tensorflow_addons" not in setup
     assert '"console_scripts": ["tfzoo=tfzoo.cli:main"]' in setup

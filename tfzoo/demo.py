@@ -103,10 +103,9 @@ DEMOS = {
     # the one-canvas RoI crops); its steps cost twice faster_rcnn_mobile's, so more would not
     # fit the 10 minutes on a slower machine (same BENCHMARKS section).
     "faster_rcnn_fpn_mobile": DemoRecipe(epochs=7),
-    # fast_rcnn_mobile: selective search on the 2,200 train and val images takes about 4
-    # minutes on 2 cores (cached for later runs); 7 epochs trained in 4 minutes to val AP50
-    # 0.928, so 5 keep the whole demo, proposals included, near 10 minutes (BENCHMARKS.md,
-    # "Fast R-CNN: the first demo runs").
+    # fast_rcnn_mobile: selective search on the 2,200 train and val images takes 3.5 minutes
+    # on 2 cores (cached for later runs); 5 epochs then train in 2.3 minutes to val AP50
+    # 0.910, 6.6 minutes in all (BENCHMARKS.md, "Region proposals and Fast R-CNN").
     "fast_rcnn_mobile": DemoRecipe(epochs=5),
 }
 

@@ -245,6 +245,21 @@ def test_spatial_pyramid_pool_fixed_length_and_seed_windows():
     np.testing.assert_allclose(out, reference_spp(odd, (4, 2, 1)))
 
 
+def test_spatial_pyramid_pool_max_pools_the_regular_levels_with_the_same_numbers():
+    """On a static 13 x 13 map every level of SPP-Net's {6, 3, 2, 1} is the seed's regular
+    window (one max_pool2d); the same map with dynamic sizes takes the bin slices."""
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(2, 13, 13, 4)).astype(np.float32)
+    levels = (6, 3, 2, 1)
+    assert all(roi._regular_window(13, n) == roi.spp_bins(13, n) for n in levels)
+    assert roi._regular_window(10, 6) is None and roi._regular_window(tf.constant(13), 2) is None
+    static = roi.spatial_pyramid_pool(features, levels).numpy()
+    dynamic = tf.function(lambda f: roi.spatial_pyramid_pool(f, levels),
+                          input_signature=[tf.TensorSpec([None, None, None, 4])])(features).numpy()
+    np.testing.assert_array_equal(static, dynamic)
+    np.testing.assert_allclose(static, reference_spp(features, levels))
+
+
 def test_roi_spatial_pyramid_pool_matches_reference():
     """Each RoI cropped densely (aligned, grid x grid), then the seed's window/stride pyramid."""
     rng = np.random.default_rng(4)

@@ -486,6 +486,17 @@ def _bin_edge(index, size, n, ceil):
     return (index * size + n - 1) // n if ceil else (index * size) // n
 
 
+def _regular_window(size, n):
+    """``(window, stride)`` of :func:`spp_bins` when ``size`` is static and those windows
+    are exactly :func:`spp_bin_edges`' bins (the seed's 13 and 10 for n = 6, 3, 2, 1), else
+    None."""
+    if not isinstance(size, int):
+        return None
+    window, stride = spp_bins(size, n)
+    regular = [(i * stride, i * stride + window) for i in range(n)]
+    return (window, stride) if regular == spp_bin_edges(size, n) else None
+
+
 def spatial_pyramid_pool(features, levels=(3, 2, 1)):
     """Spatial pyramid max pooling to a fixed length for any ``H, W``.
 
@@ -495,7 +506,9 @@ def spatial_pyramid_pool(features, levels=(3, 2, 1)):
 
     Returns:
       ``[B, C * sum(n * n)]``: for each level in order, its bins in row-major order
-      (``[B, n, n, C]`` flattened), concatenated.
+      (``[B, n, n, C]`` flattened), concatenated. A level whose bins are the seed's regular
+      windows on a static size is one ``max_pool2d`` (SPP-Net's 13 x 13 grid at every
+      level); the others take the max of each bin's slice.
     """
     features = tf.convert_to_tensor(features)
     if features.shape.rank != 4:
@@ -507,6 +520,12 @@ def spatial_pyramid_pool(features, levels=(3, 2, 1)):
     pooled = []
     for n in levels:
         n = int(n)
+        regular = _regular_window(height, n), _regular_window(width, n)
+        if None not in regular:  # the seed's window and stride give exactly these bins: one max pool
+            (window_h, stride_h), (window_w, stride_w) = regular
+            level = tf.nn.max_pool2d(features, (window_h, window_w), (stride_h, stride_w), "VALID")  # [B, n, n, C]
+            pooled.append(tf.reshape(level, [batch, n * n * channels]))
+            continue
         bins = []
         for i in range(n):
             y0, y1 = _bin_edge(i, height, n, False), _bin_edge(i + 1, height, n, True)

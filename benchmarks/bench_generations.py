@@ -1,0 +1,119 @@
+"""The seed's speed story, side by side in one run: test time per image of the R-CNN
+generations on the same backbone (VGG-16, random weights), the same input size and the same
+region proposals, without and with the time to compute those proposals.
+
+Contenders (those registered: ``rcnn`` joins when it is built): ``spp_net``,
+``fast_rcnn`` and ``faster_rcnn`` at ``--image-size``; the proposal-based ones take the same
+``--proposals`` selective search boxes of one photograph (the first image of ``--data``
+resized to 500 x 375, searched in fast mode on one core; the search time is measured in the
+same run and added in the second column); Faster R-CNN makes its own (its RPN and proposal
+layer are inside its time; ``--rpn-proposals`` after NMS, the paper's 300 by default). Each
+contender: Keras ``detect`` in a ``tf.function``, batch 1, the median of ``--repeats``
+calls after a warm-up, rounds interleaved across contenders.
+
+    python benchmarks/bench_generations.py --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+CONTENDERS = ("rcnn", "spp_net", "fast_rcnn", "faster_rcnn")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--image-size", type=int, default=608)
+    parser.add_argument("--proposals", type=int, default=2000)
+    parser.add_argument("--rpn-proposals", type=int, default=300)
+    parser.add_argument("--num-classes", type=int, default=20)
+    parser.add_argument("--data", default="shapes", help="where the photograph comes from (its first val image)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default=",".join(CONTENDERS))
+    parser.add_argument("--tiny", action="store_true", help="tiny configs (a smoke run)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import cv2
+    import tensorflow as tf
+    from PIL import Image
+
+    import tfzoo
+    import tfzoo.data
+    from tfzoo import proposals as P
+    from tfzoo.models import MODELS
+
+    cv2.setNumThreads(1)
+    example = next(tfzoo.data.load(args.data, "val").as_numpy_iterator())
+    photo = np.asarray(Image.fromarray(example["image"]).resize((500, 375), Image.BILINEAR))
+    search_seconds = []
+    for _ in range(max(1, args.repeats)):
+        start = time.perf_counter()
+        boxes = P.selective_search(photo, P.Settings("fast", args.proposals))
+        search_seconds.append(time.perf_counter() - start)
+    search_ms = 1000.0 * statistics.median(search_seconds)
+    rng = np.random.default_rng(0)
+    if len(boxes) < args.proposals:  # a simple photograph: fill up with random boxes, so every slot is real work
+        centres = rng.uniform(0.1, 0.9, (args.proposals - len(boxes), 2))
+        sides = rng.uniform(0.05, 0.5, (args.proposals - len(boxes), 2))
+        extra = np.clip(np.concatenate([centres - sides / 2, centres + sides / 2], -1), 0, 1).astype(np.float32)
+        boxes = np.concatenate([boxes, extra])
+    image = np.asarray(tf.image.resize(photo[None].astype(np.float32), (args.image_size, args.image_size)))
+
+    names = [n for n in args.models.split(",") if n in MODELS]
+    missing = [n for n in args.models.split(",") if n not in MODELS]
+    contenders = {}
+    for name in names:
+        preset = MODELS[name]
+        overrides = dict(preset.detector.tiny) if args.tiny else {}
+        overrides.update(num_classes=args.num_classes, backbone_weights=None)
+        if not args.tiny:
+            overrides["image_size"] = args.image_size
+        if "max_proposals" in preset.config.to_dict():
+            overrides.setdefault("max_proposals", args.proposals)
+        if name == "faster_rcnn" and not args.tiny:
+            overrides["rpn_post_nms_test"] = args.rpn_proposals
+        detector = preset(**overrides)
+        size = detector.config.image_size
+        inputs = tf.image.resize(image, (size, size)).numpy()
+        if "proposals" in detector.input_names:
+            rows = detector.config.max_proposals
+            inputs = {"images": inputs, "proposals": boxes[None, :rows]}
+        fn = tf.function(detector.detect)
+        fn(inputs)
+        contenders[name] = (fn, inputs, "proposals" in detector.input_names)
+    times = {name: [] for name in contenders}
+    for _ in range(args.repeats):
+        for name, (fn, inputs, _) in contenders.items():
+            start = time.perf_counter()
+            fn(inputs)["num_detections"].numpy()
+            times[name].append(1000.0 * (time.perf_counter() - start))
+    print(f"VGG-16 (random weights), {args.image_size} px, batch 1, Keras detect, median of {args.repeats}; "
+          f"selective search (fast, one core) on a 500 x 375 photograph: {search_ms:.0f} ms for "
+          f"{args.proposals} proposal slots")
+    if missing:
+        print(f"not registered yet: {', '.join(missing)}")
+    results = {"image_size": args.image_size, "proposals": args.proposals, "search_ms": search_ms, "models": {}}
+    slowest = max(statistics.median(t) for t in times.values()) if times else 1.0
+    print("| model | ms per image, median (min-max) | with proposals | speed-up over the slowest |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        with_search = median + (search_ms if contenders[name][2] else 0.0)
+        results["models"][name] = {"median_ms": median, "min_ms": min(values), "max_ms": max(values),
+                                   "with_proposals_ms": with_search}
+        print(f"| {name} | {median:.0f} ({min(values):.0f}-{max(values):.0f}) | {with_search:.0f} | "
+              f"{slowest / median:.1f}x |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
