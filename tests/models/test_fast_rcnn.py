@@ -191,3 +191,29 @@ def test_tfzoo_export_svd_writes_a_smaller_file(tmp_path, capsys):
         cli.main(["export", str(path), "--format", "tflite", "--svd", "4,x", "--out", str(tmp_path / "bad.tflite")])
     assert "--svd takes ranks" in capsys.readouterr().err
     assert not (tmp_path / "bad.tflite").exists()
+
+
+def test_the_cli_fills_the_proposals_of_an_exported_file(tmp_path, capsys):
+    """``tfzoo evaluate`` and ``tfzoo predict`` on a TFLite file of a proposal-based
+    preset: no proposal flag, selective search by the file's own config."""
+    import json
+
+    from PIL import Image
+
+    from tfzoo import cli
+
+    detector = _tiny()
+    keras_path = tmp_path / "model.keras"
+    detector.save(keras_path)
+    tflite = str(tmp_path / "model.tflite")
+    assert cli.main(["export", str(keras_path), "--format", "tflite", "--out", tflite]) == 0
+    assert cli.main(["evaluate", tflite, "--data", "shapes:3", "--split", "val", "--json",
+                     str(tmp_path / "metrics.json")]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["AP50"] <= 1.0
+    image = next(tfzoo.data.load("shapes:1", "val").as_numpy_iterator())["image"]
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    assert cli.main(["predict", tflite, str(tmp_path / "photo.png"), "--out", str(tmp_path / "preds")]) == 0
+    payload = json.loads((tmp_path / "preds" / "detections.json").read_text())
+    assert payload["images"][0]["file"].endswith("photo.png") and not payload["failed"]
+    capsys.readouterr()
