@@ -9,7 +9,7 @@ resized to 500 x 375, searched in fast mode on one core; the search time is meas
 same run and added in the second column); Faster R-CNN makes its own (its RPN and proposal
 layer are inside its time; ``--rpn-proposals`` after NMS, the paper's 300 by default). Each
 contender: Keras ``detect`` in a ``tf.function``, batch 1, the median of ``--repeats``
-calls after a warm-up, rounds interleaved across contenders.
+calls after a warm-up, rounds interleaved across contenders (``common.interleaved``).
 
     python benchmarks/bench_generations.py --repeats 5
 """
@@ -22,6 +22,8 @@ import sys
 import time
 
 import numpy as np
+
+import common
 
 CONTENDERS = ("rcnn", "spp_net", "fast_rcnn", "faster_rcnn")
 
@@ -84,15 +86,10 @@ def main(argv=None):
         if "proposals" in detector.input_names:
             rows = detector.config.max_proposals
             inputs = {"images": inputs, "proposals": boxes[None, :rows]}
-        fn = tf.function(detector.detect)
-        fn(inputs)
-        contenders[name] = (fn, inputs, "proposals" in detector.input_names)
-    times = {name: [] for name in contenders}
-    for _ in range(args.repeats):
-        for name, (fn, inputs, _) in contenders.items():
-            start = time.perf_counter()
-            fn(inputs)["num_detections"].numpy()
-            times[name].append(1000.0 * (time.perf_counter() - start))
+        contenders[name] = (tf.function(detector.detect), inputs, "proposals" in detector.input_names)
+    runs = common.interleaved({name: (lambda fn=fn, inputs=inputs: fn(inputs))
+                               for name, (fn, inputs, _) in contenders.items()}, warmup=1, repeats=args.repeats)
+    times = {name: [1000.0 * t for t in values] for name, values in runs.items()}
     print(f"VGG-16 (random weights), {args.image_size} px, batch 1, Keras detect, median of {args.repeats}; "
           f"selective search (fast, one core) on a 500 x 375 photograph: {search_ms:.0f} ms for "
           f"{args.proposals} proposal slots")

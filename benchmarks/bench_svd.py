@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import numpy as np
+
+import common
 
 
 def _ranks(text):
@@ -55,12 +56,7 @@ def main(argv=None):
 
     def median_ms(model):
         fn = tf.function(model.detect)
-        fn(inputs)
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            fn(inputs)["num_detections"].numpy()
-            times.append(1000.0 * (time.perf_counter() - start))
+        times = [1000.0 * t for t in common.time_calls(lambda: fn(inputs), warmup=1, repeats=args.repeats)]
         return statistics.median(times), min(times), max(times)
 
     rows = [("whole", detector)]

@@ -202,7 +202,7 @@ def test_the_cli_fills_the_proposals_of_an_exported_file(tmp_path, capsys):
 
     from tfzoo import cli
 
-    detector = _tiny()
+    detector = _tiny(num_classes=5)  # the shapes classes
     keras_path = tmp_path / "model.keras"
     detector.save(keras_path)
     tflite = str(tmp_path / "model.tflite")
