@@ -72,7 +72,8 @@ def test_inspect_text_report(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["inspect", "--data", "nonsense:x"], "--data: unknown dataset spec 'nonsense:x'"),
     (["evaluate", "--detections", "r.json", "--data", "voc"], "--data: unknown dataset spec 'voc'"),
-    (["train", "nosuch", "--data", "shapes"], "unknown model 'nosuch'; known models: faster_rcnn"),
+    (["train", "nosuch", "--data", "shapes"],
+     "unknown model 'nosuch'; known models: fast_rcnn, fast_rcnn_mobile, faster_rcnn"),
     (["train", "retinanet_mobile", "--data", "shapes", "--set", "nosuch=1"], "--set: unknown config field(s) nosuch"),
     (["train", "retinanet_mobile", "--data", "shapes", "--set", "flip=maybe"], "'flip' takes true/false"),
     (["train", "retinanet_mobile", "--data", "shapes", "--batch-size", "0"], "--batch-size must be >= 1"),

@@ -230,12 +230,12 @@ class ComputeResult:
 def compute(dataset, settings=Settings(), *, workers=None, root=None, progress=True, desc="proposals"):
     """Fills the cache with the selective search proposals of every image of ``dataset``
     (canonical examples, e.g. ``tfzoo.data.load(spec, split)``); images already cached are
-    read, not recomputed. ``workers`` processes (default: the CPUs) each search one image
-    on one core. Interrupting keeps every finished entry. Returns a :class:`ComputeResult`."""
+    read, not recomputed. ``workers`` processes (default: the CPUs this process may use)
+    each search one image on one core. Interrupting keeps every finished entry. Returns a :class:`ComputeResult`."""
     import multiprocessing
 
     _cv2()  # fail before any work when OpenCV is missing
-    workers = max(1, int(workers or os.cpu_count() or 1))
+    workers = max(1, int(workers or _available_cpus()))
     result, seconds, counts = ComputeResult(), [], []
 
     def jobs():
@@ -275,6 +275,14 @@ def compute(dataset, settings=Settings(), *, workers=None, root=None, progress=T
     if counts:
         result.proposals_per_image = float(np.mean(counts))
     return result
+
+
+def _available_cpus():
+    """The CPUs this process may run on (a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _length(dataset):
