@@ -229,3 +229,33 @@ def test_tfzoo_proposals_command(capsys, tmp_path, cache):
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["source"] == f"json:{path}" and result["min_proposals"] == 0
     assert any("unknown image id" in p and "nope" in p for p in result["problems"])
+
+
+def test_compute_starts_no_process_when_everything_is_cached(monkeypatch):
+    examples = tfzoo.data.load("shapes:2", "val")
+    settings = P.Settings("fast", 100)
+    P.compute(examples, settings, workers=1, progress=False)
+    import multiprocessing
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a process pool started with nothing to compute")
+
+    monkeypatch.setattr(multiprocessing, "get_context", refuse)
+    again = P.compute(examples, settings, workers=2, progress=False)
+    assert (again.images, again.computed, again.cached) == (2, 0, 2)
+
+
+def test_a_users_file_against_part_of_a_split_does_not_report_the_rest(tmp_path):
+    path = _write(tmp_path / "props.json", {"a": [[0, 0, 5, 5]], "later": [[0, 0, 5, 5]]})
+    report = validate.Report(strict=True)  # the first problem would raise
+    got = P.load_json(path, {"a": (10, 10)}, report, subset=True)
+    assert list(got) == ["a"] and not len(report)
+
+
+def test_tfzoo_proposals_json_is_strict_json(capsys):
+    assert cli.main(["proposals", "--data", "shapes:2", "--split", "val", "--workers", "1", "--json"]) == 0
+    capsys.readouterr()
+    assert cli.main(["proposals", "--data", "shapes:2", "--split", "val", "--max", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert result["seconds_per_image"] is None and result["cached"] == 2  # all cached: no timing
+    assert result["settings"]["max_boxes"] == P.DEFAULT_MAX_BOXES  # the presets' cache, cut to 10 for recall

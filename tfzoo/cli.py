@@ -286,6 +286,17 @@ def cmd_inspect(args):
 # --- tfzoo proposals ----------------------------------------------------------------
 
 
+def _finite(value):
+    """``value`` (nested dicts and lists) with NaN and infinite floats as None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def cmd_proposals(args):
     import tfzoo.data
     from tfzoo import proposals as P
@@ -298,17 +309,22 @@ def cmd_proposals(args):
     examples = examples.cache()  # read twice: the search, then the recall
     result = {"data": args.data, "split": args.split}
     if args.file:
-        source = P.load_json(args.file, P.image_sizes(examples), report, max_boxes=args.max)
+        source = P.load_json(args.file, P.image_sizes(examples), report, max_boxes=args.max,
+                             subset=bool(args.limit))
         result.update(source=f"json:{args.file}")
     else:
-        source = P.Settings(args.method, args.max, args.max_side)
+        # Cached at no fewer than 2,000 boxes, as the presets read them (--max cuts the recall).
+        source = P.Settings(args.method, max(args.max, P.DEFAULT_MAX_BOXES), args.max_side)
+        if args.max_side != P.DEFAULT_MAX_SIDE:
+            print(f"tfzoo: note: --max-side {args.max_side} fills its own cache; the presets read the "
+                  f"{P.DEFAULT_MAX_SIDE}-px one", file=sys.stderr)
         done = P.compute(examples, source, workers=args.workers, desc=f"selective search ({args.method})")
         result.update(source=f"ss:{args.method}", settings=dataclasses.asdict(source), cache=P.cache_dir(),
                       computed=done.computed, cached=done.cached, seconds_per_image=done.seconds_per_image)
-    result.update(P.dataset_recall(examples, source))
+    result.update(P.dataset_recall(examples, source, max_boxes=args.max))
     result["problems"] = [str(p) for p in report]
-    if args.json:
-        json.dump(result, sys.stdout, indent=2)
+    if args.json:  # one strict JSON document: NaN (no computed image, no object) as null
+        json.dump(_finite(result), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
         return 0
     print(f"{result['images']} images, {result['objects']} objects; {result['proposals_per_image']:.0f} "
@@ -509,7 +525,8 @@ def _calibration_images(model, spec, split, count):
     from tfzoo import proposals as proposal_source
 
     examples = tfzoo.data.load(spec, split).take(count)
-    examples, _ = proposal_source.for_config(examples, model.detector.config, desc=f"proposals {spec} [{split}]")
+    examples, _ = proposal_source.for_config(examples, model.detector.config, desc=f"proposals {spec} [{split}]",
+                                             subset=True)
     return tfzoo.data.pipeline(examples, model.detector, 1, training=False)
 
 

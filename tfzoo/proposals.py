@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -231,7 +232,8 @@ def compute(dataset, settings=Settings(), *, workers=None, root=None, progress=T
     """Fills the cache with the selective search proposals of every image of ``dataset``
     (canonical examples, e.g. ``tfzoo.data.load(spec, split)``); images already cached are
     read, not recomputed. ``workers`` processes (default: the CPUs this process may use)
-    each search one image on one core. Interrupting keeps every finished entry. Returns a :class:`ComputeResult`."""
+    each search one image on one core; none starts when every image is cached.
+    Interrupting keeps every finished entry. Returns a :class:`ComputeResult`."""
     import multiprocessing
 
     _cv2()  # fail before any work when OpenCV is missing
@@ -243,32 +245,56 @@ def compute(dataset, settings=Settings(), *, workers=None, root=None, progress=T
             yield example["image"], settings, root
 
     bar = _bar(progress, desc, _length(dataset))
-    try:
-        if workers == 1:
-            _worker_init()
-            outcomes = map(_worker, jobs())
-            pool = None
+    pool = None
+    lock = threading.Lock()  # the pool's feeder thread records the cached images
+
+    def record(count, computed, elapsed):
+        with lock:
+            _count(count, computed, elapsed)
+
+    def _count(count, computed, elapsed):
+        result.images += 1
+        counts.append(count)
+        if computed:
+            result.computed += 1
+            seconds.append(elapsed)
         else:
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
-            outcomes = pool.imap(_worker, jobs(), chunksize=1)
-        for count, computed, elapsed in outcomes:
-            result.images += 1
-            counts.append(count)
-            if computed:
-                result.computed += 1
-                seconds.append(elapsed)
+            result.cached += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(computed=result.computed, cached=result.cached)
+
+    def misses():
+        """The images without a good cache entry, to the workers; the others counted here
+        (no process pool starts when every image is cached)."""
+        for image, _, _ in jobs():
+            boxes = read_entry(entry_path(image_key(image), settings, root), settings)
+            if boxes is None:
+                yield image, settings, root
             else:
-                result.cached += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(computed=result.computed, cached=result.cached)
-        if pool is not None:
-            pool.close()
-            pool.join()
+                record(len(boxes), False, 0.0)
+
+    try:
+        pending = misses()
+        first = next(pending, None)
+        if first is not None:
+            todo = itertools.chain([first], pending)
+            if workers == 1:
+                _worker_init()
+                outcomes = map(_worker, todo)
+            else:
+                pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init)
+                outcomes = pool.imap(_worker, todo, chunksize=1)
+            for outcome in outcomes:
+                record(*outcome)
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
     finally:
         if bar is not None:
             bar.close()
-        if workers > 1 and pool is not None:
+        if pool is not None:
             pool.terminate()
     if seconds:
         result.seconds_per_image = float(np.median(seconds))
@@ -303,13 +329,14 @@ def _bar(enabled, desc, total):
 # --- a user's file --------------------------------------------------------------------
 
 
-def load_json(path, sizes, report=None, max_boxes=None):
+def load_json(path, sizes, report=None, max_boxes=None, subset=False):
     """A user's proposals: ``{image_id: float32 [R, 4] normalized yxyx}`` for the images of
     ``sizes`` (``{image_id: (height, width)}`` in pixels, the dataset's), read from the JSON
     object at ``path`` (``{image_id: [[x1, y1, x2, y2], ...]}`` in pixels, best first).
     Every problem goes to ``report`` (:class:`tfzoo.data.validate.Report`) naming the file,
     the image id and the row; the rest is kept. Images of ``sizes`` the file does not list
-    get no proposals (counted in the report's notes)."""
+    get no proposals (counted in the report's notes). ``subset=True``: ``sizes`` holds part
+    of a split only (the first images), so ids outside it are not reported."""
     from tfzoo.data import validate
 
     report = validate.ensure_report(report)
@@ -324,7 +351,8 @@ def load_json(path, sizes, report=None, max_boxes=None):
     out = {}
     for image_id, rows in payload.items():
         if image_id not in sizes:
-            report.add(path, image_id, UNKNOWN_ID, SKIPPED_PROPOSALS, "not an image of the dataset split")
+            if not subset:
+                report.add(path, image_id, UNKNOWN_ID, SKIPPED_PROPOSALS, "not an image of the dataset split")
             continue
         if not isinstance(rows, list):
             report.add(path, image_id, validate.MALFORMED_ANNOTATION, SKIPPED_PROPOSALS,
@@ -471,15 +499,15 @@ def image_sizes(dataset):
             for example in dataset.as_numpy_iterator()}
 
 
-def dataset_recall(dataset, source, *, root=None, tops=RECALL_TOPS, ious=RECALL_IOUS):
+def dataset_recall(dataset, source, *, root=None, tops=RECALL_TOPS, ious=RECALL_IOUS, max_boxes=None):
     """:func:`recall` of ``source``'s proposals (see :func:`attach`) over a dataset's
     examples against their ground-truth boxes (crowd boxes excluded, as the evaluator
     does); also the mean and smallest number of proposals per image. Returns a dict
     ``{"recall": {"top@iou": value}, "proposals_per_image", "min_proposals", "images",
-    "objects"}``."""
+    "objects"}``. ``max_boxes``: only each image's first proposals count."""
     props, truth = [], []
     for example in attach(dataset, source, root=root).as_numpy_iterator():
-        props.append(example["proposals"])
+        props.append(example["proposals"][:max_boxes])
         crowd = example.get("is_crowd", np.zeros(len(example["boxes"]), bool))
         truth.append(example["boxes"][~crowd.astype(bool)])
     values = recall(props, truth, tops, ious)
@@ -490,13 +518,14 @@ def dataset_recall(dataset, source, *, root=None, tops=RECALL_TOPS, ious=RECALL_
             "images": len(props), "objects": int(sum(len(t) for t in truth))}
 
 
-def for_config(examples, config, *, progress=True, desc="proposals", report=None, root=None, workers=None):
+def for_config(examples, config, *, progress=True, desc="proposals", report=None, root=None, workers=None,
+               subset=False):
     """``examples`` with the proposals a proposal-based detector's ``config`` asks for
     (its ``proposals`` setting, :data:`SOURCE_FORMS`): selective search fills the cache
     first (:func:`compute`, a progress bar when ``progress``), a user's file is checked
     against these examples (:func:`load_json`; problems go to ``report``, else warned in
-    one line each). A config without a ``proposals`` setting returns ``examples`` as they
-    are. Returns ``(examples, seconds)``: the seconds spent computing proposals."""
+    one line each; ``subset``: the examples are part of a split, see :func:`load_json`). A
+    config without a ``proposals`` setting returns ``examples`` as they are. Returns ``(examples, seconds)``: the seconds spent computing proposals."""
     def setting(name):  # a config dataclass, or an export's config dict
         return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
 
@@ -513,7 +542,7 @@ def for_config(examples, config, *, progress=True, desc="proposals", report=None
 
     own = report is None
     report = validate.ensure_report(report)
-    source = load_json(value, image_sizes(examples), report)
+    source = load_json(value, image_sizes(examples), report, subset=subset)
     if own and len(report):
         import warnings
 

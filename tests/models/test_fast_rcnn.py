@@ -217,3 +217,20 @@ def test_the_cli_fills_the_proposals_of_an_exported_file(tmp_path, capsys):
     payload = json.loads((tmp_path / "preds" / "detections.json").read_text())
     assert payload["images"][0]["file"].endswith("photo.png") and not payload["failed"]
     capsys.readouterr()
+
+
+def test_tfzoo_train_fetches_the_proposals_and_scores_with_them(tmp_path):
+    """``tfzoo train``'s path for a proposal-based preset: proposals of the train and val
+    splits by the preset's source (selective search, cached), fit, evaluation, resume."""
+    import json as _json
+
+    from tfzoo import train as T
+
+    settings = [f"{k}={_json.dumps(v)}" for k, v in fr.FastRCNN.tiny.items() if k not in ("image_size", "num_classes")]
+    run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_data="shapes:4",
+               diagnostics=True, verbose=0)
+    result = T.train("fast_rcnn_mobile", "shapes:8", epochs=1, **run)
+    assert result.finished and result.steps == 2 and np.isfinite(result.history["loss"]).all()
+    assert {"AP", "AP50"} <= set(result.metrics)
+    resumed = T.train("fast_rcnn_mobile", "shapes:8", epochs=2, resume=True, **run)
+    assert resumed.finished and resumed.steps == 4

@@ -27,6 +27,8 @@ def test_the_papers_settings():
     assert (config.learning_rate, config.lr_decay_at) == (1e-4, (250.0 / 300.0,))
     assert MODELS["spp_net"].family == "SPP-Net" and MODELS["spp_net_mobile"].cpu
     assert not MODELS["spp_net_mobile"].config.freeze_backbone  # random convolutions must learn
+    # VGG-16's fc6 takes 7 x 7 x 512, not the pyramid's 50 x 512: ImageNet fc weights do not fit
+    assert not frcnn._vgg16_head_fits(config) and frcnn._vgg16_head_fits(MODELS["fast_rcnn"].config)
     with pytest.raises(ValueError, match="spp_grid"):
         config.replace(spp_grid=4)
 

@@ -322,3 +322,11 @@ def test_roi_pool_builtin_converts_to_tflite_builtins_and_matches(tflite_op_name
     expected = roi.roi_pool(features, rois, output_size=(3, 3), sampling_ratio=2).numpy()
     assert got.shape == (2, 6, 3, 3, 4)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_spatial_pyramid_pool_on_a_map_narrower_than_its_levels():
+    """A 1-pixel side with 2 bins: the seed's stride is 0, the bins repeat the cell."""
+    features = np.arange(10, dtype=np.float32).reshape(1, 1, 5, 2)
+    assert roi._regular_window(1, 2) is None
+    out = roi.spatial_pyramid_pool(features, (2, 1)).numpy()
+    np.testing.assert_allclose(out, reference_spp(features, (2, 1)))

@@ -536,8 +536,10 @@ def decode_roi_detections(outputs, config):
 
 
 def _vgg16_head_fits(config):
-    """Whether the RoI head has VGG-16's fully connected layers' shapes (7 x 7 x 512 in, 4,096 x 2)."""
-    return config.roi_size == 7 and tuple(config.head_fc) == (4096, 4096)
+    """Whether the RoI head has VGG-16's fully connected layers' shapes (7 x 7 x 512 in, 4,096 x 2):
+    not with SPP-Net's pyramid (50 bins in) nor a factorized head."""
+    return (config.roi_size == 7 and tuple(config.head_fc) == (4096, 4096)
+            and not getattr(config, "spp_levels", ()) and not any(getattr(config, "head_svd", ())))
 
 
 def load_vgg16_head(detector, classifier):

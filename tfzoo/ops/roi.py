@@ -493,6 +493,8 @@ def _regular_window(size, n):
     if not isinstance(size, int):
         return None
     window, stride = spp_bins(size, n)
+    if stride < 1:  # a map narrower than the level: the slices repeat cells
+        return None
     regular = [(i * stride, i * stride + window) for i in range(n)]
     return (window, stride) if regular == spp_bin_edges(size, n) else None
 

@@ -68,6 +68,7 @@ class _Run:
         self.evaluator = None  # the val Evaluator of self.metrics (its image records)
         self.diagnostics = None  # what diagnose() found
         self._detect = None
+        self._proposal_sets = {}  # (specs, split, limit) -> examples with their proposals
 
     def write_state(self, **changes):
         self.state.update(changes)
@@ -106,10 +107,14 @@ class _Run:
     def _examples(self, specs, split, limit=None):
         """The canonical examples of ``split`` (the first ``limit``), with their proposals
         when the detector takes them."""
-        dataset = _load(specs, split)
-        if limit is not None:
-            dataset = dataset.take(limit)
-        return with_proposals(dataset, self.detector.config, f"{'+'.join(specs)} [{split}]", self.verbose)[0]
+        key = (tuple(specs), split, limit)
+        if key not in self._proposal_sets:  # fetched once per run: the cache is read, not searched again
+            dataset = _load(specs, split)
+            if limit is not None:
+                dataset = dataset.take(limit)
+            self._proposal_sets[key] = with_proposals(dataset, self.detector.config, f"{'+'.join(specs)} [{split}]",
+                                                      self.verbose, subset=limit is not None)[0]
+        return self._proposal_sets[key]
 
     def _score(self, dataset, specs, names):
         """``(metrics, evaluator)`` of the detector on ``dataset``."""
@@ -419,7 +424,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
             rundir.cleanup()
 
 
-def with_proposals(dataset, config, where, verbose):
+def with_proposals(dataset, config, where, verbose, subset=False):
     """``(dataset with proposals, seconds spent)`` for a proposal-based detector's config
     (:func:`tfzoo.proposals.for_config`); other configs' datasets as they are."""
     if getattr(config, "proposals", None) is None:
@@ -427,7 +432,7 @@ def with_proposals(dataset, config, where, verbose):
     from tfzoo import proposals as proposal_source  # noqa: PLC0415
 
     dataset, seconds = proposal_source.for_config(dataset, config, progress=bool(verbose),
-                                                  desc=f"proposals {where}")
+                                                  desc=f"proposals {where}", subset=subset)
     if seconds >= 1.0:
         _info(verbose, f"proposals of {where}: {config.proposals}, {seconds:.1f} s (not counted in the time budget)")
     return dataset, seconds
