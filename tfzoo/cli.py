@@ -314,7 +314,7 @@ def cmd_proposals(args):
         result.update(source=f"json:{args.file}")
     else:
         # Cached at no fewer than 2,000 boxes, as the presets read them (--max cuts the recall).
-        source = P.Settings(args.method, max(args.max, P.DEFAULT_MAX_BOXES), args.max_side)
+        source = P.Settings.cached(args.method, args.max, args.max_side)
         if args.max_side != P.DEFAULT_MAX_SIDE:
             print(f"tfzoo: note: --max-side {args.max_side} fills its own cache; the presets read the "
                   f"{P.DEFAULT_MAX_SIDE}-px one", file=sys.stderr)

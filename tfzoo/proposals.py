@@ -82,6 +82,13 @@ class Settings:
         if int(self.max_side) < 32:
             raise ValueError(f"max_side must be >= 32 px, got {self.max_side}")
 
+    @classmethod
+    def cached(cls, method="fast", max_boxes=DEFAULT_MAX_BOXES, max_side=DEFAULT_MAX_SIDE):
+        """The settings whose cache a model taking ``max_boxes`` proposals reads: never fewer
+        than :data:`DEFAULT_MAX_BOXES` boxes, so that every preset (and ``tfzoo proposals``)
+        shares one cache per method and side; a model takes the first ones it needs."""
+        return cls(method, max(int(max_boxes or 0), DEFAULT_MAX_BOXES), max_side)
+
     @property
     def key(self):
         return f"ss-{self.method}-max{int(self.max_boxes)}-side{int(self.max_side)}-v{CACHE_VERSION}"
@@ -210,10 +217,12 @@ def _worker_init():
 
 
 def _worker(job):
-    image, settings, root = job
+    """Searches one image the parent found missing from the cache and writes its entry."""
+    image, settings, path = job
     start = time.perf_counter()
-    boxes, computed = cached_selective_search(image, settings, root)
-    return len(boxes), computed, time.perf_counter() - start
+    boxes = selective_search(image, settings)
+    write_entry(path, boxes)
+    return len(boxes), True, time.perf_counter() - start
 
 
 @dataclasses.dataclass
@@ -240,10 +249,6 @@ def compute(dataset, settings=Settings(), *, workers=None, root=None, progress=T
     workers = max(1, int(workers or _available_cpus()))
     result, seconds, counts = ComputeResult(), [], []
 
-    def jobs():
-        for example in dataset.as_numpy_iterator():
-            yield example["image"], settings, root
-
     bar = _bar(progress, desc, _length(dataset))
     pool = None
     lock = threading.Lock()  # the pool's feeder thread records the cached images
@@ -267,10 +272,11 @@ def compute(dataset, settings=Settings(), *, workers=None, root=None, progress=T
     def misses():
         """The images without a good cache entry, to the workers; the others counted here
         (no process pool starts when every image is cached)."""
-        for image, _, _ in jobs():
-            boxes = read_entry(entry_path(image_key(image), settings, root), settings)
+        for example in dataset.as_numpy_iterator():
+            path = entry_path(image_key(example["image"]), settings, root)
+            boxes = read_entry(path, settings)
             if boxes is None:
-                yield image, settings, root
+                yield example["image"], settings, path
             else:
                 record(len(boxes), False, 0.0)
 
@@ -488,7 +494,7 @@ def for_image(image, source, max_proposals=DEFAULT_MAX_BOXES, *, root=None):
     if kind != "ss":
         raise ValueError(f"this model's proposals come from a file ({value}), keyed by image id: pass the "
                          "image's proposals explicitly")
-    settings = Settings(value, max(int(max_proposals), DEFAULT_MAX_BOXES))
+    settings = Settings.cached(value, max_proposals)
     return cached_selective_search(image, settings, root)[0]
 
 
@@ -535,7 +541,7 @@ def for_config(examples, config, *, progress=True, desc="proposals", report=None
     start = time.perf_counter()
     kind, value = parse_source(source_text)
     if kind == "ss":
-        settings = Settings(value, max(int(setting("max_proposals") or 0), DEFAULT_MAX_BOXES))
+        settings = Settings.cached(value, setting("max_proposals"))
         compute(examples, settings, workers=workers, root=root, progress=progress, desc=desc)
         return attach(examples, settings, root=root), time.perf_counter() - start
     from tfzoo.data import validate

@@ -56,7 +56,7 @@ class TrainResult:
 class _Run:
     """State shared by the callbacks: the directory, the plan, the evaluation set."""
 
-    def __init__(self, rundir, detector, state, val, verbose, train_data=None):
+    def __init__(self, rundir, detector, state, val, verbose, train_data=None, proposal_sets=None):
         self.dir = rundir
         self.train_data = train_data  # (specs, split, class_names) for diagnostics, or None: none
         self.detector = detector
@@ -68,7 +68,8 @@ class _Run:
         self.evaluator = None  # the val Evaluator of self.metrics (its image records)
         self.diagnostics = None  # what diagnose() found
         self._detect = None
-        self._proposal_sets = {}  # (specs, split, limit) -> examples with their proposals
+        # (specs, split, limit) -> examples with their proposals (a detector without proposals: none)
+        self._proposal_sets = dict(proposal_sets or {})
 
     def write_state(self, **changes):
         self.state.update(changes)
@@ -335,9 +336,12 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
     # A proposal-based detector's proposals (selective search: cached, computed once); the
     # time budget is for training, so the clock starts again after them.
     train_set, proposal_seconds = with_proposals(train_set, config, where, verbose)
+    proposal_sets = {}  # the val split with its proposals, reused by every evaluation
     if val_split is not None and all(split_exists(s, val_split) for s in val_specs):
-        proposal_seconds += with_proposals(_load(val_specs, val_split), config,
-                                           f"{'+'.join(val_specs)} [{val_split}]", verbose)[1]
+        val_set, seconds = with_proposals(_load(val_specs, val_split), config,
+                                          f"{'+'.join(val_specs)} [{val_split}]", verbose)
+        proposal_seconds += seconds
+        proposal_sets[(tuple(val_specs), val_split, None)] = val_set
     started += proposal_seconds
     if not resume:
         config = _check_flips(config, train_set, names, where, _setting_keys(settings))
@@ -416,7 +420,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
                                f"{config.batch_size}, {config.optimizer} lr {config.learning_rate:g} "
                                f"({config.lr_schedule}), {policy}, augment {_augment_text(config)}, out {out}")
             run = _Run(rundir, detector, rundir_state, val, verbose,
-                       train_data=(specs, split, names) if diagnostics else None)
+                       train_data=(specs, split, names) if diagnostics else None, proposal_sets=proposal_sets)
             run.write_state()
             return _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes,
                         eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache, checkpoint_minutes)
