@@ -1197,7 +1197,7 @@ class _Staged(__import__("tfzoo.models.retinanet", fromlist=["RetinaNet"]).Retin
     stages = ("fit", "calibrate")
     fail_next = False
 
-    def train_stage_calibrate(self, examples, config):
+    def train_stage_calibrate(self, examples, config, deadline=None, progress=False):
         if type(self).fail_next:
             type(self).fail_next = False
             raise RuntimeError("the stage broke")

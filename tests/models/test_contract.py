@@ -113,7 +113,7 @@ def test_preset_contract(name, tmp_path):
                   schema.IS_CROWD: tf.zeros([0], tf.bool), schema.DIFFICULT: tf.zeros([0], tf.bool)})
     x, y = tfzoo.data.pipeline(tf.data.Dataset.from_tensors(empty), detector, 1, training=True, augment="none",
                                shuffle_buffer=0).get_single_element()
-    losses = detector.compute_losses(y, detector(x, training=False))
+    losses = detector.compute_losses(y, detector(x, training=True))
     assert set(losses) == set(type(detector).loss_names)
     assert all(np.isfinite(float(v)) for v in losses.values())
     for key in type(detector).box_loss_names:

@@ -372,7 +372,8 @@ class Detector(keras.Model):
     tiny = {}
     #: Training stages in order. ``"fit"`` is ``model.fit`` on the pipeline's batches (a
     #: one-stage detector has only it); every other name ``x`` is the method
-    #: ``train_stage_x(examples, config) -> {figure: number}``, run by :func:`tfzoo.train.train`
+    #: ``train_stage_x(examples, config, deadline=None, progress=False) -> {figure: number}``
+    #: (``deadline``: ``time.monotonic()`` at the end of ``--minutes``), run by :func:`tfzoo.train.train`
     #: after ``fit`` on the training split's canonical examples (R-CNN: per-class SVMs on
     #: the fine-tuned features, then box regression). Each stage is checkpointed
     #: (``model.keras`` and ``state.json``) when it ends and skipped on resume once done.

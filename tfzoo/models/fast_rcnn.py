@@ -134,11 +134,19 @@ class FastRCNN(Detector):
         proposal_input = keras.Input((config.max_proposals, 4), name="proposals")
         features = trunk(normalize(images))[config.feature]
         proposals = keras.layers.Identity(name="proposal_boxes", dtype="float32")(proposal_input)
-        class_logits, box_deltas = frcnn._roi_head([features], proposals, config)
+        class_logits, box_deltas, pooled, fc7 = frcnn._roi_head([features], proposals, config, return_features=True)
         inputs = {"images": images, "proposals": proposal_input}
         outputs = {FEATURES: features, frcnn.PROPOSALS: proposals, frcnn.CLASS_LOGITS: class_logits,
                    frcnn.BOX_DELTAS: box_deltas}
+        staged = len(cls.stages) > 1  # SPP-Net: SVMs and ridge box regression after fit
+        if staged:
+            from tfzoo.models import stages  # noqa: PLC0415
+
+            outputs[stages.CLASS_SCORES], outputs[frcnn.BOX_DELTAS] = stages.stage_outputs(
+                class_logits, fc7, pooled, box_deltas, config)
         model = cls(inputs=inputs, outputs=outputs, config=config, name=config.name)
+        if staged:
+            model.__dict__["_features"] = keras.Model(inputs, {stages.POOL5: pooled, stages.FC7: fc7})
         # The training forward pass (up to the shared map) and the RoI head on sampled RoIs
         # share these layers; kept out of Keras' attribute tracking.
         model.__dict__["_trunk"] = keras.Model(inputs, {FEATURES: features, frcnn.PROPOSALS: proposals})

@@ -73,6 +73,8 @@ RPN_MATCHES = "rpn_matches"
 GT_IGNORE = "gt_ignore"
 PROPOSALS = "proposals"
 CLASS_LOGITS = "class_logits"
+#: Per-class scores of the detectors scored after ``fit`` (R-CNN, SPP-Net: SVMs or the softmax).
+CLASS_SCORES = "class_scores"
 BOX_DELTAS = "box_deltas"
 
 
@@ -493,39 +495,49 @@ class FasterRCNN(Detector):
         return decode_roi_detections(outputs, self.config)
 
 
-def roi_head_losses(head, features, proposals, num_proposals, targets, config):
-    """The second stage's two loss terms (``roi_cls_loss``, ``roi_box_loss``) of one batch:
-    ``config.roi_samples`` RoIs per image sampled among the ``proposals [B, N, 4]`` (the
-    first ``num_proposals [B]`` valid) and the ground truth of ``targets`` (``boxes``,
-    ``classes``, ``gt_ignore``) at ``config.roi_positive_fraction`` foreground, run through
-    ``head`` (``[*features, rois] -> (class_logits, box_deltas)``); softmax cross-entropy
-    and smooth L1 (``config.smooth_l1_beta``) on the true class's deltas, each summed over
-    the sampled RoIs of all replicas and divided by their number."""
+def roi_head_losses(head, features, proposals, num_proposals, targets, config, matcher=matcher_ops.FAST_RCNN):
+    """The second stage's loss terms of one batch: ``config.roi_samples`` RoIs per image
+    sampled among the ``proposals [B, N, 4]`` (the first ``num_proposals [B]`` valid) and the
+    ground truth of ``targets`` (``boxes``, ``classes``, ``gt_ignore``) at
+    ``config.roi_positive_fraction`` foreground by ``matcher``, run through ``head``
+    (``[*features, rois] -> (class_logits, box_deltas)``, or ``class_logits`` alone);
+    ``roi_cls_loss`` (softmax cross-entropy) and, where the head has box deltas,
+    ``roi_box_loss`` (smooth L1, ``config.smooth_l1_beta``, on the true class's deltas),
+    each summed over the sampled RoIs of all replicas and divided by their number."""
     rois = proposal_ops.roi_targets(
         proposals, num_proposals, targets[schema.BOXES], targets[schema.CLASSES],
         num_samples=config.roi_samples, positive_fraction=config.roi_positive_fraction,
-        box_weights=config.box_weights, gt_ignore=targets[GT_IGNORE] > 0)
-    class_logits, box_deltas = head([*features, rois["rois"]], training=True)
+        box_weights=config.box_weights, matcher=matcher, gt_ignore=targets[GT_IGNORE] > 0)
+    predictions = head([*features, rois["rois"]], training=True)
+    class_logits, box_deltas = predictions if isinstance(predictions, (tuple, list)) else (predictions, None)
     roi_classes = rois["classes"]  # [B, S]: class, BACKGROUND, IGNORE (padding)
     valid = tf.cast(roi_classes != matcher_ops.IGNORE, tf.float32)
     normalizer = tf.maximum(replica_sum(tf.reduce_sum(valid)), 1.0)
     roi_cls = loss_ops.softmax_cross_entropy_with_ignore(roi_classes, class_logits)
-    per_class = tf.reshape(tf.cast(box_deltas, tf.float32), [tf.shape(box_deltas)[0], -1, config.num_classes, 4])
-    chosen = tf.gather(per_class, tf.maximum(roi_classes, 0), batch_dims=2)  # [B, S, 4]
-    roi_box = loss_ops.smooth_l1(rois["box_deltas"], chosen, config.smooth_l1_beta,
-                                 weights=tf.cast(roi_classes >= 0, tf.float32))
-    return {"roi_cls_loss": tf.reduce_sum(roi_cls) / normalizer, "roi_box_loss": tf.reduce_sum(roi_box) / normalizer}
+    losses = {"roi_cls_loss": tf.reduce_sum(roi_cls) / normalizer}
+    if box_deltas is not None:
+        per_class = tf.reshape(tf.cast(box_deltas, tf.float32),
+                               [tf.shape(box_deltas)[0], -1, config.num_classes, 4])  # [B, S, K, 4]
+        chosen = tf.gather(per_class, tf.maximum(roi_classes, 0), batch_dims=2)  # [B, S, 4]
+        roi_box = loss_ops.smooth_l1(rois["box_deltas"], chosen, config.smooth_l1_beta,
+                                     weights=tf.cast(roi_classes >= 0, tf.float32))
+        losses["roi_box_loss"] = tf.reduce_sum(roi_box) / normalizer
+    return losses
 
 
 def decode_roi_detections(outputs, config):
     """Detections of a RoI head's raw outputs (``proposals [B, R, 4]``, ``class_logits [B, R,
-    K + 1]`` with background last, ``box_deltas [B, R, 4 K]``): each proposal's softmax
+    K + 1]`` with background last, or ``class_scores [B, R, K]`` where the model has them,
+    ``box_deltas [B, R, 4 K]``): each proposal's softmax (or given)
     scores and class-specific boxes (coder weights ``config.box_weights``), then the shared
     per-class NMS (``config.nms_iou_threshold``, ``score_threshold``, ``max_detections``).
     Padding proposals (zero boxes) decode to empty boxes, which NMS never keeps."""
     proposals = float_barrier(outputs[PROPOSALS])  # [B, R, 4]
-    logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + 1], background last
-    scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
+    if CLASS_SCORES in outputs:  # R-CNN, SPP-Net: the SVMs' (or the softmax's) per-class scores
+        scores = float_barrier(outputs[CLASS_SCORES])  # [B, R, K]
+    else:
+        logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + 1], background last
+        scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
     deltas = tf.reshape(float_barrier(outputs[BOX_DELTAS]),
                         [tf.shape(proposals)[0], -1, config.num_classes, 4])  # [B, R, K, 4]
     boxes = box_ops.clip(box_coder.decode(deltas, proposals[:, :, None, :], config.box_weights))
@@ -551,10 +563,12 @@ def load_vgg16_head(detector, classifier):
         detector.get_layer(ours).set_weights(classifier.get_layer(theirs).get_weights())
 
 
-def _roi_head(features, rois, config, model=None):
+def _roi_head(features, rois, config, model=None, return_features=False):
     """RoI pooling, the fully connected layers and the two predictors, on ``rois`` over the
     ``features`` maps (one, or FPN's levels ``config.roi_levels``): new layers
-    (``model=None``) or ``model``'s (the same weights on another graph)."""
+    (``model=None``) or ``model``'s (the same weights on another graph). ``(class_logits,
+    box_deltas)``, with ``return_features`` also the pooled vectors ``[B, R, D]`` (pool5)
+    and the last fully connected layer's ``[B, R, F]`` (fc7)."""
     def layer(name, make):
         return model.get_layer(name) if model is not None else make()
 
@@ -569,7 +583,7 @@ def _roi_head(features, rois, config, model=None):
                                                  config.roi_levels if fpn else None, name="roi_pool"))
         width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = pool(features if fpn else features[0], rois)
-    x = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, 7*7*C]
+    x = pooled = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, D]
     ranks = tuple(getattr(config, "head_svd", ()))  # Fast R-CNN's truncated SVD (fast_rcnn.truncated_svd)
     for i, units in enumerate(config.head_fc):
         if i < len(ranks) and ranks[i]:  # W ~ (U_t S_t) V_t: a linear layer of rank t, then V_t with the bias
@@ -584,4 +598,6 @@ def _roi_head(features, rois, config, model=None):
     box_deltas = layer("roi_box", lambda: keras.layers.Dense(
         4 * config.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), dtype="float32",
         name="roi_box"))(x)
+    if return_features:
+        return class_logits, box_deltas, pooled, x
     return class_logits, box_deltas

@@ -11,11 +11,10 @@ fine-tunes, the convolutional layers frozen (``freeze_backbone``): only fc6, fc7
 predictors learn, on 2 images x 128 RoIs at 25 % foreground (the paper's 256-RoI
 mini-batches).
 
-What the paper does next, and tfzoo does not yet: per-class linear SVMs on the fine-tuned
-fc7 features with hard-negative mining and ridge box regression on the pooled features (the
-R-CNN stages, built with ``rcnn``), and the multi-scale test. Until then ``spp_net``
-classifies with its fine-tuned softmax and regresses boxes with the smooth L1 deltas it
-learns beside it (Fast R-CNN's multi-task loss).
+After ``fit``, the R-CNN stages (:mod:`tfzoo.models.stages`, as the paper's sec. 4): per-class
+linear SVMs on the fine-tuned fc7 features with hard-negative mining, then ridge box
+regression on the pooled features; until they have run, the fine-tuned softmax scores and
+the smooth L1 deltas learned beside it (Fast R-CNN's multi-task loss) serve.
 
 Presets:
 
@@ -34,11 +33,12 @@ import dataclasses
 import keras
 
 from tfzoo.models import faster_rcnn as frcnn
-from tfzoo.models.fast_rcnn import FastRCNN, FastRCNNConfig
+from tfzoo.models import stages
+from tfzoo.models.fast_rcnn import FastRCNN
 
 
 @dataclasses.dataclass(frozen=True)
-class SPPNetConfig(FastRCNNConfig):
+class SPPNetConfig(stages.StagedConfig):
     """SPP-Net settings; defaults are the paper's single-scale detection on VOC07 (20
     classes) with VGG-16 for its ZF-5."""
 
@@ -70,7 +70,7 @@ PRESETS = {
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
-class SPPNet(FastRCNN):
+class SPPNet(stages.StagesMixin, FastRCNN):
     """SPP-Net as a functional Keras model: Fast R-CNN's graph with the pyramid pooling
     (see the module doc)."""
 

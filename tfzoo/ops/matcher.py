@@ -155,6 +155,9 @@ RPN = Matcher((0.3, 0.7), (BACKGROUND, IGNORE, POSITIVE), allow_low_quality_matc
 #: paper's lower bound, a heuristic for hard example mining; detectron2 uses [0, 0.5)); in
 #: an image without objects every proposal is background.
 FAST_RCNN = Matcher((0.1, 0.5), (IGNORE, BACKGROUND, POSITIVE), empty_label=BACKGROUND)
+#: R-CNN fine-tuning (Girshick et al. 2014, sec. 2.3): IoU >= 0.5 positive, every other
+#: proposal background.
+RCNN = Matcher((0.5,), (BACKGROUND, POSITIVE), empty_label=BACKGROUND)
 #: RetinaNet: IoU >= 0.5 positive, < 0.4 background, [0.4, 0.5) ignored (Lin et al. 2017).
 #: The paper states no low-quality matches; detectron2 and TF Model Garden enable them.
 RETINANET = Matcher((0.4, 0.5), (BACKGROUND, IGNORE, POSITIVE))

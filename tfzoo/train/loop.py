@@ -442,10 +442,11 @@ def with_proposals(dataset, config, where, verbose, subset=False):
     return dataset, seconds
 
 
-def _run_stages(run, train_set, config, verbose):
+def _run_stages(run, train_set, config, verbose, deadline=None):
     """The detector's stages after ``fit`` (:attr:`Detector.stages`), in order, each
     checkpointed when it ends and recorded in ``state.json`` (``stages``: name -> its
-    figures), so that a resumed run skips the ones done."""
+    figures), so that a resumed run skips the ones done. ``deadline`` (``time.monotonic()``,
+    the end of ``--minutes``) is passed on: a stage shortens its work to end near it."""
     detector = run.detector
     names = [name for name in type(detector).stages if name != "fit"]
     done = run.state.setdefault("stages", {})
@@ -457,7 +458,7 @@ def _run_stages(run, train_set, config, verbose):
             raise TypeError(f"{type(detector).__name__} lists stage {name!r} but has no train_stage_{name} method")
         _info(verbose, f"stage {number}/{len(names)} after fit: {name} ...")
         started = time.monotonic()
-        figures = dict(method(train_set, config) or {})
+        figures = dict(method(train_set, config, deadline=deadline, progress=bool(verbose)) or {})
         seconds = round(time.monotonic() - started, 1)
         done[name] = {**figures, "seconds": seconds}
         run.metrics_step = None  # the weights changed without an optimizer step: evaluate again
@@ -543,6 +544,11 @@ def _tensorboard(log_dir):
 def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes, eval_every_epoch,
          seed, verbose, dist, extra_callbacks, started, max_epochs, cache=False, checkpoint_minutes=None):
     detector = run.detector
+    stage_deadline = None
+    if minutes is not None and len(type(detector).stages) > 1:
+        # The stages after fit run inside the same budget: fit gets the rest of it.
+        stage_deadline = time.monotonic() + 60.0 * minutes
+        minutes = minutes * (1.0 - float(getattr(type(detector), "stage_share", 0.0)))
     # A resumed run draws a new data order rather than repeating its first epochs'.
     batches = tfzoo.data.pipeline(train_set, detector, config.batch_size, training=True,
                                   seed=seed + initial_epoch, cache=cache).repeat()
@@ -645,8 +651,10 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         _info(verbose, f"training stopped: {stopped}; resume to finish the schedule")
     if optimizer_step(detector) != int(run.state["step"]):
         run.checkpoint(completed)
-    if finished:
-        _run_stages(run, train_set, config, verbose)
+    if history and run.state.get("stages"):  # fit trained further: the stages learn again from its features
+        run.state["stages"] = {}
+    if finished or (budget is not None and budget.stopped):  # a spent budget still gets its stages
+        _run_stages(run, train_set, config, verbose, stage_deadline)
     metrics = run.evaluate()
     run.write_state(finished=finished, stopped=stopped,
                     seconds=round(float(run.state.get("seconds", 0.0)) + time.monotonic() - fit_started, 1))
