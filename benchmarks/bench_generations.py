@@ -2,16 +2,20 @@
 generations on the same backbone (VGG-16, random weights), the same input size and the same
 region proposals, without and with the time to compute those proposals.
 
-Contenders (those registered: ``rcnn`` joins when it is built): ``spp_net``,
-``fast_rcnn`` and ``faster_rcnn`` at ``--image-size``; the proposal-based ones take the same
+Contenders: ``rcnn``, ``spp_net``, ``fast_rcnn`` and ``faster_rcnn`` at ``--image-size``; the proposal-based ones take the same
 ``--proposals`` selective search boxes of one photograph (the first image of ``--data``
 resized to 500 x 375, searched in fast mode on one core; the search time is measured in the
 same run and added in the second column); Faster R-CNN makes its own (its RPN and proposal
 layer are inside its time; ``--rpn-proposals`` after NMS, the paper's 300 by default). Each
 contender: Keras ``detect`` in a ``tf.function``, batch 1, the median of ``--repeats``
 calls after a warm-up, rounds interleaved across contenders (``common.interleaved``).
+R-CNN, whose one image is minutes of CNN passes (2,000 warped windows through VGG-16), is
+traced without running, then timed ``--rcnn-repeats`` times after the others' rounds. The
+process's peak resident memory is printed at the end (run ``--models rcnn`` alone for
+R-CNN's own).
 
     python benchmarks/bench_generations.py --repeats 5
+    python benchmarks/bench_generations.py --models rcnn --repeats 1
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ def main(argv=None):
     parser.add_argument("--num-classes", type=int, default=20)
     parser.add_argument("--data", default="shapes", help="where the photograph comes from (its first val image)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rcnn-repeats", type=int, default=1)
     parser.add_argument("--models", default=",".join(CONTENDERS))
     parser.add_argument("--tiny", action="store_true", help="tiny configs (a smoke run)")
     parser.add_argument("--json", help="also write the results here")
@@ -88,8 +93,17 @@ def main(argv=None):
             inputs = {"images": inputs, "proposals": boxes[None, :rows]}
         contenders[name] = (tf.function(detector.detect), inputs, "proposals" in detector.input_names)
     runs = common.interleaved({name: (lambda fn=fn, inputs=inputs: fn(inputs))
-                               for name, (fn, inputs, _) in contenders.items()}, warmup=1, repeats=args.repeats)
+                               for name, (fn, inputs, _) in contenders.items() if name != "rcnn"},
+                              warmup=1, repeats=args.repeats) if len(set(contenders) - {"rcnn"}) else {}
     times = {name: [1000.0 * t for t in values] for name, values in runs.items()}
+    if "rcnn" in contenders:
+        fn, inputs, _ = contenders["rcnn"]
+        concrete = fn.get_concrete_function(inputs)  # traced, not run: its one call is minutes
+        times = {"rcnn": [], **times}
+        for _ in range(max(1, args.rcnn_repeats)):
+            start = time.perf_counter()
+            concrete(inputs)
+            times["rcnn"].append(1000.0 * (time.perf_counter() - start))
     print(f"VGG-16 (random weights), {args.image_size} px, batch 1, Keras detect, median of {args.repeats}; "
           f"selective search (fast, one core) on a 500 x 375 photograph: {search_ms:.0f} ms for "
           f"{args.proposals} proposal slots")
@@ -106,6 +120,11 @@ def main(argv=None):
                                    "with_proposals_ms": with_search}
         print(f"| {name} | {median:.0f} ({min(values):.0f}-{max(values):.0f}) | {with_search:.0f} | "
               f"{slowest / median:.1f}x |")
+    import resource  # noqa: PLC0415
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
+    results["peak_rss_gib"] = peak
+    print(f"peak resident memory of this process ({', '.join(contenders)}): {peak:.2f} GiB")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
