@@ -85,3 +85,42 @@ def _save(detector, tmp_path):
     path = str(tmp_path / "model.keras")
     detector.save(path)
     return path
+
+
+def test_closest_scale_is_the_papers_rule():
+    """Each window is pooled at the scale where it covers closest to 224 x 224 pixels."""
+    rois = tf.constant([[[0.0, 0.0, 0.5, 0.5],      # 224 px a side at 448: scale 448
+                         [0.0, 0.0, 0.2, 0.2],      # 96 px at 480, 240 at 1200: the largest
+                         [0.0, 0.0, 1.0, 1.0],      # the whole image: the smallest scale
+                         [0.0, 0.0, 0.25, 1.0]]])   # 0.25 of the area: 224 px a side at 448
+    got = frcnn.closest_scale(rois, (224, 448, 1200)).numpy()
+    assert got.tolist() == [[1, 2, 0, 1]]
+
+
+def test_the_multi_scale_test_pools_each_window_from_its_scale(tmp_path):
+    """With ``test_scales``, a window's pooled vector is the single-scale model's at the
+    scale the rule picks; the TFLite file agrees."""
+    from tfzoo.export import export_tflite, load_model
+
+    keras.utils.set_random_seed(0)
+    multi = _tiny(test_scales=(64, 448))
+    single = _tiny(image_size=448)
+    single.set_weights(multi.get_weights())  # the same layers and weights at one scale
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
+    rois = np.zeros((1, 24, 4), np.float32)
+    rois[0, 0] = [0.1, 0.1, 0.6, 0.6]  # 224 px a side at 448: pooled at 448
+    rois[0, 1] = [0.0, 0.0, 1.0, 1.0]  # 64 px at 64, 448 at 448: pooled at 64
+    x = {"images": image, "proposals": rois}
+    pooled = multi.stage_features(x)["pool5"].numpy()
+    at_448 = single.stage_features({"images": tf.image.resize(image, (448, 448)).numpy(),
+                                    "proposals": rois})["pool5"].numpy()
+    same = _tiny()  # the same weights at the input size
+    same.set_weights(multi.get_weights())
+    np.testing.assert_allclose(pooled[0, 0], at_448[0, 0], atol=1e-4)
+    np.testing.assert_allclose(pooled[0, 1], same.stage_features(x)["pool5"].numpy()[0, 1], atol=1e-4)
+    model = load_model(export_tflite(multi, str(tmp_path / "multi.tflite"), raw_outputs=True))
+    np.testing.assert_allclose(model.raw_outputs(x)[frcnn.CLASS_LOGITS], multi(x)[frcnn.CLASS_LOGITS].numpy(),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="test_scales"):
+        MODELS["spp_net"].config.replace(test_scales=(16,))

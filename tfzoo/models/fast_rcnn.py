@@ -132,9 +132,16 @@ class FastRCNN(Detector):
             trunk.trainable = False
         images = keras.Input((size, size, 3), name="images")
         proposal_input = keras.Input((config.max_proposals, 4), name="proposals")
-        features = trunk(normalize(images))[config.feature]
+        normalized = normalize(images)
+        features = trunk(normalized)[config.feature]
         proposals = keras.layers.Identity(name="proposal_boxes", dtype="float32")(proposal_input)
-        class_logits, box_deltas, pooled, fc7 = frcnn._roi_head([features], proposals, config, return_features=True)
+        maps = [features]
+        scales = tuple(getattr(config, "test_scales", ()))
+        if scales:  # SPP-Net's multi-scale test: the convolutions once per scale, each window from one
+            trunk.input_spec = None  # the same layers on the other sizes
+            maps = [features if scale == size else trunk(keras.layers.Resizing(
+                scale, scale, name=f"scale_{scale}")(normalized))[config.feature] for scale in scales]
+        class_logits, box_deltas, pooled, fc7 = frcnn._roi_head(maps, proposals, config, return_features=True)
         inputs = {"images": images, "proposals": proposal_input}
         outputs = {FEATURES: features, frcnn.PROPOSALS: proposals, frcnn.CLASS_LOGITS: class_logits,
                    frcnn.BOX_DELTAS: box_deltas}

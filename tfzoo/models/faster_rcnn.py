@@ -329,23 +329,45 @@ class SPPPool(keras.layers.Layer):
     builtin-only crop when traced for a TFLite file. Float32 under :func:`float_section`
     (an int8 export quantizes the pooled vectors only)."""
 
-    def __init__(self, levels=(6, 3, 2, 1), grid=13, **kwargs):
+    def __init__(self, levels=(6, 3, 2, 1), grid=13, scales=(), **kwargs):
         super().__init__(**kwargs)
         self.levels = tuple(int(n) for n in levels)
         self.grid = int(grid)
+        self.scales = tuple(int(s) for s in scales)
 
     def call(self, features, rois):
+        """``features``: one map, or with ``scales`` one map per scale (the image resized to
+        ``scales[i]`` a side): each RoI is pooled from the scale where its window is closest
+        to 224 x 224 pixels (the paper's multi-scale test, :func:`closest_scale`)."""
+        maps = list(features) if isinstance(features, (list, tuple)) else [features]
         with float_section():
-            pooled = roi_ops.roi_spatial_pyramid_pool(float_barrier(features), float_barrier(rois), self.levels,
-                                                      self.grid, builtin=roi_ops.use_builtin_crops())
+            rois = float_barrier(rois)
+            pooled = [roi_ops.roi_spatial_pyramid_pool(float_barrier(m), rois, self.levels, self.grid,
+                                                       builtin=roi_ops.use_builtin_crops()) for m in maps]
+            if len(pooled) > 1:
+                chosen = closest_scale(rois, self.scales)  # [B, R]
+                pooled = tf.gather(tf.stack(pooled, axis=2), chosen, batch_dims=2)  # [B, R, S, D] -> [B, R, D]
+            else:
+                pooled = pooled[0]
             pooled = float_exit(pooled)
         return tf.cast(pooled, self.compute_dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
-        return (rois_shape[0], rois_shape[1], features_shape[-1] * sum(n * n for n in self.levels))
+        first = features_shape[0] if isinstance(features_shape, (list, tuple)) and isinstance(
+            features_shape[0], (list, tuple)) else features_shape
+        return (rois_shape[0], rois_shape[1], first[-1] * sum(n * n for n in self.levels))
 
     def get_config(self):
-        return {**super().get_config(), "levels": self.levels, "grid": self.grid}
+        return {**super().get_config(), "levels": self.levels, "grid": self.grid, "scales": self.scales}
+
+
+def closest_scale(rois, scales, pixels=224.0 * 224.0):
+    """int32 ``[B, R]``: for each normalized RoI ``[B, R, 4]``, the index of the scale (an
+    image side in pixels, of ``scales``) at which its window has the number of pixels
+    closest to ``pixels`` (SPP-Net's multi-scale test, He et al. 2014, sec. 4: 224 x 224)."""
+    area = tf.maximum(rois[..., 2] - rois[..., 0], 0.0) * tf.maximum(rois[..., 3] - rois[..., 1], 0.0)
+    sides = tf.constant([float(s) ** 2 for s in scales], tf.float32)
+    return tf.cast(tf.argmin(tf.abs(area[..., None] * sides - pixels), axis=-1), tf.int32)
 
 
 def anchors_of(map_size, image_size, stride, ratios, scales):
@@ -576,13 +598,14 @@ def _roi_head(features, rois, config, model=None, return_features=False):
     fpn = getattr(config, "fpn", False)  # Fast R-CNN's config has no pyramid
     spp_levels = tuple(getattr(config, "spp_levels", ()))  # SPP-Net's pyramid instead of the 7 x 7 grid
     if spp_levels:
-        pool = layer("roi_pool", lambda: SPPPool(spp_levels, config.spp_grid, name="roi_pool"))
+        pool = layer("roi_pool", lambda: SPPPool(spp_levels, config.spp_grid, getattr(config, "test_scales", ()),
+                                                 name="roi_pool"))
         width = sum(n * n for n in spp_levels) * int(features[0].shape[-1])
     else:
         pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
                                                  config.roi_levels if fpn else None, name="roi_pool"))
         width = config.roi_size * config.roi_size * int(features[0].shape[-1])
-    x = pool(features if fpn else features[0], rois)
+    x = pool(features if fpn or len(features) > 1 else features[0], rois)  # FPN's levels, SPP-Net's scales
     x = pooled = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, D]
     ranks = tuple(getattr(config, "head_svd", ()))  # Fast R-CNN's truncated SVD (fast_rcnn.truncated_svd)
     for i, units in enumerate(config.head_fc):

@@ -16,6 +16,12 @@ linear SVMs on the fine-tuned fc7 features with hard-negative mining, then ridge
 regression on the pooled features; until they have run, the fine-tuned softmax scores and
 the smooth L1 deltas learned beside it (Fast R-CNN's multi-task loss) serve.
 
+The paper's multi-scale test is an option (``test_scales``, e.g. ``--set
+test_scales=[480,576,688,864,1200]``): the image is resized to each side, the
+convolutions run once per scale, and each window is pooled from the scale where it covers
+the number of pixels closest to 224 x 224 (:func:`tfzoo.models.faster_rcnn.closest_scale`);
+single scale (``image_size``) by default, as the paper's training.
+
 Presets:
 
 - ``spp_net``: VGG-16 (ImageNet weights for users; the paper's ZF-5 is not in tfzoo),
@@ -46,6 +52,11 @@ class SPPNetConfig(stages.StagedConfig):
     image_size: int = 672
     spp_levels: tuple[int, ...] = (6, 3, 2, 1)  # the paper's 50 bins for detection
     spp_grid: int = 13  # each window cropped to grid x grid before the pyramid
+    # The paper's multi-scale test (sec. 4): () single scale (image_size); else the image
+    # resized to each side here (e.g. the paper's (480, 576, 688, 864, 1200)), the
+    # convolutions run on each, and each window pooled from the scale where it is closest
+    # to 224 x 224 pixels. Training stays at image_size.
+    test_scales: tuple[int, ...] = ()
     freeze_backbone: bool = True  # the paper fine-tunes the fully connected layers only
     roi_samples: int = 128  # 2 images x 128 = the paper's 256 RoIs per mini-batch, 25 % foreground
     # --- the paper's fine-tuning: 1e-4 for 250k mini-batches, then 1e-5 for 50k (2 images
@@ -58,6 +69,8 @@ class SPPNetConfig(stages.StagedConfig):
         super().__post_init__()
         if not self.spp_levels or min(self.spp_levels) < 1:
             raise ValueError(f"spp_levels must be positive pyramid sizes, got {self.spp_levels}")
+        if self.test_scales and (min(self.test_scales) < 32 or len(set(self.test_scales)) != len(self.test_scales)):
+            raise ValueError(f"test_scales must be distinct image sides of at least 32 pixels, got {self.test_scales}")
         if self.spp_grid < max(self.spp_levels):
             raise ValueError(f"spp_grid {self.spp_grid} is smaller than the finest level {max(self.spp_levels)}")
 

@@ -42,6 +42,8 @@ from tfzoo.ops import boxes as box_ops
 FEATURE_NORM = 20.0
 #: Of the time left to the stages, the share feature caching may take (the rest trains).
 EXTRACT_SHARE = 0.7
+#: Feature caching reads images for at least this long, even past the deadline.
+MIN_EXTRACT_SECONDS = 60.0
 #: Windows per SVM optimizer step.
 SVM_BATCH = 256
 
@@ -93,13 +95,14 @@ def feature_cache(detector, examples, deadline=None, progress=False, seed=0):
     """The :class:`FeatureCache` of ``detector`` on ``examples`` (canonical examples with
     proposals), computed once and kept on the detector until :func:`drop_feature_cache`.
     With a ``deadline`` (``time.monotonic()``), images stop being read once
-    :data:`EXTRACT_SHARE` of the time left has passed (the cache says how many it holds)."""
+    :data:`EXTRACT_SHARE` of the time left has passed, or :data:`MIN_EXTRACT_SECONDS` if
+    more (the cache and the stage's figures say how many images it holds)."""
     cached = detector.__dict__.get("_stage_cache")
     if cached is not None:
         return cached
     config = detector.config
     started = time.monotonic()
-    stop_at = None if deadline is None else started + EXTRACT_SHARE * max(deadline - started, 0.0)
+    stop_at = None if deadline is None else started + max(EXTRACT_SHARE * (deadline - started), MIN_EXTRACT_SECONDS)
     rows = config.max_proposals
     total = int(examples.cardinality()) if int(examples.cardinality()) >= 0 else None
     features = tf.function(detector.stage_features, reduce_retracing=True)
@@ -245,7 +248,9 @@ def train_svms(cache, config, deadline=None, progress=False, seed=0):
         rounds = round_number
         if round_number == config.svm_rounds or (deadline is not None and time.monotonic() > deadline):
             break
-        scores = model.predict(x.astype(np.float32), batch_size=4096, verbose=0)
+        kernel, bias = model.layers[-1].get_weights()
+        scores = np.concatenate([x[i:i + 65536].astype(np.float32) @ kernel + bias
+                                 for i in range(0, len(x), 65536)])  # in slices: no float32 copy of the cache
         hard = (labels < 0) & (scores > config.svm_hard_score) & ~active
         added.append(int(hard.sum()))
         if progress:
