@@ -18,7 +18,7 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
            "bench_standins.py": "--label", "probe_classes.py": "agnostic",
            "bench_roi_crops.py": "--rois", "bench_proposals.py": "--size", "bench_svd.py": "--trained-ranks",
-           "bench_generations.py": "--rpn-proposals"}
+           "bench_generations.py": "--rpn-proposals", "bench_rcnn_memory.py": "--formats"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
@@ -316,3 +316,13 @@ def test_generations_benchmark_tiny_run(tmp_path):
     faster = result["models"]["faster_rcnn"]
     assert faster["with_proposals_ms"] == faster["median_ms"]  # its proposals are inside
     assert "not registered yet: yolo9" in proc.stdout
+
+
+def test_rcnn_memory_benchmark_tiny_run(tmp_path):
+    out = tmp_path / "memory.json"
+    proc = _run(str(BENCHMARKS / "bench_rcnn_memory.py"), "--tiny", "--num-classes", "3", "--formats",
+                "keras,tflite", "--json", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result) == {"keras", "tflite"}
+    assert all(row["peak_gib"] >= row["before_gib"] > 0 and row["seconds"] > 0 for row in result.values())

@@ -63,11 +63,16 @@ def test_each_window_is_its_own_warp_and_chunks_change_nothing():
     np.testing.assert_allclose(chunked, whole, atol=1e-4)
     alone = cnn(images[1:], rois[1:, 7:8]).numpy()
     np.testing.assert_allclose(alone[0, 0], chunked[1, 7], atol=1e-4)
-    # the warp: a crop of the image's own pixels, the box in the middle (a uniform image
-    # inside a window reads the same everywhere)
-    flat = np.full((1, 64, 64, 3), 100.0, np.float32)
-    crops = cnn(flat, np.array([[[0.25, 0.25, 0.75, 0.75], [0.3, 0.1, 0.7, 0.4]]], np.float32)).numpy()
-    np.testing.assert_allclose(crops[0, 0], crops[0, 1], atol=1e-4)
+    # the warp: with no context, a window over the whole image at the image's own size is
+    # the image itself through the CNN
+    plain = rcnn.WarpedCNN("resnet10", 64, 0, 4, alpha=0.25)
+    window = plain(images[:1], np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32)).numpy()
+    direct = plain.trunk(plain.normalize(images[:1]))["C5"].numpy().reshape(1, -1)
+    np.testing.assert_allclose(window[0], direct, atol=1e-4)
+    # ... and 16 px of context (of 64) shrink it to the middle half: another crop
+    wide = rcnn.WarpedCNN("resnet10", 64, 16, 4, alpha=0.25)
+    wide.set_weights(plain.get_weights())
+    assert np.abs(wide(images[:1], np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32)).numpy()[0] - direct).max() > 1e-3
 
 
 def test_fine_tuning_learns_the_windows_and_stages_are_off_until_trained():
@@ -145,13 +150,14 @@ def test_svms_separate_the_classes_and_mining_adds_the_hard_negatives():
     cache = _cache(np.random.default_rng(0))
     config = MODELS["rcnn_mobile"].config.replace(num_classes=2, svm_initial_negatives=50, svm_rounds=2,
                                                   svm_steps=300, svm_l2=1e-4)
-    kernel, bias, figures = stage_ops.train_svms(cache, config)
+    kernel, bias, ready, figures = stage_ops.train_svms(cache, config)
     assert figures["hard_negatives"] > 0 and figures["mining_rounds"] >= 1 and figures["positives"] == 60
+    assert ready.tolist() == [1.0, 1.0]
     scores = cache.fc7.astype(np.float32) / 2.0 @ kernel + bias  # the kernel applies to unscaled features
     for c in range(2):
         assert scores[cache.labels[:, c] > 0, c].min() > scores[cache.labels[:, c] < 0, c].max()
     # without mining, the 50 random negatives seldom hold the hard ones: they score higher
-    lazy, lazy_bias, _ = stage_ops.train_svms(cache, config.replace(svm_rounds=0))
+    lazy, lazy_bias, _, _ = stage_ops.train_svms(cache, config.replace(svm_rounds=0))
     hard = slice(len(cache.fc7) - 20, None)
     assert (cache.fc7[hard].astype(np.float32) / 2.0 @ lazy + lazy_bias).max() > scores[hard].max()
 
@@ -166,7 +172,8 @@ def test_ridge_stage_learns_each_classs_deltas():
                                    ridge_classes=classes, ridge_targets=targets.astype(np.float32), fc7_scale=1.0,
                                    pool5_scale=4.0, images=1, total_images=1, seconds=0.0)
     config = MODELS["rcnn_mobile"].config.replace(num_classes=3, ridge_lambda=1e-3)
-    kernel, bias, figures = stage_ops.fit_ridge(cache, config)
+    kernel, bias, ready, figures = stage_ops.fit_ridge(cache, config)
+    assert ready.tolist() == [1.0] * 4 + [0.0] * 4 + [1.0] * 4  # class 1 keeps fit's boxes
     assert figures["ridge_classes"] == 2 and figures["ridge_relative_residual"] < 1e-3
     unscaled = x.astype(np.float64) / 4.0
     np.testing.assert_allclose(unscaled[:100] @ kernel[:, 0:4] + bias[0:4], targets[:100], atol=2e-3)
@@ -199,9 +206,13 @@ def test_tfzoo_train_runs_fit_svm_and_bbox_and_resumes_between_them(tmp_path, mo
     saved = keras.saving.load_model(tmp_path / "run" / T.MODEL_FILE)
     assert saved.get_layer("svm").is_ready and not saved.get_layer("bbox_ridge").is_ready
     monkeypatch.setattr(stages.StagesMixin, "train_stage_bbox", original)
+    svm_figures = state["stages"]["svm"]
     result = T.train("rcnn_mobile", "shapes:8", epochs=1, resume=True, **run)
     state = json.loads((tmp_path / "run" / T.STATE_FILE).read_text())
     assert result.finished and set(state["stages"]) == {"svm", "bbox"} and result.steps == 2
+    assert state["stages"]["svm"] == svm_figures  # done before the interruption: not run again
+    assert state["stages"]["svm"]["images"] == state["stages"]["svm"]["train_images"] == 8
+    assert any((tmp_path / "run" / "logs" / "stages").iterdir())  # the stages' figures in TensorBoard
     assert {"AP", "AP50"} <= set(result.metrics)
     detector = keras.saving.load_model(tmp_path / "run" / T.MODEL_FILE)
     assert detector.get_layer("svm").is_ready and detector.get_layer("bbox_ridge").is_ready
@@ -209,5 +220,47 @@ def test_tfzoo_train_runs_fit_svm_and_bbox_and_resumes_between_them(tmp_path, mo
     x, _ = next(iter(tfzoo.data.pipeline(data, detector, 1, training=False)))
     out = detector(x)
     fc7 = detector.stage_features(x)["fc7"]
-    kernel, bias, _ = detector.get_layer("svm").get_weights()
+    kernel, bias, ready = detector.get_layer("svm").get_weights()
+    assert ready.shape == (5,)  # the shapes classes
     np.testing.assert_allclose(out[stages.CLASS_SCORES], tf.sigmoid(fc7 @ kernel + bias), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_training_further_resets_the_stages_and_runs_them_again(tmp_path, monkeypatch):
+    """A finished run trained for more epochs: the SVMs and ridge no longer fit the new
+    features, so they are reset before fit (the softmax serves meanwhile) and learned again."""
+    from tfzoo import train as T
+
+    settings = [f"{k}={json.dumps(v)}" for k, v in rcnn.RCNN.tiny.items() if k not in ("image_size", "num_classes")]
+    settings += ["svm_steps=5", "svm_rounds=0"]
+    run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_split=None,
+               diagnostics=False, verbose=0)
+    first = T.train("rcnn_mobile", "shapes:8", epochs=1, **run)
+    assert first.finished and first.detector.get_layer("svm").is_ready
+    seen = []
+    original = stages.StagesMixin.train_stage_svm
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.get_layer("svm").is_ready or self.get_layer("bbox_ridge").is_ready)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(stages.StagesMixin, "train_stage_svm", spy)
+    again = T.train("rcnn_mobile", "shapes:8", epochs=2, resume=True, **run)
+    assert again.finished and again.steps == 4 and seen == [False]  # reset before the stage ran again
+    state = json.loads((tmp_path / "run" / T.STATE_FILE).read_text())
+    assert set(state["stages"]) == {"svm", "bbox"} and again.detector.get_layer("bbox_ridge").is_ready
+
+
+def test_the_feature_cache_stays_under_its_budget_and_keeps_the_ground_truth():
+    rng = np.random.default_rng(0)
+    parts = stage_ops._Parts(budget=40_000, rng=rng)
+    for image in range(1, 11):  # per image: 3 ground-truth rows kept, 500 negatives that may be sampled
+        gt = np.full((3, 10), image, np.float16)
+        negatives = np.full((500, 10), -image, np.float16)
+        parts.add((gt, np.ones(3)), (negatives, -np.ones(500)))
+        assert parts.bytes <= parts.budget  # halved as soon as it would go over
+    rows, labels = parts.joined(2)
+    assert rows.nbytes + labels.nbytes <= 40_000 and len(rows) < 10 * 503
+    for image in range(1, 11):  # every image keeps its ground truth and some of its negatives
+        assert (rows == image).all(axis=1).sum() == 3
+        assert 0 < (rows == -image).all(axis=1).sum() <= 500

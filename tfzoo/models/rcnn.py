@@ -8,10 +8,13 @@ proposal-based detector of :mod:`tfzoo.models.base`):
 - :class:`WarpedCNN` (sec. 2.1 and appendix A): each proposal dilated so that ``warp_context``
   pixels of context surround it at the warped size (16 of 224), warped anisotropically to
   ``warp_size x warp_size`` (bilinear, :func:`tfzoo.ops.roi.aligned_crops` on the normalized
-  image, so that context past the image edge reads the mean), then the backbone up to its
-  last map (VGG-16's pool5, 7 x 7 x 512), flattened. At inference the windows go through
-  the CNN ``warp_chunk`` at a time inside a ``tf.while_loop``, so that peak memory is one
-  chunk's, whatever ``max_proposals`` is (the TFLite file: a ``WHILE`` builtin).
+  image: context past the input's edge reads 0, the ImageNet mean for VGG-16's caffe
+  normalization; past a letterboxed image's edge it reads the padding), then the backbone
+  up to its last map (VGG-16's pool5, 7 x 7 x 512), flattened. At inference the windows go
+  through the CNN ``warp_chunk`` at a time inside a ``tf.while_loop``, so that the CNN's
+  activations are one chunk's whatever ``max_proposals`` is; a TFLite file runs the chunks
+  one after another in its graph (TFLite's int8 quantizer cannot calibrate a ``WHILE``
+  holding the CNN), its memory planner reusing one chunk's activations for the next.
 - fc6 / fc7 (``head_fc``; VGG-16's own with ImageNet weights) and the K + 1 softmax
   (background last) fine-tuned with ``model.fit``.
 - :class:`StageScores` and :class:`StageBoxes`: the SVMs on fc7 and the ridge regressors on
@@ -89,6 +92,9 @@ class RCNNConfig(stages.StagedConfig):
             raise ValueError(f"warp_context {self.warp_context} leaves no box inside a {self.warp_size} px warp")
         if self.warp_chunk < 1:
             raise ValueError(f"warp_chunk must be >= 1, got {self.warp_chunk}")
+        if self.head_svd:
+            raise ValueError("head_svd (truncated SVD, tfzoo export --svd) is Fast R-CNN's and SPP-Net's: R-CNN's "
+                             "time goes to its per-window CNN, not to fc6/fc7")
 
 
 PRESETS = {
@@ -158,11 +164,11 @@ class WarpedCNN(keras.layers.Layer):
 
         def body(i, out):
             window = self._windows(images, padded[:, i * self.chunk:(i + 1) * self.chunk], training)
-            hot = tf.cast(tf.reshape(tf.one_hot(i, chunks), [1, chunks, 1, 1]), window.dtype)
-            return i + 1, out + hot * window[:, None]  # [B, chunks, chunk, D]: one chunk written per pass
+            return i + 1, out.write(i, window)  # [B, chunk, D]
 
-        out = tf.zeros([batch, chunks, self.chunk, self.dim], self.compute_dtype)
+        out = tf.TensorArray(self.compute_dtype, size=chunks, element_shape=[None, self.chunk, self.dim])
         _, out = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), out), parallel_iterations=1)
+        out = tf.transpose(out.stack(), [1, 0, 2, 3])  # [chunks, B, chunk, D] -> [B, chunks, chunk, D]
         return tf.reshape(out, [batch, chunks * self.chunk, self.dim])[:, :num_rois]
 
     def compute_output_shape(self, images_shape, rois_shape):
@@ -215,7 +221,8 @@ class RCNN(stages.StagesMixin, Detector):
         model.__dict__["_trunk"] = keras.Model(inputs, {"images": images, frcnn.PROPOSALS: proposals})
         model.__dict__["_features"] = keras.Model(inputs, {stages.POOL5: pool5, stages.FC7: fc7})
         model.__dict__["_head"] = None
-        if config.backbone == "vgg16" and config.backbone_weights == "imagenet" and frcnn._vgg16_head_fits(config):
+        if (config.backbone == "vgg16" and config.backbone_weights == "imagenet" and frcnn._vgg16_head_fits(config)
+                and cnn.dim == 7 * 7 * 512):  # pool5 of a 224 px warp: VGG-16's fc6 input
             from tfzoo.backbones.applications import _application  # noqa: PLC0415
 
             frcnn.load_vgg16_head(model, _application("VGG16", "imagenet", None, include_top=True))
@@ -240,6 +247,8 @@ class RCNN(stages.StagesMixin, Detector):
         return super().call(inputs, training=training, mask=mask)
 
     def compute_losses(self, targets, outputs):
+        """``roi_cls_loss`` of the windows sampled among ``outputs``' proposals (the training
+        forward pass's outputs: ``{"images", "proposals"}``, not the inference graph's)."""
         proposals = tf.cast(outputs[frcnn.PROPOSALS], tf.float32)
         num_proposals = tf.reduce_sum(tf.cast(box_ops.valid_mask(proposals), tf.int32), axis=-1)  # [B]
         head = self._roi_head_model()

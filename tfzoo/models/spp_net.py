@@ -55,7 +55,8 @@ class SPPNetConfig(stages.StagedConfig):
     # The paper's multi-scale test (sec. 4): () single scale (image_size); else the image
     # resized to each side here (e.g. the paper's (480, 576, 688, 864, 1200)), the
     # convolutions run on each, and each window pooled from the scale where it is closest
-    # to 224 x 224 pixels. Training stays at image_size.
+    # to 224 x 224 pixels. Training stays at image_size. The scales resize the model's
+    # input (image_size a side): sides above it upsample rather than add detail.
     test_scales: tuple[int, ...] = ()
     freeze_backbone: bool = True  # the paper fine-tunes the fully connected layers only
     roi_samples: int = 128  # 2 images x 128 = the paper's 256 RoIs per mini-batch, 25 % foreground

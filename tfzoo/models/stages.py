@@ -2,14 +2,18 @@
 appendix B/C; He et al. 2014, sec. 4), as parts of the graph:
 
 - :class:`StageScores` (layer ``svm``): per-class linear SVMs on fc7, ``class_scores =
-  sigmoid(fc7 W + b)`` (the sigmoid keeps the SVMs' order and puts the scores in [0, 1]
-  for the score threshold); before the ``svm`` stage has run, the fine-tuned softmax's.
+  sigmoid(fc7 W + b)`` (the sigmoid keeps each SVM's order, which is all per-class AP and
+  NMS read, and puts the scores in [0, 1]; a window on the SVM's margin, score -1, gets
+  0.27, so most windows pass the 0.05 score threshold and the top ``max_detections``
+  after NMS decide); before the ``svm`` stage has run, the fine-tuned softmax's.
 - :class:`StageBoxes` (layer ``bbox_ridge``): per-class ridge regression from pool5 to the
   box deltas ``[B, R, 4 K]``; before the ``bbox`` stage has run, the deltas the network
   learned in ``fit`` (SPP-Net's smooth L1) or none (R-CNN: the proposals as they are).
 
-Each layer holds a non-trainable ``ready`` flag that its stage sets with the weights, so a
-checkpoint, a SavedModel and a TFLite file say by themselves which scores they serve. The
+Each layer holds a non-trainable ``ready`` mask, one flag per output, that its stage sets
+with the weights (a class without training windows keeps the softmax's scores and fit's
+boxes), so a checkpoint, a SavedModel and a TFLite file say by themselves which scores
+they serve; ``fit`` training further resets both (:meth:`StagesMixin.reset_stages`). The
 stages themselves (feature caching, hard-negative mining, ridge) are
 :mod:`tfzoo.train.stages`; :class:`StagesMixin` wires them as ``train_stage_svm`` and
 ``train_stage_bbox`` (:attr:`tfzoo.models.base.Detector.stages`).
@@ -45,10 +49,11 @@ class StagedConfig(FastRCNNConfig):
     svm_hard_score: float = -1.0  # a negative scoring above this joins the training set
     svm_initial_negatives: int = 4096  # random negatives of the first round
     svm_steps: int = 500  # optimizer steps (256 windows each, Adam 0.01) per round, at least one epoch
-    stage_cache_gib: float = 2.0  # memory for the cached features (negatives subsampled beyond it)
+    stage_cache_gib: float = 2.0  # memory for the cached fc7 rows (negatives subsampled beyond it)
     # --- ridge box regression on pool5 (appendix C) ---
     ridge_iou: float = 0.6  # proposals with IoU above this with a box learn its deltas
     ridge_lambda: float = 1000.0
+    ridge_max_windows: int = 4096  # per class (a random subset beyond), which bounds the solve
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,12 +62,13 @@ class StagedConfig(FastRCNNConfig):
                              f"{self.ridge_iou})")
         if self.svm_rounds < 0 or self.svm_steps < 1 or self.svm_initial_negatives < 1:
             raise ValueError("svm_rounds >= 0, svm_steps >= 1 and svm_initial_negatives >= 1 are needed")
-        if self.ridge_lambda < 0 or self.svm_l2 < 0 or self.stage_cache_gib <= 0:
-            raise ValueError("ridge_lambda and svm_l2 must be >= 0, stage_cache_gib > 0")
+        if self.ridge_lambda < 0 or self.svm_l2 < 0 or self.stage_cache_gib <= 0 or self.ridge_max_windows < 1:
+            raise ValueError("ridge_lambda and svm_l2 must be >= 0, stage_cache_gib > 0, ridge_max_windows >= 1")
 
 
 class _StageLayer(keras.layers.Layer):
-    """A linear map set by a stage (non-trainable ``kernel [D, units]``, ``bias``, ``ready``)."""
+    """A linear map set by a stage (non-trainable ``kernel [D, units]``, ``bias [units]``,
+    ``ready [units]``: 1 where the stage's output serves, 0 where the fallback does)."""
 
     def __init__(self, units, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -73,18 +79,24 @@ class _StageLayer(keras.layers.Layer):
         self.kernel = self.add_weight(shape=(int(dim), self.units), initializer="zeros", trainable=False,
                                       name="kernel")
         self.bias = self.add_weight(shape=(self.units,), initializer="zeros", trainable=False, name="bias")
-        self.ready = self.add_weight(shape=(), initializer="zeros", trainable=False, name="ready")
+        self.ready = self.add_weight(shape=(self.units,), initializer="zeros", trainable=False, name="ready")
 
     def _linear(self, features):
         return tf.matmul(tf.cast(features, tf.float32), self.kernel) + self.bias
 
-    def set_stage(self, kernel, bias):
-        """Sets the stage's weights and marks it ready."""
-        self.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32), np.float32(1.0)])
+    def set_stage(self, kernel, bias, ready=None):
+        """Sets the stage's weights; ``ready [units]`` (default: all) where they serve."""
+        ready = np.ones(self.units, np.float32) if ready is None else np.asarray(ready, np.float32)
+        self.set_weights([np.asarray(kernel, np.float32), np.asarray(bias, np.float32), ready])
+
+    def reset(self):
+        """Back to the fallback everywhere (zero weights, nothing ready)."""
+        self.set_weights([np.zeros(w.shape, np.float32) for w in self.weights])
 
     @property
     def is_ready(self):
-        return bool(keras.ops.convert_to_numpy(self.ready) > 0.5)
+        """Whether the stage serves any output."""
+        return bool(np.any(keras.ops.convert_to_numpy(self.ready) > 0.5))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -143,6 +155,11 @@ class StagesMixin:
     #: The share of ``tfzoo train --minutes`` kept for the stages after ``fit``.
     stage_share = 0.2
 
+    def reset_stages(self):
+        """Both stages back to the fallback (``fit`` is about to change the features)."""
+        for name in ("svm", "bbox_ridge"):
+            self.get_layer(name).reset()
+
     def stage_features(self, inputs):
         """``{"pool5" [B, R, D5], "fc7" [B, R, D7]}`` of model ``inputs`` (inference mode)."""
         return self.__dict__["_features"](inputs, training=False)
@@ -151,15 +168,16 @@ class StagesMixin:
         from tfzoo.train import stages as stage_ops  # noqa: PLC0415
 
         cache = stage_ops.feature_cache(self, examples, deadline=deadline, progress=progress)
-        kernel, bias, figures = stage_ops.train_svms(cache, self.config, deadline=deadline, progress=progress)
-        self.get_layer("svm").set_stage(kernel, bias)
+        kernel, bias, ready, figures = stage_ops.train_svms(cache, self.config, deadline=deadline,
+                                                           progress=progress)
+        self.get_layer("svm").set_stage(kernel, bias, ready)
         return figures
 
     def train_stage_bbox(self, examples, config, deadline=None, progress=False):
         from tfzoo.train import stages as stage_ops  # noqa: PLC0415
 
         cache = stage_ops.feature_cache(self, examples, deadline=deadline, progress=progress)
-        kernel, bias, figures = stage_ops.fit_ridge(cache, self.config)
-        self.get_layer("bbox_ridge").set_stage(kernel, bias)
+        kernel, bias, ready, figures = stage_ops.fit_ridge(cache, self.config)
+        self.get_layer("bbox_ridge").set_stage(kernel, bias, ready)
         stage_ops.drop_feature_cache(self)
         return figures

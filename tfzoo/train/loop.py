@@ -463,8 +463,22 @@ def _run_stages(run, train_set, config, verbose, deadline=None):
         done[name] = {**figures, "seconds": seconds}
         run.metrics_step = None  # the weights changed without an optimizer step: evaluate again
         run.checkpoint(int(run.state["epoch"]))
+        _log_stage(run, name, figures)
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
         _info(verbose, f"stage {number}/{len(names)} {name}: {shown or 'done'} ({seconds:.1f} s)")
+
+
+def _log_stage(run, name, figures):
+    """A stage's figures as TensorBoard scalars (``logs/stages``: ``<stage>/<figure>`` at the
+    run's step), beside fit's losses; nothing without the tensorboard package."""
+    if not run.dir.chief or importlib.util.find_spec("tensorboard") is None:
+        return
+    writer = tf.summary.create_file_writer(os.path.join(run.dir.path(LOGS_DIR), "stages"))
+    with writer.as_default():
+        for key, value in figures.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                tf.summary.scalar(f"{name}/{key}", float(value), step=int(run.state.get("step", 0)))
+    writer.close()
 
 
 def _save_on_interrupt(run, checkpoint, nan_guard, steps_per_epoch):
@@ -545,10 +559,25 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
          seed, verbose, dist, extra_callbacks, started, max_epochs, cache=False, checkpoint_minutes=None):
     detector = run.detector
     stage_deadline = None
-    if minutes is not None and len(type(detector).stages) > 1:
-        # The stages after fit run inside the same budget: fit gets the rest of it.
-        stage_deadline = time.monotonic() + 60.0 * minutes
-        minutes = minutes * (1.0 - float(getattr(type(detector), "stage_share", 0.0)))
+    staged = len(type(detector).stages) > 1
+    if staged:
+        # The stages after fit run inside the same budget (--minutes, or a caller's
+        # TimeBudget such as the demo's): fit gets the rest of it.
+        share = float(getattr(type(detector), "stage_share", 0.0))
+        now = time.monotonic()
+        if minutes is not None:
+            stage_deadline = now + 60.0 * minutes
+            minutes = minutes * (1.0 - share)
+        for callback in extra_callbacks:
+            if isinstance(callback, TimeBudget) and callback.deadline > now:
+                stage_deadline = min(stage_deadline or callback.deadline, callback.deadline)
+                callback.deadline = now + (callback.deadline - now) * (1.0 - share)
+        if initial_epoch < planned and run.state.get("stages"):
+            # fit trains further: the stages' weights no longer fit its features; they serve
+            # nothing (the softmax and fit's boxes do) until the stages run again.
+            detector.reset_stages()
+            run.state["stages"] = {}
+            run.write_state()
     # A resumed run draws a new data order rather than repeating its first epochs'.
     batches = tfzoo.data.pipeline(train_set, detector, config.batch_size, training=True,
                                   seed=seed + initial_epoch, cache=cache).repeat()
@@ -651,9 +680,8 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         _info(verbose, f"training stopped: {stopped}; resume to finish the schedule")
     if optimizer_step(detector) != int(run.state["step"]):
         run.checkpoint(completed)
-    if history and run.state.get("stages"):  # fit trained further: the stages learn again from its features
-        run.state["stages"] = {}
-    if finished or (budget is not None and budget.stopped):  # a spent budget still gets its stages
+    spent = any(isinstance(c, TimeBudget) and c.stopped for c in [budget, *extra_callbacks] if c is not None)
+    if finished or (staged and spent and nan_guard.stopped is None):  # a spent budget still gets its stages
         _run_stages(run, train_set, config, verbose, stage_deadline)
     metrics = run.evaluate()
     run.write_state(finished=finished, stopped=stopped,

@@ -1,12 +1,13 @@
 """R-CNN's training stages after fine-tuning (Girshick et al. 2014; SPP-Net uses them too):
 features cached once, per-class linear SVMs with hard-negative mining, ridge box regression.
 
-**Features** (:func:`feature_cache`). Every training image goes through the fine-tuned
-network once, at inference settings, with its ground-truth boxes as the first windows and
-its proposals after them. Each window's fc7 vector (the SVMs') and, for proposals with
-IoU > ``ridge_iou`` with a box, its pool5 vector (the ridge's) are kept in memory as
-float16, scaled so that their mean L2 norm is 20 (the paper's normalization, appendix B),
-up to ``stage_cache_gib``: past it, each image keeps a random subset of its negatives.
+**Features** (:func:`feature_cache`). Every training image (in a seeded shuffled order)
+goes through the fine-tuned network once, at inference settings, with its ground-truth
+boxes as the first windows and its proposals after them. Each window's fc7 vector (the
+SVMs') and, for proposals with IoU > ``ridge_iou`` with a box, its pool5 vector (the
+ridge's) are kept in memory as float16, scaled so that their mean L2 norm is 20 (the
+paper's normalization, appendix B). Each kind stays under ``stage_cache_gib``: past it,
+the negatives (and regression windows) of every image are halved at random.
 
 **SVMs** (:func:`train_svms`, sec. 2.3 and appendix B). One linear SVM per class, trained
 all at once as a Keras ``Dense(K)`` over the cached fc7 vectors with the squared hinge
@@ -20,15 +21,17 @@ round finds none.
 
 **Box regression** (:func:`fit_ridge`, appendix C). For each class, ridge regression from
 pool5 to the deltas ``(dy, dx, dh, dw)`` (the config's box coder weights) of its
-proposals with IoU > ``ridge_iou`` with a box of the class, lambda ``ridge_lambda``
-(1,000), intercept unpenalized: :func:`ridge` solves the normal equations in whichever of
-the feature and the sample dimensions is smaller.
+proposals with IoU > ``ridge_iou`` with a box of the class (at most ``ridge_max_windows``
+of them, a random subset), lambda ``ridge_lambda`` (1,000), intercept unpenalized:
+:func:`ridge` solves the normal equations in whichever of the feature and the sample
+dimensions is smaller.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -93,10 +96,13 @@ def _scale_of(rows):
 
 def feature_cache(detector, examples, deadline=None, progress=False, seed=0):
     """The :class:`FeatureCache` of ``detector`` on ``examples`` (canonical examples with
-    proposals), computed once and kept on the detector until :func:`drop_feature_cache`.
-    With a ``deadline`` (``time.monotonic()``), images stop being read once
-    :data:`EXTRACT_SHARE` of the time left has passed, or :data:`MIN_EXTRACT_SECONDS` if
-    more (the cache and the stage's figures say how many images it holds)."""
+    proposals, read in a seeded shuffled order), computed once and kept on the detector
+    until :func:`drop_feature_cache`. With a ``deadline`` (``time.monotonic()``), images stop
+    being read once :data:`EXTRACT_SHARE` of the time left has passed, or
+    :data:`MIN_EXTRACT_SECONDS` if more (a warning and the stage's figures say how many).
+    Memory: the fc7 rows and the pool5 rows each stay under ``stage_cache_gib``: past it,
+    every image's stored negatives (pool5: regression windows) are halved at random, and
+    the images after keep as many."""
     cached = detector.__dict__.get("_stage_cache")
     if cached is not None:
         return cached
@@ -107,12 +113,12 @@ def feature_cache(detector, examples, deadline=None, progress=False, seed=0):
     total = int(examples.cardinality()) if int(examples.cardinality()) >= 0 else None
     features = tf.function(detector.stage_features, reduce_retracing=True)
     rng = np.random.default_rng(seed)
-    fc7_parts, label_parts, pool5_parts, ridge_class_parts, ridge_target_parts = [], [], [], [], []
-    fc7_bytes, per_image = 0, None
     budget = config.stage_cache_gib * 2 ** 30
+    fc7_parts = _Parts(budget, rng)  # per image: (gt rows, negative rows) of fc7 with their labels
+    pool5_parts = _Parts(budget, rng)  # per image: regression windows of pool5 with class and targets
     bar = _bar(progress, total, "stage features")
     images = 0
-    for inputs, truth in pipeline(examples, detector, 1, training=False):
+    for inputs, truth in pipeline(examples.shuffle(64, seed=seed), detector, 1, training=False):
         if stop_at is not None and images and time.monotonic() > stop_at:
             break
         gt_boxes, gt_classes, positive = _ground_truth(truth)
@@ -123,24 +129,14 @@ def feature_cache(detector, examples, deadline=None, progress=False, seed=0):
         padded = np.zeros((rows, 4), np.float32)
         padded[:len(windows)] = windows
         out = features({"images": inputs["images"], "proposals": padded[None]})
-        fc7 = out["fc7"][0, :len(windows)].numpy().astype(np.float32)
-        pool5 = out["pool5"][0, :len(windows)].numpy().astype(np.float32)
+        fc7 = out["fc7"][0, :len(windows)].numpy().astype(np.float16)
         labels, best_iou, best_gt = _window_labels(windows, num_gt, gt_boxes, gt_classes, positive, config)
-        if per_image is None:  # the first image sets the negatives each image may keep
-            per_image = max(1, int(budget / max(fc7.shape[1] * 2, 1) / max(total or 1000, 1)))
-        keep = np.arange(len(windows))
-        if len(windows) - num_gt > per_image:
-            keep = np.concatenate([np.arange(num_gt), num_gt + np.sort(rng.choice(len(windows) - num_gt, per_image,
-                                                                                  replace=False))])
-        fc7_parts.append(fc7[keep].astype(np.float16))
-        label_parts.append(labels[keep])
-        fc7_bytes += fc7_parts[-1].nbytes
-        regress = np.flatnonzero((np.arange(len(windows)) >= num_gt) & (best_iou > config.ridge_iou))
+        fc7_parts.add((fc7[:num_gt], labels[:num_gt]), (fc7[num_gt:], labels[num_gt:]))
+        regress = num_gt + np.flatnonzero(best_iou[num_gt:] > config.ridge_iou)
         if len(regress):
-            pool5_parts.append(pool5[regress].astype(np.float16))
-            ridge_class_parts.append(gt_classes[best_gt[regress]])
-            ridge_target_parts.append(box_coder.encode(gt_boxes[best_gt[regress]], windows[regress],
-                                                       config.box_weights).numpy())
+            pool5 = out["pool5"][0].numpy()[regress].astype(np.float16)
+            targets = box_coder.encode(gt_boxes[best_gt[regress]], windows[regress], config.box_weights).numpy()
+            pool5_parts.add(None, (pool5, gt_classes[best_gt[regress]], targets))
         images += 1
         if bar is not None:
             bar.update(1)
@@ -148,19 +144,64 @@ def feature_cache(detector, examples, deadline=None, progress=False, seed=0):
         bar.close()
     if not images:
         raise ValueError("the training split gave no image to the post-fit stages")
-    fc7 = np.concatenate(fc7_parts)
-    pool5 = (np.concatenate(pool5_parts) if pool5_parts
-             else np.zeros((0, int(detector.__dict__["_features"].output["pool5"].shape[-1])), np.float16))
+    if total is not None and images < total:
+        warnings.warn(f"the post-fit stages learn from {images} of the {total} training images: the time budget "
+                      "ran out while caching their features (a longer --minutes covers more)")
+    fc7, labels = fc7_parts.joined(2)
+    pool5, ridge_classes, ridge_targets = pool5_parts.joined(3)
+    if pool5 is None:
+        dim = int(detector.__dict__["_features"].output["pool5"].shape[-1])
+        pool5, ridge_classes, ridge_targets = (np.zeros((0, dim), np.float16), np.zeros((0,), np.int32),
+                                               np.zeros((0, 4), np.float32))
     fc7_scale, pool5_scale = _scale_of(fc7[:20000]), _scale_of(pool5[:20000])
-    cache = FeatureCache(
-        fc7=(fc7.astype(np.float32) * fc7_scale).astype(np.float16), labels=np.concatenate(label_parts),
-        pool5=(pool5.astype(np.float32) * pool5_scale).astype(np.float16),
-        ridge_classes=np.concatenate(ridge_class_parts) if ridge_class_parts else np.zeros((0,), np.int32),
-        ridge_targets=np.concatenate(ridge_target_parts) if ridge_target_parts else np.zeros((0, 4), np.float32),
-        fc7_scale=fc7_scale, pool5_scale=pool5_scale, images=images, total_images=total or images,
-        seconds=round(time.monotonic() - started, 1))
+    fc7 *= np.float16(fc7_scale)  # in place: no float32 copy of the cache
+    pool5 *= np.float16(pool5_scale)
+    cache = FeatureCache(fc7=fc7, labels=labels, pool5=pool5, ridge_classes=ridge_classes.astype(np.int32),
+                         ridge_targets=ridge_targets.astype(np.float32), fc7_scale=fc7_scale,
+                         pool5_scale=pool5_scale, images=images, total_images=total or images,
+                         seconds=round(time.monotonic() - started, 1))
     detector.__dict__["_stage_cache"] = cache
     return cache
+
+
+class _Parts:
+    """Per-image rows under a byte budget: ``add(kept, sampled)`` stores one image's rows
+    (``kept``: a tuple of aligned arrays always kept, or None; ``sampled``: a tuple whose
+    rows may be subsampled). Past the budget every image's ``sampled`` rows are halved at
+    random and later images keep at most as many as the fewest kept so far."""
+
+    def __init__(self, budget, rng):
+        self.budget, self.rng = budget, rng
+        self.kept, self.sampled = [], []
+        self.bytes, self.cap = 0, None
+
+    def _subsample(self, arrays, count):
+        if len(arrays[0]) <= count:
+            return arrays
+        pick = np.sort(self.rng.choice(len(arrays[0]), count, replace=False))
+        return tuple(a[pick] for a in arrays)
+
+    def add(self, kept, sampled):
+        if self.cap is not None:
+            sampled = self._subsample(sampled, self.cap)
+        self.kept.append(kept)
+        self.sampled.append(sampled)
+        self.bytes += sum(a.nbytes for a in (kept or ())) + sum(a.nbytes for a in sampled)
+        while self.bytes > self.budget and any(len(part[0]) > 1 for part in self.sampled):
+            self.cap = max(1, max(len(part[0]) for part in self.sampled) // 2)
+            self.sampled = [self._subsample(part, self.cap) for part in self.sampled]
+            self.bytes = (sum(a.nbytes for part in self.kept for a in (part or ()))
+                          + sum(a.nbytes for part in self.sampled for a in part))
+
+    def joined(self, width):
+        """The ``width`` arrays, each image's kept rows then its sampled ones; ``None``
+        (all of them) when nothing was stored."""
+        parts = [p for pair in zip(self.kept, self.sampled) for p in pair if p is not None and len(p[0])]
+        if not parts:
+            return (None,) * width
+        joined = tuple(np.concatenate([p[i] for p in parts]) for i in range(width))
+        self.kept, self.sampled = [], []
+        return joined
 
 
 def drop_feature_cache(detector):
@@ -219,8 +260,9 @@ def _squared_hinge(positive_weight):
 
 
 def train_svms(cache, config, deadline=None, progress=False, seed=0):
-    """``(kernel [D7, K], bias [K], figures)``: the per-class SVMs of the module doc on
-    ``cache``, as weights on the unscaled fc7 (the cache's scale folded in)."""
+    """``(kernel [D7, K], bias [K], ready [K], figures)``: the per-class SVMs of the module
+    doc on ``cache``, as weights on the unscaled fc7 (the cache's scale folded in); a class
+    without a positive window is not ready (it keeps the softmax's scores)."""
     import keras  # noqa: PLC0415
 
     started = time.monotonic()
@@ -234,9 +276,9 @@ def train_svms(cache, config, deadline=None, progress=False, seed=0):
     active[labels > 0] = True
     first = rng.choice(negatives, min(len(negatives), config.svm_initial_negatives), replace=False)
     active[first] = labels[first] < 0
-    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((x.shape[1],)),
-                              keras.layers.Dense(k, kernel_regularizer=keras.regularizers.L2(config.svm_l2))])
+                              keras.layers.Dense(k, kernel_initializer="zeros", dtype="float32",  # not the run's policy
+                                                 kernel_regularizer=keras.regularizers.L2(config.svm_l2))])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=_squared_hinge(config.svm_positive_weight))
     added, rounds, loss = [], 0, float("nan")
     for round_number in range(config.svm_rounds + 1):
@@ -262,29 +304,37 @@ def train_svms(cache, config, deadline=None, progress=False, seed=0):
     kernel, bias = model.layers[-1].get_weights()
     figures = {"svm_loss": loss, "mining_rounds": rounds, "hard_negatives": int(sum(added)),
                "positives": int((labels > 0).sum()), "windows": int(len(x)), "images": cache.images,
+               "train_images": cache.total_images,
                "features_seconds": cache.seconds, "svm_seconds": round(time.monotonic() - started, 1)}
-    return kernel * cache.fc7_scale, bias, figures
+    ready = (labels > 0).any(axis=0).astype(np.float32)
+    figures["svm_classes"] = int(ready.sum())
+    return kernel * cache.fc7_scale, bias, ready, figures
 
 
-def fit_ridge(cache, config):
-    """``(kernel [D5, 4 K], bias [4 K], figures)``: each class's ridge regressor (module
-    doc) on the unscaled pool5, zeros for a class without training windows."""
+def fit_ridge(cache, config, seed=0):
+    """``(kernel [D5, 4 K], bias [4 K], ready [4 K], figures)``: each class's ridge regressor
+    (module doc) on the unscaled pool5, from at most ``ridge_max_windows`` of its windows (a
+    random subset beyond); a class without windows is not ready (it keeps fit's boxes)."""
+    rng = np.random.default_rng(seed)
     k = config.num_classes
     dim = cache.pool5.shape[1]
     kernel = np.zeros((dim, 4 * k), np.float32)
     bias = np.zeros((4 * k,), np.float32)
-    trained, residual = 0, []
+    ready = np.zeros((4 * k,), np.float32)
+    residual = []
     for c in range(k):
         rows = np.flatnonzero(cache.ridge_classes == c)
         if not len(rows):
             continue
+        if len(rows) > config.ridge_max_windows:
+            rows = np.sort(rng.choice(rows, config.ridge_max_windows, replace=False))
         x = cache.pool5[rows].astype(np.float64)
         y = cache.ridge_targets[rows].astype(np.float64)
         weights, intercept = ridge(x, y, config.ridge_lambda)
         kernel[:, 4 * c:4 * c + 4] = weights * cache.pool5_scale
         bias[4 * c:4 * c + 4] = intercept
+        ready[4 * c:4 * c + 4] = 1.0
         residual.append(float(np.mean((x @ weights + intercept - y) ** 2) / max(np.mean(y ** 2), 1e-12)))
-        trained += 1
-    figures = {"ridge_windows": int(len(cache.ridge_classes)), "ridge_classes": trained,
+    figures = {"ridge_windows": int(len(cache.ridge_classes)), "ridge_classes": len(residual),
                "ridge_relative_residual": float(np.mean(residual)) if residual else float("nan")}
-    return kernel, bias, figures
+    return kernel, bias, ready, figures
