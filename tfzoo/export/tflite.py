@@ -47,6 +47,8 @@ into place.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import tempfile
@@ -221,9 +223,11 @@ def _calibration_batches(calibration_images, image_size, limit=None):
 
 
 def _convert(detector, quantize, calibration_images, raw_outputs, calibration_limit):
-    from tfzoo.ops.roi import builtin_crops
+    from tfzoo.ops.roi import builtin_crops, unrolled_chunks
 
-    with builtin_crops():  # every trace in here takes the builtin RoI crops (crop_and_resize is not one)
+    # Every trace in here takes the builtin RoI crops (crop_and_resize is not one); an int8
+    # file also unrolls chunked loops (R-CNN's windows), which its calibration cannot run.
+    with builtin_crops(), (unrolled_chunks() if quantize == "int8" else contextlib.nullcontext()):
         return _convert_traced(detector, quantize, calibration_images, raw_outputs, calibration_limit)
 
 

@@ -12,9 +12,11 @@ proposal-based detector of :mod:`tfzoo.models.base`):
   normalization; past a letterboxed image's edge it reads the padding), then the backbone
   up to its last map (VGG-16's pool5, 7 x 7 x 512), flattened. At inference the windows go
   through the CNN ``warp_chunk`` at a time inside a ``tf.while_loop``, so that the CNN's
-  activations are one chunk's whatever ``max_proposals`` is; a TFLite file runs the chunks
-  one after another in its graph (TFLite's int8 quantizer cannot calibrate a ``WHILE``
-  holding the CNN), its memory planner reusing one chunk's activations for the next.
+  activations are one chunk's whatever ``max_proposals`` is; so does a fp32 or float16
+  TFLite file (a ``WHILE`` builtin). An int8 TFLite file lays the chunks out one after
+  another instead (its calibration cannot run a ``WHILE`` holding the CNN), and TFLite's
+  memory planner does not bound them: fine for ``rcnn_mobile``'s two chunks, not for
+  ``rcnn``'s 63 (BENCHMARKS.md).
 - fc6 / fc7 (``head_fc``; VGG-16's own with ImageNet weights) and the K + 1 softmax
   (background last) fine-tuned with ``model.fit``.
 - :class:`StageScores` and :class:`StageBoxes`: the SVMs on fc7 and the ridge regressors on
@@ -154,13 +156,20 @@ class WarpedCNN(keras.layers.Layer):
         chunks = math.ceil(num_rois / self.chunk)
         padded = tf.pad(rois, [[0, 0], [0, chunks * self.chunk - num_rois], [0, 0]])
         batch = tf.shape(rois)[0]
-        if roi_ops.use_builtin_crops():
-            # The TFLite trace: the chunks one after another in the graph (TFLite's int8
-            # quantizer cannot calibrate a WHILE whose body holds the CNN); its memory
-            # planner still reuses one chunk's activations for the next.
+        if roi_ops.use_unrolled_chunks():  # an int8 TFLite file: its calibration cannot run the WHILE
             windows = [self._windows(images, padded[:, i * self.chunk:(i + 1) * self.chunk], training)
                        for i in range(chunks)]
             return tf.concat(windows, axis=1)[:, :num_rois]
+        if roi_ops.use_builtin_crops():  # a TFLite file: a WHILE without tensor lists (not builtins)
+            def accumulate(i, out):
+                window = self._windows(images, padded[:, i * self.chunk:(i + 1) * self.chunk], training)
+                hot = tf.cast(tf.reshape(tf.one_hot(i, chunks), [1, chunks, 1, 1]), window.dtype)
+                return i + 1, out + hot * window[:, None]  # [B, chunks, chunk, D]: chunk i written
+
+            out = tf.zeros([batch, chunks, self.chunk, self.dim], self.compute_dtype)
+            _, out = tf.while_loop(lambda i, _: i < chunks, accumulate, (tf.constant(0), out),
+                                   parallel_iterations=1)
+            return tf.reshape(out, [batch, chunks * self.chunk, self.dim])[:, :num_rois]
 
         def body(i, out):
             window = self._windows(images, padded[:, i * self.chunk:(i + 1) * self.chunk], training)
@@ -196,7 +205,6 @@ class RCNN(stages.StagesMixin, Detector):
     cpu_presets = ("rcnn_mobile",)
     loss_names = ("roi_cls_loss",)
     box_loss_names = ()
-    stages = ("fit", "svm", "bbox")
     tiny = {"image_size": 64, "num_classes": 3, "backbone": "resnet10", "backbone_weights": None,
             "backbone_alpha": 0.25, "head_fc": (32,), "roi_samples": 8, "max_boxes": 8, "max_proposals": 24,
             "warp_size": 32, "warp_context": 2, "warp_chunk": 10}

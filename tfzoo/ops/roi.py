@@ -71,6 +71,24 @@ def use_builtin_crops():
     return getattr(_TRACING, "depth", 0) > 0
 
 
+@contextlib.contextmanager
+def unrolled_chunks():
+    """``with unrolled_chunks(): ...``: layers that run RoIs through a network in chunks
+    (R-CNN's windows) lay the chunks out one after another in the graph being traced instead
+    of a ``while`` loop (the int8 TFLite export enters it: its calibration cannot run a
+    ``WHILE`` that holds convolutions)."""
+    _TRACING.unrolled = getattr(_TRACING, "unrolled", 0) + 1
+    try:
+        yield
+    finally:
+        _TRACING.unrolled -= 1
+
+
+def use_unrolled_chunks():
+    """Whether the code being traced runs inside :func:`unrolled_chunks`."""
+    return getattr(_TRACING, "unrolled", 0) > 0
+
+
 def _check_inputs(features, rois):
     features = tf.convert_to_tensor(features)
     rois = tf.cast(tf.convert_to_tensor(rois), tf.float32)
