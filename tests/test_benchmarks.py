@@ -326,3 +326,4 @@ def test_rcnn_memory_benchmark_tiny_run(tmp_path):
     result = json.loads(out.read_text())
     assert set(result) == {"keras", "tflite"}
     assert all(row["peak_gib"] >= row["before_gib"] > 0 and row["seconds"] > 0 for row in result.values())
+    assert all(row["loading_peak_gib"] >= row["before_gib"] for row in result.values())
