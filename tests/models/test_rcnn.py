@@ -264,3 +264,32 @@ def test_the_feature_cache_stays_under_its_budget_and_keeps_the_ground_truth():
     for image in range(1, 11):  # every image keeps its ground truth and some of its negatives
         assert (rows == image).all(axis=1).sum() == 3
         assert 0 < (rows == -image).all(axis=1).sum() <= 500
+
+
+def test_exports_loop_over_the_chunks_and_agree(tmp_path):
+    """SavedModel and fp32 TFLite run the chunks in a loop (a WHILE builtin), int8 TFLite
+    one after another; all builtin-only, the raw scores and detections as Keras's."""
+    from tfzoo.export import export_saved_model, export_tflite, load_model
+    from tfzoo.export.tflite import non_builtin_ops, op_input_types, op_names
+
+    detector = _tiny()
+    data = tfzoo.data.load("shapes:2", "val").map(_with_proposals)
+    x, _ = next(iter(tfzoo.data.pipeline(data, detector, 1, training=False)))
+    x = {k: v.numpy() for k, v in x.items()}
+    want = {k: v.numpy() for k, v in detector.detect(x).items()}
+    n = int(want["num_detections"][0])
+    saved = load_model(export_saved_model(detector, str(tmp_path / "saved_model")), trust_model=True)
+    fp32 = load_model(export_tflite(detector, str(tmp_path / "model.tflite"), raw_outputs=True))
+    assert "WHILE" in op_names((tmp_path / "model.tflite").read_bytes())
+    for model in (saved, fp32):
+        got = model.detect(x)
+        assert int(got["num_detections"][0]) == n, model.format
+        np.testing.assert_allclose(got["detection_boxes"][0, :n], want["detection_boxes"][0, :n], atol=1e-4)
+        np.testing.assert_allclose(model.raw_outputs(x)[stages.CLASS_SCORES],
+                                   detector(x)[stages.CLASS_SCORES].numpy(), atol=1e-4)
+    path = export_tflite(detector, str(tmp_path / "int8.tflite"), quantize="int8",
+                         calibration_images=tfzoo.data.pipeline(data, detector, 1, training=False))
+    model_bytes = (tmp_path / "int8.tflite").read_bytes()
+    assert not non_builtin_ops(op_names(model_bytes)) and "WHILE" not in op_names(model_bytes)
+    assert "INT8" in op_input_types(model_bytes)["CONV_2D"]
+    assert int(load_model(path).detect(x)["num_detections"][0]) > 0
