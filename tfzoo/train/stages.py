@@ -283,9 +283,11 @@ def train_svms(cache, config, deadline=None, progress=False, seed=0):
     added, rounds, loss = [], 0, float("nan")
     for round_number in range(config.svm_rounds + 1):
         rows = np.flatnonzero(active.any(axis=1))
-        epochs = max(1, math.ceil(config.svm_steps / math.ceil(len(rows) / SVM_BATCH)))
-        history = model.fit(x[rows].astype(np.float32), np.where(active[rows], labels[rows], 0.0),
-                            batch_size=SVM_BATCH, epochs=epochs, shuffle=True, verbose=0)
+        steps = max(config.svm_steps, math.ceil(len(rows) / SVM_BATCH))  # at least one pass over the rows
+        windows = tf.data.Dataset.from_tensor_slices((x[rows].astype(np.float32),
+                                                      np.where(active[rows], labels[rows], 0.0)))
+        windows = windows.shuffle(min(len(rows), 65536), seed=seed + round_number).repeat().batch(SVM_BATCH)
+        history = model.fit(windows, epochs=1, steps_per_epoch=steps, verbose=0)
         loss = float(history.history["loss"][-1])
         rounds = round_number
         if round_number == config.svm_rounds or (deadline is not None and time.monotonic() > deadline):
