@@ -189,10 +189,6 @@ class WarpedCNN(keras.layers.Layer):
                 "batchnorm_momentum": self.batchnorm_momentum}
 
 
-class RCNNEncoder(FastRCNNEncoder):
-    """Fast R-CNN's tf.data targets (the padded ground truth the window sampler reads)."""
-
-
 @keras.saving.register_keras_serializable(package="tfzoo")
 class RCNN(stages.StagesMixin, Detector):
     """R-CNN as a functional Keras model (see the module doc)."""
@@ -247,7 +243,7 @@ class RCNN(stages.StagesMixin, Detector):
         return self.__dict__["_head"]
 
     def make_encoder(self):
-        return RCNNEncoder(self.config)
+        return FastRCNNEncoder(self.config)  # the padded ground truth the window sampler reads
 
     def call(self, inputs, training=None, mask=None):
         if training:  # fit: windows are sampled with the ground truth in compute_losses

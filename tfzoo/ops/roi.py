@@ -55,15 +55,20 @@ _TRACING = threading.local()
 
 
 @contextlib.contextmanager
+def _tracing(flag):
+    """Counts this thread's nesting in the tracing context ``flag`` while inside."""
+    setattr(_TRACING, flag, getattr(_TRACING, flag, 0) + 1)
+    try:
+        yield
+    finally:
+        setattr(_TRACING, flag, getattr(_TRACING, flag) - 1)
+
+
 def builtin_crops():
     """``with builtin_crops(): ...``: layers that pick their crop path with
     :func:`use_builtin_crops` trace the TFLite-builtin one inside (the TFLite export enters
     it); everywhere else they use ``crop_and_resize``, the faster one in TensorFlow."""
-    _TRACING.depth = getattr(_TRACING, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _TRACING.depth -= 1
+    return _tracing("depth")
 
 
 def use_builtin_crops():
@@ -71,17 +76,12 @@ def use_builtin_crops():
     return getattr(_TRACING, "depth", 0) > 0
 
 
-@contextlib.contextmanager
 def unrolled_chunks():
     """``with unrolled_chunks(): ...``: layers that run RoIs through a network in chunks
     (R-CNN's windows) lay the chunks out one after another in the graph being traced instead
     of a ``while`` loop (the int8 TFLite export enters it: its calibration cannot run a
     ``WHILE`` that holds convolutions)."""
-    _TRACING.unrolled = getattr(_TRACING, "unrolled", 0) + 1
-    try:
-        yield
-    finally:
-        _TRACING.unrolled -= 1
+    return _tracing("unrolled")
 
 
 def use_unrolled_chunks():
