@@ -226,6 +226,7 @@ def make_schedule(config, total_steps):
     warmup = min(int(config.warmup_steps), int(MAX_WARMUP_FRACTION * total_steps))
     decay_at = tuple(getattr(config, "lr_decay_at", STEP_DECAY_AT))
     return WarmupDecaySchedule(config.learning_rate, total_steps, max(warmup, 0), config.lr_schedule,
+                               warmup_start_factor=float(getattr(config, "warmup_factor", WARMUP_START_FACTOR)),
                                decay_at=decay_at)
 
 

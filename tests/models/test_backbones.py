@@ -95,9 +95,9 @@ def test_basic_resnet_weights_round_trip_and_clear_errors(tmp_path):
         backbones.build_backbone("resnet10", 32, weights="imagenet")
     with pytest.raises(ValueError, match="alpha must be > 0"):
         backbones.build_backbone("resnet18", 32, alpha=0.0)
-    with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18 only, not resnet50"):
+    with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18, darknet19, darknet53, darknet_tiny, yolov1, fast_yolo only, not resnet50"):
         backbones.build_backbone("resnet50", 32, alpha=0.5)
-    with pytest.raises(ValueError, match="known backbones: darknet19, darknet53, mobilenet_v2, resnet10, resnet101"):
+    with pytest.raises(ValueError, match="known backbones: darknet19, darknet53, darknet_tiny, fast_yolo, mobilenet_v2, resnet10, resnet101"):
         backbones.build_backbone("vgg", 32)
     with pytest.raises(ValueError, match="darknet19 has no feature map\\(s\\) C2; it has C3, C4, C5"):
         backbones.build_backbone("darknet19", 64, features=("C2", "C5"))

@@ -137,7 +137,7 @@ def test_padding_gives_no_nan_loss_or_gradient():
 def test_yolo_terms():
     np.testing.assert_allclose(losses.squared_error([[1.0, 2.0]], [[0.0, 4.0]], weights=[0.5]), [2.5])
     true = np.array([[0.5, 0.5, 0.25, 0.16]], np.float32)  # cy, cx, h, w
-    pred = np.array([[0.6, 0.5, 0.09, 0.36]], np.float32)
+    pred = np.array([[0.6, 0.5, 0.3, 0.6]], np.float32)  # cy, cx, sqrt h, sqrt w
     # 0.1^2 + (0.5 - 0.3)^2 + (0.4 - 0.6)^2
     np.testing.assert_allclose(losses.yolo_box_loss(true, pred), [0.01 + 0.04 + 0.04], rtol=1e-5)
     np.testing.assert_allclose(
@@ -145,26 +145,17 @@ def test_yolo_terms():
     )
 
 
-def test_yolo_size_term_has_a_bounded_gradient_that_pushes_small_sizes_up():
-    """d/dp (sqrt p - sqrt t)^2 = (sqrt p - sqrt t) / sqrt p: unbounded as p -> 0 with the
-    plain root, 0 for p <= 0 with max(p, 0). The soft root: the exact term from 1e-4 up,
-    a bounded gradient of the right sign below."""
-    true = tf.constant([[0.5, 0.5, 0.25, 0.25]] * 5, tf.float32)
-    sizes = np.array([-0.2, 0.0, 1e-6, 1e-4, 0.04], np.float32)
-    pred = tf.Variable(np.stack([np.full(5, 0.5), np.full(5, 0.5), sizes, np.full(5, 0.25)], -1).astype(np.float32))
+def test_yolo_size_term_compares_square_roots_and_has_a_finite_gradient_at_zero():
+    """The prediction holds sqrt(h), sqrt(w): the term is (sqrt t - s)^2, gradient 2 (s - sqrt t)."""
+    true = tf.constant([[0.5, 0.5, 0.25, 0.25]] * 3, tf.float32)
+    roots = np.array([-0.2, 0.0, 0.3], np.float32)
+    pred = tf.Variable(np.stack([np.full(3, 0.5), np.full(3, 0.5), roots, np.full(3, 0.5)], -1).astype(np.float32))
     with tf.GradientTape() as tape:
         loss = losses.yolo_box_loss(true, pred)
         total = tf.reduce_sum(loss)
-    grad = tape.gradient(total, pred).numpy()[:, 2]  # d loss / d predicted h
-    assert np.all(np.isfinite(grad)) and np.all(grad < 0)  # every size below 0.25 is pushed up
-    assert np.all(np.abs(grad[1:]) <= 2 * 0.5 * 50 + 1e-3)  # sizes >= 0: |2 (s - sqrt t) s'|, s' <= 50
-    soft = 0.01 + (-0.2 - 1e-4) * 50  # a negative size: the tangent line, an L2 term in p
-    np.testing.assert_allclose(grad[0], 2 * (soft - 0.5) * 50, rtol=1e-4)
-    # From 1e-4 up it is the paper's term: (sqrt p - 0.5)^2, gradient (sqrt p - 0.5) / sqrt p.
-    np.testing.assert_allclose(loss.numpy()[3:], (np.sqrt(sizes[3:]) - 0.5) ** 2, rtol=1e-5)
-    np.testing.assert_allclose(grad[3:], (np.sqrt(sizes[3:]) - 0.5) / np.sqrt(sizes[3:]), rtol=1e-4)
-    # Below it the tangent line: continuous, and increasing (a negative size costs more).
-    assert loss.numpy()[0] > loss.numpy()[1] > loss.numpy()[2] > loss.numpy()[3]
+    grad = tape.gradient(total, pred).numpy()[:, 2]
+    np.testing.assert_allclose(loss.numpy(), (roots - 0.5) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(grad, 2 * (roots - 0.5), rtol=1e-6)
 
 
 def test_in_graph_and_dataset(three_ways, make_boxes):

@@ -21,6 +21,9 @@ name             module                                   features         Image
 ``resnet10/18``  :mod:`.resnet` (tfzoo's basic-block)      C2-C5            no
 ``darknet19``    :mod:`.darknet` (YOLOv2)                  C3-C5            no
 ``darknet53``    :mod:`.darknet` (YOLOv3)                  C3-C5            no
+``darknet_tiny`` :mod:`.darknet` (tiny YOLOv2/v3)           C4-C5            no
+``yolov1``       :mod:`.darknet` (YOLOv1's 24 convolutions)  C6               no
+``fast_yolo``    :mod:`.darknet` (Fast YOLO's 9)             C6               no
 ===============  =======================================  ===============  ==========
 
 ``weights="imagenet"`` downloads the ImageNet classifier weights through Keras (users with
@@ -43,7 +46,7 @@ import functools
 import keras
 
 from tfzoo.backbones.applications import APPLICATIONS, WITH_ALPHA, WeightsUnavailableError, application_backbone
-from tfzoo.backbones.darknet import darknet19, darknet53
+from tfzoo.backbones.darknet import darknet19, darknet53, darknet_tiny, fast_yolo_trunk, yolov1_trunk
 from tfzoo.backbones.resnet import BASIC_RESNET_WIDTHS, BASIC_RESNETS, basic_resnet
 from tfzoo.backbones.surgery import with_batchnorm
 
@@ -51,11 +54,14 @@ from tfzoo.backbones.surgery import with_batchnorm
 #: alpha, batchnorm_momentum) -> (model, {feature: tensor})``.
 _OWN = {
     **{name: functools.partial(basic_resnet, blocks) for name, blocks in BASIC_RESNETS.items()},
-    "darknet19": lambda size, alpha, momentum: darknet19(size, momentum),
-    "darknet53": lambda size, alpha, momentum: darknet53(size, momentum),
+    "darknet19": darknet19,
+    "darknet53": darknet53,
+    "darknet_tiny": darknet_tiny,
+    "yolov1": yolov1_trunk,
+    "fast_yolo": fast_yolo_trunk,
 }
 #: Backbones with a width multiplier.
-_WITH_ALPHA = (*WITH_ALPHA, *BASIC_RESNETS)
+_WITH_ALPHA = (*WITH_ALPHA, *BASIC_RESNETS, "darknet19", "darknet53", "darknet_tiny", "yolov1", "fast_yolo")
 #: Backbone names accepted by :func:`build_backbone`.
 BACKBONES = tuple(sorted((*APPLICATIONS, *_OWN)))
 #: Feature maps each backbone offers (``"Ck"``: stride ``2**k``).
@@ -64,6 +70,9 @@ FEATURES = {
     **{name: ("C2", "C3", "C4", "C5") for name in BASIC_RESNETS},
     "darknet19": ("C3", "C4", "C5"),
     "darknet53": ("C3", "C4", "C5"),
+    "darknet_tiny": ("C4", "C5"),
+    "yolov1": ("C6",),
+    "fast_yolo": ("C6",),
 }
 #: Pixel normalization each backbone's weights expect (see ImageNormalization).
 PREPROCESSING = {
@@ -71,6 +80,9 @@ PREPROCESSING = {
     **{name: "tf" for name in BASIC_RESNETS},
     "darknet19": "unit",
     "darknet53": "unit",
+    "darknet_tiny": "unit",
+    "yolov1": "unit",
+    "fast_yolo": "unit",
 }
 #: The smallest input side :func:`build_backbone` takes.
 MIN_INPUT_SIDE = 32
@@ -127,5 +139,5 @@ def build_backbone(name, image_size, weights=None, alpha=1.0, batchnorm_momentum
 
 __all__ = [
     "BACKBONES", "BASIC_RESNETS", "BASIC_RESNET_WIDTHS", "FEATURES", "MIN_INPUT_SIDE", "PREPROCESSING",
-    "WeightsUnavailableError", "basic_resnet", "build_backbone", "darknet19", "darknet53", "with_batchnorm",
+    "WeightsUnavailableError", "basic_resnet", "build_backbone", "darknet19", "darknet53", "darknet_tiny", "with_batchnorm",
 ]

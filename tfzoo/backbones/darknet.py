@@ -16,7 +16,18 @@ by one pixel against weights converted from Darknet's ``.weights`` files.
   the channels); C3, C4, C5 are the outputs of the 8, 8 and 4 block stages (256, 512, 1024
   channels; YOLOv3's three scales).
 
-Neither has ImageNet weights in Keras: they train from random initialization or load a
+- ``darknet_tiny`` (the trunk of ``yolov2-tiny-voc.cfg`` and ``yolov3-tiny.cfg``): 3x3
+  convolutions of 16, 32, 64, 128, 256, 512 channels, each but the last followed by a 2x2
+  stride-2 max-pool, then a 2x2 stride-1 max-pool (Darknet pads it on the bottom and right,
+  as Keras' "same" does); C4 is the 256-channel map (stride 16, 26 x 26 at 416), C5 the
+  512-channel map after the last pool (stride 32).
+
+- ``yolov1`` and ``fast_yolo``: YOLOv1's 24 convolutions and Fast YOLO's 9, down to one
+  1024-channel map at stride 64 (C6: 7 x 7 at 448), batch-normalized.
+
+Each takes a width multiplier ``alpha`` (1: the published widths).
+
+None has ImageNet weights in Keras: they train from random initialization or load a
 weights file. Inputs are expected in [0, 1] (Darknet divides pixels by 255: preprocessing
 mode ``"unit"``).
 """
@@ -43,19 +54,46 @@ DARKNET19 = (
 )
 #: Darknet-53 (YOLOv3 table 1): residual blocks after each stride-2 convolution.
 DARKNET53_BLOCKS = (1, 2, 8, 8, 4)
+#: The tiny trunks' widths: one 3x3 convolution per stride 1 ... 32.
+DARKNET_TINY = (16, 32, 64, 128, 256, 512)
+#: YOLOv1's 24 convolutions (Redmon et al. 2016, figure 3): ``(filters, kernel, stride)``,
+#: ``"M"`` a 2x2 stride-2 max-pool; 448 -> 7 x 7 x 1024 (stride 64).
+YOLOV1 = (
+    (64, 7, 2), "M", (192, 3, 1), "M",
+    (128, 1, 1), (256, 3, 1), (256, 1, 1), (512, 3, 1), "M",
+    *((256, 1, 1), (512, 3, 1)) * 4, (512, 1, 1), (1024, 3, 1), "M",
+    *((512, 1, 1), (1024, 3, 1)) * 2, (1024, 3, 1), (1024, 3, 2),
+    (1024, 3, 1), (1024, 3, 1),
+)
+#: Fast YOLO's 9 convolutions (sec. 2 "Fast YOLO"; Darknet's ``yolo-tiny.cfg`` of 2016):
+#: 16 ... 512 each followed by a max-pool, then three of 1024; 448 -> 7 x 7 x 1024.
+FAST_YOLO = (
+    (16, 3, 1), "M", (32, 3, 1), "M", (64, 3, 1), "M", (128, 3, 1), "M", (256, 3, 1), "M", (512, 3, 1), "M",
+    (1024, 3, 1), (1024, 3, 1), (1024, 3, 1),
+)
 
 
-def _conv(x, filters, kernel, stride, name, momentum):
+def conv_bn_leaky(x, filters, kernel, stride, name, momentum):
+    """Darknet's convolutional layer with ``batch_normalize=1`` (see the module doc). A
+    stride-2 convolution pads ``kernel // 2`` rows and columns on the top and left (and
+    ``kernel // 2 - 1`` on the bottom and right, the rest of Darknet's symmetric padding
+    that an even side never reads)."""
     if stride == 2:
-        x = keras.layers.ZeroPadding2D(((1, 0), (1, 0)), name=f"{name}_pad")(x)
+        pad = kernel // 2
+        x = keras.layers.ZeroPadding2D(((pad, pad - 1), (pad, pad - 1)), name=f"{name}_pad")(x)
     x = Conv2D(filters, kernel, stride, padding="valid" if stride == 2 else "same", use_bias=False,
                name=f"{name}_conv")(x)
     x = FusedBatchNormalization(momentum=momentum, epsilon=BATCHNORM_EPSILON, name=f"{name}_bn")(x)
     return keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_leaky")(x)
 
 
-def darknet19(image_size, batchnorm_momentum=None):
-    """``(model, {"C3", "C4", "C5"})`` of Darknet-19 (see the module doc)."""
+def _width(filters, alpha):
+    return max(8, int(round(filters * alpha)))
+
+
+def darknet19(image_size, alpha=1.0, batchnorm_momentum=None):
+    """``(model, {"C3", "C4", "C5"})`` of Darknet-19 (see the module doc); ``alpha``
+    scales every width (1: the paper's)."""
     momentum = 0.99 if batchnorm_momentum is None else float(batchnorm_momentum)
     inputs = keras.Input((*image_size, 3), name="image")
     x, features, stride, conv = inputs, {}, 1, 0
@@ -66,26 +104,69 @@ def darknet19(image_size, batchnorm_momentum=None):
             stride *= 2
             continue
         conv += 1
-        x = _conv(x, item[0], item[1], 1, f"conv{conv}", momentum)
+        x = conv_bn_leaky(x, _width(item[0], alpha), item[1], 1, f"conv{conv}", momentum)
     features["C5"] = x
     features = {k: features[k] for k in ("C3", "C4", "C5")}
     return keras.Model(inputs, features, name="darknet19"), features
 
 
-def darknet53(image_size, batchnorm_momentum=None):
-    """``(model, {"C3", "C4", "C5"})`` of Darknet-53 (see the module doc)."""
+def darknet53(image_size, alpha=1.0, batchnorm_momentum=None):
+    """``(model, {"C3", "C4", "C5"})`` of Darknet-53 (see the module doc); ``alpha``
+    scales every width (1: the paper's)."""
     momentum = 0.99 if batchnorm_momentum is None else float(batchnorm_momentum)
     inputs = keras.Input((*image_size, 3), name="image")
-    x = _conv(inputs, 32, 3, 1, "stem", momentum)
+    x = conv_bn_leaky(inputs, _width(32, alpha), 3, 1, "stem", momentum)
     features = {}
     for stage, blocks in enumerate(DARKNET53_BLOCKS, start=1):
-        filters = 64 * 2 ** (stage - 1)
-        x = _conv(x, filters, 3, 2, f"down{stage}", momentum)
+        filters = _width(64 * 2 ** (stage - 1), alpha)
+        x = conv_bn_leaky(x, filters, 3, 2, f"down{stage}", momentum)
         for block in range(1, blocks + 1):
             name = f"stage{stage}_block{block}"
-            y = _conv(x, filters // 2, 1, 1, f"{name}_1", momentum)
-            y = _conv(y, filters, 3, 1, f"{name}_2", momentum)
+            y = conv_bn_leaky(x, filters // 2, 1, 1, f"{name}_1", momentum)
+            y = conv_bn_leaky(y, filters, 3, 1, f"{name}_2", momentum)
             x = keras.layers.Add(name=f"{name}_add")([x, y])
         if stage >= 3:
             features[f"C{stage}"] = x
     return keras.Model(inputs, features, name="darknet53"), features
+
+
+def darknet_tiny(image_size, alpha=1.0, batchnorm_momentum=None):
+    """``(model, {"C4", "C5"})`` of the tiny YOLOs' trunk (see the module doc)."""
+    momentum = 0.99 if batchnorm_momentum is None else float(batchnorm_momentum)
+    inputs = keras.Input((*image_size, 3), name="image")
+    x, features = inputs, {}
+    for k, filters in enumerate(DARKNET_TINY, start=1):
+        x = conv_bn_leaky(x, _width(filters, alpha), 3, 1, f"conv{k}", momentum)
+        if k == 5:
+            features["C4"] = x
+        stride = 2 if k < len(DARKNET_TINY) else 1
+        x = keras.layers.MaxPooling2D(2, stride, padding="same", name=f"pool{k}")(x)
+    features["C5"] = x
+    return keras.Model(inputs, features, name="darknet_tiny"), features
+
+
+def _yolov1_trunk(layout, name, image_size, alpha=1.0, batchnorm_momentum=None):
+    momentum = 0.99 if batchnorm_momentum is None else float(batchnorm_momentum)
+    inputs = keras.Input((*image_size, 3), name="image")
+    x, conv, pool = inputs, 0, 0
+    for item in layout:
+        if item == "M":
+            pool += 1
+            x = keras.layers.MaxPooling2D(2, 2, padding="same", name=f"pool{pool}")(x)
+            continue
+        conv += 1
+        filters, kernel, stride = item
+        x = conv_bn_leaky(x, _width(filters, alpha), kernel, stride, f"conv{conv}", momentum)
+    return keras.Model(inputs, {"C6": x}, name=name), {"C6": x}
+
+
+def yolov1_trunk(image_size, alpha=1.0, batchnorm_momentum=None):
+    """``(model, {"C6"})``: YOLOv1's 24 convolutions (:data:`YOLOV1`), stride 64, with batch
+    normalization (the paper has none; Darknet's later ``yolov1.cfg`` and the seed add it)."""
+    return _yolov1_trunk(YOLOV1, "yolov1_trunk", image_size, alpha, batchnorm_momentum)
+
+
+def fast_yolo_trunk(image_size, alpha=1.0, batchnorm_momentum=None):
+    """``(model, {"C6"})``: Fast YOLO's 9 convolutions (:data:`FAST_YOLO`), stride 64, with
+    batch normalization."""
+    return _yolov1_trunk(FAST_YOLO, "fast_yolo_trunk", image_size, alpha, batchnorm_momentum)

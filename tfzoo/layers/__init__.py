@@ -9,7 +9,8 @@ Shape legend: B batch, H/W feature height/width, A anchors, K classes, L levels.
 """
 from __future__ import annotations
 
-from tfzoo.layers.conv import GROUPED_MIN_PIXELS, Conv2D, _grouped_inference_host, output_kernel, portable_convolutions
+from tfzoo.layers.conv import (GROUPED_MIN_PIXELS, Conv2D, SpaceToDepth, _grouped_inference_host, output_kernel,
+                               portable_convolutions)
 from tfzoo.layers.fpn import fpn
 from tfzoo.layers.heads import HEAD_NORMS, dense_head, per_map_head, rpn_head
 from tfzoo.layers.normalization import NORMALIZATION_MODES, FusedBatchNormalization, ImageNormalization, L2Normalization
@@ -25,6 +26,7 @@ __all__ = [
     "portable_convolutions",
     "_grouped_inference_host",
     "Conv2D",
+    "SpaceToDepth",
     "output_kernel",
     "fpn",
     "HEAD_NORMS",

@@ -108,3 +108,27 @@ def output_kernel(layer):
     if isinstance(layer, keras.layers.SeparableConv2D):
         return layer.pointwise_kernel
     return layer.kernel
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class SpaceToDepth(keras.layers.Layer):
+    """``tf.nn.space_to_depth``: each ``block x block`` patch of a ``[B, H, W, C]`` map
+    stacked into the channels, ``[B, H / block, W / block, C * block**2]`` (YOLOv2's
+    passthrough layer; the TFLite builtin ``SPACE_TO_DEPTH``). Darknet's ``reorg`` layer
+    orders the channels otherwise; the two differ only in which kernel rows the next
+    convolution reads."""
+
+    def __init__(self, block_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = int(block_size)
+
+    def call(self, inputs):
+        return tf.nn.space_to_depth(inputs, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        k = self.block_size
+        return (b, None if h is None else h // k, None if w is None else w // k, None if c is None else c * k * k)
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}

@@ -218,6 +218,9 @@ class TrainingRecipe:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 500
+    # The warm-up's first rate as a fraction of the peak (linear to 1 over warmup_steps):
+    # Detectron's 1/3; YOLOv1 warms up from 1e-3 to 1e-2 (0.1).
+    warmup_factor: float = 1.0 / 3.0
     lr_schedule: str = "step"
     epochs: int = 12
     # Fractions of training where the step schedule multiplies the rate by 0.1 (the

@@ -264,6 +264,38 @@ YOLOV3_COCO_PRIORS_HW_PX = (
 YOLOV3_MASKS = ((6, 7, 8), (3, 4, 5), (0, 1, 2))
 
 
+def yolo_prior_boxes(map_sizes, priors_hw, masks):
+    """YOLOv2/v3's priors laid on their grids: ``[A, 4]`` normalized boxes of each prior's
+    size centred on every cell, location-major then prior (the order of the heads' outputs
+    flattened: map by map, row by row, cell by cell, prior by prior).
+
+    Args:
+      map_sizes: ``[(h, w)]`` of the output grids (13 x 13 at 416 for stride 32).
+      priors_hw: ``[P, 2]`` prior sizes ``(h, w)`` in fractions of the input side.
+      masks: per map, the indices of the priors it predicts with (YOLOv3's
+        :data:`YOLOV3_MASKS`; YOLOv2: every prior on its one map).
+
+    Returns:
+      float32 ``[sum_k h_k * w_k * len(masks[k]), 4]``: 10,647 rows for YOLOv3 at 416
+      (13, 26 and 52 squared, times 3), 845 for YOLOv2 (13 x 13 x 5).
+    """
+    if len(map_sizes) != len(masks):
+        raise ValueError(f"one prior mask per map: {len(masks)} masks for {len(map_sizes)} maps")
+    priors = np.asarray(priors_hw, np.float32).reshape(-1, 2)
+    per_map = []
+    for (f_h, f_w), mask in zip(map_sizes, masks):
+        sizes = tf.constant(priors[list(mask)], tf.float32)  # [P_k, 2]
+        per_map.append(grid_anchors(f_h, f_w, (1.0 / f_h, 1.0 / f_w), _centred_boxes(sizes)))
+    return tf.concat(per_map, axis=0)  # [A, 4]
+
+
+def shape_iou(sizes_a_hw, sizes_b_hw):
+    """IoU of box sizes aligned at a common centre, ``[N, 2]`` x ``[M, 2]`` -> ``[N, M]``:
+    how YOLOv2's k-means compares boxes and how YOLOv2/v3 pick each object's prior."""
+    return box_ops.iou(_centred_boxes(tf.cast(sizes_a_hw, tf.float32)),
+                       _centred_boxes(tf.cast(sizes_b_hw, tf.float32)))
+
+
 def _centred_boxes(sizes_hw):
     """``[..., 2]`` (h, w) -> ``[..., 4]`` boxes centred at the origin."""
     half = sizes_hw / 2.0
@@ -290,20 +322,19 @@ def kmeans_priors(box_sizes_hw, k, iterations=100, seed=0):
       mean_iou [] float32)``: the mean over boxes of the IoU with their best prior.
     """
     sizes = tf.cast(tf.reshape(box_sizes_hw, [-1, 2]), tf.float32)  # [N, 2]
-    boxes_c = _centred_boxes(sizes)  # [N, 4]
     num = tf.shape(sizes)[0]
 
     # k-means++ initialization: each next centre drawn with probability ~ distance**2.
     first = tf.random.stateless_uniform([], seed=[seed, 0], maxval=num, dtype=tf.int32)
     centers = tf.gather(sizes, first)[None]  # [1, 2]
     for c in range(1, k):
-        distance = 1.0 - tf.reduce_max(box_ops.iou(boxes_c, _centred_boxes(centers)), axis=-1)  # [N]
+        distance = 1.0 - tf.reduce_max(shape_iou(sizes, centers), axis=-1)  # [N]
         logits = tf.math.log(tf.square(distance) + 1e-12)
         pick = tf.random.stateless_categorical(logits[None], 1, seed=[seed, c], dtype=tf.int32)[0, 0]
         centers = tf.concat([centers, tf.gather(sizes, pick)[None]], axis=0)  # [c + 1, 2]
 
     def assign(centers):
-        return tf.argmax(box_ops.iou(boxes_c, _centred_boxes(centers)), axis=-1, output_type=tf.int32)  # [N]
+        return tf.argmax(shape_iou(sizes, centers), axis=-1, output_type=tf.int32)  # [N]
 
     def body(step, centers, assignment, _):
         means = tf.math.unsorted_segment_mean(sizes, assignment, k)  # [K, 2]
@@ -320,5 +351,5 @@ def kmeans_priors(box_sizes_hw, k, iterations=100, seed=0):
     _, centers, _, _ = tf.while_loop(cond, body, (tf.constant(0), centers, assign(centers), tf.constant(True)))
     order = tf.argsort(centers[:, 0] * centers[:, 1])
     priors = tf.gather(centers, order)  # [K, 2]
-    mean_iou = tf.reduce_mean(tf.reduce_max(box_ops.iou(boxes_c, _centred_boxes(priors)), axis=-1))
+    mean_iou = tf.reduce_mean(tf.reduce_max(shape_iou(sizes, priors), axis=-1))
     return priors, mean_iou

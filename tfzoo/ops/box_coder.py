@@ -111,3 +111,66 @@ def decode(deltas, anchors, weights=(1.0, 1.0, 1.0, 1.0), clamp=DEFAULT_CLAMP):
     h = tf.exp(dh) * ha
     w = tf.exp(dw) * wa
     return box_ops.cyxhw_to_yxyx(tf.stack([cy, cx, h, w], axis=-1))
+
+
+# --- grid cells (YOLO) -------------------------------------------------------------------
+#
+# YOLO places a box by the grid cell holding its centre: ``(oy, ox)``, the centre's offset
+# inside that cell in [0, 1) (Redmon et al. 2016, sec. 2: "relative to the bounds of the
+# grid cell"). YOLOv1 predicts the size directly in fractions of the image; YOLOv2/v3 as
+# ``prior * exp(t)`` with the offset through a sigmoid (Redmon & Farhadi 2017, sec. 2,
+# "Direct location prediction": b_x = sigmoid(t_x) + c_x, b_w = p_w e^{t_w}).
+
+
+def cell_encode(boxes, grid_hw):
+    """The cell holding each box's centre and the centre's offset inside it.
+
+    The seed's ``normal_to_yolo_format`` for a box whose supporting cell is the one that
+    holds its centre: ``new_y = (y - y1_cell) / cell_h``, ``new_x`` likewise.
+
+    Args:
+      boxes: ``[..., 4]`` normalized ``[y1, x1, y2, x2]``.
+      grid_hw: ``(H, W)`` cells of the grid (ints or scalar tensors).
+
+    Returns:
+      ``(cells int32 [..., 2]`` (row, column), clamped to the grid so a centre on the
+      image's last edge stays in the last cell, ``offsets float32 [..., 2]`` (oy, ox) in
+      [0, 1])``.
+    """
+    boxes = _as_float32_boxes(boxes, "boxes")
+    grid = tf.cast(tf.stack(grid_hw), tf.float32)  # [2]
+    centers = (boxes[..., :2] + boxes[..., 2:]) / 2.0 * grid  # [..., 2] in cells
+    cells = tf.clip_by_value(tf.floor(centers), 0.0, grid - 1.0)
+    return tf.cast(cells, tf.int32), centers - cells
+
+
+def cell_decode(offsets_yx, sizes_hw, cells_yx, grid_hw):
+    """Boxes from cell offsets and sizes (the inverse of :func:`cell_encode`).
+
+    Args:
+      offsets_yx: ``[..., 2]`` centre offsets (oy, ox) inside the cells, in cells.
+      sizes_hw: ``[..., 2]`` box (h, w) in fractions of the image.
+      cells_yx: ``[..., 2]`` (row, column) of each cell (int or float), broadcastable.
+      grid_hw: ``(H, W)`` cells of the grid.
+
+    Returns:
+      float32 ``[..., 4]`` normalized ``[y1, x1, y2, x2]``, not clipped.
+    """
+    grid = tf.cast(tf.stack(grid_hw), tf.float32)
+    centers = (tf.cast(cells_yx, tf.float32) + tf.cast(offsets_yx, tf.float32)) / grid
+    return box_ops.cyxhw_to_yxyx(tf.concat([centers, tf.cast(sizes_hw, tf.float32)], axis=-1))
+
+
+def prior_encode(sizes_hw, priors_hw):
+    """YOLOv2/v3's size targets ``(t_h, t_w) = log(size / prior)`` (sizes floored at 1e-8)."""
+    sizes = tf.maximum(tf.cast(sizes_hw, tf.float32), _EPS)
+    return tf.math.log(sizes / tf.maximum(tf.cast(priors_hw, tf.float32), _EPS))
+
+
+def prior_decode(log_sizes_hw, priors_hw, clamp=DEFAULT_CLAMP):
+    """``prior * exp(t)`` (the inverse of :func:`prior_encode`), ``t`` clamped at ``clamp``
+    before ``exp`` as :func:`decode` clamps ``dh, dw``."""
+    t = tf.cast(log_sizes_hw, tf.float32)
+    if clamp is not None:
+        t = tf.minimum(t, clamp)
+    return tf.cast(priors_hw, tf.float32) * tf.exp(t)

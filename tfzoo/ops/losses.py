@@ -218,34 +218,17 @@ def squared_error(y_true, y_pred, weights=None):
     return _weighted(tf.reduce_sum(tf.square(diff), axis=-1), weights)
 
 
-def yolo_box_loss(boxes_true_cyxhw, boxes_pred_cyxhw, weights=None):
-    """YOLOv1's coordinate term: ``(y - y')**2 + (x - x')**2 + (sqrt h - sqrt h')**2 +
-    (sqrt w - sqrt w')**2`` for centre-form boxes ``[..., 4]`` -> ``[...]``.
+def yolo_box_loss(boxes_true_cyxhw, predictions, weights=None):
+    """YOLOv1's coordinate term (Redmon et al. 2016, eq. 3): ``(y - y')**2 + (x - x')**2 +
+    (sqrt h - sqrt h')**2 + (sqrt w - sqrt w')**2``, ``[..., 4]`` -> ``[...]``.
 
-    Multiply ``weights`` by ``lambda_coord`` (5 in the paper) and the "responsible
-    predictor" indicator. The square root of a predicted size is :func:`_soft_sqrt`: the
-    square root from :data:`SQRT_LINEAR_BELOW` up, its tangent line below. So a size near
-    0 gets a bounded gradient (at most ``1 / (2 sqrt(SQRT_LINEAR_BELOW))`` = 50 per unit of
-    the difference, where the plain square root's grows without bound), and a negative one
-    still gets a gradient that pushes it up (``max(size, 0)`` would give none).
+    ``boxes_true_cyxhw`` are centre-form targets; ``predictions`` are ``(y', x', sqrt h',
+    sqrt w')``: the network predicts the square roots of the sizes (the paper: "we predict
+    the square root of the bounding box width and height"; Darknet's ``sqrt=1``, whose
+    boxes are the predictions squared), so the term is a plain squared error, with a
+    bounded gradient everywhere. Multiply ``weights`` by ``lambda_coord`` (5) and the
+    "responsible predictor" indicator.
     """
     true = tf.cast(boxes_true_cyxhw, tf.float32)
-    pred = tf.cast(boxes_pred_cyxhw, tf.float32)
-    center = tf.reduce_sum(tf.square(pred[..., :2] - true[..., :2]), axis=-1)
-    size = tf.reduce_sum(tf.square(_soft_sqrt(pred[..., 2:]) - tf.sqrt(tf.maximum(true[..., 2:], 0.0))), axis=-1)
-    return _weighted(center + size, weights)
-
-
-#: Sizes (fractions of the image side) below which :func:`_soft_sqrt` is linear: 1e-4 is
-#: 0.04 pixels of a 448 image, far below any object.
-SQRT_LINEAR_BELOW = 1e-4
-
-
-def _soft_sqrt(x):
-    """``sqrt(x)`` for ``x >= e``, the tangent line ``sqrt(e) + (x - e) / (2 sqrt(e))`` below
-    (``e`` = :data:`SQRT_LINEAR_BELOW`): continuous with its first derivative, defined and
-    increasing everywhere."""
-    e = SQRT_LINEAR_BELOW
-    root_e = e ** 0.5
-    linear = root_e + (x - e) / (2.0 * root_e)
-    return tf.where(x >= e, tf.sqrt(tf.maximum(x, e)), linear)
+    roots = tf.concat([true[..., :2], tf.sqrt(tf.maximum(true[..., 2:], 0.0))], axis=-1)
+    return squared_error(roots, predictions, weights)

@@ -20,6 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from tfzoo.ops import anchors as anchor_ops
 from tfzoo.ops import box_coder
 from tfzoo.ops import boxes as box_ops
 
@@ -218,3 +219,113 @@ def anchor_targets(matcher, anchors, boxes, classes, special, box_weights, speci
     deltas = box_coder.encode(matched_boxes, anchors, box_weights)  # [A, 4]
     deltas = tf.where((matches >= 0)[:, None], deltas, 0.0)
     return tf.cast(target_classes, tf.int32), deltas
+
+
+# --- grid assignment (YOLO) ----------------------------------------------------------------
+#
+# YOLO matches by position, not by IoU against anchors: an object belongs to the grid cell
+# that holds its centre (Redmon et al. 2016, sec. 2), and in YOLOv2/v3 to the one prior of
+# that cell whose shape fits it best (Redmon & Farhadi 2018, sec. 2.1: "one bounding box
+# prior for each ground truth object"). A slot (a cell, or a cell's prior) predicts one
+# object: where several objects want one slot (the seed's "problem with encodings"), the
+# largest keeps it and the others are dropped from the targets. ``tfzoo inspect --model``
+# counts what a dataset loses that way.
+
+
+def one_per_slot(slots, priority, valid):
+    """Which ground truths keep their slot: per slot, the valid one of highest ``priority``
+    (ties: the first). ``slots [G]`` int32 (any values), ``priority [G]`` float, ``valid
+    [G]`` bool -> ``keep [G]`` bool (False for invalid rows). Graph-safe, no loop."""
+    valid = tf.cast(valid, tf.bool)
+    count = tf.shape(slots)[0]
+    index = tf.range(count)
+    unique, dense = tf.unique(tf.cast(slots, tf.int32))  # slot ids made dense
+    num = tf.shape(unique)[0]
+    dense = tf.where(valid, dense, num)  # invalid rows: a slot of their own
+    priority = tf.where(valid, tf.cast(priority, tf.float32), float("-inf"))
+    best = tf.math.unsorted_segment_max(priority, dense, num + 1)
+    is_best = valid & (priority >= tf.gather(best, dense))
+    first = tf.math.unsorted_segment_min(tf.where(is_best, index, count), dense, num + 1)
+    return is_best & tf.equal(index, tf.gather(first, dense))
+
+
+def cell_targets(boxes, classes, assignable, grid_hw):
+    """YOLOv1's targets of one image: each object in the cell holding its centre, with the
+    seed's encoding (:func:`tfzoo.ops.box_coder.cell_encode`; size as a fraction of the
+    image).
+
+    Args:
+      boxes: ``[G, 4]`` normalized ground truth; ``classes [G]`` (negative: padding);
+        ``assignable [G]`` bool (False: crowd, difficult or padding, never a target).
+      grid_hw: ``(S_h, S_w)`` Python ints.
+
+    Returns:
+      ``(classes int32 [S_h, S_w]`` (class or BACKGROUND), ``boxes float32 [S_h, S_w, 4]``
+      ``(oy, ox, h, w)`` (0 off the objects' cells), ``dropped int32 []``: objects that
+      lost their cell to a larger one)``.
+    """
+    rows, cols = (int(v) for v in grid_hw)
+    boxes = tf.cast(boxes, tf.float32)
+    classes = tf.cast(classes, tf.int32)
+    valid = tf.cast(assignable, tf.bool) & (classes >= 0)
+    cells, offsets = box_coder.cell_encode(boxes, (rows, cols))  # [G, 2]
+    keep = one_per_slot(cells[:, 0] * cols + cells[:, 1], box_ops.area(boxes), valid)
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    kept = tf.where(keep)[:, 0]
+    at = tf.gather(cells, kept)
+    target_boxes = tf.scatter_nd(at, tf.gather(tf.concat([offsets, sizes], axis=-1), kept), [rows, cols, 4])
+    target_classes = tf.tensor_scatter_nd_update(tf.fill([rows, cols], BACKGROUND), at, tf.gather(classes, kept))
+    dropped = tf.reduce_sum(tf.cast(valid & ~keep, tf.int32))
+    return target_classes, target_boxes, dropped
+
+
+def prior_targets(boxes, classes, assignable, map_sizes, priors_hw, masks):
+    """YOLOv2/v3's targets of one image: each object to the prior with the best shape IoU
+    over all priors (:func:`tfzoo.ops.anchors.shape_iou`), at the cell holding its centre
+    on the map that predicts with that prior; its centre offset in the cell and
+    ``log(size / prior)`` (:func:`tfzoo.ops.box_coder.prior_encode`).
+
+    Args:
+      boxes, classes, assignable: as :func:`cell_targets`.
+      map_sizes: ``[(h_k, w_k)]`` Python ints, one per output map.
+      priors_hw: ``[P, 2]`` (h, w) priors in fractions of the input.
+      masks: per map, the prior indices it predicts with.
+
+    Returns:
+      ``(targets, dropped)``: ``targets`` a list with per map ``(classes int32 [h_k, w_k,
+      P_k]`` (class or BACKGROUND), ``deltas float32 [h_k, w_k, P_k, 4]`` ``(oy, ox, t_h,
+      t_w)``, 0 off the positives); ``dropped int32 []`` objects that lost their slot.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    classes = tf.cast(classes, tf.int32)
+    valid = tf.cast(assignable, tf.bool) & (classes >= 0)
+    priors = tf.constant(priors_hw, tf.float32)  # [P, 2]
+    sizes = boxes[:, 2:] - boxes[:, :2]  # [G, 2]
+    best = tf.argmax(anchor_ops.shape_iou(sizes, priors), axis=-1, output_type=tf.int32)  # [G]
+    owner = {p: (k, j) for k, mask in enumerate(masks) for j, p in enumerate(mask)}
+    level = tf.gather(tf.constant([owner[p][0] if p in owner else -1 for p in range(len(priors_hw))]), best)
+    slot_in_map = tf.gather(tf.constant([owner[p][1] if p in owner else 0 for p in range(len(priors_hw))]), best)
+    valid = valid & (level >= 0)
+    # One slot id over every map: (map, row, column, prior) flattened.
+    slot = tf.zeros_like(best)
+    offsets_all, cells_all = [], []
+    for k, ((rows, cols), mask) in enumerate(zip(map_sizes, masks)):
+        cells, offsets = box_coder.cell_encode(boxes, (rows, cols))
+        on_map = tf.equal(level, k)
+        base = sum(h * w * len(m) for (h, w), m in zip(map_sizes[:k], masks[:k]))
+        slot = tf.where(on_map, base + (cells[:, 0] * cols + cells[:, 1]) * len(mask) + slot_in_map, slot)
+        cells_all.append(cells)
+        offsets_all.append(offsets)
+    keep = one_per_slot(slot, box_ops.area(boxes), valid)
+    deltas = tf.concat([tf.zeros_like(sizes), box_coder.prior_encode(sizes, tf.gather(priors, best))], axis=-1)
+    targets = []
+    for k, ((rows, cols), mask) in enumerate(zip(map_sizes, masks)):
+        mine = tf.where(keep & tf.equal(level, k))[:, 0]
+        at = tf.concat([tf.gather(cells_all[k], mine), tf.gather(slot_in_map, mine)[:, None]], axis=-1)
+        values = tf.concat([tf.gather(offsets_all[k], mine), tf.gather(deltas[:, 2:], mine)], axis=-1)
+        map_deltas = tf.scatter_nd(at, values, [rows, cols, len(mask), 4])
+        map_classes = tf.tensor_scatter_nd_update(tf.fill([rows, cols, len(mask)], BACKGROUND), at,
+                                                  tf.gather(classes, mine))
+        targets.append((map_classes, map_deltas))
+    dropped = tf.reduce_sum(tf.cast(valid & ~keep, tf.int32))
+    return targets, dropped

@@ -1,0 +1,243 @@
+"""YOLOv1: "You Only Look Once: Unified, Real-Time Object Detection" (Redmon et al. 2016).
+
+One network reads the whole image and regresses, on an ``S x S`` grid (S = 7), ``B = 2``
+boxes per cell, each ``(y, x, sqrt h, sqrt w, confidence)``, and ``C`` class probabilities
+per cell: an ``S x S x (B * 5 + C)`` output (7 x 7 x 30 on VOC). ``(y, x)`` is the box
+centre inside its cell, ``(h, w)`` the size as a fraction of the image (sec. 2; the seed's
+``normal_to_yolo_format``, :func:`tfzoo.ops.box_coder.cell_encode`); the network predicts
+the square roots of the sizes (sec. 2.2, "we predict the square root of the bounding box
+width and height"; Darknet's ``sqrt=1``), the box's size is their square. The confidence
+is trained to the IoU of the predicted box with the object.
+
+Network (sec. 2.1, figure 3): 24 convolutional layers (:data:`tfzoo.backbones.darknet.YOLOV1`,
+leaky ReLU 0.1), then two fully connected layers (4,096 with leaky ReLU and dropout 0.5;
+then the linear output). The paper trains without batch normalization; tfzoo's trunks
+have it (Darknet's later ``yolov1.cfg`` and the seed too): without it the network does not
+train from random weights in a few epochs. The fully connected layers fix the input at
+448 x 448 (``fixed_size``: ``--image-size`` and ``with_image_size`` refuse another).
+
+Targets (tf.data, :class:`YOLOv1Encoder`, :func:`tfzoo.ops.matcher.cell_targets`): each
+object in the cell that holds its centre. **One object per cell** (the seed's "problem
+with encodings", sec. 2.4 "Limitations"): where two centres fall in one cell, the larger
+object keeps it and the smaller is dropped from the targets. ``tfzoo inspect --data SPEC
+--model yolov1`` counts what a dataset loses that way.
+
+Loss (sec. 2.2), per image, averaged over the batch::
+
+    lambda_coord sum_ij 1obj_ij [(y - y')^2 + (x - x')^2 + (sqrt h - sqrt h')^2 + (sqrt w - sqrt w')^2]
+    + sum_ij 1obj_ij (C - C')^2 + lambda_noobj sum_ij 1noobj_ij (C - C')^2
+    + sum_i 1obj_i sum_c (p(c) - p'(c))^2
+
+``lambda_coord = 5``, ``lambda_noobj = 0.5``; predictor ``j`` of cell ``i`` is "responsible"
+(``1obj_ij``) for the cell's object when its box has the highest IoU with it among the
+``B`` (Darknet's rule where all are 0: the smallest squared error); every other predictor
+is ``1noobj``. Every output is linear, as in the paper (:func:`tfzoo.ops.losses.yolo_box_loss`).
+
+Inference: class-specific confidence ``p(c) * C`` (sec. 2 eq. 1, clipped at 0), boxes
+decoded and clipped, per-class NMS at 0.45 (:func:`tfzoo.ops.nms.multiclass_nms`,
+builtin TFLite ops only).
+
+Presets (one-stage):
+
+- ``yolov1``: the paper's network at 448, VOC's 20 classes, the paper's recipe (SGD,
+  momentum 0.9, weight decay 5e-4, batch 64, warm-up from 1e-3 to 1e-2, then 1e-2, 1e-3,
+  1e-4 for 75, 30 and 30 epochs; random scaling and translation up to 20 %, exposure and
+  saturation up to 1.5 in HSV: augmentation ``yolo``).
+- ``yolov1_tiny``: Fast YOLO (9 convolutions, fully connected 256 then 4,096; Darknet's
+  first layer of 256 is linear, here leaky) at half width, a CPU preset trained from
+  random weights with the CPU recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfzoo import backbones, layers
+from tfzoo.data import schema
+from tfzoo.data.pipeline import Encoder
+from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig
+from tfzoo.ops import box_coder
+from tfzoo.ops import boxes as box_ops
+from tfzoo.ops import losses as loss_ops
+from tfzoo.ops import matcher as matcher_ops
+from tfzoo.ops import nms as nms_ops
+
+#: Key of the raw output ``[B, S, S, B * 5 + K]`` and the targets' keys.
+CELLS = "cells"
+CELL_CLASSES = "cell_classes"
+CELL_BOXES = "cell_boxes"
+#: Per predictor: (y, x, sqrt h, sqrt w, confidence).
+BOX_CHANNELS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class YOLOv1Config(DetectorConfig):
+    """YOLOv1 settings; defaults are the paper's on VOC (20 classes)."""
+
+    name: str = "yolov1"
+    num_classes: int = 20
+    image_size: int = 448
+    backbone: str = "yolov1"  # "yolov1" (24 convolutions) or "fast_yolo" (9)
+    backbone_weights: str | None = None
+    grid_size: int = 7  # S
+    boxes_per_cell: int = 2  # B
+    fc_units: tuple[int, ...] = (4096,)  # hidden fully connected layers (leaky ReLU)
+    dropout: float = 0.5  # after the last hidden fully connected layer
+    lambda_coord: float = 5.0
+    lambda_noobj: float = 0.5
+    # --- inference ---
+    score_threshold: float = 0.005
+    pre_nms_top_k: int = 1000
+    nms_iou_threshold: float = 0.45
+    max_detections: int = 100
+    # --- the paper's recipe (sec. 2.2): 135 epochs of VOC 07+12 at batch 64; the rate rises
+    # from 1e-3 to 1e-2 over the first epoch (259 batches), 1e-2 until epoch 75, 1e-3 for
+    # 30, 1e-4 for 30 ---
+    augment: str = "yolo"
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 259
+    warmup_factor: float = 0.1
+    lr_schedule: str = "step"
+    epochs: int = 135
+    lr_decay_at: tuple[float, ...] = (75.0 / 135.0, 105.0 / 135.0)
+
+    #: The fully connected layers fix the input size (the trunk's stride is 64).
+    fixed_size = True
+    size_divisor = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.grid_size < 1 or self.boxes_per_cell < 1:
+            raise ValueError(f"grid_size and boxes_per_cell must be >= 1, got {self.grid_size}, {self.boxes_per_cell}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+PRESETS = {
+    "yolov1": YOLOv1Config(),
+    "yolov1_tiny": YOLOv1Config(name="yolov1_tiny", backbone="fast_yolo", fc_units=(256, 4096), backbone_alpha=0.5,
+                                **{**SCRATCH_RECIPE, "augment": "yolo"}),
+}
+
+
+class YOLOv1Encoder(Encoder):
+    """YOLOv1 targets in tf.data: ``cell_classes [S, S]`` (the cell's object's class or -1)
+    and ``cell_boxes [S, S, 4]`` ``(o_y, o_x, h, w)`` (0 where no object). Crowd and
+    difficult objects are never targets."""
+
+    keep_aspect_ratio = False  # YOLO warps the image to its square input
+
+    def __init__(self, config):
+        self.config = config
+        self.image_size = (config.image_size, config.image_size)
+        self.augment = config.augment
+        self.flip = config.flip
+
+    def box_targets(self, ground_truth):
+        special = ground_truth[schema.IS_CROWD] | ground_truth[schema.DIFFICULT]
+        size = self.config.grid_size
+        classes, boxes, _ = matcher_ops.cell_targets(ground_truth[schema.BOXES], ground_truth[schema.CLASSES],
+                                                     ~special, (size, size))
+        return {CELL_CLASSES: classes, CELL_BOXES: boxes}
+
+
+def dropped_objects(boxes, classes, grid_size):
+    """Objects of one image that YOLOv1's one-object-per-cell rule drops (``int``)."""
+    _, _, dropped = matcher_ops.cell_targets(boxes, classes, tf.ones_like(classes, tf.bool), (grid_size, grid_size))
+    return int(dropped)
+
+
+@keras.saving.register_keras_serializable(package="tfzoo")
+class YOLOv1(Detector):
+    """YOLOv1 as a functional Keras model (see the module doc and :mod:`tfzoo.models.base`)."""
+
+    config_class = YOLOv1Config
+    family = "YOLOv1"
+    kind = "one-stage"
+    presets = PRESETS
+    cpu_presets = ("yolov1_tiny",)
+    loss_names = ("box_loss", "obj_loss", "cls_loss")
+    box_loss_names = ("box_loss", "cls_loss")
+    tiny = {"image_size": 128, "num_classes": 3, "backbone_alpha": 0.125, "fc_units": (32,), "grid_size": 4}
+
+    @classmethod
+    def create(cls, config):
+        size = config.image_size
+        s, b, k = config.grid_size, config.boxes_per_cell, config.num_classes
+        # --- layers ---
+        with layers.dtype_policy(config.backbone_dtype):
+            trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,
+                                             batchnorm_momentum=config.batchnorm_momentum, features=("C6",))
+            normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
+        hidden = [keras.layers.Dense(units, name=f"fc{i}") for i, units in enumerate(config.fc_units, start=1)]
+        output = keras.layers.Dense(s * s * (b * BOX_CHANNELS + k), dtype="float32", name="fc_out")
+        # --- graph ---
+        images = keras.Input((size, size, 3), name="images")
+        x = keras.layers.Flatten(name="flatten")(trunk(normalize(images))["C6"])
+        for i, dense in enumerate(hidden, start=1):
+            x = keras.layers.LeakyReLU(negative_slope=0.1, name=f"fc{i}_leaky")(dense(x))
+        if config.dropout:
+            x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+        cells = keras.layers.Reshape((s, s, b * BOX_CHANNELS + k), dtype="float32", name=CELLS)(output(x))
+        return cls(images, {CELLS: cells}, config, name=config.name)
+
+    def make_encoder(self):
+        return YOLOv1Encoder(self.config)
+
+    def _split(self, output):
+        """``(predictors [B, S, S, B, 5], class probabilities [B, S, S, K])``."""
+        config = self.config
+        output = tf.cast(output, tf.float32)
+        b = config.boxes_per_cell
+        s = config.grid_size
+        predictors = tf.reshape(output[..., :b * BOX_CHANNELS], [-1, s, s, b, BOX_CHANNELS])
+        return predictors, output[..., b * BOX_CHANNELS:]
+
+    def _cells(self):
+        s = self.config.grid_size
+        return np.stack(np.meshgrid(np.arange(s), np.arange(s), indexing="ij"), -1).astype(np.float32)  # [S, S, 2]
+
+    def compute_losses(self, targets, outputs):
+        config = self.config
+        s = config.grid_size
+        predictors, probabilities = self._split(outputs[CELLS])
+        target_classes = targets[CELL_CLASSES]  # [B, S, S]
+        target = tf.cast(targets[CELL_BOXES], tf.float32)  # [B, S, S, 4] (o_y, o_x, h, w)
+        has_object = target_classes >= 0
+        cells = self._cells()[:, :, None, :]  # [S, S, 1, 2]
+        pred_boxes = box_coder.cell_decode(predictors[..., 0:2], tf.square(predictors[..., 2:4]), cells, (s, s))
+        true_boxes = box_coder.cell_decode(target[..., 0:2], target[..., 2:4], cells[..., 0, :], (s, s))
+        iou = box_ops.aligned_iou(pred_boxes, true_boxes[:, :, :, None, :])  # [B, S, S, B]
+        error = loss_ops.yolo_box_loss(target[:, :, :, None, :], predictors[..., 0:4])  # [B, S, S, B]
+        # Responsible: the highest IoU; where every IoU is 0, the smallest error (Darknet).
+        key = tf.where(tf.reduce_max(iou, axis=-1, keepdims=True) > 0.0, iou, -error)
+        responsible = tf.one_hot(tf.argmax(key, axis=-1), config.boxes_per_cell) * tf.cast(has_object, tf.float32)[..., None]
+        confidence = predictors[..., 4]
+        box_loss = config.lambda_coord * tf.reduce_sum(responsible * error)
+        obj_loss = (tf.reduce_sum(responsible * tf.square(confidence - tf.stop_gradient(iou)))
+                    + config.lambda_noobj * tf.reduce_sum((1.0 - responsible) * tf.square(confidence)))
+        onehot = tf.one_hot(tf.maximum(target_classes, 0), config.num_classes)
+        cls_loss = tf.reduce_sum(tf.where(has_object, loss_ops.squared_error(onehot, probabilities), 0.0))
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        normalizer = tf.cast(tf.shape(target)[0], tf.float32) * replicas  # the global batch
+        return {"box_loss": box_loss / normalizer, "obj_loss": obj_loss / normalizer, "cls_loss": cls_loss / normalizer}
+
+    def decode(self, outputs):
+        config = self.config
+        s, b = config.grid_size, config.boxes_per_cell
+        predictors, probabilities = self._split(outputs[CELLS])
+        boxes = box_ops.clip(box_coder.cell_decode(predictors[..., 0:2], tf.square(predictors[..., 2:4]),
+                                                   self._cells()[:, :, None, :], (s, s)))  # [B, S, S, B, 4]
+        scores = tf.maximum(predictors[..., 4:5] * probabilities[:, :, :, None, :], 0.0)  # [B, S, S, B, K]
+        return nms_ops.multiclass_nms(tf.reshape(boxes, [-1, s * s * b, 4]),
+                                      tf.reshape(scores, [-1, s * s * b, config.num_classes]),
+                                      max_detections=config.max_detections, iou_threshold=config.nms_iou_threshold,
+                                      score_threshold=config.score_threshold, pre_nms_top_k=config.pre_nms_top_k)
