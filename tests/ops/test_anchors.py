@@ -182,3 +182,20 @@ def test_in_graph_and_dataset(three_ways):
     sizes = np.array([[1.0, 2.0], [3.0, 3.0], [8.0, 2.0]] * 5, np.float32)
     priors, _ = three_ways(lambda s: anchors.kmeans_priors(s, k=3, seed=1), sizes)
     np.testing.assert_allclose(priors, [[1.0, 2.0], [3.0, 3.0], [8.0, 2.0]], rtol=1e-6)
+
+
+def test_yolo_prior_boxes_lay_each_prior_on_every_cell():
+    priors = np.asarray(anchors.YOLOV3_COCO_PRIORS_HW_PX, np.float32) / 416
+    boxes = anchors.yolo_prior_boxes([(13, 13), (26, 26), (52, 52)], priors, anchors.YOLOV3_MASKS).numpy()
+    assert boxes.shape == (10647, 4)  # (13^2 + 26^2 + 52^2) x 3
+    first = boxes[:3]  # cell (0, 0) of the 13 x 13 map, priors 6, 7, 8
+    np.testing.assert_allclose((first[:, :2] + first[:, 2:]) / 2, 0.5 / 13, atol=1e-6)
+    np.testing.assert_allclose(first[:, 2:] - first[:, :2], priors[[6, 7, 8]], atol=1e-6)
+    second = boxes[3]  # the next cell: one column right
+    np.testing.assert_allclose((second[1] + second[3]) / 2, 1.5 / 13, atol=1e-6)
+    assert anchors.yolo_prior_boxes([(13, 13)], priors[:5], [(0, 1, 2, 3, 4)]).shape == (845, 4)
+
+
+def test_shape_iou_compares_sizes_at_a_common_centre():
+    iou = anchors.shape_iou([[0.2, 0.2], [0.1, 0.4]], [[0.2, 0.2], [0.4, 0.1]]).numpy()
+    np.testing.assert_allclose(iou, [[1.0, 0.02 / (0.04 + 0.04 - 0.02)], [0.02 / 0.06, 0.01 / 0.07]], rtol=1e-5)

@@ -78,3 +78,61 @@ def test_in_graph_and_dataset(three_ways, make_boxes):
         anchors,
     )
     np.testing.assert_allclose(out, boxes, atol=1e-5)
+
+
+# --- grid cells (YOLO) -----------------------------------------------------------------
+
+
+def normal_to_yolo_format(bbox, anchor, img_size, grid_size):
+    """The seed's YOLO encoding, as the seed writes it (the golden reference)."""
+    y, x, h, w = bbox  # bounding box
+    y1, x1, y2, x2 = anchor  # supporting cell
+    size_h = img_size[0] / grid_size[0]  # height of the cell
+    size_w = img_size[1] / grid_size[1]  # width of the cell
+    new_x = (x - x1) / size_w  # center_x wrt to cell
+    new_y = (y - y1) / size_h  # center_y wrt to cell
+    new_h = h / img_size[0]  # height of the object normalized with the height of the image
+    new_w = w / img_size[1]  # width of the object normalized with the width of the image
+    return [new_y, new_x, new_h, new_w]
+
+
+@pytest.mark.parametrize("img_size, grid_size", [((448, 448), (7, 7)), ((375, 500), (7, 7)), ((416, 416), (13, 13))])
+def test_cell_encode_reproduces_the_seeds_yolo_encoding(img_size, grid_size):
+    rng = np.random.default_rng(0)
+    height, width = img_size
+    y1 = rng.uniform(0, height - 20, 64)
+    x1 = rng.uniform(0, width - 20, 64)
+    y2 = np.minimum(y1 + rng.uniform(4, 300, 64), height)
+    x2 = np.minimum(x1 + rng.uniform(4, 300, 64), width)
+    boxes_px = np.stack([y1, x1, y2, x2], -1)
+    boxes = (boxes_px / [height, width, height, width]).astype(np.float32)
+    cells, offsets = box_coder.cell_encode(boxes, grid_size)
+    cell_h, cell_w = height / grid_size[0], width / grid_size[1]
+    for k, (a, b, c, d) in enumerate(boxes_px):
+        y, x, h, w = (a + c) / 2, (b + d) / 2, c - a, d - b
+        row, col = int(y // cell_h), int(x // cell_w)  # the cell that holds the centre
+        supporting = (row * cell_h, col * cell_w, (row + 1) * cell_h, (col + 1) * cell_w)
+        want = normal_to_yolo_format((y, x, h, w), supporting, img_size, grid_size)
+        assert tuple(cells[k].numpy()) == (row, col)
+        np.testing.assert_allclose(offsets[k], want[:2], atol=2e-5)
+        np.testing.assert_allclose(boxes[k, 2:] - boxes[k, :2], want[2:], atol=1e-6)
+    # and back: the cell, the offset and the size give the box again
+    decoded = box_coder.cell_decode(offsets, boxes[:, 2:] - boxes[:, :2], cells, grid_size)
+    np.testing.assert_allclose(decoded, boxes, atol=1e-6)
+
+
+def test_a_centre_on_the_last_edge_stays_in_the_last_cell():
+    cells, offsets = box_coder.cell_encode([[0.8, 0.8, 1.0, 1.0]], (7, 7))  # centre 0.9: cell 6
+    assert cells.numpy().tolist() == [[6, 6]] and np.all((offsets.numpy() >= 0) & (offsets.numpy() <= 1))
+    cells, offsets = box_coder.cell_encode([[1.0, 1.0, 1.0, 1.0]], (7, 7))  # centre exactly 1.0
+    assert cells.numpy().tolist() == [[6, 6]] and np.allclose(offsets, 1.0)
+
+
+def test_prior_decode_inverts_prior_encode_and_clamps():
+    sizes = np.array([[0.1, 0.3], [0.02, 0.9]], np.float32)
+    priors = np.array([[0.2, 0.2], [0.05, 0.5]], np.float32)
+    t = box_coder.prior_encode(sizes, priors)
+    np.testing.assert_allclose(t, np.log(sizes / priors), rtol=1e-6)
+    np.testing.assert_allclose(box_coder.prior_decode(t, priors), sizes, rtol=1e-6)
+    big = box_coder.prior_decode([[100.0, 0.0]], [[0.1, 0.1]])
+    np.testing.assert_allclose(big, [[0.1 * 1000 / 16, 0.1]], rtol=1e-5)  # exp clamped at log(1000 / 16)

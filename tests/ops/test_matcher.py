@@ -187,3 +187,96 @@ def test_in_graph_and_dataset(three_ways, make_boxes):
     np.testing.assert_array_equal(matches, BACKGROUND)
     np.testing.assert_array_equal(targets, 0.0)
     np.testing.assert_array_equal(target_classes, BACKGROUND)
+
+
+# --- grid assignment (YOLO) ------------------------------------------------------------
+
+from tfzoo.ops import anchors as anchor_ops  # noqa: E402
+from tfzoo.ops import box_coder  # noqa: E402
+from tfzoo.ops.matcher import cell_targets, one_per_slot, prior_targets  # noqa: E402
+
+
+def test_one_per_slot_keeps_the_highest_priority_then_the_first():
+    slots = [5, 5, 2, 5, 2, 9]
+    priority = [1.0, 3.0, 2.0, 3.0, 1.0, 0.5]
+    valid = [True, True, True, True, True, False]
+    keep = one_per_slot(tf.constant(slots), tf.constant(priority), tf.constant(valid)).numpy()
+    assert keep.tolist() == [False, True, True, False, False, False]
+    assert one_per_slot(tf.zeros([0], tf.int32), tf.zeros([0]), tf.zeros([0], tf.bool)).shape == (0,)
+
+
+def test_cell_targets_put_each_object_in_its_centres_cell_and_the_larger_keeps_a_shared_cell():
+    boxes = np.array([[0.05, 0.05, 0.25, 0.25],  # centre (0.15, 0.15): cell (1, 1) of 7
+                      [0.10, 0.10, 0.20, 0.20],  # the same cell, smaller: dropped
+                      [0.50, 0.60, 0.90, 1.00],  # centre (0.7, 0.8): cell (4, 5)
+                      [0.00, 0.00, 0.00, 0.00]], np.float32)  # padding
+    classes = np.array([3, 1, 0, -1], np.int32)
+    target_classes, target_boxes, dropped = cell_targets(boxes, classes, np.ones(4, bool), (7, 7))
+    assert int(dropped) == 1
+    assert target_classes.shape == (7, 7) and target_boxes.shape == (7, 7, 4)
+    assert np.argwhere(target_classes.numpy() >= 0).tolist() == [[1, 1], [4, 5]]
+    assert target_classes[1, 1] == 3 and target_classes[4, 5] == 0
+    np.testing.assert_allclose(target_boxes[1, 1], [0.15 * 7 - 1, 0.15 * 7 - 1, 0.2, 0.2], atol=1e-6)
+    np.testing.assert_allclose(target_boxes[4, 5], [0.7 * 7 - 4, 0.8 * 7 - 5, 0.4, 0.4], atol=1e-5)
+    # an object that may not be a target (crowd, difficult) takes no cell and is not counted
+    target_classes, _, dropped = cell_targets(boxes, classes, np.array([False, True, True, True]), (7, 7))
+    assert target_classes[1, 1] == 1 and int(dropped) == 0
+
+
+def np_prior_targets(boxes, classes, map_sizes, priors, masks):
+    """Slow reference: one object at a time, the larger first, a taken slot refused."""
+    out = [(np.full((h, w, len(m)), -1, np.int32), np.zeros((h, w, len(m), 4), np.float32))
+           for (h, w), m in zip(map_sizes, masks)]
+    order = sorted(range(len(boxes)), key=lambda g: -np.prod(boxes[g, 2:] - boxes[g, :2]))
+    dropped = 0
+    for g in order:
+        if classes[g] < 0:
+            continue
+        hw = boxes[g, 2:] - boxes[g, :2]
+        ious = [np.prod(np.minimum(hw, p)) / (np.prod(hw) + np.prod(p) - np.prod(np.minimum(hw, p))) for p in priors]
+        best = int(np.argmax(ious))
+        k = next(i for i, m in enumerate(masks) if best in m)
+        j = list(masks[k]).index(best)
+        h, w = map_sizes[k]
+        cy, cx = (boxes[g, :2] + boxes[g, 2:]) / 2
+        row, col = min(int(cy * h), h - 1), min(int(cx * w), w - 1)
+        if out[k][0][row, col, j] >= 0:
+            dropped += 1
+            continue
+        out[k][0][row, col, j] = classes[g]
+        out[k][1][row, col, j] = [cy * h - row, cx * w - col, np.log(hw[0] / priors[best][0]),
+                                  np.log(hw[1] / priors[best][1])]
+    return out, dropped
+
+
+def test_prior_targets_match_a_slow_reference():
+    rng = np.random.default_rng(3)
+    priors = np.asarray(anchor_ops.YOLOV3_COCO_PRIORS_HW_PX, np.float32) / 416
+    masks, sizes = anchor_ops.YOLOV3_MASKS, [(4, 4), (8, 8), (16, 16)]
+    for trial in range(5):
+        count = 30
+        centre = rng.uniform(0.1, 0.9, (count, 2))
+        hw = np.exp(rng.uniform(np.log(0.02), np.log(0.8), (count, 2)))
+        boxes = np.clip(np.concatenate([centre - hw / 2, centre + hw / 2], -1), 0, 1).astype(np.float32)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1e-3)
+        classes = rng.integers(-1, 4, count).astype(np.int32)
+        got, dropped = prior_targets(boxes, classes, np.ones(count, bool), sizes, priors.tolist(), masks)
+        want, want_dropped = np_prior_targets(boxes, classes, sizes, priors, masks)
+        assert int(dropped) == want_dropped
+        for (gc, gd), (wc, wd) in zip(got, want):
+            np.testing.assert_array_equal(gc.numpy(), wc)
+            np.testing.assert_allclose(gd.numpy(), wd, atol=1e-4)
+
+
+def test_prior_targets_decode_back_to_the_objects():
+    priors = [[0.1, 0.1], [0.3, 0.2], [0.6, 0.7]]
+    boxes = np.array([[0.1, 0.2, 0.22, 0.33], [0.3, 0.1, 0.9, 0.8]], np.float32)
+    (targets,), dropped = prior_targets(boxes, [0, 1], [True, True], [(5, 5)], priors, ((0, 1, 2),))
+    classes, deltas = targets
+    found = np.argwhere(classes.numpy() >= 0)
+    assert int(dropped) == 0 and len(found) == 2
+    for row, col, j in found:
+        d = deltas[row, col, j]
+        box = box_coder.cell_decode(d[:2], box_coder.prior_decode(d[2:], priors[j]), [row, col], (5, 5))
+        g = int(classes[row, col, j])
+        np.testing.assert_allclose(box, boxes[g], atol=1e-5)

@@ -1,0 +1,290 @@
+"""YOLOv1, YOLOv2, YOLOv3: the papers' layouts and prediction counts, the targets read back
+by the decoders, YOLOv1's loss against a slow reference, the ignore and rescore rules,
+multi-scale training and the fixed size of YOLOv1."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfzoo
+import tfzoo.data
+from tfzoo.data import schema
+from tfzoo.models import yolo, yolov1
+
+
+def _convs(model):
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _tiny(name, **overrides):
+    preset = tfzoo.models.MODELS[name]
+    return preset(**{**preset.detector.tiny, **overrides})
+
+
+@pytest.mark.parametrize("name, grids, predictions, params", [
+    ("yolov3", [13, 26, 52], 10647, 62.0e6),  # the paper's 61.9 M (Darknet counts no BN moving stats)
+    ("yolov2", [13], 845, 50.7e6),
+])
+def test_full_presets_have_the_papers_grids_and_prediction_counts(name, grids, predictions, params):
+    detector = tfzoo.build_model(name)
+    assert detector.anchors.shape == (predictions, 4)
+    assert sorted(h for h, _ in detector.map_sizes) == grids and detector.image_size == (416, 416)
+    assert abs(detector.count_params() - params) < 0.05e6
+    out = detector(np.zeros([1, 416, 416, 3], np.float32))
+    per_prior = 5 + detector.config.num_classes
+    assert sum(int(np.prod(v.shape[1:])) for v in out.values()) == predictions * per_prior
+
+
+def test_the_trunks_have_the_papers_convolution_counts():
+    from tfzoo import backbones
+
+    assert len(_convs(backbones.build_backbone("darknet53", 64))) == 52
+    assert len(_convs(backbones.build_backbone("darknet19", 64))) == 18
+    assert len(_convs(backbones.build_backbone("yolov1", 448, features=("C6",)))) == 24
+    assert len(_convs(backbones.build_backbone("fast_yolo", 448, features=("C6",)))) == 9
+    trunk = backbones.build_backbone("yolov1", 448, features=("C6",))
+    assert tuple(trunk.outputs[0].shape) == (None, 7, 7, 1024)
+    tiny = backbones.build_backbone("darknet_tiny", 416, features=("C4", "C5"))
+    assert {k: tuple(v.shape[1:]) for k, v in tiny.output.items()} == {"C4": (26, 26, 256), "C5": (13, 13, 512)}
+
+
+def test_yolov1_is_the_papers_network():
+    config = yolov1.PRESETS["yolov1"]
+    assert (config.grid_size, config.boxes_per_cell, config.num_classes, config.image_size) == (7, 2, 20, 448)
+    assert (config.lambda_coord, config.lambda_noobj, config.dropout, config.fc_units) == (5.0, 0.5, 0.5, (4096,))
+    # the paper's schedule: 1e-3 warming to 1e-2, then 1e-2 / 1e-3 / 1e-4 for 75 / 30 / 30 epochs
+    assert (config.learning_rate, config.warmup_factor, config.epochs) == (1e-2, 0.1, 135)
+    np.testing.assert_allclose(np.array(config.lr_decay_at) * 135, [75, 105])
+    assert (config.momentum, config.weight_decay, config.augment) == (0.9, 5e-4, "yolo")
+    detector = tfzoo.build_model("yolov1_tiny", num_classes=20, backbone_alpha=0.125, fc_units=(16,))
+    assert tuple(detector.outputs[0].shape) == (None, 7, 7, 30)  # S x S x (B * 5 + C)
+
+
+def test_yolov1_refuses_another_input_size():
+    detector = _tiny("yolov1")
+    with pytest.raises(ValueError, match="fixed-size layers"):
+        detector.with_image_size(256)
+    from tfzoo.train.config import resolve_config
+
+    with pytest.raises(ValueError, match="fully connected"):
+        resolve_config("yolov1", ["a", "b"], image_size=512)
+
+
+# --- YOLOv1's loss against the paper's formula, one cell at a time ---------------------------
+
+
+def np_iou(a, b):
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def np_yolov1_loss(pred, cell_classes, cell_boxes, num_boxes, num_classes, coord=5.0, noobj=0.5):
+    batch, s = pred.shape[0], pred.shape[1]
+    box = obj = cls = 0.0
+    for n in range(batch):
+        for i in range(s):
+            for j in range(s):
+                p = pred[n, i, j]
+                boxes = [p[b * 5:(b + 1) * 5] for b in range(num_boxes)]
+                if cell_classes[n, i, j] < 0:
+                    obj += noobj * sum(b[4] ** 2 for b in boxes)
+                    continue
+                oy, ox, h, w = cell_boxes[n, i, j]
+                truth = [(i + oy) / s - h / 2, (j + ox) / s - w / 2, (i + oy) / s + h / 2, (j + ox) / s + w / 2]
+                ious, errors = [], []
+                for y, x, rh, rw, _ in boxes:
+                    ph, pw = rh ** 2, rw ** 2
+                    cy, cx = (i + y) / s, (j + x) / s
+                    ious.append(np_iou([cy - ph / 2, cx - pw / 2, cy + ph / 2, cx + pw / 2], truth))
+                    errors.append((y - oy) ** 2 + (x - ox) ** 2 + (rh - h ** 0.5) ** 2 + (rw - w ** 0.5) ** 2)
+                r = int(np.argmax(ious)) if max(ious) > 0 else int(np.argmin(errors))
+                box += coord * errors[r]
+                obj += (boxes[r][4] - ious[r]) ** 2 + noobj * sum(b[4] ** 2 for k, b in enumerate(boxes) if k != r)
+                onehot = np.eye(num_classes)[cell_classes[n, i, j]]
+                cls += float(np.sum((p[num_boxes * 5:] - onehot) ** 2))
+    return {"box_loss": box / batch, "obj_loss": obj / batch, "cls_loss": cls / batch}
+
+
+def test_yolov1_loss_is_the_papers_formula():
+    detector = _tiny("yolov1", num_classes=3)
+    config = detector.config
+    s, b, k = config.grid_size, config.boxes_per_cell, config.num_classes
+    rng = np.random.default_rng(0)
+    pred = rng.normal(0.4, 0.3, (2, s, s, b * 5 + k)).astype(np.float32)
+    classes = np.full((2, s, s), -1, np.int32)
+    boxes = np.zeros((2, s, s, 4), np.float32)
+    for n, i, j in [(0, 1, 2), (0, 3, 3), (1, 0, 0), (1, 2, 1)]:
+        classes[n, i, j] = rng.integers(0, k)
+        boxes[n, i, j] = [*rng.uniform(0.05, 0.95, 2), *rng.uniform(0.05, 0.6, 2)]
+    pred[1, 2, 1, :4] = [0.5, 0.5, 0.01, 0.01]  # neither predictor overlaps: the smaller error decides
+    pred[1, 2, 1, 5:9] = [0.5, 0.5, 0.02, 0.02]
+    got = detector.compute_losses({yolov1.CELL_CLASSES: classes, yolov1.CELL_BOXES: boxes}, {yolov1.CELLS: pred})
+    want = np_yolov1_loss(pred, classes, boxes, b, k)
+    for key in want:
+        np.testing.assert_allclose(float(got[key]), want[key], rtol=1e-4, err_msg=key)
+
+
+# --- the encoders' targets, read back by the decoders -----------------------------------
+
+
+def _perfect_outputs(detector, targets):
+    """Raw outputs that predict exactly the encoded targets (confident, right class)."""
+    config = detector.config
+    k = config.num_classes
+    if isinstance(detector, yolov1.YOLOv1):
+        classes, boxes = targets[yolov1.CELL_CLASSES], targets[yolov1.CELL_BOXES]
+        b = config.boxes_per_cell
+        out = np.zeros(classes.shape + (b * 5 + k,), np.float32)
+        has = classes >= 0
+        out[..., 0:2] = boxes[..., 0:2]
+        out[..., 2:4] = np.sqrt(boxes[..., 2:4])
+        out[..., 4] = has
+        out[..., b * 5:] = np.eye(k)[np.maximum(classes, 0)] * has[..., None]
+        return {yolov1.CELLS: out}
+    outputs = {}
+    for name in detector.output_names_by_stride:
+        classes, deltas = targets[f"{name}_classes"], targets[f"{name}_deltas"]
+        has = classes >= 0
+        out = np.zeros(classes.shape + (5 + k,), np.float32)
+        offsets = np.clip(deltas[..., 0:2], 1e-4, 1 - 1e-4)
+        out[..., 0:2] = np.log(offsets / (1 - offsets))
+        out[..., 2:4] = deltas[..., 2:4]
+        out[..., 4] = np.where(has, 12.0, -12.0)
+        out[..., 5:] = np.where(np.eye(k)[np.maximum(classes, 0)] > 0, 12.0, -12.0)
+        outputs[name] = out.reshape(classes.shape[:3] + (-1,))
+    return outputs
+
+
+@pytest.mark.parametrize("name", ["yolov1", "yolov2", "yolov3_tiny", "yolov3"])
+def test_decoding_perfect_outputs_gives_back_the_objects(name):
+    detector = _tiny(name, num_classes=5)
+    examples = tfzoo.data.load("shapes:3", "val")
+    train = tfzoo.data.pipeline(examples, detector, 3, training=True, augment="none", shuffle_buffer=0)
+    _, targets = train.get_single_element()
+    truth = tfzoo.data.pipeline(examples, detector, 3, training=False)
+    _, ground_truth = truth.get_single_element()
+    outputs = _perfect_outputs(detector, {k: v.numpy() for k, v in targets.items()})
+    detections = detector.decode(outputs)
+    for n in range(3):
+        gt = ground_truth[schema.BOXES][n].numpy()
+        gt_classes = ground_truth[schema.CLASSES][n].numpy()
+        real = gt_classes >= 0
+        count = int(detections["num_detections"][n])
+        found = detections["detection_boxes"][n, :count].numpy()
+        found_classes = detections["detection_classes"][n, :count].numpy()
+        strong = detections["detection_scores"][n, :count].numpy() > 0.5
+        # every object kept by the one-per-slot rule comes back, exactly, with its class
+        matched = 0
+        for box, c in zip(gt[real], gt_classes[real]):
+            close = np.all(np.abs(found - box) < 2e-3, axis=1) & (found_classes == c) & strong
+            matched += int(close.any())
+        assert matched >= real.sum() - 1 and strong.sum() <= real.sum()
+
+
+# --- the YOLOv2/v3 objectness rules -------------------------------------------------------
+
+
+def _one_object(detector):
+    example = {schema.IMAGE: tf.zeros([*detector.image_size, 3]), schema.BOXES: tf.constant([[0.2, 0.2, 0.7, 0.6]]),
+               schema.CLASSES: tf.constant([1]), schema.IS_CROWD: tf.constant([False]),
+               schema.DIFFICULT: tf.constant([False]), schema.IMAGE_ID: tf.constant("x")}
+    targets = detector.encoder.targets(example)
+    return {k: v.numpy()[None] for k, v in targets.items()}
+
+
+def test_yolov3_ignores_the_objectness_of_negatives_that_overlap_an_object():
+    detector = _tiny("yolov3_tiny", num_classes=2, image_size=128)
+    targets = _one_object(detector)
+    outputs = {k: tf.Variable(v) for k, v in _perfect_outputs(detector, targets).items()}
+    name = detector.output_names_by_stride[0]
+    classes = targets[f"{name}_classes"][0]
+    positive = np.argwhere(classes >= 0)
+    # a negative prior of another cell, its box moved onto the object: ignored (IoU > 0.5);
+    # the same prior elsewhere, far from the object: a negative
+    rows, cols, priors = classes.shape
+    per = 5 + detector.config.num_classes
+    raw = outputs[name].numpy().reshape(1, rows, cols, priors, per)
+    all_positive = [tuple(p) for p in positive]
+    candidates = [(r, c, j) for r in range(rows) for c in range(cols) for j in range(priors)
+                  if (r, c, j) not in all_positive]
+    box = [0.2, 0.2, 0.7, 0.6]
+    cy, cx, h, w = 0.45, 0.4, 0.5, 0.4
+    ignored = negative = None
+    for r, c, j in candidates:
+        prior = detector.config.priors[detector.config.masks[0][j]]
+        oy, ox = cy * rows - r, cx * cols - c
+        if 0.0 < oy < 1.0 and 0.0 < ox < 1.0 and ignored is None:
+            ignored = (r, c, j)
+            raw[0, r, c, j, :4] = [np.log(oy / (1 - oy)), np.log(ox / (1 - ox)), np.log(h / prior[0]),
+                                   np.log(w / prior[1])]
+        elif negative is None and r == rows - 1:
+            negative = (r, c, j)
+    assert ignored is not None and negative is not None, box
+    raw[0, ignored[0], ignored[1], ignored[2], 4] = 3.0
+    raw[0, negative[0], negative[1], negative[2], 4] = 3.0
+    outputs[name] = tf.Variable(raw.reshape(1, rows, cols, -1))
+    with tf.GradientTape() as tape:
+        loss = detector.compute_losses(targets, outputs)["obj_loss"]
+    grad = tape.gradient(loss, outputs[name]).numpy().reshape(raw.shape)[..., 4]
+    assert grad[(0, *ignored)] == 0.0  # no objectness loss: it overlaps the object
+    np.testing.assert_allclose(grad[(0, *negative)], 1 / (1 + np.exp(-3.0)), rtol=1e-5)  # BCE towards 0
+
+
+def test_yolov2_trains_objectness_to_the_iou_of_the_predicted_box():
+    detector = _tiny("yolov2", num_classes=2)
+    config = detector.config
+    targets = _one_object(detector)
+    outputs = _perfect_outputs(detector, targets)
+    name = "p5"
+    classes = targets[f"{name}_classes"][0]
+    (r, c, j), = np.argwhere(classes >= 0)
+    rows, cols, priors = classes.shape
+    raw = outputs[name].reshape(1, rows, cols, priors, -1)
+    raw[0, r, c, j, 2] += np.log(0.5)  # the predicted box is half as tall: IoU 0.5
+    raw[0, r, c, j, 4] = 0.0  # confidence 0.5
+    loss = detector.compute_losses(targets, {name: raw.reshape(1, rows, cols, -1)})
+    negatives = 0.5 * config.noobject_scale * (1 / (1 + np.exp(12.0))) ** 2 * (rows * cols * priors - 1)
+    np.testing.assert_allclose(float(loss["obj_loss"]), config.object_scale * 0.5 * (0.5 - 0.5) ** 2 + negatives,
+                               atol=1e-6)
+    raw[0, r, c, j, 4] = 2.0
+    loss = detector.compute_losses(targets, {name: raw.reshape(1, rows, cols, -1)})
+    sigma = 1 / (1 + np.exp(-2.0))
+    np.testing.assert_allclose(float(loss["obj_loss"]), config.object_scale * 0.5 * (sigma - 0.5) ** 2 + negatives,
+                               rtol=1e-4)
+
+
+# --- multi-scale training -------------------------------------------------------------------
+
+
+def test_multi_scale_training_changes_the_input_size_and_the_grids_with_it():
+    keras.utils.set_random_seed(0)
+    detector = _tiny("yolov3_tiny", num_classes=5, image_size=96, multi_scale=(0.5, 1.0), size_period=1)
+    assert detector.config.train_sizes == (64, 96)
+    train = tfzoo.data.pipeline(tfzoo.data.load("shapes:16", "train"), detector, 2, training=True, seed=1)
+    sizes = set()
+    for images, targets in train.take(8):
+        size = int(images.shape[1])
+        sizes.add(size)
+        assert images.shape[2] == size
+        assert targets["p5_classes"].shape[1:3] == (size // 32, size // 32)
+        assert targets["p4_deltas"].shape[1:3] == (size // 16, size // 16)
+    assert sizes == {64, 96}
+    detector.compile(optimizer=keras.optimizers.SGD(1e-3))
+    history = detector.fit(train, epochs=1, steps_per_epoch=6, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    out = detector(np.zeros([1, 64, 64, 3], np.float32))  # the model takes any multiple of 32
+    assert out["p5"].shape[1:3] == (2, 2)
+
+
+def test_yolo_configs_check_their_fields():
+    with pytest.raises(ValueError, match="masks must use each"):
+        tfzoo.build_model("yolov3", masks=((0, 1, 2), (3, 4, 5)))
+    with pytest.raises(ValueError, match="priors must be"):
+        tfzoo.build_model("yolov2_tiny", priors=((0.1,),))
+    with pytest.raises(ValueError, match="multi_scale"):
+        yolo.YOLOConfig(multi_scale=(1.5, 0.5))
+    assert yolo.PRESETS_V3["yolov3"].train_sizes == tuple(range(320, 609, 32))  # the paper's {320, ..., 608}
+    assert yolo.YOLOConfig(multi_scale=()).train_sizes == ()
