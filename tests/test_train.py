@@ -965,10 +965,11 @@ FASTER_RCNN_ALL_ROIS = dict(roi_samples=64, roi_positive_fraction=1.0)
 
 
 @slow
-@pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile"])
+@pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile", "yolov3_tiny"])
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path, model):
     settings = {"retinanet_mobile": TINY, "ssd_mobile": _tiny_settings("ssd_mobile"),
-                "faster_rcnn_mobile": _tiny_settings("faster_rcnn_mobile", **FASTER_RCNN_ALL_ROIS)}[model]
+                "faster_rcnn_mobile": _tiny_settings("faster_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
+                "yolov3_tiny": _tiny_settings("yolov3_tiny")}[model]
     done = _run_python(MIRRORED, str(tmp_path / "run"), model, json.dumps(settings))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -142,8 +142,70 @@ def _anchor_coverage(boxes_canvas, anchor_boxes, chunk=256):
     return np.concatenate(best) if best else np.zeros([0], np.float32)
 
 
-def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, limit=None):
-    """Statistics and validation problems of a dataset split, as a JSON-ready dict."""
+def _model_coverage(model, images, image_size=None):
+    """How preset ``model`` sees the boxes of ``images`` (``[(boxes [G, 4], classes [G],
+    (height, width))]``): for a YOLO, the objects it loses to one object per cell (YOLOv1)
+    or per cell and prior (YOLOv2/v3), and how well its priors' shapes fit the boxes; for
+    an anchor model, each box's best IoU with its anchors."""
+    import numpy as np
+
+    import tfzoo
+    from tfzoo.models import MODELS
+    from tfzoo.ops import anchors as anchor_ops
+    from tfzoo.ops import matcher
+
+    overrides = {"backbone_weights": None}
+    if image_size is not None:
+        overrides["image_size"] = image_size
+    if MODELS[model].kind == "proposals":
+        return {"model": model, "note": "its boxes come from selective search, not from anchors: "
+                                        "'tfzoo proposals' reports their recall"}
+    detector = tfzoo.build_model(model, **overrides)
+    config = detector.config
+    warp = not detector.encoder.keep_aspect_ratio
+    result = {"model": model, "image_size": config.image_size}
+    objects = sum(int((classes >= 0).sum()) for _, classes, _ in images)
+    if hasattr(config, "grid_size") or hasattr(config, "priors"):
+        dropped = 0
+        for boxes, classes, _ in images:
+            if hasattr(config, "grid_size"):
+                grid = (config.grid_size, config.grid_size)
+                dropped += int(matcher.cell_targets(boxes, classes, np.ones(len(classes), bool), grid)[2])
+            else:
+                dropped += int(matcher.prior_targets(boxes, classes, np.ones(len(classes), bool), detector.map_sizes,
+                                                     config.priors, config.masks)[1])
+        rule = "one object per cell" if hasattr(config, "grid_size") else "one object per cell and prior"
+        result.update({"rule": rule, "objects": objects, "objects_dropped": dropped,
+                       "dropped_share": round(dropped / objects, 4) if objects else 0.0})
+    if hasattr(config, "priors"):
+        sizes = np.concatenate([b[:, 2:] - b[:, :2] for b, _, _ in images]) if images else np.zeros([0, 2])
+        best = (np.max(anchor_ops.shape_iou(sizes, np.asarray(config.priors, np.float32)).numpy(), axis=1)
+                if len(sizes) else np.zeros([0]))
+        result["priors"] = {"count": len(config.priors), "best_shape_iou_median": _median(best),
+                            "boxes_with_best_shape_iou_ge_0.5": int((best >= 0.5).sum())}
+    elif getattr(detector, "anchors", None) is not None:
+        canvas = []
+        for boxes, _, (height, width) in images:
+            scale = 1.0 if warp else np.array([height, width, height, width], np.float32) / max(height, width)
+            canvas.append(boxes * scale)
+        best = _anchor_coverage(np.concatenate(canvas) if canvas else np.zeros([0, 4], np.float32),
+                                np.asarray(detector.anchors))
+        result["anchors"] = {"count": int(len(detector.anchors)), "best_iou_median": _median(best),
+                             "boxes_with_best_iou_ge_0.5": int((best >= 0.5).sum()),
+                             "boxes_with_best_iou_lt_0.4": int((best < 0.4).sum())}
+    return result
+
+
+def _median(values):
+    import numpy as np
+
+    return round(float(np.median(values)), 4) if len(values) else None
+
+
+def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, limit=None, model=None):
+    """Statistics and validation problems of a dataset split, as a JSON-ready dict; with
+    ``model``, also how that preset's grid, priors or anchors cover the boxes
+    (:func:`_model_coverage`, at ``image_size`` when given, else the preset's)."""
     import numpy as np
 
     import tfzoo.data
@@ -159,7 +221,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
     per_class = {name: 0 for name in names}
     sides_px, canvas_boxes = [], []
     images = objects = negatives = crowd = difficult = 0
-    image_sides = []
+    image_sides, model_images = [], []
     for example in _progress(dataset.as_numpy_iterator(), desc=f"inspect {split}"):
         images += 1
         height, width = example["image"].shape[:2]
@@ -174,6 +236,9 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
         mirror.add(example["image"], boxes, example["classes"])
         hw_px = (boxes[:, 2:] - boxes[:, :2]) * np.array([height, width], np.float32)
         sides_px.extend(np.sqrt(np.prod(hw_px, axis=1)).tolist())
+        if model:
+            keep = ~example["is_crowd"].astype(bool)
+            model_images.append((boxes[keep], example["classes"][keep].astype(np.int32), (height, width)))
         if anchors:
             # Where the boxes land on a square input after an aspect-preserving resize + pad.
             scale = np.array([height, width, height, width], np.float32) / max(height, width)
@@ -207,14 +272,17 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
         "problem_summary": report.summary(),
         "conversions": report.notes_summary(),
     }
+    if model:
+        result["model"] = _model_coverage(model, model_images, image_size)
     if anchors:
-        anchor_boxes, description = _anchor_set(anchors, image_size)
+        anchor_size = image_size or 640
+        anchor_boxes, description = _anchor_set(anchors, anchor_size)
         all_boxes = np.concatenate(canvas_boxes) if canvas_boxes else np.zeros([0, 4], np.float32)
         best = _anchor_coverage(all_boxes, anchor_boxes)
         result["anchors"] = {
             "layout": anchors,
             "description": description,
-            "image_size": image_size,
+            "image_size": anchor_size,
             "count": int(len(anchor_boxes)),
             "best_iou_median": float(np.median(best)) if best.size else None,
             "boxes_with_best_iou_ge_0.5": int((best >= 0.5).sum()),
@@ -243,6 +311,24 @@ def _print_inspection(result):
         hi = "inf" if b["max_px"] is None else b["max_px"]
         bar = "#" * round(40 * b["boxes"] / peak)
         print(f"  [{b['min_px']:>4}, {hi:>4}) {b['boxes']:>8} {bar}", file=out)
+    if "model" in result:
+        m = result["model"]
+        if "note" in m:
+            print(f"{m['model']}: {m['note']}", file=out)
+        if "objects_dropped" in m:
+            print(f"{m['model']} at {m['image_size']} px, {m['rule']}: {m['objects_dropped']} of {m['objects']} objects "
+                  f"({100 * m['dropped_share']:.1f}%) share a slot with a larger one and are left out of training",
+                  file=out)
+        if "priors" in m:
+            p = m["priors"]
+            print(f"{m['model']} priors ({p['count']}): median best shape IoU {p['best_shape_iou_median']}, "
+                  f"{p['boxes_with_best_shape_iou_ge_0.5']} boxes reach 0.5 ('tfzoo anchors' fits priors to "
+                  "the data)", file=out)
+        if "anchors" in m:
+            a = m["anchors"]
+            print(f"{m['model']} anchors at {m['image_size']} px ({a['count']}): median best IoU {a['best_iou_median']}, "
+                  f"{a['boxes_with_best_iou_ge_0.5']} boxes reach IoU >= 0.5, {a['boxes_with_best_iou_lt_0.4']} stay "
+                  "below 0.4", file=out)
     if "anchors" in result:
         a = result["anchors"]
         print(f"anchors: {a['description']} at {a['image_size']} px ({a['count']} anchors): median best IoU "
@@ -274,12 +360,41 @@ def _print_inspection(result):
 
 def cmd_inspect(args):
     result = inspect_dataset(args.data, args.split, strict=args.strict, anchors=args.anchors,
-                             image_size=args.image_size, limit=args.limit)
+                             image_size=args.image_size, limit=args.limit, model=args.model)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         _print_inspection(result)
+    return 0
+
+
+# --- tfzoo anchors ------------------------------------------------------------------
+
+
+def cmd_anchors(args):
+    import tfzoo.data
+    from tfzoo.train import priors
+    from tfzoo.train.config import preset_config
+
+    config = preset_config(args.model)
+    if not hasattr(config, "priors"):
+        raise ValueError(f"{args.model} has no priors to fit: --model takes a YOLOv2 or YOLOv3 preset")
+    if args.k is not None and args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
+    sizes = priors.box_sizes(tfzoo.data.load(args.data, args.split), args.limit or priors.PRIOR_IMAGES)
+    result = priors.report(sizes, config, args.k, args.seed)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{args.data} [{args.split}]: {result['boxes']} boxes; {result['k']} priors by k-means (1 - IoU), "
+          f"by area (h x w, pixels at {args.model}'s {result['image_size']}):")
+    for (h, w), (hp, wp) in zip(result["priors"], result["priors_px"]):
+        print(f"  {h:.4f} x {w:.4f}   ({hp:g} x {wp:g} px)")
+    print(f"mean IoU with the boxes: {result['mean_iou']:.3f} (the preset's priors: "
+          f"{result['default_priors_mean_iou']:.3f})")
+    print(f"train with them: --set {' '.join(result['settings'])}  (or --set priors=auto)")
     return 0
 
 
@@ -762,10 +877,29 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("--anchors", choices=("fpn", "ssd", "rpn"),
                    help="also report how well the boxes match this anchor layout (best IoU per box)")
-    p.add_argument("--image-size", type=int, default=640,
-                   help="square model input size the anchors are laid on (default: 640)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="also report how this preset sees the boxes: for a YOLO the objects it loses to one object "
+                        "per cell (and prior) and how its priors fit; for an anchor model each box's best IoU")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square model input size (default: the --model preset's, 640 for --anchors)")
     p.add_argument("--limit", type=int, default=None, help="inspect only the first N images")
     p.set_defaults(func=cmd_inspect, parser=p)
+
+    p = sub.add_parser("anchors", help="fit YOLOv2/v3 priors to a dataset's boxes (k-means, 1 - IoU)",
+                       description="Runs YOLOv2's dimension clusters on the training boxes: k-means on their "
+                                   "(height, width) with the distance 1 - IoU. Prints the priors (fractions of the "
+                                   "input and pixels at the model's size), their mean IoU with the boxes beside the "
+                                   "preset's own priors', and the --set arguments that train with them "
+                                   "(tfzoo train ... --set priors=auto fits them at the start of training).")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--model", default="yolov3", help="a YOLOv2 or YOLOv3 preset (default: yolov3)")
+    p.add_argument("-k", type=int, default=None, help="number of priors (default: the preset's)")
+    p.add_argument("--split", default="train", help="split name (default: train)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="boxes of the first N images only (default: 5000 images)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed (default: 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    p.set_defaults(func=cmd_anchors, parser=p)
 
     p = sub.add_parser("proposals", help="compute and cache selective search proposals; print their recall",
                        description="Runs selective search (OpenCV, the papers' fast mode by default) on every image "

@@ -3,6 +3,8 @@ by the decoders, YOLOv1's loss against a slow reference, the ignore and rescore 
 multi-scale training and the fixed size of YOLOv1."""
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -288,3 +290,63 @@ def test_yolo_configs_check_their_fields():
         yolo.YOLOConfig(multi_scale=(1.5, 0.5))
     assert yolo.PRESETS_V3["yolov3"].train_sizes == tuple(range(320, 609, 32))  # the paper's {320, ..., 608}
     assert yolo.YOLOConfig(multi_scale=()).train_sizes == ()
+
+
+# --- tfzoo train, anchors, inspect ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tfzoo_train_runs_a_yolo_with_fitted_priors_mixed_precision_and_resume(tmp_path):
+    """``tfzoo train``'s path for a YOLO preset on its tiny widths: ``priors=auto`` fits the
+    priors to the training boxes (written to config.json), multi-scale batches, mixed
+    precision, a checkpoint, evaluation, then a resume to one more epoch."""
+    import json
+
+    from tfzoo import train as T
+
+    tiny = {**yolo.YOLOv3.tiny, "multi_scale": (0.5, 1.0), "size_period": 1}
+    settings = [f"{k}={json.dumps(v)}" for k, v in tiny.items() if k not in ("image_size", "num_classes")]
+    run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, val_data="shapes:4", diagnostics=False,
+               verbose=0)
+    result = T.train("yolov3_tiny", "shapes:8", epochs=1, mixed_precision=True, settings=settings + ["priors=auto"],
+                     **run)
+    assert result.finished and result.steps == 2 and np.isfinite(result.history["loss"]).all()
+    saved = json.loads((tmp_path / "run" / T.CONFIG_FILE).read_text())
+    assert saved["priors"] != [list(p) for p in yolo.YOLOV3_TINY_PRIORS] and len(saved["priors"]) == 6
+    areas = [h * w for h, w in saved["priors"]]
+    assert areas == sorted(areas) and set(result.metrics) >= {"AP", "AP50"}
+    resumed = T.train("yolov3_tiny", "shapes:8", epochs=2, resume=True, mixed_precision=True,
+                      settings=settings + ["priors=auto"], **run)
+    assert resumed.finished and resumed.steps == 4
+    assert json.loads((tmp_path / "run" / T.CONFIG_FILE).read_text())["priors"] == saved["priors"]
+    with pytest.raises(ValueError, match="priors=auto applies to the YOLOv2 and YOLOv3"):
+        T.train("yolov1_tiny", "shapes:8", epochs=1, settings=["priors=auto"], out=str(tmp_path / "v1"), verbose=0)
+
+
+def test_tfzoo_anchors_fits_priors_and_compares_them_with_the_presets(capsys):
+    from tfzoo import cli
+
+    assert cli.main(["anchors", "--data", "shapes:40", "--model", "yolov2_tiny", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["k"] == 5 and len(result["priors"]) == 5 and result["boxes"] > 40
+    assert 0 < result["default_priors_mean_iou"] < result["mean_iou"] <= 1  # fitted beat the VOC priors here
+    assert result["settings"] == [f"priors={json.dumps(result['priors']).replace(' ', '')}"]
+    assert cli.main(["anchors", "--data", "shapes:40", "--model", "yolov3", "-k", "6"]) == 0
+    text = capsys.readouterr().out
+    assert "6 priors by k-means" in text and "masks=[[4,5],[2,3],[0,1]]" in text
+    assert cli.main(["anchors", "--data", "shapes:4", "--model", "ssd_mobile"]) != 0
+    assert "has no priors" in capsys.readouterr().err
+
+
+def test_tfzoo_inspect_counts_what_one_object_per_cell_drops(capsys):
+    from tfzoo import cli
+
+    assert cli.main(["inspect", "--data", "shapes:60", "--model", "yolov1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["model"]
+    examples = list(tfzoo.data.load("shapes:60", "train").as_numpy_iterator())
+    want = sum(yolov1.dropped_objects(e["boxes"], e["classes"], 7) for e in examples)
+    assert result["rule"] == "one object per cell" and result["objects_dropped"] == want > 0
+    assert result["objects"] == sum(len(e["boxes"]) for e in examples)
+    assert cli.main(["inspect", "--data", "shapes:20", "--model", "yolov2"]) == 0
+    text = capsys.readouterr().out
+    assert "one object per cell and prior" in text and "median best shape IoU" in text

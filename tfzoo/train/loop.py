@@ -211,6 +211,44 @@ def _check_flips(config, dataset, names, where, explicit):
     return config.replace(flip=False)
 
 
+def _split_auto_priors(settings):
+    """``(settings without "priors=auto", whether it was there)``."""
+    from tfzoo.train import priors  # noqa: PLC0415
+
+    kept = [s for s in settings or () if not (s.partition("=")[0].strip() == "priors"
+                                               and s.partition("=")[2].strip() == priors.AUTO)]
+    return kept, len(kept) != len(settings or ())
+
+
+def _check_priors(config, dataset, where, auto, explicit, verbose):
+    """The config to train with, its priors decided: ``priors=auto`` fits them to the first
+    :data:`tfzoo.train.priors.PRIOR_IMAGES` training images; otherwise a YOLO config whose
+    priors were not set says when the data's own would fit its boxes better."""
+    if not hasattr(config, "priors"):
+        if auto:
+            raise ValueError(f"{config.name} has no priors: priors=auto applies to the YOLOv2 and YOLOv3 presets")
+        return config
+    if explicit:
+        return config
+    from tfzoo.train import priors  # noqa: PLC0415
+
+    sizes = priors.box_sizes(dataset, priors.PRIOR_IMAGES if auto else MIRROR_CHECK_IMAGES * 3)
+    if len(sizes) < len(config.priors):
+        if auto:
+            raise validate.DataError(f"{where}: {len(sizes)} boxes, too few to fit {len(config.priors)} priors")
+        return config
+    fitted, iou = priors.fit(sizes, len(config.priors))
+    default = priors.mean_iou(sizes, config.priors)
+    if auto:
+        _info(verbose, f"priors fitted to {len(sizes)} boxes of {where}: mean IoU {iou:.3f} (the preset's "
+                       f"{default:.3f})")
+        return config.replace(priors=fitted)
+    if iou > default + priors.BETTER_BY:
+        _info(verbose, f"the preset's priors fit the boxes of {where} at mean IoU {default:.3f}; priors fitted to "
+                       f"them reach {iou:.3f}: --set priors=auto uses them ('tfzoo anchors' shows them)")
+    return config
+
+
 def _augment_text(config):
     """``"scale_jitter with horizontal flips (--no-flip turns them off)"`` or ``"... without ..."``."""
     augment = getattr(config, "augment", "none")
@@ -258,7 +296,9 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
       resume: continue the run in ``out`` from its last checkpoint; with ``epochs`` above
         the run's plan, a finished or stopped run trains on to that many epochs (its
         learning-rate schedule stretched to the new end).
-      settings: ``["key=value", ...]`` config overrides. Unless they set ``flip``, a recipe
+      settings: ``["key=value", ...]`` config overrides. ``priors=auto`` fits a YOLOv2/v3
+        model's priors to the training boxes (:mod:`tfzoo.train.priors`; without it, a
+        YOLO run says when the data's own priors would fit its boxes better). Unless they set ``flip``, a recipe
         with flips trains without them where mirrored classes of the training data look
         alike (:func:`_check_flips`; the decision is in ``config.json``).
       strategy: one of :data:`STRATEGIES`.
@@ -321,6 +361,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
     dist = make_strategy(strategy)  # first: multiworker needs to start before other TF work
     scope = dist.scope() if dist is not None else contextlib.nullcontext()
     names = _class_names(specs)
+    settings, auto_priors = _split_auto_priors(settings)
 
     if resume:
         config, state = _resume_config(out, model, names, settings, image_size, batch_size, epochs, mixed_precision)
@@ -345,6 +386,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
     started += proposal_seconds
     if not resume:
         config = _check_flips(config, train_set, names, where, _setting_keys(settings))
+        config = _check_priors(config, train_set, where, auto_priors, "priors" in _setting_keys(settings), verbose)
     count = count_examples(specs, split, train_set)
     if count == 0:
         raise validate.DataError(f"{where} has no examples")
