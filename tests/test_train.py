@@ -1054,7 +1054,7 @@ def _script(name):
 
 
 @pytest.mark.parametrize("name", ["retinanet_coco", "retinanet_voc", "ssd300_voc", "ssd512_voc", "faster_rcnn_voc",
-                                  "faster_rcnn_fpn_coco", "fast_rcnn_voc"])
+                                  "faster_rcnn_fpn_coco", "fast_rcnn_voc", "yolov1_voc", "yolov2_voc", "yolov3_coco"])
 def test_recipe_script_help_works_offline(name):
     done = subprocess.run([sys.executable, str(ROOT / "train_scripts" / f"{name}.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT,
@@ -1099,6 +1099,27 @@ def test_fpn_coco_script_holds_the_1x_recipe():
     assert (config.learning_rate, config.warmup_steps, config.epochs) == (0.02, 500, 12)
     assert T.resolve_config(script.MODEL, ["a"], batch_size=2, settings=script.SETTINGS).learning_rate == 0.0025
     _assert_coco_1x(script, config, 0.02)
+
+
+def test_yolo_scripts_hold_the_papers_schedules():
+    script = _script("yolov1_voc")
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(20)], image_size=448, settings=script.SETTINGS)
+    steps = 16_551 // 64  # VOC 07+12 trainval at batch 64: one epoch of warm-up
+    schedule = T.make_schedule(config, 135 * steps)
+    assert _lr(schedule, 0) == pytest.approx(1e-3, rel=1e-6) and _lr(schedule, 259) == pytest.approx(1e-2, rel=1e-6)
+    assert _lr(schedule, 75 * steps - 1) == pytest.approx(1e-2) and _lr(schedule, 75 * steps + 1) == pytest.approx(1e-3)
+    assert _lr(schedule, 105 * steps + 1) == pytest.approx(1e-4)
+    assert (config.momentum, config.weight_decay, config.dropout, config.augment) == (0.9, 5e-4, 0.5, "yolo")
+    script = _script("yolov2_voc")
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(20)], image_size=416, settings=script.SETTINGS)
+    assert config.train_sizes == tuple(range(320, 609, 32)) and config.size_period == 10
+    schedule = T.make_schedule(config, 160 * steps)
+    assert _lr(schedule, 60 * steps - 1) == pytest.approx(1e-3) and _lr(schedule, 60 * steps + 1) == pytest.approx(1e-4)
+    assert _lr(schedule, 90 * steps + 1) == pytest.approx(1e-5)
+    script = _script("yolov3_coco")
+    assert script.PROTOCOL.data == "tfds:coco/2017"
+    config = T.resolve_config(script.MODEL, [f"c{i}" for i in range(80)], image_size=416, settings=script.SETTINGS)
+    assert (config.backbone, config.epochs, config.lr_decay_at, config.batch_size) == ("darknet53", 273, (0.8, 0.9), 64)
 
 
 @pytest.mark.parametrize("name, size", [("ssd300_voc", 300), ("ssd512_voc", 512)])

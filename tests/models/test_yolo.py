@@ -350,3 +350,60 @@ def test_tfzoo_inspect_counts_what_one_object_per_cell_drops(capsys):
     assert cli.main(["inspect", "--data", "shapes:20", "--model", "yolov2"]) == 0
     text = capsys.readouterr().out
     assert "one object per cell and prior" in text and "median best shape IoU" in text
+
+
+# --- Darknet's .weights files ---------------------------------------------------------------
+
+
+def _randomize(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        low = 0.5 if "variance" in w.name else -1.0
+        w.assign(rng.uniform(low, 1.0, w.shape).astype(np.float32))
+
+
+def test_darknet_weights_round_trip_bit_for_bit_and_have_the_published_sizes(tmp_path):
+    from tfzoo import backbones
+    from tfzoo.backbones import darknet
+
+    trunk = backbones.build_backbone("darknet19", 64)
+    _randomize(trunk)
+    path = str(tmp_path / "darknet19.conv.23")
+    darknet.save_darknet_weights(trunk, path)
+    # Darknet-19's 18 convolutions: 4 batch-norm vectors and a kernel each, after a 20-byte header
+    convs = darknet.darknet_convolutions(trunk)
+    assert len(convs) == 18
+    floats = sum(4 * c.kernel.shape[-1] + int(np.prod(c.kernel.shape)) for c, _ in convs)
+    assert (tmp_path / "darknet19.conv.23").stat().st_size == 20 + 4 * floats
+    loaded = backbones.build_backbone("darknet19", 64, weights=path)  # the Darknet file, not Keras'
+    for a, b in zip(trunk.get_weights(), loaded.get_weights()):
+        assert np.array_equal(a, b)
+    # The published files' sizes follow from the same layout: yolov3.weights is 248,007,048
+    # bytes, darknet53.conv.74 (the trunk's 52 convolutions) 162,482,580.
+    assert 20 + 4 * tfzoo.build_model("yolov3").count_params() == 248_007_048
+    d53 = darknet.darknet_convolutions(backbones.build_backbone("darknet53", 64))
+    assert len(d53) == 52
+    assert 20 + 4 * sum(4 * c.kernel.shape[-1] + int(np.prod(c.kernel.shape)) for c, _ in d53) == 162_482_580
+
+
+def test_a_trunk_file_loads_into_a_whole_detector_and_bad_files_are_named(tmp_path):
+    from tfzoo.backbones import darknet
+
+    detector = _tiny("yolov2")
+    trunk = detector.get_layer("backbone")
+    _randomize(trunk, seed=1)
+    path = str(tmp_path / "trunk.weights")
+    darknet.save_darknet_weights(trunk, path)
+    fresh = _tiny("yolov2")
+    assert darknet.load_darknet_weights(fresh, path) == 18  # the trunk's 18 of the detector's 23
+    for a, b in zip(trunk.get_weights(), fresh.get_layer("backbone").get_weights()):
+        assert np.array_equal(a, b)
+    with open(path, "rb") as f:
+        data = f.read()
+    cut = tmp_path / "cut.weights"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(darknet.DarknetWeightsError, match=r"cut.weights: ends inside layer \w+"):
+        darknet.load_darknet_weights(_tiny("yolov2"), str(cut), convolutions=18)
+    other = _tiny("yolov3_tiny")
+    with pytest.raises(darknet.DarknetWeightsError, match="trunk.weights"):
+        darknet.load_darknet_weights(other.get_layer("backbone"), path)

@@ -26,6 +26,10 @@ name             module                                   features         Image
 ``fast_yolo``    :mod:`.darknet` (Fast YOLO's 9)             C6               no
 ===============  =======================================  ===============  ==========
 
+A Darknet trunk also takes one of Darknet's ``.weights`` files as ``weights`` (the
+ImageNet-pretrained ``darknet53.conv.74`` or ``darknet19_448.conv.23``: their first
+convolutions, in order; :func:`tfzoo.backbones.darknet.load_darknet_weights`).
+
 ``weights="imagenet"`` downloads the ImageNet classifier weights through Keras (users with
 internet; :class:`WeightsUnavailableError` when that fails); ``weights=None`` starts from
 random initialization (tests, offline machines); a path loads a weights file.
@@ -46,9 +50,20 @@ import functools
 import keras
 
 from tfzoo.backbones.applications import APPLICATIONS, WITH_ALPHA, WeightsUnavailableError, application_backbone
-from tfzoo.backbones.darknet import darknet19, darknet53, darknet_tiny, fast_yolo_trunk, yolov1_trunk
+from tfzoo.backbones.darknet import (darknet19, darknet53, darknet_tiny, fast_yolo_trunk, load_darknet_weights,
+                                     yolov1_trunk)
 from tfzoo.backbones.resnet import BASIC_RESNET_WIDTHS, BASIC_RESNETS, basic_resnet
 from tfzoo.backbones.surgery import with_batchnorm
+
+#: The Darknet trunks, which also load Darknet's own ``.weights`` files.
+DARKNETS = ("darknet19", "darknet53", "darknet_tiny", "yolov1", "fast_yolo")
+
+
+def _is_keras_weights(path):
+    """Whether ``path`` is a Keras weights file (HDF5) rather than Darknet's format."""
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+
 
 #: tfzoo's own backbones (no ImageNet weights): name -> builder ``(image_size (h, w),
 #: alpha, batchnorm_momentum) -> (model, {feature: tensor})``.
@@ -133,7 +148,10 @@ def build_backbone(name, image_size, weights=None, alpha=1.0, batchnorm_momentum
         model, maps = _OWN[name]((height, width), alpha, batchnorm_momentum)
     backbone = keras.Model(model.input, {f: maps[f] for f in features}, name="backbone")
     if name not in APPLICATIONS and weights is not None:
-        backbone.load_weights(weights)
+        if name in DARKNETS and not _is_keras_weights(weights):
+            load_darknet_weights(model, weights)  # a Darknet .weights file (darknet53.conv.74 ...)
+        else:
+            backbone.load_weights(weights)
     return backbone
 
 

@@ -170,3 +170,109 @@ def fast_yolo_trunk(image_size, alpha=1.0, batchnorm_momentum=None):
     """``(model, {"C6"})``: Fast YOLO's 9 convolutions (:data:`FAST_YOLO`), stride 64, with
     batch normalization."""
     return _yolov1_trunk(FAST_YOLO, "fast_yolo_trunk", image_size, alpha, batchnorm_momentum)
+
+
+# --- Darknet's .weights files ------------------------------------------------------------
+#
+# The format Darknet writes (src/parser.c, save_weights / load_weights): a header of three
+# int32 (major, minor, revision) and the images seen (int64 from version 0.2 on, int32
+# before), then each layer's parameters in the cfg's order, float32 little-endian; for a
+# convolution with batch normalization: biases (the batch norm's beta), scales (gamma),
+# rolling mean, rolling variance, then the kernel [out, in, kh, kw]; without: biases, then
+# the kernel. ImageNet-pretrained trunks (``darknet53.conv.74``: Darknet-53's 52
+# convolutions; ``darknet19_448.conv.23``: Darknet-19's 18) are such files cut after the
+# trunk.
+
+
+class DarknetWeightsError(ValueError):
+    """A Darknet weights file that does not fit the model (named with the layer)."""
+
+
+def darknet_convolutions(model):
+    """``[(conv, batch_norm or None)]`` of ``model`` in Darknet's order (the order the
+    layers were created: the cfg's, for tfzoo's trunks)."""
+    def in_order(parent):  # nested models depth-first, each in its graph's order
+        for layer in parent.layers:
+            if isinstance(layer, keras.Model):
+                yield from in_order(layer)
+            elif isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization)):
+                yield layer
+
+    layers = list(in_order(model))
+    pairs = []
+    for layer in layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            pairs.append([layer, None])
+        elif pairs and pairs[-1][1] is None:
+            pairs[-1][1] = layer
+    return [tuple(p) for p in pairs]
+
+
+def load_darknet_weights(model, path, convolutions=None):
+    """Loads a Darknet ``.weights`` file into ``model``'s convolutions, in order.
+
+    ``convolutions``: how many to load (default: as many as the file holds, which may be
+    fewer than the model has: a ``.conv.74`` trunk into a whole detector). Returns the
+    number loaded. :class:`DarknetWeightsError` names the file and the layer when the file
+    ends early or has values left over that do not make a whole layer.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    with open(path, "rb") as f:
+        data = f.read()
+    major, minor, _ = np.frombuffer(data[:12], "<i4") if len(data) >= 12 else (None, None, None)
+    if major is None:
+        raise DarknetWeightsError(f"{path}: {len(data)} bytes, too short for a Darknet weights header")
+    offset = 12 + (8 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 4)
+    body = data[offset:]
+    values = np.frombuffer(body[:len(body) // 4 * 4], "<f4")  # a cut file: its layer check names it
+    position = 0
+    pairs = darknet_convolutions(model)
+    limit = len(pairs) if convolutions is None else int(convolutions)
+    loaded = 0
+    for conv, norm in pairs[:limit]:
+        if position == len(values) and convolutions is None:
+            break
+        kernel = conv.kernel
+        kh, kw, cin, cout = kernel.shape
+        sizes = ([cout] * 4 if norm is not None else [cout]) + [cout * cin * kh * kw]
+        need = sum(sizes)
+        if position + need > len(values):
+            raise DarknetWeightsError(f"{path}: ends inside layer {conv.name} (convolution {loaded + 1}: needs {need} "
+                                      f"values, {len(values) - position} left)")
+        chunks = np.split(values[position:position + need], np.cumsum(sizes)[:-1])
+        position += need
+        weights = chunks[-1].reshape(cout, cin, kh, kw).transpose(2, 3, 1, 0)
+        if norm is not None:
+            beta, gamma, mean, variance = chunks[:4]
+            norm.set_weights([gamma, beta, mean, variance])
+            conv.set_weights([weights] + ([np.zeros([cout], np.float32)] if conv.use_bias else []))
+        else:
+            conv.set_weights([weights] + ([chunks[0]] if conv.use_bias else []))
+        loaded += 1
+    if convolutions is None and position != len(values):
+        raise DarknetWeightsError(f"{path}: {len(values) - position} values left after the model's {loaded} "
+                                  "convolutions: the file is for another network")
+    return loaded
+
+
+def save_darknet_weights(model, path, convolutions=None, seen=0):
+    """Writes ``model``'s first ``convolutions`` (default: all) convolutions as a Darknet
+    ``.weights`` file (version 0.2.0, atomically), the inverse of :func:`load_darknet_weights`."""
+    import numpy as np  # noqa: PLC0415
+
+    from tfzoo.atomic import atomic_file  # noqa: PLC0415
+
+    pairs = darknet_convolutions(model)[:convolutions]
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([seen], "<i8").tobytes())
+        for conv, norm in pairs:
+            kernel = np.asarray(conv.kernel, np.float32)
+            if norm is not None:
+                gamma, beta, mean, variance = (np.asarray(w, np.float32) for w in norm.get_weights())
+                parts = [beta, gamma, mean, variance]
+            else:
+                parts = [np.asarray(conv.bias, np.float32) if conv.use_bias else np.zeros([kernel.shape[-1]], np.float32)]
+            parts.append(kernel.transpose(3, 2, 0, 1))
+            for part in parts:
+                f.write(np.ascontiguousarray(part, "<f4").tobytes())
