@@ -305,11 +305,12 @@ def test_svd_benchmark_tiny_run():
 def test_generations_benchmark_tiny_run(tmp_path):
     out = tmp_path / "generations.json"
     proc = _run(str(BENCHMARKS / "bench_generations.py"), "--tiny", "--repeats", "1", "--proposals", "24",
-                "--num-classes", "3", "--models", "rcnn,spp_net,fast_rcnn,faster_rcnn,yolo9", "--json", str(out),
+                "--num-classes", "3", "--models", "rcnn,spp_net,fast_rcnn,faster_rcnn,yolov1,yolo9", "--json", str(out),
                 timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert set(result["models"]) == {"rcnn", "spp_net", "fast_rcnn", "faster_rcnn"} and result["search_ms"] > 0
+    assert set(result["models"]) == {"rcnn", "spp_net", "fast_rcnn", "faster_rcnn", "yolov1"} and result["search_ms"] > 0
+    assert result["yolov1_speedup_over_faster_rcnn"] > 0 and "yolov1 is" in proc.stdout
     assert result["peak_rss_gib"] > 0 and "peak resident memory" in proc.stdout
     fast = result["models"]["fast_rcnn"]
     assert fast["with_proposals_ms"] > fast["median_ms"]  # the search time is added

@@ -12,10 +12,11 @@ try:
 except ImportError:
     pass
 
-from peers import faster_rcnn, retinanet, ssd  # noqa: E402
+from peers import faster_rcnn, retinanet, ssd, yolo  # noqa: E402
 
 #: family (``tfzoo.models.MODELS[name].family``) -> adapter module.
-ADAPTERS = {retinanet.FAMILY: retinanet, ssd.FAMILY: ssd, faster_rcnn.FAMILY: faster_rcnn}
+ADAPTERS = {retinanet.FAMILY: retinanet, ssd.FAMILY: ssd, faster_rcnn.FAMILY: faster_rcnn,
+            **{family: yolo for family in yolo.FAMILIES}}
 
 
 def adapter(family):
