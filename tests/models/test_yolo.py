@@ -407,3 +407,26 @@ def test_a_trunk_file_loads_into_a_whole_detector_and_bad_files_are_named(tmp_pa
     other = _tiny("yolov3_tiny")
     with pytest.raises(darknet.DarknetWeightsError, match="trunk.weights"):
         darknet.load_darknet_weights(other.get_layer("backbone"), path)
+
+
+# --- int8 exports ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["yolov1", "yolov3_tiny"])
+def test_int8_export_keeps_the_decoder_float(tmp_path, name):
+    """The int8 TFLite file quantizes the network and keeps the decoder float32 (sigmoids,
+    box decoding, NMS): no score or box passes through an int8 grid."""
+    from tfzoo.export import export_tflite, load_model
+    from tfzoo.export.tflite import decoder_requantizations, non_builtin_ops, op_input_types, op_names
+
+    detector = _tiny(name, num_classes=5)
+    images = tfzoo.data.pipeline(tfzoo.data.load("shapes:4", "train"), detector, 1, training=False)
+    path = export_tflite(detector, str(tmp_path / "int8.tflite"), quantize="int8", calibration_images=images)
+    model_bytes = (tmp_path / "int8.tflite").read_bytes()
+    assert not decoder_requantizations(model_bytes) and not non_builtin_ops(op_names(model_bytes))
+    types = op_input_types(model_bytes)
+    assert "INT8" in types["CONV_2D"] and types["NON_MAX_SUPPRESSION_V5"] == {"FLOAT32"}
+    image = next(iter(images))[0].numpy()
+    out = load_model(path).detect(image)
+    assert out["detection_boxes"].shape[-1] == 4 and np.all(np.isfinite(out["detection_scores"]))
