@@ -18,7 +18,8 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "analyze_detections.py": "--image-size", "standins.py": "--train-images",
            "bench_standins.py": "--label", "probe_classes.py": "agnostic",
            "bench_roi_crops.py": "--rois", "bench_proposals.py": "--size", "bench_svd.py": "--trained-ranks",
-           "bench_generations.py": "--rpn-proposals", "bench_rcnn_memory.py": "--formats"}
+           "bench_generations.py": "--rpn-proposals", "bench_rcnn_memory.py": "--formats",
+           "bench_multiscale.py": "--rounds"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
@@ -162,7 +163,7 @@ def test_tfzoo_faster_rcnn_calibrated_on_its_proposals():
     assert 0 < int(detector.detect(image)["num_detections"][0]) <= 9
 
 
-@pytest.mark.parametrize("model", ["retinanet", "ssd300", "faster_rcnn_fpn"])
+@pytest.mark.parametrize("model", ["retinanet", "ssd300", "faster_rcnn_fpn", "yolov3"])
 def test_model_benchmark_tiny_latency_run(tmp_path, model):
     out = tmp_path / "results.json"
     proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", model, "--tiny", "--repeats", "1",
@@ -178,13 +179,23 @@ def test_model_benchmark_tiny_latency_run(tmp_path, model):
     assert "| tfzoo detect (tf.function) |" in proc.stdout
     assert latency["tfzoo"]["model"] == model
     peer = {"retinanet": ("KerasHub", HAS_KERAS_HUB), "ssd300": ("torchvision", HAS_TORCHVISION),
-            "faster_rcnn_fpn": ("torchvision", HAS_TORCHVISION)}[model]
+            "faster_rcnn_fpn": ("torchvision", HAS_TORCHVISION), "yolov3": (None, False)}[model]
     if peer[1]:
         assert latency["peer"]["name"] == peer[0] and latency["peer"]["num_detections"] > 0
         assert latency["peer"]["forward_flops"] > 0
         assert latency["ratio_detect_vs_peer"] > 0 and f"vs {peer[0]}" in proc.stdout
     else:
         assert "peer" not in latency
+
+
+def test_multiscale_benchmark_tiny_run(tmp_path):
+    out = tmp_path / "multiscale.json"
+    proc = _run(str(BENCHMARKS / "bench_multiscale.py"), "--tiny", "--images", "32", "--rounds", "1",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["sizes"] == [64, 96, 128] and result["single_size"] == 96
+    assert result["ratio_multi_to_single"]["median"] > 0 and "cost" in proc.stdout
 
 
 def test_train_step_tiny_run_prints_every_contender():
