@@ -430,3 +430,30 @@ def test_int8_export_keeps_the_decoder_float(tmp_path, name):
     image = next(iter(images))[0].numpy()
     out = load_model(path).detect(image)
     assert out["detection_boxes"].shape[-1] == 4 and np.all(np.isfinite(out["detection_scores"]))
+
+
+@pytest.mark.slow
+def test_yolov1_from_the_command_line_train_evaluate_export_predict_and_a_clear_size_error(tmp_path, capsys):
+    from PIL import Image
+
+    from tfzoo import cli
+
+    run_dir = tmp_path / "run"
+    settings = {**yolov1.YOLOv1.tiny, "image_size": 128}
+    argv = ["train", "yolov1_tiny", "--data", "shapes:8", "--batch-size", "4", "--epochs", "1", "--out", str(run_dir)]
+    for key, value in settings.items():
+        if key != "num_classes":
+            argv += ["--set", f"{key}={json.dumps(value)}"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run_dir), "--data", "shapes:4", "--split", "val", "--image-size", "256"]) == 1
+    assert "fixed-size layers" in capsys.readouterr().err
+    tflite = tmp_path / "yolov1.tflite"
+    assert cli.main(["export", str(run_dir), "--format", "tflite", "--out", str(tflite)]) == 0
+    metrics = tmp_path / "m.json"
+    assert cli.main(["evaluate", str(tflite), "--data", "shapes:4", "--split", "val", "--json", str(metrics)]) == 0
+    assert 0.0 <= json.loads(metrics.read_text())["AP50"] <= 1.0
+    image = next(tfzoo.data.load("shapes:1", "val").as_numpy_iterator())["image"]
+    Image.fromarray(image).save(tmp_path / "shape.png")
+    assert cli.main(["predict", str(tflite), str(tmp_path / "shape.png"), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "detections.json").is_file()
