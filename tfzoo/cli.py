@@ -144,9 +144,11 @@ def _anchor_coverage(boxes_canvas, anchor_boxes, chunk=256):
 
 def _model_coverage(model, images, image_size=None):
     """How preset ``model`` sees the boxes of ``images`` (``[(boxes [G, 4], classes [G],
-    (height, width))]``): for a YOLO, the objects it loses to one object per cell (YOLOv1)
-    or per cell and prior (YOLOv2/v3), and how well its priors' shapes fit the boxes; for
-    an anchor model, each box's best IoU with its anchors."""
+    (height, width), assignable [G])]``, crowd regions left out; ``assignable`` False for
+    difficult objects, which no encoder makes a target): for a YOLO, the objects it loses
+    to one object per cell (YOLOv1) or per cell and prior (YOLOv2/v3), and how well its
+    priors' shapes fit the boxes; for an anchor model, each box's best IoU with its
+    anchors."""
     import numpy as np
 
     import tfzoo
@@ -157,35 +159,43 @@ def _model_coverage(model, images, image_size=None):
     overrides = {"backbone_weights": None}
     if image_size is not None:
         overrides["image_size"] = image_size
-    if MODELS[model].kind == "proposals":
+    preset = MODELS[model]
+    if preset.kind == "proposals":
         return {"model": model, "note": "its boxes come from selective search, not from anchors: "
                                         "'tfzoo proposals' reports their recall"}
-    detector = tfzoo.build_model(model, **overrides)
-    config = detector.config
-    warp = not detector.encoder.keep_aspect_ratio
+    if preset.config.fixed_size and image_size not in (None, preset.config.image_size):
+        from tfzoo.train.config import fixed_size_message
+
+        raise ValueError(fixed_size_message(model, preset.config))
+    if hasattr(preset.config, "grid_size"):  # YOLOv1: the grid is all it needs, no network built
+        detector, config = None, preset.config
+    else:
+        detector = tfzoo.build_model(model, **overrides)
+        config = detector.config
     result = {"model": model, "image_size": config.image_size}
-    objects = sum(int((classes >= 0).sum()) for _, classes, _ in images)
+    objects = sum(int(assignable.sum()) for _, _, _, assignable in images)
     if hasattr(config, "grid_size") or hasattr(config, "priors"):
         dropped = 0
-        for boxes, classes, _ in images:
+        for boxes, classes, _, assignable in images:
             if hasattr(config, "grid_size"):
                 grid = (config.grid_size, config.grid_size)
-                dropped += int(matcher.cell_targets(boxes, classes, np.ones(len(classes), bool), grid)[2])
+                dropped += int(matcher.cell_targets(boxes, classes, assignable, grid)[2])
             else:
-                dropped += int(matcher.prior_targets(boxes, classes, np.ones(len(classes), bool), detector.map_sizes,
-                                                     config.priors, config.masks)[1])
+                dropped += int(matcher.prior_targets(boxes, classes, assignable, detector.map_sizes, config.priors,
+                                                     config.masks)[1])
         rule = "one object per cell" if hasattr(config, "grid_size") else "one object per cell and prior"
         result.update({"rule": rule, "objects": objects, "objects_dropped": dropped,
                        "dropped_share": round(dropped / objects, 4) if objects else 0.0})
     if hasattr(config, "priors"):
-        sizes = np.concatenate([b[:, 2:] - b[:, :2] for b, _, _ in images]) if images else np.zeros([0, 2])
+        sizes = np.concatenate([b[:, 2:] - b[:, :2] for b, _, _, _ in images]) if images else np.zeros([0, 2])
         best = (np.max(anchor_ops.shape_iou(sizes, np.asarray(config.priors, np.float32)).numpy(), axis=1)
                 if len(sizes) else np.zeros([0]))
         result["priors"] = {"count": len(config.priors), "best_shape_iou_median": _median(best),
                             "boxes_with_best_shape_iou_ge_0.5": int((best >= 0.5).sum())}
     elif getattr(detector, "anchors", None) is not None:
+        warp = not detector.encoder.keep_aspect_ratio
         canvas = []
-        for boxes, _, (height, width) in images:
+        for boxes, _, (height, width), _ in images:
             scale = 1.0 if warp else np.array([height, width, height, width], np.float32) / max(height, width)
             canvas.append(boxes * scale)
         best = _anchor_coverage(np.concatenate(canvas) if canvas else np.zeros([0, 4], np.float32),
@@ -202,7 +212,7 @@ def _median(values):
     return round(float(np.median(values)), 4) if len(values) else None
 
 
-def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, limit=None, model=None):
+def inspect_dataset(spec, split, strict=False, anchors=None, image_size=None, limit=None, model=None):
     """Statistics and validation problems of a dataset split, as a JSON-ready dict; with
     ``model``, also how that preset's grid, priors or anchors cover the boxes
     (:func:`_model_coverage`, at ``image_size`` when given, else the preset's)."""
@@ -238,7 +248,9 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=640, lim
         sides_px.extend(np.sqrt(np.prod(hw_px, axis=1)).tolist())
         if model:
             keep = ~example["is_crowd"].astype(bool)
-            model_images.append((boxes[keep], example["classes"][keep].astype(np.int32), (height, width)))
+            assignable = ~example["difficult"][keep].astype(bool)  # the encoders' rule: never a target
+            model_images.append((boxes[keep], example["classes"][keep].astype(np.int32), (height, width),
+                                 assignable))
         if anchors:
             # Where the boxes land on a square input after an aspect-preserving resize + pad.
             scale = np.array([height, width, height, width], np.float32) / max(height, width)
@@ -827,12 +839,12 @@ def _usage_problem(args):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             return f"--{flag.replace('_', '-')} must be >= 1, got {value}"
-    if args.command in ("train", "list") and getattr(args, "model", None) is not None:
+    if args.command in ("train", "list", "inspect", "anchors") and getattr(args, "model", None) is not None:
         from tfzoo.models import MODELS
 
         if args.model not in tfzoo.list_models():
             return f"unknown model {args.model!r}; known models: {', '.join(tfzoo.list_models())}"
-        config = MODELS[args.model].config if args.command == "train" else None
+        config = MODELS[args.model].config if args.command in ("train", "inspect") else None
         if config is not None and config.fixed_size and getattr(args, "image_size", None) not in (
                 None, config.image_size):
             from tfzoo.train.config import fixed_size_message
@@ -841,8 +853,10 @@ def _usage_problem(args):
         if args.command == "train" and args.set:
             from tfzoo.train import preset_config
 
+            from tfzoo.train.loop import _split_auto_priors
+
             try:
-                preset_config(args.model).with_settings(args.set)
+                preset_config(args.model).with_settings(_split_auto_priors(args.set)[0])
             except (ValueError, TypeError) as error:
                 return f"--set: {error} ('tfzoo list {args.model}' shows the keys and their defaults)"
     return None

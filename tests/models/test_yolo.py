@@ -343,13 +343,35 @@ def test_tfzoo_inspect_counts_what_one_object_per_cell_drops(capsys):
 
     assert cli.main(["inspect", "--data", "shapes:60", "--model", "yolov1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)["model"]
+    from tfzoo.ops import matcher
+
     examples = list(tfzoo.data.load("shapes:60", "train").as_numpy_iterator())
-    want = sum(yolov1.dropped_objects(e["boxes"], e["classes"], 7) for e in examples)
+    want = sum(int(matcher.cell_targets(e["boxes"], e["classes"], ~e["difficult"], (7, 7))[2]) for e in examples)
     assert result["rule"] == "one object per cell" and result["objects_dropped"] == want > 0
     assert result["objects"] == sum(len(e["boxes"]) for e in examples)
     assert cli.main(["inspect", "--data", "shapes:20", "--model", "yolov2"]) == 0
     text = capsys.readouterr().out
     assert "one object per cell and prior" in text and "median best shape IoU" in text
+    with pytest.raises(SystemExit):  # a usage error before any data is read
+        cli.main(["inspect", "--data", "shapes:2", "--model", "yolo9"])
+    assert "unknown model 'yolo9'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["inspect", "--data", "shapes:2", "--model", "yolov1", "--image-size", "640"])
+    assert "fixed-size layers" in capsys.readouterr().err
+
+
+def test_tfzoo_train_takes_priors_auto_on_the_command_line(tmp_path, capsys):
+    from tfzoo import cli
+
+    argv = ["train", "yolov3_tiny", "--data", "shapes:8", "--image-size", "64", "--batch-size", "4", "--epochs", "1",
+            "--out", str(tmp_path / "run"), "--set", "priors=auto", "--no-flip"]
+    for key, value in yolo.YOLOv3.tiny.items():
+        if key not in ("image_size", "num_classes"):
+            argv += ["--set", f"{key}={json.dumps(value)}"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "priors fitted to" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["priors"] != [list(p) for p in
+                                                                                   yolo.YOLOV3_TINY_PRIORS]
 
 
 # --- Darknet's .weights files ---------------------------------------------------------------
@@ -406,7 +428,10 @@ def test_a_trunk_file_loads_into_a_whole_detector_and_bad_files_are_named(tmp_pa
         darknet.load_darknet_weights(_tiny("yolov2"), str(cut), convolutions=18)
     other = _tiny("yolov3_tiny")
     with pytest.raises(darknet.DarknetWeightsError, match="trunk.weights"):
-        darknet.load_darknet_weights(other.get_layer("backbone"), path)
+        darknet.load_darknet_weights(other, path)
+    # the pairs follow the trunk, each convolution with its own batch norm
+    pairs = darknet.darknet_convolutions(_tiny("yolov3"))
+    assert len(pairs) == 52 and all(n is not None and n.name == c.name[:-5] + "_bn" for c, n in pairs)
 
 
 # --- int8 exports ---------------------------------------------------------------------------

@@ -60,9 +60,11 @@ DARKNETS = ("darknet19", "darknet53", "darknet_tiny", "yolov1", "fast_yolo")
 
 
 def _is_keras_weights(path):
-    """Whether ``path`` is a Keras weights file (HDF5) rather than Darknet's format."""
+    """Whether ``path`` is a Keras weights file (HDF5, or a ``.keras`` zip) rather than
+    Darknet's format."""
     with open(path, "rb") as f:
-        return f.read(8) == b"\x89HDF\r\n\x1a\n"
+        head = f.read(8)
+    return head == b"\x89HDF\r\n\x1a\n" or head.startswith(b"PK\x03\x04")
 
 
 #: tfzoo's own backbones (no ImageNet weights): name -> builder ``(image_size (h, w),

@@ -87,7 +87,8 @@ def conv_bn_leaky(x, filters, kernel, stride, name, momentum):
     return keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_leaky")(x)
 
 
-def _width(filters, alpha):
+def scaled_width(filters, alpha):
+    """``filters`` times the width multiplier ``alpha``, rounded, at least 8."""
     return max(8, int(round(filters * alpha)))
 
 
@@ -104,7 +105,7 @@ def darknet19(image_size, alpha=1.0, batchnorm_momentum=None):
             stride *= 2
             continue
         conv += 1
-        x = conv_bn_leaky(x, _width(item[0], alpha), item[1], 1, f"conv{conv}", momentum)
+        x = conv_bn_leaky(x, scaled_width(item[0], alpha), item[1], 1, f"conv{conv}", momentum)
     features["C5"] = x
     features = {k: features[k] for k in ("C3", "C4", "C5")}
     return keras.Model(inputs, features, name="darknet19"), features
@@ -115,10 +116,10 @@ def darknet53(image_size, alpha=1.0, batchnorm_momentum=None):
     scales every width (1: the paper's)."""
     momentum = 0.99 if batchnorm_momentum is None else float(batchnorm_momentum)
     inputs = keras.Input((*image_size, 3), name="image")
-    x = conv_bn_leaky(inputs, _width(32, alpha), 3, 1, "stem", momentum)
+    x = conv_bn_leaky(inputs, scaled_width(32, alpha), 3, 1, "stem", momentum)
     features = {}
     for stage, blocks in enumerate(DARKNET53_BLOCKS, start=1):
-        filters = _width(64 * 2 ** (stage - 1), alpha)
+        filters = scaled_width(64 * 2 ** (stage - 1), alpha)
         x = conv_bn_leaky(x, filters, 3, 2, f"down{stage}", momentum)
         for block in range(1, blocks + 1):
             name = f"stage{stage}_block{block}"
@@ -136,7 +137,7 @@ def darknet_tiny(image_size, alpha=1.0, batchnorm_momentum=None):
     inputs = keras.Input((*image_size, 3), name="image")
     x, features = inputs, {}
     for k, filters in enumerate(DARKNET_TINY, start=1):
-        x = conv_bn_leaky(x, _width(filters, alpha), 3, 1, f"conv{k}", momentum)
+        x = conv_bn_leaky(x, scaled_width(filters, alpha), 3, 1, f"conv{k}", momentum)
         if k == 5:
             features["C4"] = x
         stride = 2 if k < len(DARKNET_TINY) else 1
@@ -156,7 +157,7 @@ def _yolov1_trunk(layout, name, image_size, alpha=1.0, batchnorm_momentum=None):
             continue
         conv += 1
         filters, kernel, stride = item
-        x = conv_bn_leaky(x, _width(filters, alpha), kernel, stride, f"conv{conv}", momentum)
+        x = conv_bn_leaky(x, scaled_width(filters, alpha), kernel, stride, f"conv{conv}", momentum)
     return keras.Model(inputs, {"C6": x}, name=name), {"C6": x}
 
 
@@ -189,32 +190,28 @@ class DarknetWeightsError(ValueError):
 
 
 def darknet_convolutions(model):
-    """``[(conv, batch_norm or None)]`` of ``model`` in Darknet's order (the order the
-    layers were created: the cfg's, for tfzoo's trunks)."""
-    def in_order(parent):  # nested models depth-first, each in its graph's order
-        for layer in parent.layers:
-            if isinstance(layer, keras.Model):
-                yield from in_order(layer)
-            elif isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization)):
-                yield layer
-
-    layers = list(in_order(model))
-    pairs = []
-    for layer in layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            pairs.append([layer, None])
-        elif pairs and pairs[-1][1] is None:
-            pairs[-1][1] = layer
-    return [tuple(p) for p in pairs]
+    """``[(conv, batch_norm or None)]`` of a Darknet trunk in its cfg's order (the graph's
+    order: the trunks are chains, with residual additions); given a detector, those of its
+    trunk (its ``"backbone"`` layer). A convolution ``X_conv`` pairs with ``X_bn``."""
+    try:
+        trunk = model.get_layer("backbone")
+    except ValueError:
+        trunk = model
+    norms = {layer.name: layer for layer in trunk.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    convs = [layer for layer in trunk.layers if isinstance(layer, keras.layers.Conv2D)]
+    return [(conv, norms.get(conv.name[:-len("_conv")] + "_bn") if conv.name.endswith("_conv") else None)
+            for conv in convs]
 
 
 def load_darknet_weights(model, path, convolutions=None):
-    """Loads a Darknet ``.weights`` file into ``model``'s convolutions, in order.
+    """Loads a Darknet trunk's ``.weights`` file into the convolutions of ``model`` (a
+    trunk, or a detector: its trunk's), in order.
 
-    ``convolutions``: how many to load (default: as many as the file holds, which may be
-    fewer than the model has: a ``.conv.74`` trunk into a whole detector). Returns the
-    number loaded. :class:`DarknetWeightsError` names the file and the layer when the file
-    ends early or has values left over that do not make a whole layer.
+    ``convolutions``: how many to load (default: as many as the file holds, at most the
+    trunk's: a ``.conv.74`` file is Darknet-53's 52). Returns the number loaded.
+    :class:`DarknetWeightsError` names the file and the layer when the file ends inside a
+    layer, and says so when values are left after the trunk (a whole detector's file, such
+    as ``yolov3.weights``, whose head layers this reader does not map).
     """
     import numpy as np  # noqa: PLC0415
 
@@ -251,14 +248,16 @@ def load_darknet_weights(model, path, convolutions=None):
             conv.set_weights([weights] + ([chunks[0]] if conv.use_bias else []))
         loaded += 1
     if convolutions is None and position != len(values):
-        raise DarknetWeightsError(f"{path}: {len(values) - position} values left after the model's {loaded} "
-                                  "convolutions: the file is for another network")
+        raise DarknetWeightsError(f"{path}: {len(values) - position} values left after the trunk's {loaded} "
+                                  "convolutions: a whole detector's file or another network's; this reads trunk "
+                                  "files (darknet53.conv.74, darknet19_448.conv.23)")
     return loaded
 
 
 def save_darknet_weights(model, path, convolutions=None, seen=0):
-    """Writes ``model``'s first ``convolutions`` (default: all) convolutions as a Darknet
-    ``.weights`` file (version 0.2.0, atomically), the inverse of :func:`load_darknet_weights`."""
+    """Writes the first ``convolutions`` (default: all) of ``model``'s trunk convolutions
+    (:func:`darknet_convolutions`) as a Darknet ``.weights`` file (version 0.2.0,
+    atomically), the inverse of :func:`load_darknet_weights`."""
     import numpy as np  # noqa: PLC0415
 
     from tfzoo.atomic import atomic_file  # noqa: PLC0415

@@ -369,5 +369,7 @@ def pipeline(
         ds = ds.padded_batch(batch_size, padding_values=(_zeros_like_spec(inputs_spec), truth_pads))
 
     options = tf.data.Options()
-    options.deterministic = seed is not None or not training
+    # Multi-scale batches need the examples in order: a parallel map that let one overtake
+    # another across a size block would batch two sizes together.
+    options.deterministic = seed is not None or not training or len(train_sizes) > 1
     return ds.prefetch(autotune).with_options(options)

@@ -48,8 +48,8 @@ batches a new input size, a multiple of 32 between ``multi_scale`` times ``image
 batches of one size together (:func:`tfzoo.data.pipeline`); the network is fully
 convolutional and takes any multiple of 32; the targets follow each size's grids.
 
-Presets (one-stage; weights from random initialization, or a Darknet weights file, see
-``tfzoo convert`` where available):
+Presets (one-stage; weights from random initialization, or a Darknet trunk's weights file
+as ``backbone_weights``):
 
 - ``yolov2``: Darknet-19 at 416, then two 3x3 1024 convolutions, the passthrough layer
   (26 x 26 x 512 -> 1x1 64 -> space-to-depth 13 x 13 x 256, concatenated: ``yolov2-voc.cfg``'s
@@ -62,8 +62,11 @@ Presets (one-stage; weights from random initialization, or a Darknet weights fil
   five alternating 1x1 / 3x3 convolutions per scale, the coarser map's branch upsampled x2
   and concatenated with C4, then C3; the paper's 9 COCO priors, 3 per scale: 10,647
   predictions at 416.
-- ``yolov3_tiny``: ``yolov3-tiny.cfg``: the tiny trunk, strides 32 and 16, its 6 priors. A
-  CPU preset.
+- ``yolov3_tiny``: ``yolov3-tiny.cfg``'s layout: the tiny trunk, strides 32 and 16, its 6
+  priors. A CPU preset (narrower, trained from scratch with the CPU recipe).
+
+Every preset ignores predictions over the paper's 0.5 (YOLOv3) or Darknet's 0.6 (YOLOv2);
+YOLOv3's cfg files use 0.7 (``--set ignore_iou=0.7``).
 """
 from __future__ import annotations
 
@@ -76,10 +79,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfzoo import backbones, layers
-from tfzoo.backbones.darknet import conv_bn_leaky
+from tfzoo.backbones.darknet import conv_bn_leaky, scaled_width
 from tfzoo.data import schema
 from tfzoo.data.pipeline import Encoder, pad_rows
-from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig
+from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig, replica_sum
 from tfzoo.ops import anchors as anchor_ops
 from tfzoo.ops import box_coder
 from tfzoo.ops import boxes as box_ops
@@ -247,8 +250,7 @@ class YOLOEncoder(Encoder):
 
 
 def _head_conv(x, filters, kernel, name, config):
-    return conv_bn_leaky(x, max(8, int(round(filters * config.head_width))), kernel, 1, name,
-                         config.batchnorm_momentum)
+    return conv_bn_leaky(x, scaled_width(filters, config.head_width), kernel, 1, name, config.batchnorm_momentum)
 
 
 def _output_conv(x, config, priors, name):
@@ -341,8 +343,7 @@ class YOLOv3(Detector):
         shape = tf.shape(output)
         priors = len(mask)
         t = tf.reshape(output, [shape[0], shape[1], shape[2], priors, BOX_CHANNELS + self.config.num_classes])
-        rows, cols = tf.range(shape[1]), tf.range(shape[2])
-        cells = tf.stack(tf.meshgrid(rows, cols, indexing="ij"), axis=-1)[:, :, None, :]  # [h, w, 1, 2]
+        cells = box_coder.cell_grid(shape[1], shape[2])[:, :, None, :]  # [h, w, 1, 2]
         grid = tf.stack([shape[1], shape[2]])
         prior_hw = tf.constant([self.config.priors[i] for i in mask], tf.float32)  # [P, 2]
         return t, cells, grid, prior_hw
@@ -364,11 +365,12 @@ class YOLOv3(Detector):
 
     def compute_losses(self, targets, outputs):
         config = self.config
-        gt_boxes = tf.cast(targets[GT_BOXES], tf.float32)  # [B, G, 4]
-        batch = tf.cast(tf.shape(gt_boxes)[0], tf.float32)
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
-        normalizer = batch * replicas  # the global batch: per-image sums, averaged
+        gt_boxes = tf.cast(targets[GT_BOXES], tf.float32)  # [B, max_boxes, 4]
+        # Only as many rows as the batch's most crowded image has objects (the ignore rule's
+        # [B, h * w * P, G] IoU matrix: max_boxes rows would be mostly zero padding).
+        rows = tf.reduce_sum(tf.cast(box_ops.area(gt_boxes) > 0.0, tf.int32), axis=1)
+        gt_boxes = gt_boxes[:, :tf.maximum(tf.reduce_max(rows), 1)]  # [B, G, 4]
+        normalizer = replica_sum(tf.cast(tf.shape(gt_boxes)[0], tf.float32))  # the global batch: per-image sums
         totals = {"box_loss": 0.0, "obj_loss": 0.0, "cls_loss": 0.0}
         for name, mask in zip(self.output_names_by_stride, config.masks):
             t, cells, grid, prior_hw = self._grid_predictions(outputs[name], mask)
@@ -402,11 +404,14 @@ class YOLOv3(Detector):
     def decode(self, outputs):
         config = self.config
         boxes, scores = [], []
-        for name, mask, (rows, cols) in zip(self.output_names_by_stride, config.masks, self.map_sizes):
+        for name, mask in zip(self.output_names_by_stride, config.masks):
+            # The grid from the output's static shape: the size the graph is traced at.
+            rows, cols = outputs[name].shape[1:3]
+            if rows is None or cols is None:
+                raise ValueError(f"{config.name} decodes outputs of a static size; got {outputs[name].shape}")
             priors = len(mask)
             t = tf.reshape(tf.cast(outputs[name], tf.float32), [-1, rows * cols * priors, BOX_CHANNELS + config.num_classes])
-            cells = np.stack(np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij"), -1)  # [h, w, 2]
-            cells = np.repeat(cells.reshape(-1, 1, 2), priors, axis=1).reshape(-1, 2).astype(np.float32)
+            cells = tf.reshape(tf.tile(box_coder.cell_grid(rows, cols)[:, :, None, :], [1, 1, priors, 1]), [-1, 2])
             prior_hw = np.tile(np.asarray([config.priors[i] for i in mask], np.float32), (rows * cols, 1))
             boxes.append(box_coder.cell_decode(tf.sigmoid(t[..., 0:2]), box_coder.prior_decode(t[..., 2:4], prior_hw),
                                                cells, (rows, cols)))  # [B, hwP, 4]

@@ -33,7 +33,7 @@ Loss (sec. 2.2), per image, averaged over the batch::
 ``B`` (Darknet's rule where all are 0: the smallest squared error); every other predictor
 is ``1noobj``. Every output is linear, as in the paper (:func:`tfzoo.ops.losses.yolo_box_loss`).
 
-Inference: class-specific confidence ``p(c) * C`` (sec. 2 eq. 1, clipped at 0), boxes
+Inference: class-specific confidence ``p(c) * C`` (sec. 2 eq. 1, each factor clipped at 0), boxes
 decoded and clipped, per-class NMS at 0.45 (:func:`tfzoo.ops.nms.multiclass_nms`,
 builtin TFLite ops only).
 
@@ -52,13 +52,12 @@ from __future__ import annotations
 import dataclasses
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfzoo import backbones, layers
 from tfzoo.data import schema
 from tfzoo.data.pipeline import Encoder
-from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig
+from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig, replica_sum
 from tfzoo.ops import box_coder
 from tfzoo.ops import boxes as box_ops
 from tfzoo.ops import losses as loss_ops
@@ -148,12 +147,6 @@ class YOLOv1Encoder(Encoder):
         return {CELL_CLASSES: classes, CELL_BOXES: boxes}
 
 
-def dropped_objects(boxes, classes, grid_size):
-    """Objects of one image that YOLOv1's one-object-per-cell rule drops (``int``)."""
-    _, _, dropped = matcher_ops.cell_targets(boxes, classes, tf.ones_like(classes, tf.bool), (grid_size, grid_size))
-    return int(dropped)
-
-
 @keras.saving.register_keras_serializable(package="tfzoo")
 class YOLOv1(Detector):
     """YOLOv1 as a functional Keras model (see the module doc and :mod:`tfzoo.models.base`)."""
@@ -200,10 +193,6 @@ class YOLOv1(Detector):
         predictors = tf.reshape(output[..., :b * BOX_CHANNELS], [-1, s, s, b, BOX_CHANNELS])
         return predictors, output[..., b * BOX_CHANNELS:]
 
-    def _cells(self):
-        s = self.config.grid_size
-        return np.stack(np.meshgrid(np.arange(s), np.arange(s), indexing="ij"), -1).astype(np.float32)  # [S, S, 2]
-
     def compute_losses(self, targets, outputs):
         config = self.config
         s = config.grid_size
@@ -211,7 +200,7 @@ class YOLOv1(Detector):
         target_classes = targets[CELL_CLASSES]  # [B, S, S]
         target = tf.cast(targets[CELL_BOXES], tf.float32)  # [B, S, S, 4] (o_y, o_x, h, w)
         has_object = target_classes >= 0
-        cells = self._cells()[:, :, None, :]  # [S, S, 1, 2]
+        cells = box_coder.cell_grid(s, s)[:, :, None, :]  # [S, S, 1, 2]
         pred_boxes = box_coder.cell_decode(predictors[..., 0:2], tf.square(predictors[..., 2:4]), cells, (s, s))
         true_boxes = box_coder.cell_decode(target[..., 0:2], target[..., 2:4], cells[..., 0, :], (s, s))
         iou = box_ops.aligned_iou(pred_boxes, true_boxes[:, :, :, None, :])  # [B, S, S, B]
@@ -225,9 +214,7 @@ class YOLOv1(Detector):
                     + config.lambda_noobj * tf.reduce_sum((1.0 - responsible) * tf.square(confidence)))
         onehot = tf.one_hot(tf.maximum(target_classes, 0), config.num_classes)
         cls_loss = tf.reduce_sum(tf.where(has_object, loss_ops.squared_error(onehot, probabilities), 0.0))
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
-        normalizer = tf.cast(tf.shape(target)[0], tf.float32) * replicas  # the global batch
+        normalizer = replica_sum(tf.cast(tf.shape(target)[0], tf.float32))  # the global batch
         return {"box_loss": box_loss / normalizer, "obj_loss": obj_loss / normalizer, "cls_loss": cls_loss / normalizer}
 
     def decode(self, outputs):
@@ -235,8 +222,9 @@ class YOLOv1(Detector):
         s, b = config.grid_size, config.boxes_per_cell
         predictors, probabilities = self._split(outputs[CELLS])
         boxes = box_ops.clip(box_coder.cell_decode(predictors[..., 0:2], tf.square(predictors[..., 2:4]),
-                                                   self._cells()[:, :, None, :], (s, s)))  # [B, S, S, B, 4]
-        scores = tf.maximum(predictors[..., 4:5] * probabilities[:, :, :, None, :], 0.0)  # [B, S, S, B, K]
+                                                   box_coder.cell_grid(s, s)[:, :, None, :], (s, s)))  # [B, S, S, B, 4]
+        # Each factor clipped at 0: linear outputs, and two negatives must not make a score.
+        scores = tf.maximum(predictors[..., 4:5], 0.0) * tf.maximum(probabilities, 0.0)[:, :, :, None, :]  # [B, S, S, B, K]
         return nms_ops.multiclass_nms(tf.reshape(boxes, [-1, s * s * b, 4]),
                                       tf.reshape(scores, [-1, s * s * b, config.num_classes]),
                                       max_detections=config.max_detections, iou_threshold=config.nms_iou_threshold,

@@ -144,6 +144,13 @@ def cell_encode(boxes, grid_hw):
     return tf.cast(cells, tf.int32), centers - cells
 
 
+def cell_grid(rows, cols):
+    """``[rows, cols, 2]`` float32 (row, column) of every cell of a grid (ints or scalar
+    tensors: a grid whose size is known only when the graph runs)."""
+    cells = tf.meshgrid(tf.range(rows), tf.range(cols), indexing="ij")
+    return tf.cast(tf.stack(cells, axis=-1), tf.float32)
+
+
 def cell_decode(offsets_yx, sizes_hw, cells_yx, grid_hw):
     """Boxes from cell offsets and sizes (the inverse of :func:`cell_encode`).
 

@@ -218,12 +218,12 @@ def squared_error(y_true, y_pred, weights=None):
     return _weighted(tf.reduce_sum(tf.square(diff), axis=-1), weights)
 
 
-def yolo_box_loss(boxes_true_cyxhw, predictions, weights=None):
+def yolo_box_loss(boxes_true_cyxhw, predictions_root_hw, weights=None):
     """YOLOv1's coordinate term (Redmon et al. 2016, eq. 3): ``(y - y')**2 + (x - x')**2 +
     (sqrt h - sqrt h')**2 + (sqrt w - sqrt w')**2``, ``[..., 4]`` -> ``[...]``.
 
-    ``boxes_true_cyxhw`` are centre-form targets; ``predictions`` are ``(y', x', sqrt h',
-    sqrt w')``: the network predicts the square roots of the sizes (the paper: "we predict
+    ``boxes_true_cyxhw`` are centre-form targets; ``predictions_root_hw`` are ``(y', x',
+    sqrt h', sqrt w')``: the network predicts the square roots of the sizes (the paper: "we predict
     the square root of the bounding box width and height"; Darknet's ``sqrt=1``, whose
     boxes are the predictions squared), so the term is a plain squared error, with a
     bounded gradient everywhere. Multiply ``weights`` by ``lambda_coord`` (5) and the
@@ -231,4 +231,4 @@ def yolo_box_loss(boxes_true_cyxhw, predictions, weights=None):
     """
     true = tf.cast(boxes_true_cyxhw, tf.float32)
     roots = tf.concat([true[..., :2], tf.sqrt(tf.maximum(true[..., 2:], 0.0))], axis=-1)
-    return squared_error(roots, predictions, weights)
+    return squared_error(roots, predictions_root_hw, weights)

@@ -364,6 +364,8 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
     settings, auto_priors = _split_auto_priors(settings)
 
     if resume:
+        if auto_priors:
+            _info(verbose, "priors=auto: a resumed run keeps the priors it started with (config.json)")
         config, state = _resume_config(out, model, names, settings, image_size, batch_size, epochs, mixed_precision)
         policy = state.get("precision", FLOAT32)
     else:
