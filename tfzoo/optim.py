@@ -231,9 +231,12 @@ def make_schedule(config, total_steps):
 
 
 def make_optimizer(config, schedule):
-    """The optimizer named by ``config.optimizer`` driven by ``schedule``."""
+    """The optimizer named by ``config.optimizer`` driven by ``schedule`` (gradients clipped
+    to the global norm ``config.clip_norm`` when it is set)."""
+    clip = getattr(config, "clip_norm", None)
+    extra = {} if clip is None else {"global_clipnorm": float(clip)}
     if config.optimizer == "sgd":
-        return L2SGD(schedule, momentum=config.momentum, l2=config.weight_decay)
+        return L2SGD(schedule, momentum=config.momentum, l2=config.weight_decay, **extra)
     if config.optimizer == "adamw":
-        return FusedAdamW(schedule, weight_decay=config.weight_decay)
+        return FusedAdamW(schedule, weight_decay=config.weight_decay, **extra)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")

@@ -221,7 +221,8 @@ def _split_auto_priors(settings):
 
 
 def _check_priors(config, dataset, where, auto, explicit, verbose):
-    """The config to train with, its priors decided: ``priors=auto`` fits them to the first
+    """The config to train with, its priors decided: ``priors=auto`` (or the config's
+    ``fit_priors``, unless priors were set) fits them to the first
     :data:`tfzoo.train.priors.PRIOR_IMAGES` training images; otherwise a YOLO config whose
     priors were not set says when the data's own would fit its boxes better."""
     if not hasattr(config, "priors"):
@@ -230,6 +231,7 @@ def _check_priors(config, dataset, where, auto, explicit, verbose):
         return config
     if explicit:
         return config
+    auto = auto or config.fit_priors
     from tfzoo.train import priors  # noqa: PLC0415
 
     sizes = priors.box_sizes(dataset, priors.PRIOR_IMAGES if auto else MIRROR_CHECK_IMAGES * 3)
@@ -240,8 +242,9 @@ def _check_priors(config, dataset, where, auto, explicit, verbose):
     fitted, iou = priors.fit(sizes, len(config.priors))
     default = priors.mean_iou(sizes, config.priors)
     if auto:
+        why = " (the preset's fit_priors; --set fit_priors=false keeps its own)" if config.fit_priors else ""
         _info(verbose, f"priors fitted to {len(sizes)} boxes of {where}: mean IoU {iou:.3f} (the preset's "
-                       f"{default:.3f})")
+                       f"{default:.3f}){why}")
         return config.replace(priors=fitted)
     if iou > default + priors.BETTER_BY:
         _info(verbose, f"the preset's priors fit the boxes of {where} at mean IoU {default:.3f}; priors fitted to "
