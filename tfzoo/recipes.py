@@ -78,40 +78,34 @@ YOLOV1_VOC_SETTINGS = (
     "dropout=0.5",
     "augment=yolo",
 )
+_DARKNET_SGD = (  # the YOLOv2 and YOLOv3 cfgs' optimizer: batch 64, SGD 1e-3, 1,000-batch burn-in
+    "batch_size=64",
+    "optimizer=sgd",
+    "learning_rate=0.001",
+    "momentum=0.9",
+    "weight_decay=0.0005",
+    "warmup_steps=1000",
+    "lr_schedule=step",
+    "multi_scale=[0.75, 1.5]",
+    "size_period=10",
+    "augment=yolo",
+)
 #: YOLOv2's VOC recipe (Redmon & Farhadi 2017, sec. 3): 160 epochs at 1e-3, divided by 10
 #: at epochs 60 and 90, weight decay 5e-4, momentum 0.9, batch 64 with yolov2-voc.cfg's
 #: 1,000-batch burn-in; multi-scale training over {320, ..., 608} every 10 batches; jitter
 #: and HSV augmentation.
 YOLOV2_VOC_SETTINGS = (
-    "batch_size=64",
-    "optimizer=sgd",
-    "learning_rate=0.001",
-    "momentum=0.9",
-    "weight_decay=0.0005",
-    "warmup_steps=1000",
-    "lr_schedule=step",
+    *_DARKNET_SGD,
     "lr_decay_at=[0.375, 0.5625]",
     "epochs=160",
-    "multi_scale=[0.75, 1.5]",
-    "size_period=10",
-    "augment=yolo",
 )
 #: YOLOv3's COCO recipe (yolov3.cfg; the paper gives no schedule): batch 64, SGD 1e-3
 #: with a 1,000-batch burn-in, x0.1 at 400k and 450k of 500,200 batches (80 % and 90 %;
 #: 273 epochs of train2017), momentum 0.9, weight decay 5e-4, multi-scale training.
 YOLOV3_COCO_SETTINGS = (
-    "batch_size=64",
-    "optimizer=sgd",
-    "learning_rate=0.001",
-    "momentum=0.9",
-    "weight_decay=0.0005",
-    "warmup_steps=1000",
-    "lr_schedule=step",
+    *_DARKNET_SGD,
     "lr_decay_at=[0.8, 0.9]",
     "epochs=273",
-    "multi_scale=[0.75, 1.5]",
-    "size_period=10",
-    "augment=yolo",
 )
 
 
