@@ -471,14 +471,16 @@ def _size_mb(path):
     return os.path.getsize(path) / 2 ** 20
 
 
-def calibration_images(size, count):
-    """``count`` ``shapes`` train images letterboxed to ``size``: float32 ``[count, S, S, 3]``."""
+def calibration_images(size, count, keep_aspect_ratio=True):
+    """``count`` ``shapes`` train images letterboxed (or warped: ``keep_aspect_ratio=False``,
+    as SSD and YOLO take them) to ``size``: float32 ``[count, S, S, 3]``."""
     import tfzoo.data as data
     from tfzoo.data.pipeline import PaddedBoxesEncoder, pipeline
 
     if count < 1:
         return np.zeros([0, size, size, 3], np.float32)
-    ds = pipeline(data.load(f"shapes:{count}", "train"), PaddedBoxesEncoder(size), count, training=False)
+    ds = pipeline(data.load(f"shapes:{count}", "train"), PaddedBoxesEncoder(size, keep_aspect_ratio=keep_aspect_ratio),
+                  count, training=False)
     images, _ = next(iter(ds))
     return images.numpy()
 
@@ -609,8 +611,12 @@ def measure_ap_drop(args, export):
     dataset = data.load(spec, "val")
     names = detector.config.class_names or tuple(data.class_names(spec))
     result = {"measured": True, "model": keras_path, "data": f"{spec} val", "image_size": size}
+    # The model's own resize (SSD and YOLO warp, the others letterbox), for the calibration
+    # images and the evaluation alike.
+    keep_aspect = bool(getattr(detector.encoder, "keep_aspect_ratio", True))
+    result["resize"] = "letterbox" if keep_aspect else "warp"
     with tempfile.TemporaryDirectory() as tmp:
-        calibration = calibration_images(size, args.calibration_images)
+        calibration = calibration_images(size, args.calibration_images, keep_aspect)
         runners = {}
         for quantize in (None, "int8"):
             tflite_path = os.path.join(tmp, f"trained_{quantize or 'fp32'}.tflite")
@@ -628,7 +634,8 @@ def measure_ap_drop(args, export):
         contenders.update({name: batched(runner) for name, runner in runners.items()})
         for name, detect in contenders.items():
             _print(f"export: AP of {name} on {spec} val ...")
-            metrics = evaluate_detector(detect, dataset, size, names, batch_size=8, progress=False)
+            metrics = evaluate_detector(detect, dataset, size, names, batch_size=8, progress=False,
+                                        keep_aspect_ratio=keep_aspect)
             result[name] = {k: float(metrics[k]) for k in ("AP", "AP50")}
     result["AP drop int8 vs fp32 TFLite"] = result["TFLite fp32"]["AP"] - result["TFLite int8"]["AP"]
     return result
