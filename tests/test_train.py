@@ -427,7 +427,7 @@ def test_imagenet_weights_that_cannot_download_fall_back_to_random_in_training(m
     with pytest.warns(UserWarning, match="could not download the backbone's ImageNet weights .*URL fetch failure"):
         detector = train_loop._build("retinanet_mobile", config)
     assert detector.config.backbone_weights is None  # config.json will say so
-    with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18 only"):  # configuration errors surface
+    with pytest.raises(ValueError, match="alpha applies to mobilenet_v2, resnet10, resnet18, darknet19, darknet53, darknet_tiny, yolov1, fast_yolo only"):  # configuration errors surface
         train_loop._build("retinanet_mobile", config.replace(backbone="resnet50", backbone_alpha=0.5))
 
 
