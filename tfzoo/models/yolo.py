@@ -57,13 +57,14 @@ as ``backbone_weights``):
   output: a 13 x 13 grid with YOLOv2's 5 VOC priors, 845 predictions.
 - ``yolov2_tiny``: ``yolov2-tiny-voc.cfg``: the tiny trunk (:func:`tfzoo.backbones.darknet.darknet_tiny`),
   two 3x3 1024 convolutions and the output, with tiny-yolo-voc's 5 priors. A CPU preset
-  (narrower, trained from scratch with the CPU recipe).
+  (half width, trained from scratch with the CPU recipe, its priors fitted to the
+  training data by ``tfzoo train``: ``fit_priors``).
 - ``yolov3``: Darknet-53 at 416 and outputs at strides 32, 16 and 8 (13, 26 and 52 at 416):
   five alternating 1x1 / 3x3 convolutions per scale, the coarser map's branch upsampled x2
   and concatenated with C4, then C3; the paper's 9 COCO priors, 3 per scale: 10,647
   predictions at 416.
 - ``yolov3_tiny``: ``yolov3-tiny.cfg``'s layout: the tiny trunk, strides 32 and 16, its 6
-  priors. A CPU preset (narrower, trained from scratch with the CPU recipe).
+  priors. A CPU preset (as ``yolov2_tiny``: half width, the CPU recipe, fitted priors).
 
 Every preset ignores predictions over the paper's 0.5 (YOLOv3) or Darknet's 0.6 (YOLOv2);
 YOLOv3's cfg files use 0.7 (``--set ignore_iou=0.7``).
