@@ -37,8 +37,8 @@ def _scores(detector, raw, shift):
         confidence = cells[..., 4:b * 5:5] + shift
         return np.maximum(confidence[..., :, None] * cells[..., None, b * 5:], 0).ravel()
     out = []
-    for name, mask in zip(detector.output_names_by_stride, config.masks):
-        t = np.asarray(raw[name], "float64").reshape(-1, 5 + config.num_classes)
+    for name in detector.output_names_by_stride:
+        t = np.asarray(detector.predictions(raw, name), "float64").reshape(-1, 5 + config.num_classes)
         obj = 1 / (1 + np.exp(-(t[:, 4:5] + shift)))
         logits = t[:, 5:]
         if detector.softmax_classes:
@@ -74,11 +74,11 @@ def prepare_tfzoo(detector, image, candidates):
         bias[..., 4:config.boxes_per_cell * 5:5] += np.float32(shift)
         layer.bias.assign(bias.reshape(-1))
     else:
+        from tfzoo.models import yolo
+
         for name in detector.output_names_by_stride:
-            layer = detector.get_layer(name)
-            bias = layer.bias.numpy().reshape(-1, 5 + config.num_classes)
-            bias[:, 4] += np.float32(shift)
-            layer.bias.assign(bias.reshape(-1))
+            layer = detector.get_layer(yolo.output_key(name, "obj"))
+            layer.bias.assign(layer.bias.numpy() + np.float32(shift))
     raw = {k: v.numpy() for k, v in detector(image, training=False).items()}
     scores = _scores(detector, raw, 0.0) > SCORE_THRESHOLD
     per_prediction = scores.reshape(-1, config.num_classes).any(axis=1)

@@ -60,14 +60,41 @@ def test_yolov1_is_the_papers_network():
     assert (config.learning_rate, config.warmup_factor, config.epochs) == (1e-2, 0.1, 135)
     np.testing.assert_allclose(np.array(config.lr_decay_at) * 135, [75, 105])
     assert (config.momentum, config.weight_decay, config.augment) == (0.9, 5e-4, "yolo")
-    detector = tfzoo.build_model("yolov1_tiny", num_classes=20, backbone_alpha=0.125, fc_units=(16,))
+    detector = tfzoo.build_model("yolov1_tiny", num_classes=20)
     assert tuple(detector.outputs[0].shape) == (None, 7, 7, 30)  # S x S x (B * 5 + C)
+
+
+def test_yolov1_shared_cell_output_is_one_linear_map_of_the_flattened_map():
+    # shared 1x1 map + free fully connected layer (equalized): the paper's single linear
+    # layer, reparametrized; fold it into one kernel and compare with the network
+    keras.utils.set_random_seed(3)
+    detector = _tiny("yolov1", fc_units=(), dropout=0.0, head_channels=16, equalized_fc=True, shared_cell_output=True)
+    config = detector.config
+    s, per_cell = config.grid_size, config.boxes_per_cell * 5 + config.num_classes
+    for layer in (detector.get_layer("fc_out"), detector.get_layer("cell_out")):  # away from the small init
+        layer.set_weights([np.random.default_rng(1).normal(0, 0.5, w.shape).astype(np.float32)
+                           for w in layer.get_weights()])
+    features = keras.Model(detector.inputs, detector.get_layer("head_leaky").output)
+    images = np.random.default_rng(2).uniform(0, 255, (2, config.image_size, config.image_size, 3)).astype(np.float32)
+    x = features(images).numpy()
+    channels = x.shape[-1]
+    shared_kernel, shared_bias = detector.get_layer("cell_out").get_weights()
+    fc_kernel, fc_bias = detector.get_layer("fc_out").get_weights()
+    kernel = fc_kernel / np.sqrt(s * s * channels)  # the equalized input scale
+    for cell in range(s * s):  # the shared block on the diagonal
+        kernel[cell * channels:(cell + 1) * channels, cell * per_cell:(cell + 1) * per_cell] += shared_kernel[0, 0]
+    bias = fc_bias + np.tile(shared_bias, s * s)
+    want = (x.reshape(2, -1).astype(np.float64) @ kernel + bias).reshape(2, s, s, per_cell)
+    got = detector(images, training=False)[yolov1.CELLS].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="shared_cell_output"):
+        yolov1.YOLOv1Config(shared_cell_output=True)  # with the paper's hidden 4,096 layer
 
 
 def test_yolov1_refuses_another_input_size():
     detector = _tiny("yolov1")
     with pytest.raises(ValueError, match="fixed-size layers"):
-        detector.with_image_size(256)
+        detector.with_image_size(320)
     from tfzoo.train.config import resolve_config
 
     with pytest.raises(ValueError, match="fully connected"):
@@ -156,7 +183,8 @@ def _perfect_outputs(detector, targets):
         out[..., 2:4] = deltas[..., 2:4]
         out[..., 4] = np.where(has, 12.0, -12.0)
         out[..., 5:] = np.where(np.eye(k)[np.maximum(classes, 0)] > 0, 12.0, -12.0)
-        outputs[name] = out.reshape(classes.shape[:3] + (-1,))
+        outputs.update({key: value.numpy() for key, value in yolo.split_darknet_layout(
+            out.reshape(classes.shape[:3] + (-1,)), name, classes.shape[3], k).items()})
     return outputs
 
 
@@ -200,7 +228,7 @@ def _one_object(detector):
 def test_yolov3_ignores_the_objectness_of_negatives_that_overlap_an_object():
     detector = _tiny("yolov3_tiny", num_classes=2, image_size=128)
     targets = _one_object(detector)
-    outputs = {k: tf.Variable(v) for k, v in _perfect_outputs(detector, targets).items()}
+    outputs = _perfect_outputs(detector, targets)
     name = detector.output_names_by_stride[0]
     classes = targets[f"{name}_classes"][0]
     positive = np.argwhere(classes >= 0)
@@ -208,7 +236,8 @@ def test_yolov3_ignores_the_objectness_of_negatives_that_overlap_an_object():
     # the same prior elsewhere, far from the object: a negative
     rows, cols, priors = classes.shape
     per = 5 + detector.config.num_classes
-    raw = outputs[name].numpy().reshape(1, rows, cols, priors, per)
+    raw = detector.predictions(outputs, name).numpy()
+    assert raw.shape == (1, rows, cols, priors, per)
     all_positive = [tuple(p) for p in positive]
     candidates = [(r, c, j) for r in range(rows) for c in range(cols) for j in range(priors)
                   if (r, c, j) not in all_positive]
@@ -227,10 +256,12 @@ def test_yolov3_ignores_the_objectness_of_negatives_that_overlap_an_object():
     assert ignored is not None and negative is not None, box
     raw[0, ignored[0], ignored[1], ignored[2], 4] = 3.0
     raw[0, negative[0], negative[1], negative[2], 4] = 3.0
-    outputs[name] = tf.Variable(raw.reshape(1, rows, cols, -1))
+    outputs = {k: tf.Variable(v) for k, v in outputs.items()}
+    outputs.update({k: tf.Variable(v) for k, v in yolo.split_darknet_layout(
+        raw.reshape(1, rows, cols, -1), name, priors, detector.config.num_classes).items()})
     with tf.GradientTape() as tape:
         loss = detector.compute_losses(targets, outputs)["obj_loss"]
-    grad = tape.gradient(loss, outputs[name]).numpy().reshape(raw.shape)[..., 4]
+    grad = tape.gradient(loss, outputs[yolo.output_key(name, "obj")]).numpy()  # [1, h, w, P]
     assert grad[(0, *ignored)] == 0.0  # no objectness loss: it overlaps the object
     np.testing.assert_allclose(grad[(0, *negative)], 1 / (1 + np.exp(-3.0)), rtol=1e-5)  # BCE towards 0
 
@@ -244,15 +275,19 @@ def test_yolov2_trains_objectness_to_the_iou_of_the_predicted_box():
     classes = targets[f"{name}_classes"][0]
     (r, c, j), = np.argwhere(classes >= 0)
     rows, cols, priors = classes.shape
-    raw = outputs[name].reshape(1, rows, cols, priors, -1)
+    raw = detector.predictions(outputs, name).numpy()
     raw[0, r, c, j, 2] += np.log(0.5)  # the predicted box is half as tall: IoU 0.5
     raw[0, r, c, j, 4] = 0.0  # confidence 0.5
-    loss = detector.compute_losses(targets, {name: raw.reshape(1, rows, cols, -1)})
+
+    def split(raw):
+        return yolo.split_darknet_layout(raw.reshape(1, rows, cols, -1), name, priors, config.num_classes)
+
+    loss = detector.compute_losses(targets, split(raw))
     negatives = 0.5 * config.noobject_scale * (1 / (1 + np.exp(12.0))) ** 2 * (rows * cols * priors - 1)
     np.testing.assert_allclose(float(loss["obj_loss"]), config.object_scale * 0.5 * (0.5 - 0.5) ** 2 + negatives,
                                atol=1e-6)
     raw[0, r, c, j, 4] = 2.0
-    loss = detector.compute_losses(targets, {name: raw.reshape(1, rows, cols, -1)})
+    loss = detector.compute_losses(targets, split(raw))
     sigma = 1 / (1 + np.exp(-2.0))
     np.testing.assert_allclose(float(loss["obj_loss"]), config.object_scale * 0.5 * (sigma - 0.5) ** 2 + negatives,
                                rtol=1e-4)
@@ -278,7 +313,7 @@ def test_multi_scale_training_changes_the_input_size_and_the_grids_with_it():
     history = detector.fit(train, epochs=1, steps_per_epoch=6, verbose=0).history
     assert np.isfinite(history["loss"]).all()
     out = detector(np.zeros([1, 64, 64, 3], np.float32))  # the model takes any multiple of 32
-    assert out["p5"].shape[1:3] == (2, 2)
+    assert out["p5_box"].shape[1:3] == out["p5_obj"].shape[1:3] == out["p5_cls"].shape[1:3] == (2, 2)
 
 
 def test_yolo_configs_check_their_fields():
@@ -464,14 +499,14 @@ def test_yolov1_from_the_command_line_train_evaluate_export_predict_and_a_clear_
     from tfzoo import cli
 
     run_dir = tmp_path / "run"
-    settings = {**yolov1.YOLOv1.tiny, "image_size": 128}
+    settings = dict(yolov1.YOLOv1.tiny)
     argv = ["train", "yolov1_tiny", "--data", "shapes:8", "--batch-size", "4", "--epochs", "1", "--out", str(run_dir)]
     for key, value in settings.items():
         if key != "num_classes":
             argv += ["--set", f"{key}={json.dumps(value)}"]
     assert cli.main(argv) == 0
     capsys.readouterr()
-    assert cli.main(["evaluate", str(run_dir), "--data", "shapes:4", "--split", "val", "--image-size", "256"]) == 1
+    assert cli.main(["evaluate", str(run_dir), "--data", "shapes:4", "--split", "val", "--image-size", "320"]) == 1
     assert "fixed-size layers" in capsys.readouterr().err
     tflite = tmp_path / "yolov1.tflite"
     assert cli.main(["export", str(run_dir), "--format", "tflite", "--out", str(tflite)]) == 0

@@ -2,8 +2,10 @@
 Farhadi 2018, "YOLOv3: An Incremental Improvement"): one-stage grid detectors with priors.
 
 Both predict, on each cell of each output grid and for each of its priors, the row-first
-``(t_y, t_x, t_h, t_w, t_o)`` and the class scores (a 1x1 convolution of ``P * (5 + K)``
-channels, ``P`` priors per cell). A box is (YOLOv2 sec. 2, "Direct location prediction")::
+``(t_y, t_x, t_h, t_w, t_o)`` and the class scores, ``P`` priors per cell: Darknet's one 1x1
+convolution of ``P * (5 + K)`` channels, here three (the box terms, the objectness, the
+classes: ``p5_box``, ``p5_obj``, ``p5_cls``) so that each has its own int8 scale;
+:meth:`YOLOv3.predictions` puts them back in Darknet's layout. A box is (YOLOv2 sec. 2, "Direct location prediction")::
 
     b_y = (c_y + sigmoid(t_y)) / H      b_h = p_h * exp(t_h)
     b_x = (c_x + sigmoid(t_x)) / W      b_w = p_w * exp(t_w)
@@ -260,16 +262,47 @@ def _head_conv(x, filters, kernel, name, config):
     return conv_bn_leaky(x, scaled_width(filters, config.head_width), kernel, 1, name, config.batchnorm_momentum)
 
 
-def _output_conv(x, config, priors, name):
-    """The 1x1 output convolution of ``priors * (5 + K)`` channels, float32, its objectness
-    biases at the prior probability 0.01 (RetinaNet's, so that the loss of the many
-    negatives does not swamp the first steps; Darknet starts them at 0)."""
-    channels = BOX_CHANNELS + config.num_classes
-    bias = np.zeros([priors, channels], np.float32)
-    bias[:, 4] = -math.log((1.0 - 0.01) / 0.01)
-    conv = layers.Conv2D(priors * channels, 1, dtype="float32", name=name,
-                         bias_initializer=keras.initializers.Constant(bias.reshape(-1)))
-    return conv(x)
+#: The three output convolutions of a scale, by suffix, and the channels of one prior each
+#: holds: the box terms (t_y, t_x, t_h, t_w), the objectness t_o, the class scores.
+OUTPUT_PARTS = (("box", 4), ("obj", 1), ("cls", None))
+
+
+def output_key(name, part):
+    """The output (and layer) name of one part of a scale: ``"p5_box"``, ``"p5_obj"``, ``"p5_cls"``."""
+    return f"{name}_{part}"
+
+
+def split_darknet_layout(raw, name, priors, num_classes):
+    """A scale's three outputs (``{p5_box, p5_obj, p5_cls}``, tensors) from Darknet's
+    layout ``[B, h, w, P * (5 + K)]`` (the inverse of :meth:`YOLOv3.predictions`)."""
+    raw = tf.convert_to_tensor(raw)
+    shape = tf.shape(raw)
+    t = tf.reshape(raw, [shape[0], shape[1], shape[2], priors, BOX_CHANNELS + num_classes])
+    out, start = {}, 0
+    for part, channels in OUTPUT_PARTS:
+        channels = num_classes if channels is None else channels
+        out[output_key(name, part)] = tf.reshape(t[..., start:start + channels],
+                                                 [shape[0], shape[1], shape[2], priors * channels])
+        start += channels
+    return out
+
+
+def _output_convs(x, config, priors, name):
+    """The 1x1 output convolutions of a scale: ``{p5_box: [B, h, w, P * 4], p5_obj: [B, h, w, P],
+    p5_cls: [B, h, w, P * K]}``, float32. Darknet has one convolution of ``P * (5 + K)``
+    channels; three give each part its own int8 scale in a quantized export (box offsets
+    of a few units, objectness logits down to -15, class logits: one shared scale gave the
+    box terms a grid too coarse for tight boxes). The objectness biases start at the prior
+    probability 0.01 (RetinaNet's, so that the loss of the many negatives does not swamp
+    the first steps; Darknet starts them at 0)."""
+    out = {}
+    for part, channels in OUTPUT_PARTS:
+        channels = config.num_classes if channels is None else channels
+        bias = -math.log((1.0 - 0.01) / 0.01) if part == "obj" else 0.0
+        conv = layers.Conv2D(priors * channels, 1, dtype="float32", name=output_key(name, part),
+                             bias_initializer=keras.initializers.Constant(bias))
+        out[output_key(name, part)] = conv(x)
+    return out
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
@@ -299,14 +332,17 @@ class YOLOv3(Detector):
         # --- graph ---
         images = keras.Input((size, size, 3), name="images")
         maps = trunk(normalize(images))
-        outputs = cls._heads(maps, config)  # {name: [B, h, w, P * (5 + K)]}, stride 32 first
+        heads = cls._heads(maps, config)  # {name: the scale's last feature map}, stride 32 first
+        outputs = {}
+        for (name, x), mask in zip(heads.items(), config.masks):
+            outputs.update(_output_convs(x, config, len(mask), name))
         model = cls(images, outputs, config, name=config.name)
         # Fully convolutional: any multiple of 32 passes (multi-scale training), not only
         # the size the graph was built at.
         model.input_spec = None
         trunk.input_spec = None
-        model.strides = tuple(size // int(outputs[name].shape[1]) for name in outputs)
-        model.output_names_by_stride = tuple(outputs)
+        model.strides = tuple(size // int(outputs[output_key(name, "box")].shape[1]) for name in heads)
+        model.output_names_by_stride = tuple(heads)
         model.map_sizes = tuple(map_sizes((size, size), model.strides))
         model.anchors = anchor_ops.yolo_prior_boxes(model.map_sizes, config.priors, config.masks)
         return model
@@ -321,11 +357,10 @@ class YOLOv3(Detector):
         if config.backbone == "darknet_tiny":
             x = conv(maps["C5"], 1024, 3, "head5_1")
             branch = conv(x, 256, 1, "head5_2")
-            p5 = _output_conv(conv(branch, 512, 3, "head5_3"), config, len(config.masks[0]), "p5")
+            p5 = conv(branch, 512, 3, "head5_3")
             up = keras.layers.UpSampling2D(2, name="up4")(conv(branch, 128, 1, "up4_conv"))
             x = keras.layers.Concatenate(name="route4")([up, maps["C4"]])
-            p4 = _output_conv(conv(x, 256, 3, "head4_1"), config, len(config.masks[1]), "p4")
-            return {"p5": p5, "p4": p4}
+            return {"p5": p5, "p4": conv(x, 256, 3, "head4_1")}
         outputs, x, stride = {}, maps["C5"], 32
         for level, (width, lateral) in enumerate(((512, None), (256, "C4"), (128, "C3"))):
             if lateral is not None:
@@ -333,8 +368,7 @@ class YOLOv3(Detector):
                 x = keras.layers.Concatenate(name=f"route{5 - level}")([up, maps[lateral]])
             for k in range(5):  # 1x1, 3x3, 1x1, 3x3, 1x1: the branch point
                 x = conv(x, width if k % 2 == 0 else 2 * width, 1 if k % 2 == 0 else 3, f"head{5 - level}_{k + 1}")
-            y = conv(x, 2 * width, 3, f"head{5 - level}_6")
-            outputs[STRIDE_NAMES[stride]] = _output_conv(y, config, len(config.masks[level]), STRIDE_NAMES[stride])
+            outputs[STRIDE_NAMES[stride]] = conv(x, 2 * width, 3, f"head{5 - level}_6")
             stride //= 2
         return outputs
 
@@ -343,13 +377,23 @@ class YOLOv3(Detector):
 
     # --- training -----------------------------------------------------------------------
 
-    def _grid_predictions(self, output, mask):
+    def predictions(self, outputs, name):
+        """``t [B, h, w, P, 5 + K]`` of one scale: Darknet's layout of a prediction
+        (``t_y, t_x, t_h, t_w, t_o``, the class scores) from the scale's three outputs,
+        float32, its size read from the tensors (static or not)."""
+        parts = []
+        for part, _ in OUTPUT_PARTS:
+            output = tf.cast(outputs[output_key(name, part)], tf.float32)
+            shape = tf.shape(output)
+            priors = len(self.config.masks[self.output_names_by_stride.index(name)])
+            parts.append(tf.reshape(output, [shape[0], shape[1], shape[2], priors, -1]))
+        return tf.concat(parts, axis=-1)
+
+    def _grid_predictions(self, outputs, name, mask):
         """``(t [B, h, w, P, 5 + K], cells [h, w, 1, 2], grid [2], priors [P, 2])`` of one
-        output map, its size read from the tensor (static or not)."""
-        output = tf.cast(output, tf.float32)
-        shape = tf.shape(output)
-        priors = len(mask)
-        t = tf.reshape(output, [shape[0], shape[1], shape[2], priors, BOX_CHANNELS + self.config.num_classes])
+        scale, its size read from the tensors (static or not)."""
+        t = self.predictions(outputs, name)
+        shape = tf.shape(t)
         cells = box_coder.cell_grid(shape[1], shape[2])[:, :, None, :]  # [h, w, 1, 2]
         grid = tf.stack([shape[1], shape[2]])
         prior_hw = tf.constant([self.config.priors[i] for i in mask], tf.float32)  # [P, 2]
@@ -380,7 +424,7 @@ class YOLOv3(Detector):
         normalizer = replica_sum(tf.cast(tf.shape(gt_boxes)[0], tf.float32))  # the global batch: per-image sums
         totals = {"box_loss": 0.0, "obj_loss": 0.0, "cls_loss": 0.0}
         for name, mask in zip(self.output_names_by_stride, config.masks):
-            t, cells, grid, prior_hw = self._grid_predictions(outputs[name], mask)
+            t, cells, grid, prior_hw = self._grid_predictions(outputs, name, mask)
             target_classes = targets[f"{name}_classes"]  # [B, h, w, P]
             target_deltas = tf.cast(targets[f"{name}_deltas"], tf.float32)  # [B, h, w, P, 4]
             positive = target_classes >= 0
@@ -413,11 +457,12 @@ class YOLOv3(Detector):
         boxes, scores = [], []
         for name, mask in zip(self.output_names_by_stride, config.masks):
             # The grid from the output's static shape: the size the graph is traced at.
-            rows, cols = outputs[name].shape[1:3]
+            rows, cols = outputs[output_key(name, "box")].shape[1:3]
             if rows is None or cols is None:
-                raise ValueError(f"{config.name} decodes outputs of a static size; got {outputs[name].shape}")
+                raise ValueError(f"{config.name} decodes outputs of a static size; got "
+                                 f"{outputs[output_key(name, 'box')].shape}")
             priors = len(mask)
-            t = tf.reshape(tf.cast(outputs[name], tf.float32), [-1, rows * cols * priors, BOX_CHANNELS + config.num_classes])
+            t = tf.reshape(self.predictions(outputs, name), [-1, rows * cols * priors, BOX_CHANNELS + config.num_classes])
             cells = tf.reshape(tf.tile(box_coder.cell_grid(rows, cols)[:, :, None, :], [1, 1, priors, 1]), [-1, 2])
             prior_hw = np.tile(np.asarray([config.priors[i] for i in mask], np.float32), (rows * cols, 1))
             boxes.append(box_coder.cell_decode(tf.sigmoid(t[..., 0:2]), box_coder.prior_decode(t[..., 2:4], prior_hw),
@@ -452,7 +497,7 @@ class YOLOv2(YOLOv3):
             passthrough = layers.SpaceToDepth(2, name="passthrough")(conv(maps["C4"], 64, 1, "passthrough_conv"))
             x = keras.layers.Concatenate(name="route5")([passthrough, x])
             x = conv(x, 1024, 3, "head5_3")
-        return {"p5": _output_conv(x, config, len(config.masks[0]), "p5")}
+        return {"p5": x}
 
     def _offset_loss(self, target_offsets, logits):
         return 0.5 * tf.reduce_sum(tf.square(tf.sigmoid(logits) - target_offsets), axis=-1)

@@ -43,9 +43,29 @@ Presets (one-stage):
   momentum 0.9, weight decay 5e-4, batch 64, warm-up from 1e-3 to 1e-2, then 1e-2, 1e-3,
   1e-4 for 75, 30 and 30 epochs; random scaling and translation up to 20 %, exposure and
   saturation up to 1.5 in HSV: augmentation ``yolo``).
-- ``yolov1_tiny``: Fast YOLO (9 convolutions, fully connected 256 then 4,096; Darknet's
-  first layer of 256 is linear, here leaky) at half width, a CPU preset trained from
-  random weights with the CPU recipe.
+- ``yolov1_tiny``: Fast YOLO's 9 convolutions at half width, ended as Darknet's later tiny
+  cfg ends it: a 3x3 convolution narrowing the map to 256 channels (128 at half width),
+  read directly by the linear output layer (no hidden layer, no dropout). A CPU preset
+  trained from random weights with the CPU recipe (AdamW 2e-3, cosine), which the paper's
+  parametrization of that layer does not survive (below).
+
+The output layer from random weights (``yolov1_tiny``; options of every YOLOv1 config). The
+paper's trunk is ImageNet-pretrained for a week before detection; from random weights, a
+fully connected output mixes every position's features into every cell at random, each
+cell's outputs learn only from the objects in that cell, and the network predicts the
+data's mean box in every cell (issue 22's runs, BENCHMARKS.md). Two options keep the
+layer and change how it trains:
+
+- ``shared_cell_output``: the output layer written as the sum of a 1x1 convolution that
+  every cell shares and a free fully connected layer. The sum is one linear map of the
+  flattened map, the paper's layer (the shared kernel is a block on its diagonal; a test
+  folds the two into one kernel), but the shared part learns from every cell's objects at
+  once and the free part adds what is particular to a cell or needs the whole image.
+- ``equalized_fc``: the fully connected layers' inputs scaled by ``1 / sqrt(fan-in)``
+  with unit-variance kernels (Karras et al. 2018's "equalized learning rate"): the same
+  function at initialization, but an Adam step then moves an output by about
+  ``sqrt(fan-in)`` times the learning rate rather than ``fan-in`` times (6,272 inputs at
+  half width): the linear outputs no longer run away at the CPU recipe's rate.
 """
 from __future__ import annotations
 
@@ -55,6 +75,7 @@ import keras
 import tensorflow as tf
 
 from tfzoo import backbones, layers
+from tfzoo.backbones.darknet import conv_bn_leaky, scaled_width
 from tfzoo.data import schema
 from tfzoo.data.pipeline import Encoder
 from tfzoo.models.base import SCRATCH_RECIPE, Detector, DetectorConfig, replica_sum
@@ -83,8 +104,11 @@ class YOLOv1Config(DetectorConfig):
     backbone_weights: str | None = None
     grid_size: int = 7  # S
     boxes_per_cell: int = 2  # B
+    head_channels: int | None = None  # a 3x3 convolution narrowing the trunk's map before the fully connected layers
     fc_units: tuple[int, ...] = (4096,)  # hidden fully connected layers (leaky ReLU)
     dropout: float = 0.5  # after the last hidden fully connected layer
+    equalized_fc: bool = False  # the fully connected layers' inputs scaled by 1 / sqrt(fan-in) (see create)
+    shared_cell_output: bool = False  # no hidden layer: the output layer as a shared 1x1 map plus a free one (see create)
     lambda_coord: float = 5.0
     lambda_noobj: float = 0.5
     # --- inference ---
@@ -115,18 +139,35 @@ class YOLOv1Config(DetectorConfig):
         super().__post_init__()
         if self.grid_size < 1 or self.boxes_per_cell < 1:
             raise ValueError(f"grid_size and boxes_per_cell must be >= 1, got {self.grid_size}, {self.boxes_per_cell}")
+        if self.head_channels is not None and self.head_channels < 1:
+            raise ValueError(f"head_channels must be >= 1 or None, got {self.head_channels}")
+        if self.shared_cell_output and self.fc_units:
+            raise ValueError("shared_cell_output needs the output layer on the trunk's map (fc_units=[])")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 PRESETS = {
     "yolov1": YOLOv1Config(),
-    # The CPU recipe at a quarter of its learning rate: at 2e-3 AdamW's first steps on the
-    # fully connected layers (25,088 inputs at half width) made the linear outputs run away
-    # (the loss in the thousands by the fourth epoch on the symbols stand-in); 5e-4 stays stable.
-    "yolov1_tiny": YOLOv1Config(name="yolov1_tiny", backbone="fast_yolo", fc_units=(256, 4096), backbone_alpha=0.5,
-                                **{**SCRATCH_RECIPE, "augment": "yolo", "learning_rate": 5e-4}),
+    # Fast YOLO as Darknet's later tiny cfg ends it: a 3x3 convolution narrowing the map (256,
+    # here 128 at half width) read directly by the output layer, no hidden layer, no dropout.
+    # From random weights on a CPU the output layer is the shared-plus-free reparametrization
+    # and its inputs are equalized (see YOLOv1.create); the CPU recipe as for the other CPU presets.
+    "yolov1_tiny": YOLOv1Config(name="yolov1_tiny", backbone="fast_yolo", backbone_alpha=0.5, head_channels=256,
+                                fc_units=(), dropout=0.0, equalized_fc=True, shared_cell_output=True,
+                                **{**SCRATCH_RECIPE, "augment": "yolo"}),
 }
+
+
+def _dense_init(kernel_std):
+    return {} if kernel_std is None else {"kernel_initializer": keras.initializers.RandomNormal(stddev=kernel_std)}
+
+
+def _equalize(x, config, name):
+    """``x / sqrt(fan-in)`` where the config's fully connected layers are equalized."""
+    if not config.equalized_fc:
+        return x
+    return keras.layers.Rescaling(float(x.shape[-1]) ** -0.5, name=f"{name}_scale")(x)
 
 
 class YOLOv1Encoder(Encoder):
@@ -161,7 +202,8 @@ class YOLOv1(Detector):
     cpu_presets = ("yolov1_tiny",)
     loss_names = ("box_loss", "obj_loss", "cls_loss")
     box_loss_names = ("box_loss", "cls_loss")
-    tiny = {"image_size": 128, "num_classes": 3, "backbone_alpha": 0.125, "fc_units": (32,), "grid_size": 4}
+    tiny = {"image_size": 256, "num_classes": 3, "backbone_alpha": 0.125, "head_channels": 16, "fc_units": (),
+            "grid_size": 4}
 
     @classmethod
     def create(cls, config):
@@ -172,20 +214,51 @@ class YOLOv1(Detector):
             trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,
                                              batchnorm_momentum=config.batchnorm_momentum, features=("C6",))
             normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
-        hidden = [keras.layers.Dense(units, name=f"fc{i}") for i, units in enumerate(config.fc_units, start=1)]
+        # Equalized fully connected layers (Karras et al. 2018, "equalized learning rate"):
+        # unit-variance kernels on inputs scaled by 1 / sqrt(fan-in). Same function at
+        # initialization; but Adam moves every weight by about the learning rate at a step,
+        # so an output moves by the rate times the sum of its |inputs|: thousands of times
+        # the rate on a 25,088-wide input, and the linear outputs run away. Scaled, it is
+        # sqrt(fan-in) times the rate.
+        kernel_std = 1.0 if config.equalized_fc else None
+        hidden = [keras.layers.Dense(units, name=f"fc{i}", **_dense_init(kernel_std))
+                  for i, units in enumerate(config.fc_units, start=1)]
         # A small initial output layer: the first predictions are near 0 rather than of unit
         # size, which the fully connected layer's fan-in (25,088 at Fast YOLO's half width)
         # would give, and which the first steps would then spend pulling back.
-        output = keras.layers.Dense(s * s * (b * BOX_CHANNELS + k), dtype="float32", name="fc_out",
-                                    kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3))
+        outputs_per_cell = b * BOX_CHANNELS + k
+        output = keras.layers.Dense(s * s * outputs_per_cell, dtype="float32", name="fc_out",
+                                    kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3 * (kernel_std or 1.0)))
+        # The output layer reparametrized (``shared_cell_output``): one linear map of the
+        # flattened S x S map as the paper's, written as the sum of a 1x1 convolution that
+        # every cell shares (the same [C, O] block on the diagonal of the kernel) and a free
+        # fully connected layer. Fully connected alone and from random weights, each cell's
+        # outputs learn only from the objects in that cell (1/49 of them) and read every
+        # position at random: the trunk's gradient is noise and the network predicts the
+        # data's mean box (issue 22's runs; the paper pre-trains the trunk on ImageNet for a
+        # week). The shared part learns from every cell at once; the free part adds what is
+        # particular to a cell or needs the whole image, weight decay holding it near 0.
+        shared = (layers.Conv2D(outputs_per_cell, 1, dtype="float32", name="cell_out")
+                  if config.shared_cell_output else None)
         # --- graph ---
         images = keras.Input((size, size, 3), name="images")
-        x = keras.layers.Flatten(name="flatten")(trunk(normalize(images))["C6"])
+        x = trunk(normalize(images))["C6"]
+        if config.head_channels:
+            x = conv_bn_leaky(x, scaled_width(config.head_channels, config.backbone_alpha), 3, 1, "head",
+                              config.batchnorm_momentum)
+        if shared is not None and tuple(x.shape[1:3]) != (s, s):
+            raise ValueError(f"shared_cell_output needs the trunk's map to be the {s} x {s} grid; at {size} x {size} "
+                             f"it is {x.shape[1]} x {x.shape[2]} (image_size = grid_size * 64)")
+        local = shared(x) if shared is not None else None
+        x = keras.layers.Flatten(name="flatten")(x)
         for i, dense in enumerate(hidden, start=1):
-            x = keras.layers.LeakyReLU(negative_slope=0.1, name=f"fc{i}_leaky")(dense(x))
+            x = keras.layers.LeakyReLU(negative_slope=0.1, name=f"fc{i}_leaky")(dense(_equalize(x, config, f"fc{i}")))
         if config.dropout:
             x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-        cells = keras.layers.Reshape((s, s, b * BOX_CHANNELS + k), dtype="float32", name=CELLS)(output(x))
+        cells = keras.layers.Reshape((s, s, outputs_per_cell), dtype="float32",
+                                     name="fc_cells" if shared is not None else CELLS)(output(_equalize(x, config, "fc_out")))
+        if shared is not None:
+            cells = keras.layers.Add(dtype="float32", name=CELLS)([local, cells])
         return cls(images, {CELLS: cells}, config, name=config.name)
 
     def make_encoder(self):
