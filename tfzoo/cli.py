@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ import warnings
 
 EXIT_FAILURE = 1
 
-DATA_HELP = "dataset spec: shapes | voc:PATH | coco:PATH | tfds:NAME (e.g. tfds:voc/2007)"
+DATA_HELP = "dataset spec: shapes | voc:PATH | coco:PATH | yolo:PATH | tfds:NAME (e.g. tfds:voc/2007)"
 MODEL_HELP = "a training directory, a .keras or .tflite file, or (with --trust-model) a SavedModel directory or .h5"
 IMAGE_SIZE_HELP = ("run a Keras model at this square input size instead of its own (same weights; the "
                    "detectors are fully convolutional, and one trained small often finds small objects "
@@ -80,6 +81,7 @@ def cmd_list(args):
     print(f"  shapes            builtin synthetic data, classes: {', '.join(shapes.CLASS_NAMES)}")
     print("  voc:PATH          a VOCdevkit folder (JPEGImages/, Annotations/, ImageSets/Main/)")
     print("  coco:PATH         a COCO 2017 folder (annotations/instances_SPLIT.json, SPLIT/)")
+    print("  yolo:PATH         a YOLO txt folder (data.yaml, images/SPLIT/, labels/SPLIT/ of 'class cx cy w h' lines)")
     print("  tfds:NAME         a TensorFlow Datasets detection set, e.g. tfds:voc/2007")
     return 0
 
@@ -475,20 +477,24 @@ def cmd_proposals(args):
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "voc07_mAP", "voc12_mAP")
 
 
-def evaluate_detections_file(detections, spec, split, strict=False):
-    """Scores a COCO-format results file against a dataset split; returns the metrics dict."""
+def evaluate_detections_file(detections, spec, split, strict=False, return_evaluator=False):
+    """Scores a COCO-format results file against a dataset split; returns the metrics dict
+    (``(metrics, evaluator)`` with ``return_evaluator``)."""
     import tfzoo.data
     from tfzoo.data.validate import Report
-    from tfzoo.eval import evaluate_results_file
+    from tfzoo.eval import Evaluator
 
     report = Report(strict=strict)
     names = tfzoo.data.class_names(spec, split)
     examples = tfzoo.data.load(spec, split, strict=strict, report=report)
-    metrics = evaluate_results_file(detections, examples, names, tfzoo.data.category_ids(spec, split))
+    evaluator = Evaluator(names, tfzoo.data.category_ids(spec, split))  # as evaluate_results_file
+    evaluator.add_ground_truth_examples(examples)
+    evaluator.add_results(detections)
+    metrics = evaluator.result()
     if len(report):
         print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
               f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
-    return metrics
+    return (metrics, evaluator) if return_evaluator else metrics
 
 
 def _write_json_atomic(path, payload):
@@ -530,8 +536,9 @@ def _load(args):
         raise CLIError(f"{error} (--image-size)") from None
 
 
-def evaluate_model(model, spec, split, batch_size=8, strict=False):
-    """Scores a loaded model (:func:`tfzoo.export.load_model`) on a dataset split."""
+def evaluate_model(model, spec, split, batch_size=8, strict=False, return_evaluator=False):
+    """Scores a loaded model (:func:`tfzoo.export.load_model`) on a dataset split; returns
+    the metrics dict (``(metrics, evaluator)`` with ``return_evaluator``)."""
     import tfzoo.data
     from tfzoo.data.validate import Report
     from tfzoo.eval import evaluate_detector
@@ -552,12 +559,13 @@ def evaluate_model(model, spec, split, batch_size=8, strict=False):
             raise CLIError(f"{model.path} takes proposals and names no source for them")
         examples, _ = proposal_source.for_config(examples, model.config, desc=f"proposals {spec} [{split}]")
         extra = {"input_names": model.input_names, "max_proposals": model.max_proposals}
-    metrics = evaluate_detector(model.detect, examples, model.image_size, names, tfzoo.data.category_ids(spec, split),
-                                batch_size=batch_size, keep_aspect_ratio=model.keep_aspect_ratio, **extra)
+    metrics, evaluator = evaluate_detector(model.detect, examples, model.image_size, names,
+                                           tfzoo.data.category_ids(spec, split), batch_size=batch_size,
+                                           keep_aspect_ratio=model.keep_aspect_ratio, return_evaluator=True, **extra)
     if len(report):
         print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
               f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
-    return metrics
+    return (metrics, evaluator) if return_evaluator else metrics
 
 
 def cmd_evaluate(args):
@@ -569,16 +577,30 @@ def cmd_evaluate(args):
         args.parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.detections and args.image_size is not None:
         args.parser.error("--image-size applies to a MODEL_PATH, not to --detections")
+    if not 0.0 <= args.plot_score_threshold <= 1.0:
+        args.parser.error(f"--plot-score-threshold must be in [0, 1], got {args.plot_score_threshold}")
+    if args.plots and os.path.exists(args.plots) and not os.path.isdir(args.plots):
+        raise CLIError(f"--plots {args.plots}: exists and is not a folder")
     if args.detections:
         if not os.path.exists(args.detections):
             raise CLIError(f"{args.detections}: no such file")
-        metrics = evaluate_detections_file(args.detections, args.data, args.split, strict=args.strict)
+        metrics, evaluator = evaluate_detections_file(args.detections, args.data, args.split, strict=args.strict,
+                                                      return_evaluator=True)
     else:
         model = _load(args)
-        metrics = evaluate_model(model, args.data, args.split, batch_size=args.batch_size, strict=args.strict)
+        metrics, evaluator = evaluate_model(model, args.data, args.split, batch_size=args.batch_size,
+                                            strict=args.strict, return_evaluator=True)
     if args.json:
         _write_json_atomic(args.json, metrics)
         print(f"metrics written to {args.json}", file=sys.stderr)
+    if args.plots:
+        from tfzoo.eval.plots import write_plots
+
+        plotted = write_plots(evaluator.image_records(), evaluator.class_names, args.plots,
+                              score_threshold=args.plot_score_threshold)
+        _write_json_atomic(os.path.join(args.plots, "metrics.json"), metrics)
+        print(f"plots written to {args.plots}: {', '.join(os.path.basename(f) for f in plotted['files'])}, "
+              "metrics.json", file=sys.stderr)
     source = f"detections {args.detections}" if args.detections else f"{model.path} ({model.format})"
     objects = sum(int(v.get("num_gt", 0)) for v in (metrics.get("per_class") or {}).values())
     print(f"{source} on {args.data} [{args.split}]: {objects} objects")
@@ -703,6 +725,127 @@ def cmd_export(args):
             calibration = _calibration_images(model, args.data, args.split, args.calibration_images)
         export_tflite(detector, args.out, quantize=args.quantize, calibration_images=calibration)
     print(f"wrote {args.out} ({_size_text(args.out)})")
+    return 0
+
+
+# --- tfzoo export-data --------------------------------------------------------------
+
+#: Formats ``export-data`` writes, and the flags of the objects each one leaves out (it has
+#: no such flag): VOC has no crowd flag, YOLO neither a crowd nor a difficult flag.
+EXPORT_FORMATS = {"voc": ("is_crowd",), "coco": (), "yolo": ("is_crowd", "difficult")}
+
+
+def _spec_folder(spec):
+    """The folder (or file) a ``voc:``/``coco:``/``yolo:`` spec reads, else None."""
+    import tfzoo.data
+
+    kind, arg = tfzoo.data._parse(spec)
+    return arg if kind in tfzoo.data.FOLDER_READERS else None
+
+
+def _check_export_out(out, spec, overwrite):
+    """Refuses an ``--out`` that is not empty (without ``overwrite``), is a file, holds the
+    dataset being read, or is the filesystem root or the home folder."""
+    real = os.path.realpath(out)
+    if real in (os.path.realpath(os.sep), os.path.realpath(os.path.expanduser("~"))):
+        raise CLIError(f"--out {out}: refusing to replace {real}")
+    source = _spec_folder(spec)
+    if source is not None:
+        src = os.path.realpath(source)
+        if src == real or src.startswith(real.rstrip(os.sep) + os.sep):
+            raise CLIError(f"--out {out} holds the dataset being read ({source}); choose another folder")
+    if os.path.lexists(out):
+        if not os.path.isdir(out):
+            raise CLIError(f"--out {out}: exists and is not a folder")
+        if os.listdir(out) and not overwrite:
+            raise CLIError(f"--out {out}: not empty; pass --overwrite to replace it")
+
+
+def _export_stream(examples, fmt, split, counts, used_stems):
+    """The examples as NumPy dicts, counting images and the objects ``fmt`` writes (and
+    those it leaves out) in ``counts``. VOC keeps every split's images in one folder: an
+    ``image_id`` an earlier split used, or one that is not a safe file name, becomes
+    ``<split>_<index>``."""
+    import numpy as np
+
+    from tfzoo.data import images, voc
+
+    left_out_flags = EXPORT_FORMATS[fmt]
+    for index, example in enumerate(examples):
+        ex = images.numpy_example(example)
+        classes = ex["classes"].reshape(-1)
+        rows = classes >= 0
+        left_out = np.zeros(len(classes), bool)
+        for flag in left_out_flags:
+            left_out |= np.asarray(ex.get(flag, left_out), bool).reshape(-1)
+        counts["images"] += 1
+        counts["objects"] += int(np.sum(rows & ~left_out))
+        counts["left_out"] += int(np.sum(rows & left_out))
+        if fmt == "voc":
+            stem = str(ex.get("image_id") or "")
+            if not voc._SAFE_STEM.match(stem) or stem in (".", "..") or stem in used_stems:
+                stem = f"{split}_{index:06d}"
+                counts["renamed"] += 1
+            while stem in used_stems:
+                stem = f"{split}_{stem}"
+            used_stems.add(stem)
+            ex["image_id"] = stem
+        yield ex
+
+
+def export_dataset(spec, splits, fmt, out, overwrite=False, strict=False, limit=None):
+    """Writes splits ``splits`` of dataset ``spec`` in layout ``fmt`` (``voc``, ``coco`` or
+    ``yolo``) into the folder ``out``, atomically; returns ``(per-split counts, report)``."""
+    import collections
+
+    import tfzoo.data
+    from tfzoo.atomic import atomic_directory
+    from tfzoo.data.validate import Report
+
+    _check_export_out(out, spec, overwrite)
+    names = list(tfzoo.data.class_names(spec, splits[0]))
+    for split in splits[1:]:
+        other = list(tfzoo.data.class_names(spec, split))
+        if other != names:
+            raise CLIError(f"{spec}: split {split} has other classes than {splits[0]}: {other} vs {names}")
+    module = importlib.import_module(f"tfzoo.data.{tfzoo.data.FOLDER_READERS[fmt]}")
+    report = Report(strict=strict)
+    summary, used_stems = {}, set()
+    with atomic_directory(out, lambda _: overwrite) as tmp:
+        for split in splits:
+            dataset = tfzoo.data.load(spec, split, strict=strict, report=report)
+            if limit is not None:
+                dataset = dataset.take(limit)
+            known = int(dataset.cardinality())
+            counts = collections.Counter(images=0, objects=0, left_out=0, renamed=0)
+            stream = _export_stream(_progress(dataset.as_numpy_iterator(), desc=f"export {split}",
+                                              total=known if known >= 0 else None), fmt, split, counts, used_stems)
+            if fmt == "coco":
+                module.write(stream, tmp, split, names, category_ids=tfzoo.data.category_ids(spec, split))
+            else:
+                module.write(stream, tmp, split, names)
+            summary[split] = dict(counts)
+    return summary, report
+
+
+def cmd_export_data(args):
+    splits = list(dict.fromkeys(args.split or ["train"]))
+    summary, report = export_dataset(args.data, splits, args.format, args.out, overwrite=args.overwrite,
+                                     strict=args.strict, limit=args.limit)
+    for split, counts in summary.items():
+        notes = []
+        if counts["left_out"]:
+            flags = "/".join(f.replace("is_", "") for f in EXPORT_FORMATS[args.format])
+            notes.append(f"{counts['left_out']} {flags} objects left out ({args.format} has no such flag)")
+        if counts["renamed"]:
+            notes.append(f"{counts['renamed']} images renamed {split}_NNNNNN (ids unsafe as file names or used by "
+                         "an earlier split)")
+        print(f"{split}: {counts['images']} images, {counts['objects']} objects" +
+              (f"; {'; '.join(notes)}" if notes else ""))
+    print(f"wrote {args.out} (read it back as --data {args.format}:{args.out})")
+    if len(report):
+        print(f"tfzoo: warning: {len(report)} problems were repaired or skipped while reading {args.data}; "
+              f"'tfzoo inspect --data {args.data} --split SPLIT' lists them", file=sys.stderr)
     return 0
 
 
@@ -943,7 +1086,8 @@ def build_parser():
                        description="Runs a model (MODEL_PATH) on a dataset split, or scores a COCO-format "
                                    "results file (--detections: image_id, category_id in the dataset's own ids, "
                                    "bbox [x, y, w, h] in pixels, score; on VOC data image_id is the file stem), "
-                                   "and prints the COCO and VOC metrics.")
+                                   "and prints the COCO and VOC metrics. --plots DIR also draws the per-class "
+                                   "precision-recall curves and the confusion matrix.")
     p.add_argument("model", nargs="?", metavar="MODEL_PATH", help=MODEL_HELP)
     p.add_argument("--detections", help="COCO-format results JSON (instead of MODEL_PATH)")
     p.add_argument("--data", required=True, help=DATA_HELP)
@@ -951,6 +1095,14 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default: 8)")
     p.add_argument("--strict", action="store_true", help="fail on the first ground-truth validation problem")
     p.add_argument("--json", metavar="OUT", help="also write the metrics to this JSON file (atomically)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write pictures to DIR (created if missing): per-class precision-recall curves at IoU "
+                        "0.5 (pr_curves.png, one line per class with its AP50; pr_curves_per_class.png, one panel "
+                        "per class), the confusion matrix with a background row and column (confusion_matrix.png), "
+                        "their data (plots.json) and the metrics (metrics.json)")
+    p.add_argument("--plot-score-threshold", type=float, default=0.3, metavar="T",
+                   help="detections scoring below T are left out of the confusion matrix (default: 0.3, as "
+                        "'tfzoo predict'; the curves use every detection)")
     p.add_argument("--image-size", type=int, metavar="N", help=IMAGE_SIZE_HELP)
     p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_evaluate, parser=p)
@@ -990,6 +1142,26 @@ def build_parser():
                         "layer, e.g. 1024,256 (the paper's fc6/fc7; 0 keeps a layer whole)")
     p.add_argument("--trust-model", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=cmd_export, parser=p)
+
+    p = sub.add_parser("export-data", help="write a dataset as a VOC, COCO or YOLO folder",
+                       description="Reads splits of any dataset tfzoo reads (shapes, voc:, coco:, yolo:, tfds:) and "
+                                   "writes them in the VOC (JPEGImages/, Annotations/, ImageSets/Main/, labels.txt), "
+                                   "COCO (annotations/instances_SPLIT.json, SPLIT/) or YOLO (data.yaml, "
+                                   "images/SPLIT/, labels/SPLIT/) layout, images as JPEG (quality 95). The folder "
+                                   "is built under a temporary name and renamed into place when complete. Objects "
+                                   "a format has no flag for are left out and counted: crowd regions in VOC and "
+                                   "YOLO, difficult objects in YOLO. Problems of the source are skipped and "
+                                   "reported as in 'tfzoo inspect' (--strict: stop at the first).")
+    p.add_argument("data", metavar="SPEC", help=DATA_HELP)
+    p.add_argument("--split", action="append", metavar="SPLIT",
+                   help="a split to write, repeatable (default: train)")
+    p.add_argument("--format", required=True, choices=tuple(EXPORT_FORMATS), help="the layout to write")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder; an existing one must be empty unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (once the new one is complete)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each split")
+    p.add_argument("--strict", action="store_true", help="fail on the first validation problem of the source")
+    p.set_defaults(func=cmd_export_data, parser=p)
 
     p = sub.add_parser("train", help="train a model on a dataset (writes a training directory)",
                        description="Trains a registered model ('tfzoo list') with its recipe and writes a "

@@ -9,6 +9,9 @@ spec                source
 ``shapes:N``        the same with ``N`` images in the requested split (a prefix of it)
 ``voc:PATH``        a VOCdevkit-layout directory (:mod:`tfzoo.data.voc`)
 ``coco:PATH``       a COCO-layout directory (:mod:`tfzoo.data.coco`)
+``yolo:PATH``       a YOLO txt directory: ``data.yaml``, ``images/``, ``labels/`` (Ultralytics,
+                    Roboflow, CVAT, Label Studio exports), or its ``.yaml`` file
+                    (:mod:`tfzoo.data.yolo_txt`)
 ``tfds:NAME``       a TensorFlow Datasets detection dataset, e.g. ``tfds:voc/2007``,
                     ``tfds:coco/2017`` (:mod:`tfzoo.data.tfds_reader`)
 ==================  =====================================================================
@@ -23,7 +26,10 @@ from __future__ import annotations
 from tfzoo.data import _shutdown  # noqa: F401  (registers the exit-time iterator release)
 from tfzoo.data.pipeline import Encoder, PaddedBoxesEncoder, pipeline  # noqa: F401  (re-export)
 
-SPEC_FORMS = ("shapes", "shapes:N", "voc:PATH", "coco:PATH", "tfds:NAME")
+SPEC_FORMS = ("shapes", "shapes:N", "voc:PATH", "coco:PATH", "yolo:PATH", "tfds:NAME")
+#: Spec kinds read from a folder by a module of this package with ``splits``, ``scan``,
+#: ``load``, ``class_names`` and ``write``: kind -> module name.
+FOLDER_READERS = {"voc": "voc", "coco": "coco", "yolo": "yolo_txt"}
 
 
 def _parse(spec):
@@ -38,7 +44,7 @@ def _parse(spec):
             return kind, None
         if arg.isdigit():
             return kind, int(arg)
-    elif kind in ("voc", "coco", "tfds") and sep and arg:
+    elif kind in ("voc", "coco", "yolo", "tfds") and sep and arg:
         return kind, arg
     raise ValueError(f"unknown dataset spec {spec!r}; accepted forms: {', '.join(SPEC_FORMS)}")
 
@@ -63,6 +69,10 @@ def load(spec, split, *, strict=False, report=None):
         from tfzoo.data import coco
 
         return coco.load(arg, split, strict=strict, report=report)
+    if kind == "yolo":
+        from tfzoo.data import yolo_txt
+
+        return yolo_txt.load(arg, split, strict=strict, report=report)
     from tfzoo.data import tfds_reader
 
     return tfds_reader.load(arg, split, strict=strict, report=report)
@@ -86,6 +96,10 @@ def class_names(spec, split=None):
         from tfzoo.data import coco
 
         return list(coco.class_names(arg, split))
+    if kind == "yolo":
+        from tfzoo.data import yolo_txt
+
+        return yolo_txt.class_names(arg)
     from tfzoo.data import tfds_reader
 
     return tfds_reader.class_names(arg)

@@ -41,7 +41,8 @@ def _load(specs, split):
 
 def split_exists(spec, split):
     """Whether dataset ``spec`` has a split ``split`` (how each reader names its splits:
-    shapes' ``SPLITS``, VOC's ``ImageSets/Main/*.txt``, COCO's ``instances_*.json`` with
+    shapes' ``SPLITS``, VOC's ``ImageSets/Main/*.txt``, YOLO's ``data.yaml`` keys and
+    ``images/*`` folders, COCO's ``instances_*.json`` with
     the ``2017`` fallback, TFDS' builder info, when it is known before download)."""
     kind, arg = tfzoo.data._parse(spec)
     if kind == "shapes":
@@ -52,6 +53,10 @@ def split_exists(spec, split):
         from tfzoo.data import voc
 
         return split in voc.splits(arg)
+    if kind == "yolo":
+        from tfzoo.data import yolo_txt
+
+        return split in yolo_txt.splits(arg)
     if kind == "coco":
         from tfzoo.data import coco
 
@@ -71,8 +76,9 @@ def split_exists(spec, split):
 
 def count_examples(specs, split, dataset):
     """Examples in ``dataset`` (split ``split`` of ``specs``): its cardinality when known;
-    for VOC/COCO folders (whose decoding filter hides the count from tf.data) the records
-    of the annotation index without reading image headers again (an image that turns out
+    for VOC/COCO/YOLO folders (whose decoding filter hides the count from tf.data) the records
+    of the annotation index without reading image headers again (YOLO reads them: its labels
+    are fractions of the image size; an image that turns out
     missing or corrupt is only dropped from the stream: epochs count steps, so the schedule
     stays right); else one pass over the data."""
     count = int(dataset.cardinality())
@@ -83,8 +89,8 @@ def count_examples(specs, split, dataset):
     total = 0
     for spec in specs:
         kind, arg = tfzoo.data._parse(spec)
-        if kind in ("voc", "coco"):
-            reader = importlib.import_module(f"tfzoo.data.{kind}")
+        if kind in tfzoo.data.FOLDER_READERS:
+            reader = importlib.import_module(f"tfzoo.data.{tfzoo.data.FOLDER_READERS[kind]}")
             total += len(reader.scan(arg, split, check_images=False))
             continue
         part = tfzoo.data.load(spec, split)

@@ -287,7 +287,7 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
     Args:
       model: a preset of :func:`tfzoo.list_models`.
       data: a dataset spec (``shapes``, ``shapes:N``, ``voc:PATH``, ``coco:PATH``,
-        ``tfds:NAME``) or a list of specs with the same classes, concatenated (VOC 07+12).
+        ``yolo:PATH``, ``tfds:NAME``) or a list of specs with the same classes, concatenated (VOC 07+12).
       split / val_split: training and evaluation splits; ``val_split=None`` skips the
         evaluation; a val split the dataset lacks is skipped with a warning.
       image_size, batch_size, epochs: override the config (the learning rate follows the
