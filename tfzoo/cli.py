@@ -537,35 +537,16 @@ def _load(args):
 
 
 def evaluate_model(model, spec, split, batch_size=8, strict=False, return_evaluator=False):
-    """Scores a loaded model (:func:`tfzoo.export.load_model`) on a dataset split; returns
-    the metrics dict (``(metrics, evaluator)`` with ``return_evaluator``)."""
-    import tfzoo.data
-    from tfzoo.data.validate import Report
-    from tfzoo.eval import evaluate_detector
+    """Scores a loaded model (:func:`tfzoo.export.load_model`) on a dataset split
+    (:func:`tfzoo.eval.loaded.evaluate_loaded`); returns the metrics dict (``(metrics,
+    evaluator)`` with ``return_evaluator``)."""
+    from tfzoo.eval.loaded import ModelDataMismatch, evaluate_loaded
 
-    names = list(tfzoo.data.class_names(spec, split))
-    if len(names) != model.num_classes:
-        raise CLIError(f"{model.path} has {model.num_classes} classes, {spec} has {len(names)}")
-    if model.has_class_names and tuple(model.class_names) != tuple(names):
-        raise CLIError(f"{model.path} classes ({', '.join(model.class_names)}) differ from the classes of {spec} "
-                       f"({', '.join(names)})")
-    report = Report(strict=strict)
-    examples = tfzoo.data.load(spec, split, strict=strict, report=report)
-    extra = {}
-    if model.max_proposals:  # a proposal-based model: the examples' proposals by its own source
-        from tfzoo import proposals as proposal_source
-
-        if not model.proposal_source:
-            raise CLIError(f"{model.path} takes proposals and names no source for them")
-        examples, _ = proposal_source.for_config(examples, model.config, desc=f"proposals {spec} [{split}]")
-        extra = {"input_names": model.input_names, "max_proposals": model.max_proposals}
-    metrics, evaluator = evaluate_detector(model.detect, examples, model.image_size, names,
-                                           tfzoo.data.category_ids(spec, split), batch_size=batch_size,
-                                           keep_aspect_ratio=model.keep_aspect_ratio, return_evaluator=True, **extra)
-    if len(report):
-        print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
-              f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
-    return (metrics, evaluator) if return_evaluator else metrics
+    try:
+        return evaluate_loaded(model, spec, split, batch_size=batch_size, strict=strict,
+                               return_evaluator=return_evaluator)
+    except ModelDataMismatch as error:
+        raise CLIError(str(error)) from None
 
 
 def cmd_evaluate(args):
@@ -669,14 +650,9 @@ def cmd_predict(args):
 
 def _calibration_images(model, spec, split, count):
     """``count`` images of ``spec``/``split`` resized to the model input by the eval pipeline."""
-    import tfzoo.data
+    from tfzoo.compare import calibration_images
 
-    from tfzoo import proposals as proposal_source
-
-    examples = tfzoo.data.load(spec, split).take(count)
-    examples, _ = proposal_source.for_config(examples, model.detector.config, desc=f"proposals {spec} [{split}]",
-                                             subset=True)
-    return tfzoo.data.pipeline(examples, model.detector, 1, training=False)
+    return calibration_images(model.detector, spec, split, count)
 
 
 def _size_text(path):
@@ -936,6 +912,32 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_compare(args):
+    from tfzoo import compare
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if args.minutes is not None and args.epochs is not None:
+        args.parser.error("give --minutes or --epochs, not both")
+    if args.minutes is not None and args.minutes <= 0:
+        args.parser.error(f"--minutes must be > 0, got {args.minutes:g}")
+    if args.epochs is not None and args.epochs < 1:
+        args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
+    if args.latency_images < 1:
+        args.parser.error(f"--latency-images must be >= 1, got {args.latency_images}")
+    try:
+        results = compare.run(args.models, args.data, out=args.out, trained=args.trained or (), split=args.split,
+                              val_split=args.val_split, minutes=args.minutes, epochs=args.epochs, formats=formats,
+                              settings=args.set, latency_images=args.latency_images,
+                              calibration_count=args.calibration_images, seed=args.seed,
+                              command=compare.command_line(args.argv))
+    except compare.CompareError as error:
+        args.parser.error(str(error))
+    with open(os.path.join(args.out, compare.TABLE_FILE), encoding="utf-8") as f:
+        print(f.read(), end="")
+    failed = [k for k, r in results["models"].items() if r.get("status") != "done"]
+    return EXIT_FAILURE if failed and len(failed) == len(results["models"]) else 0
+
+
 # --- entry point --------------------------------------------------------------------
 
 
@@ -1163,6 +1165,34 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="fail on the first validation problem of the source")
     p.set_defaults(func=cmd_export_data, parser=p)
 
+    p = sub.add_parser("compare", help="train, export and measure several models on one dataset: AP, latency, size",
+                       description="Trains each MODEL with its default recipe on --split for --minutes (or takes "
+                                   "finished --trained directories), exports each to --formats, and measures every "
+                                   "format on the same --val-split images with the same evaluator: COCO AP, AP50, "
+                                   "APs, batch-1 latency from the original image to its detections (median and "
+                                   "10th-90th percentile), file size and the peak memory of the measuring process. "
+                                   "Writes DIR/compare.json, DIR/compare.md (one row per model and format) and "
+                                   "DIR/compare.png (AP against latency, the Pareto front marked). Run the same "
+                                   "command again to resume a stopped compare: finished models are skipped, "
+                                   "failed ones tried again.")
+    p.add_argument("models", nargs="*", metavar="MODEL", help="presets to train ('tfzoo list')")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--split", default="train", help="training split (default: train)")
+    p.add_argument("--val-split", default="val", help="the split every format is scored on (default: val)")
+    p.add_argument("--minutes", type=float, default=None, help="training time budget per model")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (instead of --minutes)")
+    p.add_argument("--trained", nargs="+", metavar="RUN_DIR", help="finished training directories to measure as they are")
+    p.add_argument("--formats", default=",".join(("keras", "saved_model", "tflite", "int8")),
+                   help="comma-separated formats to measure: keras, saved_model, tflite, int8 (default: all four)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every trained model (repeatable)")
+    p.add_argument("--latency-images", type=int, default=10, help="val images timed per format, 3 passes (default: 10)")
+    p.add_argument("--calibration-images", type=int, default=100,
+                   help="training images calibrating the int8 export (default: 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, metavar="DIR", help="the compare's folder (resumed when it holds one)")
+    p.set_defaults(func=cmd_compare, parser=p)
+
     p = sub.add_parser("train", help="train a model on a dataset (writes a training directory)",
                        description="Trains a registered model ('tfzoo list') with its recipe and writes a "
                                    "training directory: config.json, model.keras (after every epoch), "
@@ -1259,6 +1289,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: compare records its command
     if not args.command:
         parser.print_help()
         return 2

@@ -1,0 +1,123 @@
+"""tfzoo compare: one run over a trained model and a broken one, resumed; the Pareto front."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfzoo import compare
+from tfzoo.models import yolo
+
+
+def brute_force_front(points):
+    front = []
+    for i, (lat, ap) in enumerate(points):
+        beaten = any(l2 <= lat and a2 >= ap and (l2 < lat or a2 > ap) for j, (l2, a2) in enumerate(points) if j != i)
+        if not beaten:
+            front.append(i)
+    return front
+
+
+def test_pareto_front_is_the_points_nothing_beats():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 12):
+        for _ in range(20):
+            points = [(float(a), float(b)) for a, b in rng.integers(0, 6, (n, 2))]  # ties on purpose
+            got = compare.pareto_front(points)
+            # duplicates of a front point: the function keeps one of them
+            want = brute_force_front(points)
+            assert {points[i] for i in got} == {points[i] for i in want}
+            assert [points[i][0] for i in got] == sorted(points[i][0] for i in got)
+    assert compare.pareto_front([(10.0, 0.5), (5.0, 0.4), (20.0, 0.6), (7.0, 0.3)]) == [1, 0, 2]
+
+
+def _tiny_settings():
+    return [f"{k}={json.dumps(v)}" for k, v in yolo.YOLOv3.tiny.items() if k != "num_classes"] + ["batch_size=4"]
+
+
+def _voc_folder(root):
+    """``shapes:8`` train and ``shapes:4`` val written as a VOC folder: compare on a user's layout."""
+    import tfzoo.data
+    from tfzoo.data import voc
+
+    names = tfzoo.data.class_names("shapes")
+    voc.write(tfzoo.data.load("shapes:8", "train").as_numpy_iterator(), root, "train", names)
+    voc.write(tfzoo.data.load("shapes:4", "val").as_numpy_iterator(), root, "val", names)
+    return f"voc:{root}"
+
+
+@pytest.mark.slow
+def test_compare_trains_measures_every_format_reports_a_broken_model_and_resumes(tmp_path, capsys):
+    out = str(tmp_path / "cmp")
+    data = _voc_folder(tmp_path / "voc")
+    broken = tmp_path / "broken_run"
+    broken.mkdir()
+    (broken / "model.keras").write_bytes(b"not a keras archive")
+    (broken / "config.json").write_text(json.dumps({"name": "ssd_mobile"}))
+    kwargs = dict(data=data, out=out, epochs=1, formats=("keras", "tflite", "int8"), settings=_tiny_settings(),
+                  latency_images=2, latency_repeats=2, calibration_count=4, verbose=0)
+    results = compare.run(["yolov3_tiny"], trained=[str(broken)], **kwargs)
+
+    good = results["models"]["yolov3_tiny"]
+    assert good["status"] == "done" and good["train"]["epochs"] == 1 and good["train"]["minutes"] > 0
+    for fmt in ("keras", "tflite", "int8"):
+        measured = good["formats"][fmt]
+        assert measured["status"] == "done", measured
+        assert 0.0 <= measured["AP"] <= measured["AP50"] <= 1.0
+        assert measured["latency_ms"]["samples"] == 4
+        assert 0 < measured["latency_ms"]["min"] <= measured["latency_ms"]["median"] <= measured["latency_ms"]["max"]
+        assert measured["size_bytes"] == compare.size_bytes(measured["path"]) > 0
+        assert measured["peak_memory_mib"] > 50  # TensorFlow alone takes more
+    assert good["formats"]["int8"]["size_bytes"] < good["formats"]["tflite"]["size_bytes"]
+    bad = results["models"]["broken_run"] if "broken_run" in results["models"] else results["models"]["ssd_mobile"]
+    assert bad["status"] == "failed" and "no format could be measured" in bad["error"]
+
+    table = open(os.path.join(out, compare.TABLE_FILE), encoding="utf-8").read()
+    for title in ("Keras", "TFLite fp32", "TFLite int8"):
+        assert f"| yolov3_tiny | {title} |" in table
+    assert "Not measured:" in table and "ssd_mobile" in table
+    with open(os.path.join(out, compare.PLOT_FILE), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    saved = json.load(open(os.path.join(out, compare.RESULTS_FILE), encoding="utf-8"))
+    assert saved["models"]["yolov3_tiny"]["formats"]["keras"] == good["formats"]["keras"]
+
+    # Resumed: the finished model is neither trained nor measured again; the broken one is retried.
+    state = os.path.join(out, "runs", "yolov3_tiny", "state.json")
+    stamp = os.path.getmtime(state)
+    again = compare.run(["yolov3_tiny"], trained=[str(broken)], **kwargs)
+    assert os.path.getmtime(state) == stamp
+    assert again["models"]["yolov3_tiny"]["formats"] == good["formats"]
+    assert sum(r["status"] == "failed" for r in again["models"].values()) == 1
+
+    # Another dataset in the same folder is refused, naming the difference.
+    with pytest.raises(compare.CompareError, match="other settings.*data"):
+        compare.run(["yolov3_tiny"], **{**kwargs, "data": "shapes:8"})
+
+
+def test_compare_refuses_bad_arguments(tmp_path):
+    with pytest.raises(compare.CompareError, match="unknown model"):
+        compare.run(["no_such_model"], out=str(tmp_path / "a"), epochs=1, verbose=0)
+    with pytest.raises(compare.CompareError, match="unknown format"):
+        compare.run(["yolov3_tiny"], out=str(tmp_path / "b"), epochs=1, formats=("onnx",), verbose=0)
+    with pytest.raises(compare.CompareError, match="--minutes"):
+        compare.run(["yolov3_tiny"], out=str(tmp_path / "c"), verbose=0)
+    with pytest.raises(compare.CompareError, match="not a training directory"):
+        compare.run(trained=[str(tmp_path)], out=str(tmp_path / "d"), verbose=0)
+    with pytest.raises(compare.CompareError, match="at least one model"):
+        compare.run(out=str(tmp_path / "e"), verbose=0)
+
+
+def test_compare_command_line_usage_errors(tmp_path, capsys):
+    from tfzoo import cli
+
+    for argv, message in ((["compare", "--data", "shapes:4", "--out", str(tmp_path / "a")], "at least one model"),
+                          (["compare", "yolov3_tiny", "--data", "shapes:4", "--out", str(tmp_path / "b"),
+                            "--minutes", "1", "--epochs", "1"], "not both"),
+                          (["compare", "yolov3_tiny", "--data", "shapes:4", "--out", str(tmp_path / "c"),
+                            "--epochs", "1", "--formats", "keras,onnx"], "unknown format")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
