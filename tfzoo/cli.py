@@ -656,11 +656,9 @@ def _calibration_images(model, spec, split, count):
 
 
 def _size_text(path):
-    if os.path.isdir(path):
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
-    else:
-        size = os.path.getsize(path)
-    return f"{size / 1e6:.1f} MB"
+    from tfzoo.compare import size_bytes
+
+    return f"{size_bytes(path) / 1e6:.1f} MB"
 
 
 def cmd_export(args):

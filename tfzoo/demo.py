@@ -137,9 +137,9 @@ def _median_ms(fn, repeats):
 
 
 def _size_bytes(path):
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
-    return os.path.getsize(path)
+    from tfzoo.compare import size_bytes
+
+    return size_bytes(path)
 
 
 def _mib(num_bytes):

@@ -358,6 +358,21 @@ def test_tfzoo_train_runs_a_yolo_with_fitted_priors_mixed_precision_and_resume(t
         T.train("yolov1_tiny", "shapes:8", epochs=1, settings=["priors=auto"], out=str(tmp_path / "v1"), verbose=0)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["yolov1_tiny", "yolov2_tiny"])
+def test_yolov1_and_yolov2_train_in_mixed_precision_with_float32_outputs(tmp_path, name):
+    from tfzoo import train as T
+
+    preset = tfzoo.models.MODELS[name]
+    settings = [f"{k}={json.dumps(v)}" for k, v in preset.detector.tiny.items() if k != "num_classes"]
+    result = T.train(name, "shapes:8", epochs=1, batch_size=4, mixed_precision=True, settings=settings,
+                     out=str(tmp_path / "run"), val_data="shapes:4", diagnostics=False, verbose=0)
+    assert result.finished and np.isfinite(result.history["loss"]).all() and set(result.metrics) >= {"AP", "AP50"}
+    assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in result.detector.layers)
+    outputs = result.detector(np.zeros([1, *result.detector.image_size, 3], np.float32))
+    assert all(v.dtype == tf.float32 for v in outputs.values())
+
+
 def test_tfzoo_anchors_fits_priors_and_compares_them_with_the_presets(capsys):
     from tfzoo import cli
 
