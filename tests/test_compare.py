@@ -56,6 +56,10 @@ def test_compare_trains_measures_every_format_reports_a_broken_model_and_resumes
     broken.mkdir()
     (broken / "model.keras").write_bytes(b"not a keras archive")
     (broken / "config.json").write_text(json.dumps({"name": "ssd_mobile"}))
+    # a run killed before its first checkpoint: a state file and no model; compare starts it again
+    os.makedirs(os.path.join(out, "runs", "yolov3_tiny"))
+    with open(os.path.join(out, "runs", "yolov3_tiny", "state.json"), "w", encoding="utf-8") as f:
+        json.dump({"epoch": 0, "finished": False}, f)
     kwargs = dict(data=data, out=out, epochs=1, formats=("keras", "tflite", "int8"), settings=_tiny_settings(),
                   latency_images=2, latency_repeats=2, calibration_count=4, verbose=0)
     results = compare.run(["yolov3_tiny"], trained=[str(broken)], **kwargs)
@@ -71,7 +75,7 @@ def test_compare_trains_measures_every_format_reports_a_broken_model_and_resumes
         assert measured["size_bytes"] == compare.size_bytes(measured["path"]) > 0
         assert measured["peak_memory_mib"] > 50  # TensorFlow alone takes more
     assert good["formats"]["int8"]["size_bytes"] < good["formats"]["tflite"]["size_bytes"]
-    bad = results["models"]["broken_run"] if "broken_run" in results["models"] else results["models"]["ssd_mobile"]
+    bad = results["models"]["ssd_mobile"]  # the preset names the row
     assert bad["status"] == "failed" and "no format could be measured" in bad["error"]
 
     table = open(os.path.join(out, compare.TABLE_FILE), encoding="utf-8").read()
@@ -91,9 +95,19 @@ def test_compare_trains_measures_every_format_reports_a_broken_model_and_resumes
     assert again["models"]["yolov3_tiny"]["formats"] == good["formats"]
     assert sum(r["status"] == "failed" for r in again["models"].values()) == 1
 
-    # Another dataset in the same folder is refused, naming the difference.
+    # Other weights in the run folder (retrained, say): measured anew; here Keras alone.
+    model_file = os.path.join(out, "runs", "yolov3_tiny", "model.keras")
+    os.utime(model_file, (stamp + 100, os.path.getmtime(model_file) + 100))
+    third = compare.run(["yolov3_tiny"], **{**kwargs, "formats": ("keras",)})["models"]["yolov3_tiny"]
+    assert set(third["formats"]) == {"keras"} and third["formats"]["keras"]["status"] == "done"
+    assert third["model"]["mtime"] == os.path.getmtime(model_file)
+    assert not os.path.exists(good["formats"]["int8"]["path"])  # the old exports are gone
+
+    # Another dataset or budget in the same folder is refused, naming the difference.
     with pytest.raises(compare.CompareError, match="other settings.*data"):
         compare.run(["yolov3_tiny"], **{**kwargs, "data": "shapes:8"})
+    with pytest.raises(compare.CompareError, match="epochs 1 there, 2 now"):
+        compare.run(["yolov3_tiny"], **{**kwargs, "epochs": 2})
 
 
 def test_compare_refuses_bad_arguments(tmp_path):
@@ -107,6 +121,23 @@ def test_compare_refuses_bad_arguments(tmp_path):
         compare.run(trained=[str(tmp_path)], out=str(tmp_path / "d"), verbose=0)
     with pytest.raises(compare.CompareError, match="at least one model"):
         compare.run(out=str(tmp_path / "e"), verbose=0)
+
+
+def test_rows_are_named_by_preset_and_numbered_when_a_preset_repeats(tmp_path):
+    runs = []
+    for name in ("a", "b", "c"):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "model.keras").write_bytes(b"x")
+        (run_dir / "config.json").write_text(json.dumps({"name": "ssd_mobile" if name != "c" else "yolov3_tiny"}))
+        runs.append(str(run_dir))
+    entries = compare.entries(["yolov3_tiny"], runs, str(tmp_path / "out"))
+    assert [e.key for e in entries] == ["yolov3_tiny", "ssd_mobile", "ssd_mobile-2", "yolov3_tiny-2"]
+    assert [e.train for e in entries] == [True, False, False, False]
+    with pytest.raises(compare.CompareError, match="given twice"):
+        compare.entries([], [runs[0], runs[0]], str(tmp_path / "out"))
+    with pytest.raises(compare.CompareError, match="given twice"):
+        compare.entries(["ssd_mobile", "ssd_mobile"], [], str(tmp_path / "out"))
 
 
 def test_compare_command_line_usage_errors(tmp_path, capsys):

@@ -922,6 +922,8 @@ def cmd_compare(args):
         args.parser.error(f"--epochs must be >= 1, got {args.epochs}")
     if args.latency_images < 1:
         args.parser.error(f"--latency-images must be >= 1, got {args.latency_images}")
+    if args.calibration_images < 1:
+        args.parser.error(f"--calibration-images must be >= 1, got {args.calibration_images}")
     try:
         results = compare.run(args.models, args.data, out=args.out, trained=args.trained or (), split=args.split,
                               val_split=args.val_split, minutes=args.minutes, epochs=args.epochs, formats=formats,

@@ -11,22 +11,27 @@ For each model, one after the other:
    ``--epochs``) into ``DIR/runs/MODEL`` (a run killed earlier resumes from its last
    checkpoint; a finished one is reused), or take a finished training directory
    (``--trained``);
-2. **export** it in each of ``--formats``: ``keras`` (the run's ``model.keras``),
-   ``saved_model``, ``tflite`` (float32) and ``int8`` (full integer TFLite, calibrated on
-   ``calibration_images`` images of the training split), under ``DIR/exports/MODEL/``;
+2. **export** it in each of ``--formats``: ``keras`` (a float32 ``.keras`` file without
+   the optimizer state the run's own file keeps), ``saved_model``, ``tflite`` (float32)
+   and ``int8`` (full integer TFLite, calibrated on ``calibration_count`` images of the
+   training split), under ``DIR/exports/MODEL/``;
 3. **measure** each format in a fresh Python process (:func:`measure`): COCO AP, AP50 and
    APs on ``--val-split`` with the one evaluator every format shares
    (:func:`tfzoo.eval.evaluate_loaded`), latency at batch 1 end to end (the original
    image in, resize, network, decoder and NMS, detections on the original image out:
    ``detect_original``) on the same ``latency_images`` val images for every format, median
-   with the 10th-90th percentile spread, with the threads TensorFlow and the TFLite
+   with the 10th-90th percentile spread (a proposal-based model's includes computing the
+   image's proposals by its own source, as serving it does), with the threads TensorFlow and the TFLite
    interpreter use by default (every core of this machine); the file size; and the peak
    memory (the resident set's high-water mark) of that process: the model loaded,
    evaluated and timed, TensorFlow included.
 
 Results: ``DIR/compare.json`` (everything, rewritten atomically after every step: a killed
-compare picks up where it stopped, skipping the steps already done; a failed model or
-format is tried again), ``DIR/compare.md`` (one row per model and format) and
+compare picks up where it stopped, skipping the steps already done: a run killed after a
+checkpoint resumes with the minutes it has left, one killed before starts again; a failed
+model or format is tried again; weights other than those measured before, a ``--trained``
+folder retrained say, are measured anew; the same folder with other settings is
+refused), ``DIR/compare.md`` (one row per model and format) and
 ``DIR/compare.png`` (AP against latency, one point per model and format, the Pareto front
 marked). One model or format failing is reported in the table and the others go on.
 """
@@ -38,6 +43,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,7 +61,10 @@ TABLE_FILE = "compare.md"
 PLOT_FILE = "compare.png"
 RESULTS_VERSION = 1
 #: What makes two compare runs comparable: a results file with other values is refused.
-SAME_RUN_KEYS = ("data", "split", "val_split", "latency_images", "latency_repeats")
+SAME_RUN_KEYS = ("data", "split", "val_split", "latency_images", "latency_repeats", "minutes", "epochs", "settings",
+                 "seed", "calibration_count")
+#: How long one measuring process may run (a hung one is killed and reported).
+MEASURE_TIMEOUT_S = 3 * 3600
 
 
 class CompareError(ValueError):
@@ -158,7 +167,12 @@ def _measure_in_child(path, data, split, latency_images, latency_repeats, verbos
         stream = None if verbose else subprocess.DEVNULL
         process = subprocess.Popen([sys.executable, "-m", "tfzoo.compare", json.dumps(request)],
                                    stdout=stream, stderr=stream)
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            status, usage = _wait(process, MEASURE_TIMEOUT_S)
+        except BaseException:  # interrupted, or too slow: never leave the child running
+            process.kill()
+            process.wait()
+            raise
         process.returncode = os.waitstatus_to_exitcode(status)
         # ru_maxrss: KiB on Linux, bytes on macOS
         peak = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
@@ -169,6 +183,19 @@ def _measure_in_child(path, data, split, latency_images, latency_repeats, verbos
                 raise RuntimeError(result["error"])
             return result, round(peak, 1)
         raise RuntimeError(f"the measuring process ended with exit status {process.returncode} and no result")
+
+
+def _wait(process, timeout_s):
+    """``(status, rusage)`` of ``process`` once it ends (``os.wait4``: its own peak memory);
+    ``TimeoutError`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            return status, usage
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the measuring process ran over {timeout_s / 3600:g} hours")
+        time.sleep(0.2)
 
 
 def _child_main(argv):
@@ -194,6 +221,9 @@ def entries(models, trained, out):
     for name in models:
         if name not in MODELS:
             raise CompareError(f"unknown model {name!r} ('tfzoo list' shows the presets)")
+        if name in keys:
+            raise CompareError(f"each model once: {name} given twice")
+        keys.add(name)
         result.append(Entry(name, name, os.path.join(out, "runs", name), True))
     for run_dir in trained:
         config_path = os.path.join(run_dir, "config.json")
@@ -202,12 +232,15 @@ def entries(models, trained, out):
                                "expected, as 'tfzoo train' writes)")
         with open(config_path, encoding="utf-8") as f:
             preset = json.load(f).get("name") or os.path.basename(os.path.normpath(run_dir))
-        key = preset if preset not in keys and preset not in models else os.path.basename(os.path.normpath(run_dir))
+        if any(os.path.abspath(e.run_dir) == os.path.abspath(run_dir) for e in result):
+            raise CompareError(f"each model once: --trained {run_dir} given twice")
+        # The preset names the row; a second run of one preset: "PRESET-2", "PRESET-3" ...
+        key, number = preset, 1
+        while key in keys:
+            number += 1
+            key = f"{preset}-{number}"
+        keys.add(key)
         result.append(Entry(key, preset, run_dir, False))
-    seen = [e.key for e in result]
-    duplicates = sorted({k for k in seen if seen.count(k) > 1})
-    if duplicates:
-        raise CompareError(f"each model once: {', '.join(duplicates)} given twice")
     if not result:
         raise CompareError("name at least one model to train, or --trained training directories")
     return result
@@ -221,13 +254,27 @@ def _load_results(path, settings):
             results = json.load(f)
     except (OSError, ValueError) as error:
         raise CompareError(f"{path}: unreadable results of an earlier compare ({error}); use another --out") from None
-    other = {k: (results.get(k), settings[k]) for k in SAME_RUN_KEYS if results.get(k) != settings[k]}
+    other = {k: (results.get(k), settings[k]) for k in SAME_RUN_KEYS if _jsonable(results.get(k)) != _jsonable(settings[k])}
     if other:
         what = "; ".join(f"{k} {a!r} there, {b!r} now" for k, (a, b) in other.items())
         raise CompareError(f"{path} holds a compare of other settings ({what}): resume it with the same "
                            "settings, or use another --out")
     results.setdefault("models", {})
     return results
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def _model_stamp(run_dir):
+    """What identifies the trained weights compare measured: the path, size and mtime of
+    the run's ``model.keras``."""
+    path = os.path.abspath(os.path.join(run_dir, "model.keras"))
+    if not os.path.isfile(path):
+        return None
+    stat = os.stat(path)
+    return {"path": path, "bytes": stat.st_size, "mtime": stat.st_mtime}
 
 
 def run(models=(), data="shapes", *, out, trained=(), split="train", val_split="val", minutes=None, epochs=None,
@@ -248,12 +295,14 @@ def run(models=(), data="shapes", *, out, trained=(), split="train", val_split="
         raise CompareError("training needs --minutes M (a time budget per model) or --epochs N")
     os.makedirs(out, exist_ok=True)
     todo = entries(models, trained, out)
+    if calibration_count < 1:
+        raise CompareError(f"calibration_count (--calibration-images) must be >= 1, got {calibration_count}")
     run_settings = {"data": data, "split": split, "val_split": val_split, "latency_images": latency_images,
-                    "latency_repeats": latency_repeats}
+                    "latency_repeats": latency_repeats, "minutes": minutes, "epochs": epochs,
+                    "settings": list(settings), "seed": seed, "calibration_count": calibration_count}
     results_path = os.path.join(out, RESULTS_FILE)
     results = _load_results(results_path, run_settings)
-    results.update({"formats": list(formats), "minutes": minutes, "epochs": epochs, "machine": machine(),
-                    "command": command or results.get("command"), "settings": list(settings)})
+    results.update({"formats": list(formats), "machine": machine(), "command": command or results.get("command")})
     say = (lambda text: print(f"tfzoo compare: {text}", file=sys.stderr, flush=True)) if verbose else (lambda _: None)
     started = time.monotonic()
 
@@ -266,17 +315,25 @@ def run(models=(), data="shapes", *, out, trained=(), split="train", val_split="
         where = f"[{number}/{len(todo)}] {entry.key}"
         record = results["models"].setdefault(entry.key, {})
         record.update({"preset": entry.preset, "run_dir": entry.run_dir})
-        if record.get("status") == "done" and all(record.get("formats", {}).get(f, {}).get("status") == "done"
-                                                  for f in formats):
+        if (record.get("status") == "done" and record.get("model") == _model_stamp(entry.run_dir)
+                and all(record.get("formats", {}).get(f, {}).get("status") == "done" for f in formats)):
             say(f"{where}: done in an earlier run, skipped")
             continue
         record["status"] = "running"
         record.pop("error", None)
+        save()
         try:
             if entry.train:
                 _train(entry, record, data, split, minutes, epochs, settings, seed, verbose, say, where, train_lib)
             else:
                 record["train"] = _read_training(entry.run_dir)
+            stamp = _model_stamp(entry.run_dir)
+            if record.get("model") != stamp:  # other weights than those measured before: measure anew
+                if record.get("formats"):
+                    say(f"{where}: {stamp['path']} is not the model measured before; measuring it anew")
+                record["formats"] = {}
+                shutil.rmtree(os.path.join(out, "exports", entry.key), ignore_errors=True)
+                record["model"] = stamp
             save()
             _formats(entry, record, formats, out, data, split, val_split, latency_images, latency_repeats,
                      calibration_count, verbose, say, where, save)
@@ -307,20 +364,32 @@ def _read_training(run_dir):
 
 
 def _train(entry, record, data, split, minutes, epochs, settings, seed, verbose, say, where, train_lib):
+    """Trains ``entry`` into its run folder: a run that ended (its schedule done, or its time
+    budget spent) is reused; one killed after a checkpoint resumes with the minutes it has
+    left; one killed before its first checkpoint starts again."""
     state_path = os.path.join(entry.run_dir, "state.json")
-    resume = os.path.exists(state_path)
-    if resume:
+    checkpoint = os.path.isfile(os.path.join(entry.run_dir, "model.keras"))
+    state = {}
+    if os.path.exists(state_path) and checkpoint:
         with open(state_path, encoding="utf-8") as f:
-            if json.load(f).get("finished"):
-                record["train"] = _read_training(entry.run_dir)
-                say(f"{where}: trained in an earlier run ({entry.run_dir}), reused")
-                return
-    budget = f"{minutes:g} minutes" if minutes is not None else f"{epochs} epochs"
+            state = json.load(f)
+        if state.get("finished") or str(state.get("stopped") or "").startswith("time budget"):
+            record["train"] = _read_training(entry.run_dir)
+            say(f"{where}: trained in an earlier run ({entry.run_dir}), reused")
+            return
+    resume = bool(state)
+    left = minutes
+    if resume and minutes is not None:
+        left = minutes - float(state.get("seconds") or 0.0) / 60.0
+        if left <= 0.05:  # killed at the very end of its budget: take it as it is
+            record["train"] = _read_training(entry.run_dir)
+            return
+    budget = f"{left:g} minutes" if minutes is not None else f"{epochs} epochs"
     say(f"{where}: {'resuming' if resume else 'training'} {entry.preset} on {data} [{split}] ({budget}) "
         f"into {entry.run_dir} ...")
-    train_lib.train(entry.preset, data, split=split, val_split=None, minutes=minutes,
+    train_lib.train(entry.preset, data, split=split, val_split=None, minutes=left,
                     epochs=None if minutes is not None else epochs, out=entry.run_dir, resume=resume,
-                    settings=settings, seed=seed, verbose=verbose, diagnostics=False)
+                    overwrite=not resume, settings=settings, seed=seed, verbose=verbose, diagnostics=False)
     record["train"] = _read_training(entry.run_dir)
 
 
@@ -328,10 +397,11 @@ def _formats(entry, record, formats, out, data, split, val_split, latency_images
              calibration_count, verbose, say, where, save):
     import keras
 
+    from tfzoo.atomic import save_keras_atomic
     from tfzoo.export import export_saved_model, export_tflite
 
     export_dir = os.path.join(out, "exports", entry.key)
-    paths = {"keras": os.path.join(entry.run_dir, "model.keras"),
+    paths = {"keras": os.path.join(export_dir, "model.keras"),
              "saved_model": os.path.join(export_dir, "saved_model"),
              "tflite": os.path.join(export_dir, "model.tflite"),
              "int8": os.path.join(export_dir, "model_int8.tflite")}
@@ -345,11 +415,14 @@ def _formats(entry, record, formats, out, data, split, val_split, latency_images
         result.clear()
         result.update({"status": "failed", "path": path})
         try:
-            if fmt != "keras" and not os.path.exists(path):
-                if detector is None:
-                    detector = keras.saving.load_model(paths["keras"], safe_mode=True)
+            if not os.path.exists(path):
+                if detector is None:  # float32, without the optimizer state the run's file keeps
+                    detector = keras.saving.load_model(os.path.join(entry.run_dir, "model.keras"),
+                                                       safe_mode=True, compile=False).as_float32()
                 say(f"{where}: exporting {FORMAT_TITLES[fmt]} ...")
-                if fmt == "saved_model":
+                if fmt == "keras":
+                    save_keras_atomic(detector, path)
+                elif fmt == "saved_model":
                     export_saved_model(detector, path)
                 elif fmt == "tflite":
                     export_tflite(detector, path)

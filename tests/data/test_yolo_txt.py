@@ -221,6 +221,22 @@ def test_every_validation_item_is_reported_and_the_good_rest_loads(yolo_data, tm
         yolo_txt.load(yolo_data.root, "train", strict=True)
 
 
+def test_a_split_without_its_labels_folder_is_reported_not_read_silently_as_empty(yolo_data):
+    from tfzoo.data.validate import Report
+
+    yolo_data.add("a", [_line(0, 1, 1, 9, 9)]).add("b", split="val")  # val: an image, no labels/val/
+    report = Report()
+    records = yolo_txt.scan(yolo_data.root, "val", report=report)
+    assert [r["image_id"] for r in records] == ["b"] and len(records[0]["classes"]) == 0
+    (problem,) = report.problems
+    assert problem.problem == yolo_txt.MISSING_FOLDER and problem.file.endswith("labels/val")
+    with pytest.raises(DataError, match="no labels folder"):
+        yolo_txt.scan(yolo_data.root, "val", strict=True)
+    report = Report()
+    yolo_txt.scan(yolo_data.root, "train", report=report)
+    assert not report.problems  # a labels folder: nothing to say
+
+
 def test_orphan_label_file_raises_in_strict_mode(yolo_data):
     yolo_data.add("a", [_line(0, 1, 1, 9, 9)]).add("gone", [_line(0, 1, 1, 9, 9)], image=False)
     with pytest.raises(DataError, match=r"gone\.txt: label file without image"):
@@ -255,7 +271,8 @@ def test_split_folders_follow_path_and_roboflow_and_the_images_fallback(tmp_path
     report = Report()
     assert [r["image_id"] for r in yolo_txt.scan(root, "val", report=report)] == ["z"]
     assert [(p.record, p.problem, p.action) for p in report] == [
-        ("path", validate.PATH_ESCAPES, yolo_txt.USED_YAML_FOLDER)]
+        ("path", validate.PATH_ESCAPES, yolo_txt.USED_YAML_FOLDER),
+        ("", yolo_txt.MISSING_FOLDER, yolo_txt.NO_OBJECTS)]  # images/val/ has no labels/val/ beside it
     with pytest.raises(DataError, match=r"data\.yaml \[path\]: path escapes dataset root"):
         yolo_txt.scan(root, "val", strict=True)
     # A split with no key reads images/<split>; an unknown split is fatal and lists the others.

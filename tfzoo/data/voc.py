@@ -314,15 +314,16 @@ def write(examples, root, split, class_names):
         raise ValueError(f"{labels} exists with other class names")
     labels.write_text(text, encoding="utf-8")
 
-    stems = []
+    stems, taken = [], set()
     for index, example in enumerate(examples):
         ex = images.numpy_example(example)
         image = np.asarray(ex["image"], np.uint8)
         height, width = image.shape[:2]
         image_id = str(ex.get("image_id") or "")
         stem = image_id if _SAFE_STEM.match(image_id) and image_id not in (".", "..") else f"{index:06d}"
-        if stem in stems:
+        if stem in taken:
             raise ValueError(f"image_id {stem!r} appears twice")
+        taken.add(stem)
         stems.append(stem)
         images.write_jpeg(image, root / "JPEGImages" / f"{stem}.jpg")
         boxes = np.asarray(ex["boxes"], np.float64).reshape(-1, 4)

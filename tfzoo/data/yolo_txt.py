@@ -67,6 +67,8 @@ SPLIT_KEYS = ("train", "val", "test")
 ORPHAN_LABEL = "label file without image"
 #: Action taken on it: nothing read.
 IGNORED = "ignored"
+#: Action when a split has no labels folder: its images are read without objects.
+NO_OBJECTS = "images read without objects"
 #: Problem of two images of a split with one ``image_id`` (``a.jpg`` and ``a.png``).
 DUPLICATE_IMAGE = "duplicate image id"
 #: Problem of a ``path`` key that does not exist; action of both ``path`` problems.
@@ -563,6 +565,9 @@ def scan(root, split, *, strict=False, report=None, check_images=True, max_pixel
     items, seen = [], {}
     for image_dir, label_dir in folders:
         allowed_images, allowed_labels = (image_dir, lay.root), (label_dir, lay.root)
+        if not label_dir.is_dir():  # every image would read as having no objects: say so
+            report.add(label_dir, "", MISSING_FOLDER, NO_OBJECTS,
+                       f"no labels folder for {image_dir} (labels/<split>/ beside images/<split>/ expected)")
         stems = set()
         for rel in _walk(image_dir, images.IMAGE_EXTENSIONS):
             stem = pathlib.PurePath(rel).with_suffix("").as_posix()
@@ -669,14 +674,15 @@ def write(examples, root, split, class_names):
     tmp.write_text(_yaml_text(names, order), encoding="utf-8")
     os.replace(tmp, yaml)
 
-    stems = []
+    stems, taken = [], set()
     for index, example in enumerate(examples):
         ex = images.numpy_example(example)
         image = np.asarray(ex["image"], np.uint8)
         image_id = str(ex.get("image_id") or "")
         stem = image_id if _SAFE_STEM.match(image_id) and image_id not in (".", "..") else f"{index:06d}"
-        if stem in stems:
+        if stem in taken:
             raise ValueError(f"image_id {stem!r} appears twice")
+        taken.add(stem)
         stems.append(stem)
         images.write_jpeg(image, image_dir / f"{stem}.jpg")
         boxes = np.asarray(ex["boxes"], np.float32).reshape(-1, 4)

@@ -62,10 +62,12 @@ layer and change how it trains:
   folds the two into one kernel), but the shared part learns from every cell's objects at
   once and the free part adds what is particular to a cell or needs the whole image.
 - ``equalized_fc``: the fully connected layers' inputs scaled by ``1 / sqrt(fan-in)``
-  with unit-variance kernels (Karras et al. 2018's "equalized learning rate"): the same
-  function at initialization, but an Adam step then moves an output by about
-  ``sqrt(fan-in)`` times the learning rate rather than ``fan-in`` times (6,272 inputs at
-  half width): the linear outputs no longer run away at the CPU recipe's rate.
+  with unit-variance kernels (Karras et al. 2018's "equalized learning rate"): hidden
+  layers start at the scale of LeCun's initialization, but an Adam step then moves an
+  output by about ``sqrt(fan-in)`` times the learning rate rather than ``fan-in`` times
+  (6,272 inputs at half width): the linear outputs no longer run away at the CPU recipe's
+  rate. It is meant for Adam-family optimizers: under SGD, whose steps follow the
+  gradient's size, it divides the layers' effective learning rate by their fan-in.
 """
 from __future__ import annotations
 
@@ -215,17 +217,18 @@ class YOLOv1(Detector):
                                              batchnorm_momentum=config.batchnorm_momentum, features=("C6",))
             normalize = layers.ImageNormalization(backbones.PREPROCESSING[config.backbone], name="normalize")
         # Equalized fully connected layers (Karras et al. 2018, "equalized learning rate"):
-        # unit-variance kernels on inputs scaled by 1 / sqrt(fan-in). Same function at
-        # initialization; but Adam moves every weight by about the learning rate at a step,
+        # unit-variance kernels on inputs scaled by 1 / sqrt(fan-in), LeCun's scale at the
+        # start; but Adam moves every weight by about the learning rate at a step,
         # so an output moves by the rate times the sum of its |inputs|: thousands of times
         # the rate on a 25,088-wide input, and the linear outputs run away. Scaled, it is
         # sqrt(fan-in) times the rate.
         kernel_std = 1.0 if config.equalized_fc else None
         hidden = [keras.layers.Dense(units, name=f"fc{i}", **_dense_init(kernel_std))
                   for i, units in enumerate(config.fc_units, start=1)]
-        # A small initial output layer: the first predictions are near 0 rather than of unit
-        # size, which the fully connected layer's fan-in (25,088 at Fast YOLO's half width)
-        # would give, and which the first steps would then spend pulling back.
+        # A small initial fully connected output layer (N(0, 1e-3) kernel, on the scaled inputs
+        # where equalized): its first predictions are near 0 rather than of unit size, which
+        # its fan-in (25,088 at Fast YOLO's half width) would give, and which the first steps
+        # would then spend pulling back.
         outputs_per_cell = b * BOX_CHANNELS + k
         output = keras.layers.Dense(s * s * outputs_per_cell, dtype="float32", name="fc_out",
                                     kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3 * (kernel_std or 1.0)))
@@ -237,7 +240,8 @@ class YOLOv1(Detector):
         # position at random: the trunk's gradient is noise and the network predicts the
         # data's mean box (issue 22's runs; the paper pre-trains the trunk on ImageNet for a
         # week). The shared part learns from every cell at once; the free part adds what is
-        # particular to a cell or needs the whole image, weight decay holding it near 0.
+        # particular to a cell or needs the whole image, weight decay holding it near 0. The
+        # shared part starts at Keras' default scale: the trunk's gradient from the first step.
         shared = (layers.Conv2D(outputs_per_cell, 1, dtype="float32", name="cell_out")
                   if config.shared_cell_output else None)
         # --- graph ---
