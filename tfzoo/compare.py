@@ -23,8 +23,8 @@ For each model, one after the other:
    with the 10th-90th percentile spread (a proposal-based model's includes computing the
    image's proposals by its own source, as serving it does), with the threads TensorFlow and the TFLite
    interpreter use by default (every core of this machine); the file size; and the peak
-   memory (the resident set's high-water mark) of that process: the model loaded,
-   evaluated and timed, TensorFlow included.
+   memory (the resident set's high-water mark, ``VmHWM``) of that process: the model
+   loaded, evaluated and timed, TensorFlow included.
 
 Results: ``DIR/compare.json`` (everything, rewritten atomically after every step: a killed
 compare picks up where it stopped, skipping the steps already done: a run killed after a
@@ -158,8 +158,9 @@ def measure(path, data, split, latency_images=10, latency_repeats=3, warmup=2):
 
 
 def _measure_in_child(path, data, split, latency_images, latency_repeats, verbose):
-    """:func:`measure` in a fresh Python process: ``(result, peak resident MiB)``; a crash
-    of the child (a LiteRT abort, out of memory) is an error here, not the end of compare."""
+    """:func:`measure` in a fresh Python process: ``(result, peak resident MiB)`` (the
+    child's own, :func:`own_peak_mib`); a crash of the child (a LiteRT abort, out of
+    memory) is an error here, not the end of compare."""
     with tempfile.TemporaryDirectory(prefix="tfzoo_compare_") as tmp:
         result_path = os.path.join(tmp, "result.json")
         request = {"path": path, "data": data, "split": split, "latency_images": latency_images,
@@ -168,34 +169,49 @@ def _measure_in_child(path, data, split, latency_images, latency_repeats, verbos
         process = subprocess.Popen([sys.executable, "-m", "tfzoo.compare", json.dumps(request)],
                                    stdout=stream, stderr=stream)
         try:
-            status, usage = _wait(process, MEASURE_TIMEOUT_S)
+            status = _wait(process, MEASURE_TIMEOUT_S)
         except BaseException:  # interrupted, or too slow: never leave the child running
             process.kill()
             process.wait()
             raise
         process.returncode = os.waitstatus_to_exitcode(status)
-        # ru_maxrss: KiB on Linux, bytes on macOS
-        peak = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
         if os.path.exists(result_path):
             with open(result_path, encoding="utf-8") as f:
                 result = json.load(f)
             if "error" in result:
                 raise RuntimeError(result["error"])
-            return result, round(peak, 1)
+            return result, result.pop("peak_memory_mib")
         raise RuntimeError(f"the measuring process ended with exit status {process.returncode} and no result")
 
 
 def _wait(process, timeout_s):
-    """``(status, rusage)`` of ``process`` once it ends (``os.wait4``: its own peak memory);
-    ``TimeoutError`` after ``timeout_s``."""
+    """The wait status of ``process`` once it ends; ``TimeoutError`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        pid, status = os.waitpid(process.pid, os.WNOHANG)
         if pid:
-            return status, usage
+            return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"the measuring process ran over {timeout_s / 3600:g} hours")
         time.sleep(0.2)
+
+
+def own_peak_mib():
+    """This process's peak resident memory in MiB: ``VmHWM`` of ``/proc/self/status`` (the
+    high-water mark of this program's own memory since it started), else
+    ``ru_maxrss``, which on Linux also counts the memory of the process it was forked
+    from: a compare that trained a model first would show its size in every child."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def _child_main(argv):
@@ -203,6 +219,7 @@ def _child_main(argv):
     try:
         result = measure(request["path"], request["data"], request["split"], request["latency_images"],
                          request["latency_repeats"])
+        result["peak_memory_mib"] = own_peak_mib()
     except Exception as error:  # reported by the parent, named with the model and format
         result = {"error": f"{type(error).__name__}: {error}"}
     write_json_atomic(request["out"], result)
