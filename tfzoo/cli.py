@@ -742,7 +742,7 @@ def _export_stream(examples, fmt, split, counts, used_stems):
     ``<split>_<index>``."""
     import numpy as np
 
-    from tfzoo.data import images, voc
+    from tfzoo.data import images
 
     left_out_flags = EXPORT_FORMATS[fmt]
     for index, example in enumerate(examples):
@@ -757,7 +757,7 @@ def _export_stream(examples, fmt, split, counts, used_stems):
         counts["left_out"] += int(np.sum(rows & left_out))
         if fmt == "voc":
             stem = str(ex.get("image_id") or "")
-            if not voc._SAFE_STEM.match(stem) or stem in (".", "..") or stem in used_stems:
+            if images.file_stem(stem, index) != stem or stem in used_stems:  # unsafe as a file name, or taken
                 stem = f"{split}_{index:06d}"
                 counts["renamed"] += 1
             while stem in used_stems:

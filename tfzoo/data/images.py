@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -457,3 +458,13 @@ def image_files(paths):
         else:
             out.append(path)
     return out
+
+
+_SAFE_STEM = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def file_stem(image_id, index):
+    """The file name (without extension) a writer gives an example: its ``image_id`` when
+    that is a safe file name, else the 6-digit ``index``."""
+    image_id = str(image_id or "")
+    return image_id if _SAFE_STEM.match(image_id) and image_id not in (".", "..") else f"{index:06d}"

@@ -290,7 +290,6 @@ def load(root, split, *, strict=False, report=None, check_images=True, max_pixel
 # --- writing ------------------------------------------------------------------------
 
 
-_SAFE_STEM = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def write(examples, root, split, class_names):
@@ -320,7 +319,7 @@ def write(examples, root, split, class_names):
         image = np.asarray(ex["image"], np.uint8)
         height, width = image.shape[:2]
         image_id = str(ex.get("image_id") or "")
-        stem = image_id if _SAFE_STEM.match(image_id) and image_id not in (".", "..") else f"{index:06d}"
+        stem = images.file_stem(image_id, index)
         if stem in taken:
             raise ValueError(f"image_id {stem!r} appears twice")
         taken.add(stem)
