@@ -231,7 +231,8 @@ def test_evaluate_warns_about_repaired_ground_truth(tmp_path, capsys):
     code, out, err = run(["evaluate", "--detections", str(detections), "--data", f"voc:{root}", "--split", "val"],
                          capsys)
     assert code == 0, err
-    assert "warning: 1 ground-truth problems" in err and "AP50" in out
+    assert f"voc:{root} [val]: 1 data problems were repaired or skipped (scored without them)" in err
+    assert f"{broken} [object 0]: box partly outside image" in err and "AP50" in out
 
 
 def test_inspect_text_names_each_problem_with_its_detail(tmp_path, capsys):
@@ -347,12 +348,12 @@ def test_train_passes_every_option_to_tfzoo_train(monkeypatch, capsys):
                           "--image-size", "64", "--batch-size", "4", "--minutes", "2.5", "--out", "runs/x", "--resume",
                           "--overwrite", "--set", "head_convs=1", "--set", "learning_rate=0.01", "--strategy", "mirrored",
                           "--mixed-precision", "--eval-every-epoch", "--cache", "--seed", "7",
-                          "--checkpoint-minutes", "2"], capsys)
+                          "--checkpoint-minutes", "2", "--strict"], capsys)
     assert code == 0, err
     assert calls == [("retinanet_mobile", "shapes:16", dict(
         split="train", val_split="test", image_size=64, batch_size=4, epochs=None, minutes=2.5, out="runs/x",
         resume=True, overwrite=True, settings=["head_convs=1", "learning_rate=0.01"], strategy="mirrored",
-        mixed_precision=True, eval_every_epoch=True, seed=7, cache=True, checkpoint_minutes=2.0))]
+        mixed_precision=True, eval_every_epoch=True, seed=7, cache=True, checkpoint_minutes=2.0, strict=True))]
     assert "runs/x" in out and "AP 0.5000" in out and "AP50 0.7500" in out
 
 
@@ -366,7 +367,7 @@ def test_train_defaults_leave_the_recipe_to_the_config(monkeypatch, capsys):
     assert kwargs == dict(split="train", val_split="val", image_size=None, batch_size=None, epochs=None, minutes=None,
                           out=None, resume=False, overwrite=False, settings=[], strategy="default",
                           mixed_precision=False, eval_every_epoch=False, seed=0, cache=False,
-                          checkpoint_minutes=10.0)
+                          checkpoint_minutes=10.0, strict=False)
     assert "runs/y" in out and "warning: training stopped early: time budget" in err
 
 

@@ -876,16 +876,22 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, tfzoo, tfzoo.data
     from tfzoo import train as T
+    from tfzoo.train.loop import with_proposals
 
     model, settings, size = sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
     result = T.train(model, "shapes:8", image_size=size or None, batch_size=4, epochs=1, out=sys.argv[1],
                      settings=settings, strategy="mirrored", val_split=None, verbose=0)
     mirrored = result.detector
-    x, y = next(iter(tfzoo.data.pipeline(tfzoo.data.load("shapes:8", "train"), mirrored, 4, training=True, seed=1)))
+    # (a proposal-based detector's examples with their proposals, as training had them)
+    examples = with_proposals(tfzoo.data.load("shapes:8", "train"), mirrored.config, "shapes:8", 0)[0]
+    x, y = next(iter(tfzoo.data.pipeline(examples, mirrored, 4, training=True, seed=1)))
     # The same weights on one device (no strategy), the loss computed directly.
     single = type(mirrored).create(mirrored.config)
     single.set_weights(mirrored.get_weights())
-    one = {k: float(v) for k, v in single.compute_losses(y, single(x, training=False)).items()}
+    outputs = single(x, training=False)
+    if "images" not in outputs and model.startswith("rcnn"):  # R-CNN warps its windows from the images
+        outputs = single.__dict__["_trunk"](x, training=False)
+    one = {k: float(v) for k, v in single.compute_losses(y, outputs).items()}
     one["loss"] = sum(one.values())
     two = mirrored.test_on_batch(x, y, return_dict=True)  # one step split over the two replicas
     print(json.dumps({"replicas": mirrored.distribute_strategy.num_replicas_in_sync, "single": one,
@@ -966,10 +972,14 @@ FASTER_RCNN_ALL_ROIS = dict(roi_samples=64, roi_positive_fraction=1.0)
 
 @slow
 @pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile", "yolov3_tiny", "yolov2_tiny",
-                                   "yolov1_tiny"])
+                                   "yolov1_tiny", "fast_rcnn_mobile", "spp_net_mobile", "rcnn_mobile"])
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path, model):
     settings = {"retinanet_mobile": TINY, "ssd_mobile": _tiny_settings("ssd_mobile"),
                 "faster_rcnn_mobile": _tiny_settings("faster_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
+                "fast_rcnn_mobile": _tiny_settings("fast_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
+                "spp_net_mobile": _tiny_settings("spp_net_mobile", **FASTER_RCNN_ALL_ROIS),
+                # (R-CNN's post-fit stages run too, on the mirrored model's features)
+                "rcnn_mobile": _tiny_settings("rcnn_mobile", **FASTER_RCNN_ALL_ROIS) + ["svm_steps=5", "svm_rounds=1"],
                 "yolov3_tiny": _tiny_settings("yolov3_tiny"), "yolov2_tiny": _tiny_settings("yolov2_tiny"),
                 "yolov1_tiny": _tiny_settings("yolov1_tiny") + ["image_size=256"]}[model]
     # YOLOv1's size is its config's (fixed-size layers; its grid is its trunk's 4 x 4 map at 256)

@@ -481,7 +481,7 @@ def evaluate_detections_file(detections, spec, split, strict=False, return_evalu
     """Scores a COCO-format results file against a dataset split; returns the metrics dict
     (``(metrics, evaluator)`` with ``return_evaluator``)."""
     import tfzoo.data
-    from tfzoo.data.validate import Report
+    from tfzoo.data.validate import Report, problems_warning
     from tfzoo.eval import Evaluator
 
     report = Report(strict=strict)
@@ -491,9 +491,9 @@ def evaluate_detections_file(detections, spec, split, strict=False, return_evalu
     evaluator.add_ground_truth_examples(examples)
     evaluator.add_results(detections)
     metrics = evaluator.result()
-    if len(report):
-        print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
-              f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
+    warning = problems_warning(report, spec, split, "scored without them")
+    if warning:
+        print(f"tfzoo: warning: {warning}", file=sys.stderr)
     return (metrics, evaluator) if return_evaluator else metrics
 
 
@@ -866,6 +866,7 @@ def cmd_train(args):
         seed=args.seed,
         cache=args.cache,
         checkpoint_minutes=args.checkpoint_minutes,
+        strict=args.strict,
     )
     if result.stopped:
         print(f"tfzoo: warning: training stopped early: {result.stopped}", file=sys.stderr)
@@ -1241,6 +1242,10 @@ def build_parser():
     p.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
                    help="also checkpoint inside an epoch every M minutes (default: 10), so an interrupt loses "
                         "minutes, not an epoch; --resume then finishes that epoch. Ctrl-C checkpoints too")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first bad record of the data (named by file, record and problem) before "
+                        "training; default: train without the records the reader skips or repairs, each split's "
+                        "named in a warning ('tfzoo inspect --data SPEC' lists them all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=cmd_train, parser=p)
 

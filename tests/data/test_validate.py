@@ -34,6 +34,18 @@ def test_lenient_report_collects_and_summarizes():
     }
 
 
+def test_problems_warning_counts_by_kind_and_shows_the_first_in_full():
+    report = Report()
+    assert validate.problems_warning(report, "voc:x", "train") is None
+    for i in range(4):
+        report.add(f"{i}.xml", "object 0", validate.ZERO_AREA, validate.DROPPED_BOX, "w=0")
+    text = validate.problems_warning(report, "voc:x", "train", "went on", shown=2)
+    assert text == ("voc:x [train]: 4 data problems were repaired or skipped (went on): 4 x zero-area box (dropped box)"
+                    ". 0.xml [object 0]: zero-area box: w=0 (dropped box); 1.xml [object 0]: zero-area box: w=0 "
+                    "(dropped box); and 2 more. 'tfzoo inspect --data voc:x --split train' lists them all; --strict stops at "
+                    "the first")
+
+
 def test_strict_report_raises_naming_file_record_and_problem():
     report = Report(strict=True)
     with pytest.raises(DataError, match=r"a\.xml \[object 3\]: inverted box \(xmax < xmin\)") as info:

@@ -91,6 +91,11 @@ def test_fine_tuning_learns_the_windows_and_stages_are_off_until_trained():
     np.testing.assert_allclose(out[stages.CLASS_SCORES], softmax, atol=1e-6)  # no SVM yet: the softmax
     assert not np.any(out["box_deltas"].numpy())  # no ridge yet: the proposals themselves
     assert not detector.get_layer("svm").is_ready and not detector.get_layer("bbox_ridge").is_ready
+    # Keras' evaluate: the inference graph's outputs hold no images, the loss warps its
+    # windows from the training pass's (in inference mode)
+    val = tfzoo.data.pipeline(data, detector, 2, training=True, augment="none")
+    scores = detector.evaluate(val, verbose=0, return_dict=True)
+    assert np.isfinite(scores["loss"]) and scores["roi_cls_loss"] == pytest.approx(scores["loss"], rel=1e-5)
 
 
 def test_ridge_is_the_least_squares_solution_in_both_forms():

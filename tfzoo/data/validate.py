@@ -186,6 +186,22 @@ class Report:
         return f"Report(strict={self.strict}, problems={json.dumps(self.to_json())[:200]})"
 
 
+def problems_warning(report, spec, split, doing="", shown=3):
+    """The warning of a command that went on without the bad records of ``spec [split]``:
+    how many problems, by kind, the first ``shown`` in full (file, record, problem, what
+    was done) and the ``tfzoo inspect`` command that lists them all; ``None`` when
+    ``report`` holds none. ``doing``: what went on (``"training went on without them"``)."""
+    if not len(report):
+        return None
+    problems = list(report)
+    first = "; ".join(str(p) for p in problems[:shown])
+    if len(problems) > shown:
+        first += f"; and {len(problems) - shown} more"
+    return (f"{spec} [{split}]: {len(problems)} data problems were repaired or skipped"
+            f"{' (' + doing + ')' if doing else ''}: {', '.join(report.summary())}. {first}. "
+            f"'tfzoo inspect --data {spec} --split {split}' lists them all; --strict stops at the first")
+
+
 def _message(item):
     where = f"{item.file}" + (f" [{item.record}]" if item.record else "")
     return f"{where}: {item.problem}" + (f" ({item.detail})" if item.detail else "")

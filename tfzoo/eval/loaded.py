@@ -18,7 +18,7 @@ def evaluate_loaded(model, spec, split, *, batch_size=8, strict=False, progress=
     model the examples' proposals by the model's own source. Raises
     :class:`ModelDataMismatch` when the model's classes are not the dataset's."""
     import tfzoo.data
-    from tfzoo.data.validate import Report
+    from tfzoo.data.validate import Report, problems_warning
 
     names = list(tfzoo.data.class_names(spec, split))
     if len(names) != model.num_classes:
@@ -40,7 +40,7 @@ def evaluate_loaded(model, spec, split, *, batch_size=8, strict=False, progress=
     result = evaluate_detector(model.detect, examples, model.image_size, names, tfzoo.data.category_ids(spec, split),
                                batch_size=batch_size, keep_aspect_ratio=model.keep_aspect_ratio, progress=progress,
                                return_evaluator=return_evaluator, **extra)
-    if len(report):
-        print(f"tfzoo: warning: {len(report)} ground-truth problems were repaired or skipped; "
-              f"'tfzoo inspect --data {spec} --split {split}' lists them", file=sys.stderr)
+    warning = problems_warning(report, spec, split, "scored without them")
+    if warning:
+        print(f"tfzoo: warning: {warning}", file=sys.stderr)
     return result

@@ -250,6 +250,14 @@ class RCNN(stages.StagesMixin, Detector):
             return self.__dict__["_trunk"](inputs, training=True)
         return super().call(inputs, training=training, mask=mask)
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        # Keras' test step (``evaluate``, ``test_on_batch``) passes the inference graph's
+        # outputs, which hold no images to warp windows from: the loss reads the training
+        # forward pass's, in inference mode.
+        if y_pred is not None and "images" not in y_pred:
+            y_pred = self.__dict__["_trunk"](x, training=False)
+        return super().compute_loss(x, y, y_pred, sample_weight=sample_weight, training=training)
+
     def compute_losses(self, targets, outputs):
         """``roi_cls_loss`` of the windows sampled among ``outputs``' proposals (the training
         forward pass's outputs: ``{"images", "proposals"}``, not the inference graph's)."""

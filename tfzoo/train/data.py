@@ -31,10 +31,18 @@ def _class_names(specs):
     return list(names)
 
 
-def _load(specs, split):
+def _load(specs, split, strict=False, warn=False):
+    """The examples of ``split`` of every spec, concatenated. The readers skip or repair bad
+    records (``strict``: raise :class:`~tfzoo.data.validate.DataError` at the first);
+    ``warn`` names what they found (:func:`~tfzoo.data.validate.problems_warning`: the
+    folder readers find it all when the split is opened)."""
     dataset = None
     for spec in specs:
-        part = tfzoo.data.load(spec, split)
+        report = validate.Report(strict=strict)
+        part = tfzoo.data.load(spec, split, strict=strict, report=report)
+        message = validate.problems_warning(report, spec, split, "training goes on without them") if warn else None
+        if message:
+            warnings.warn(message)
         dataset = part if dataset is None else dataset.concatenate(part)
     return dataset
 

@@ -281,7 +281,7 @@ def _build(model, config):
 def train(model, data, split="train", val_split="val", image_size=None, batch_size=None, epochs=None,
           minutes=None, out=None, resume=False, settings=(), strategy="default", mixed_precision=False,
           eval_every_epoch=False, seed=0, verbose=1, backbone_weights=FROM_CONFIG, *, val_data=None,
-          callbacks=(), cache=False, diagnostics=True, overwrite=False, checkpoint_minutes=10.0):
+          callbacks=(), cache=False, diagnostics=True, overwrite=False, checkpoint_minutes=10.0, strict=False):
     """Trains preset ``model`` on dataset ``data`` and writes the training directory.
 
     Args:
@@ -333,6 +333,9 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         passed since the last checkpoint (``None``: after every epoch only); a run resumed
         from such a checkpoint finishes that epoch's remaining steps first. On Ctrl-C the
         steps done are checkpointed and the command that resumes is printed.
+      strict: stop at the first bad record of the data (:class:`~tfzoo.data.validate.DataError`,
+        naming the file, the record and the problem) before any training. Default: train
+        without the records the readers skip or repair, named in a warning per split.
 
     Returns:
       :class:`TrainResult`.
@@ -377,14 +380,14 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         policy = mixed_policy_name() if mixed_precision else FLOAT32
         state = None
 
-    train_set = _load(specs, split)
+    train_set = _load(specs, split, strict, warn=True)
     where = f"{'+'.join(specs)} [{split}]"
     # A proposal-based detector's proposals (selective search: cached, computed once); the
     # time budget is for training, so the clock starts again after them.
     train_set, proposal_seconds = with_proposals(train_set, config, where, verbose)
     proposal_sets = {}  # the val split with its proposals, reused by every evaluation
     if val_split is not None and all(split_exists(s, val_split) for s in val_specs):
-        val_set, seconds = with_proposals(_load(val_specs, val_split), config,
+        val_set, seconds = with_proposals(_load(val_specs, val_split, strict, warn=True), config,
                                           f"{'+'.join(val_specs)} [{val_split}]", verbose)
         proposal_seconds += seconds
         proposal_sets[(tuple(val_specs), val_split, None)] = val_set

@@ -1,0 +1,158 @@
+"""The foundation's bad-input cases through ``tfzoo train``, ``evaluate`` and ``predict`` of
+one preset of every family: a VOC folder with a broken image, a broken annotation file, a
+box out of the image, an unknown class, a NaN coordinate and a path that escapes the
+dataset root. Every command goes on without the bad records and names each one (file,
+record, problem, what was done); ``--strict`` stops at the first before any work; the
+dataset's files are never modified."""
+import json
+import pathlib
+import re
+
+import pytest
+
+from tfzoo import cli
+from tfzoo.models import MODELS
+
+from tests.data.conftest import tree_hash
+
+#: One preset per family: the single-stage heads, the RPN, the proposal-based three (SPP-Net
+#: is Fast R-CNN's path plus R-CNN's stages), and both YOLO codebases.
+FAMILIES = ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile", "fast_rcnn_mobile", "rcnn_mobile", "yolov1_tiny",
+            "yolov3_tiny"]
+
+#: (image index, what is damaged, the problem the reader names, what it does).
+DAMAGE = [
+    (0, "image", "not an image", "skipped image"),
+    (1, "annotation", "malformed annotation", "skipped image"),
+    (2, "box", "box partly outside image", "clipped box"),
+    (3, "class", "unknown class", "dropped box"),
+    (4, "nan", "non-finite coordinate", "dropped box"),
+    (5, "escape", "path escapes dataset root", "skipped image"),
+]
+
+
+def _with_an_object(path):
+    return "<object>" in path.read_text()
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """``(root, {index: file named in the problem}, hash)``: shapes' first 16 training images as a
+    VOC folder, six of them damaged as :data:`DAMAGE` says."""
+    import tfzoo.data
+    from tfzoo.data import voc
+
+    base = tmp_path_factory.mktemp("bad_input")
+    root = base / "voc"
+    examples = list(tfzoo.data.load("shapes:16", "train").as_numpy_iterator())
+    voc.write(examples, root, "train", tfzoo.data.class_names("shapes"))
+    annotations = sorted((root / "Annotations").glob("*.xml"))
+    images = sorted((root / "JPEGImages").glob("*.jpg"))
+    # the boxes are damaged in files that hold one (a shapes image may have none)
+    with_boxes = [i for i, path in enumerate(annotations) if _with_an_object(path)]
+    index = {0: 0, 1: 1, 5: 5}
+    index.update(zip((2, 3, 4), [i for i in with_boxes if i not in (0, 1, 5)]))
+    named = {}
+    for case, kind, _, _ in DAMAGE:
+        xml = annotations[index[case]]
+        text = xml.read_text()
+        if kind == "image":
+            images[index[case]].write_bytes(b"\xff\xd8 not a jpeg")
+            named[case] = images[index[case]]
+            continue
+        if kind == "annotation":
+            xml.write_text(text[: len(text) // 2])
+        elif kind == "box":
+            xml.write_text(re.sub(r"<xmax>[^<]*</xmax>", "<xmax>100000</xmax>", text, count=1))
+        elif kind == "class":
+            xml.write_text(re.sub(r"<name>[^<]*</name>", "<name>unicorn</name>", text, count=1))
+        elif kind == "nan":
+            xml.write_text(re.sub(r"<ymin>[^<]*</ymin>", "<ymin>nan</ymin>", text, count=1))
+        elif kind == "escape":  # a real image waits outside the root
+            (base / "secret.jpg").write_bytes(images[6].read_bytes())
+            xml.write_text(re.sub(r"<filename>[^<]*</filename>", "<filename>../../secret.jpg</filename>", text))
+        named[case] = xml
+    return root, named, tree_hash(base)
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_every_problem_named(err, root, named, where):
+    assert f"voc:{root} [train]: {len(DAMAGE)} data problems were repaired or skipped ({where})" in err, err
+    for _, _, problem, action in DAMAGE:
+        count = len([d for d in DAMAGE if (d[2], d[3]) == (problem, action)])
+        assert f"{count} x {problem} ({action})" in err
+    # the first three in full: file, record and problem
+    shown = [(named[case], problem) for case, _, problem, _ in DAMAGE if str(named[case]) in err]
+    assert len(shown) == 3, err
+    for path, problem in shown:
+        assert re.search(re.escape(str(path)) + r"( \[[^\]]+\])?: " + re.escape(problem), err), (path, problem)
+
+
+def _settings(model):
+    tiny = {k: v for k, v in MODELS[model].detector.tiny.items() if k not in ("image_size", "num_classes")}
+    if model == "yolov1_tiny":  # fixed size: its grid is its trunk's 4 x 4 map at 256
+        tiny["image_size"] = 256
+    args = []
+    for key, value in tiny.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    return args + ([] if model == "yolov1_tiny" else ["--image-size", "64"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", FAMILIES)
+def test_train_evaluate_and_predict_go_on_without_the_bad_records_and_name_them(model, damaged, tmp_path, capsys):
+    root, named, before = damaged
+    run_dir = tmp_path / "run"
+    code, out, err = _run(["train", model, "--data", f"voc:{root}", "--epochs", "1", "--batch-size", "4",
+                           "--out", str(run_dir), *_settings(model)], capsys)
+    assert code == 0, err
+    _assert_every_problem_named(err, root, named, "training goes on without them")
+    assert (run_dir / "model.keras").is_file()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["finished"] and state["step"] >= 2  # 16 records, 3 images skipped, batch 4
+
+    code, out, err = _run(["evaluate", str(run_dir / "model.keras"), "--data", f"voc:{root}", "--split", "train"],
+                          capsys)
+    assert code == 0, err
+    _assert_every_problem_named(err, root, named, "scored without them")
+    assert re.search(r"AP50\s+\d\.\d{4}", out)
+    # the objects scored: those of the 13 images read, less the two dropped boxes
+    objects = int(re.search(r"\[train\]: (\d+) objects", out).group(1))
+    assert objects > 0
+
+    broken = named[0]
+    good = sorted((root / "JPEGImages").glob("*.jpg"))[-1]
+    code, out, err = _run(["predict", str(run_dir / "model.keras"), str(good), str(broken), "--out",
+                           str(tmp_path / "predictions")], capsys)
+    assert code == 1 and broken.name in err  # the broken image is named, the good one done
+    result = json.loads((tmp_path / "predictions" / "detections.json").read_text())
+    assert [entry["file"] for entry in result["images"]] == [str(good)]
+    assert [entry["file"] for entry in result["failed"]] == [str(broken)]
+    assert tree_hash(root.parent) == before  # nothing in the dataset was touched
+
+
+def test_strict_training_stops_at_the_first_problem_before_any_work(damaged, tmp_path, capsys):
+    root, named, before = damaged
+    code, out, err = _run(["train", "retinanet_mobile", "--data", f"voc:{root}", "--epochs", "1", "--strict",
+                           "--out", str(tmp_path / "run"), *_settings("retinanet_mobile")], capsys)
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("tfzoo: error: ") and str(root) in line
+    assert any(str(path) in line and problem in line for (_, _, problem, _), path
+               in zip(DAMAGE, [named[c] for c, *_ in DAMAGE])), line
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert tree_hash(root.parent) == before
+
+
+def test_strict_evaluate_stops_at_the_first_problem(damaged, tmp_path, capsys):
+    root, named, _ = damaged
+    detections = tmp_path / "none.json"
+    detections.write_text("[]")
+    code, out, err = _run(["evaluate", "--detections", str(detections), "--data", f"voc:{root}", "--split", "train",
+                           "--strict"], capsys)
+    assert code == 1 and err.count("\n") == 1 and str(root) in err
