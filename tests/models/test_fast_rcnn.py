@@ -234,3 +234,26 @@ def test_tfzoo_train_fetches_the_proposals_and_scores_with_them(tmp_path):
     assert {"AP", "AP50"} <= set(result.metrics)
     resumed = T.train("fast_rcnn_mobile", "shapes:8", epochs=2, resume=True, **run)
     assert resumed.finished and resumed.steps == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fast_rcnn_mobile", "spp_net_mobile", "rcnn_mobile"])
+def test_proposal_based_presets_train_in_mixed_precision_with_float32_outputs(tmp_path, name):
+    """Mixed precision for the proposal-based three (R-CNN's post-fit stages included): the
+    layers compute in 16 bits, the losses stay finite, the outputs are float32."""
+    import json as _json
+
+    from tfzoo import train as T
+
+    tiny = {**MODELS[name].detector.tiny, **({"svm_steps": 5, "svm_rounds": 1} if name == "rcnn_mobile" else {})}
+    settings = [f"{k}={_json.dumps(v)}" for k, v in tiny.items() if k not in ("image_size", "num_classes")]
+    result = T.train(name, "shapes:8", epochs=1, batch_size=4, image_size=64, mixed_precision=True, settings=settings,
+                     out=str(tmp_path / "run"), val_data="shapes:4", diagnostics=False, verbose=0)
+    assert result.finished and np.isfinite(result.history["loss"]).all() and set(result.metrics) >= {"AP", "AP50"}
+    assert any(layer.dtype_policy.name == T.mixed_policy_name() for layer in result.detector.layers)
+    data = tfzoo.data.load("shapes:1", "val").map(_with_proposals)
+    x, _ = next(iter(tfzoo.data.pipeline(data, result.detector, 1, training=False)))
+    outputs = result.detector(x)
+    # the head's outputs are float32 (the shared map the RoI head reads stays 16-bit)
+    heads = {key: value.dtype for key, value in outputs.items() if key != fr.FEATURES}
+    assert {frcnn.BOX_DELTAS} < set(heads) and set(heads.values()) == {tf.float32}, heads
