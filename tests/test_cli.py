@@ -631,3 +631,42 @@ def test_evaluate_and_export_at_another_image_size(model_artifacts, tmp_path, ca
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["evaluate", model_artifacts("keras"), "--data", "shapes:2", "--image-size", "16"])
     assert exit_info.value.code == 2 and "--image-size must be >= 32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, positive", [("retinanet_mobile", 0.5), ("faster_rcnn_mobile", 0.7),
+                                             ("fast_rcnn_mobile", 0.5)])
+def test_inspect_model_coverage_against_the_presets_matcher(model, positive, capsys):
+    """``inspect --model``: each box's best IoU with the preset's anchors (the RPN's for
+    Faster R-CNN) or its own proposals, against a slow reference, counted against the
+    matcher's positive threshold and binned."""
+    import tfzoo
+    import tfzoo.data
+    from tfzoo import proposals
+    from tfzoo.models import MODELS
+    from tests.reference import pairwise_iou
+
+    code, out, err = run(["inspect", "--data", "shapes:4", "--split", "val", "--model", model, "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)["model"]
+    coverage = result["coverage" if model == "fast_rcnn_mobile" else "anchors"]
+    examples = list(tfzoo.data.load("shapes:4", "val").as_numpy_iterator())
+    if model == "fast_rcnn_mobile":
+        config = MODELS[model].config
+        attached, _ = proposals.for_config(tfzoo.data.load("shapes:4", "val"), config, progress=False)
+        candidates = [e["proposals"][:config.max_proposals] for e in attached.as_numpy_iterator()]
+        boxes = [e["boxes"] for e in examples]
+    else:  # letterboxed onto the square input, as the encoders place them
+        anchors = np.asarray(tfzoo.build_model(model, backbone_weights=None).anchors)
+        candidates = [anchors] * len(examples)
+        boxes = []
+        for e in examples:
+            height, width = e["image"].shape[:2]
+            boxes.append(e["boxes"] * np.array([height, width, height, width]) / max(height, width))
+    best = np.concatenate([pairwise_iou(b, c).max(axis=1) for b, c in zip(boxes, candidates)])
+    assert coverage["positive_iou"] == positive and coverage["boxes"] == len(best) > 0
+    assert coverage["boxes_below_positive"] == int((best < positive - 1e-6).sum())
+    assert coverage["best_iou_median"] == pytest.approx(np.median(best), abs=1e-3)
+    assert [row["boxes"] for row in coverage["best_iou_histogram"]] == list(
+        np.histogram(best, bins=np.linspace(0, 1, 11))[0])
+    code, out, _ = run(["inspect", "--data", "shapes:4", "--split", "val", "--model", model], capsys)
+    assert code == 0 and f"of {len(best)} boxes" in out and f"positive IoU (positive at IoU >= {positive}" in out

@@ -152,3 +152,22 @@ def test_compare_command_line_usage_errors(tmp_path, capsys):
             cli.main(argv)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_proposal_based_models_latency_includes_searching_each_image_anew(tmp_path, monkeypatch):
+    """The evaluation caches the val images' proposals; the timed calls must not read that
+    cache (a served image is new), so every timed call searches its image again."""
+    import tfzoo
+    from tfzoo import proposals
+    from tfzoo.models import fast_rcnn
+
+    detector = tfzoo.build_model("fast_rcnn_mobile", **{**fast_rcnn.FastRCNN.tiny, "num_classes": 5})
+    path = str(tmp_path / "model.keras")
+    detector.save(path)
+    searched = []
+    search = proposals.selective_search
+    monkeypatch.setattr(proposals, "selective_search", lambda *a, **k: searched.append(1) or search(*a, **k))
+    result = compare.measure(path, "shapes:2", "val", latency_images=2, latency_repeats=2, warmup=1)
+    timed = 1 + 2 * 2  # the warm-up call and two passes over two images
+    assert len(searched) >= timed and result["latency_ms"]["samples"] == 4
+    assert 0 < result["latency_ms"]["proposals_median"] <= result["latency_ms"]["median"]

@@ -144,13 +144,49 @@ def _anchor_coverage(boxes_canvas, anchor_boxes, chunk=256):
     return np.concatenate(best) if best else np.zeros([0], np.float32)
 
 
-def _model_coverage(model, images, image_size=None):
+#: Bins of the best-IoU histograms of ``tfzoo inspect --model``.
+IOU_EDGES = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def _iou_histogram(best):
+    """``[{"min", "max", "boxes"}]`` of ``best`` over :data:`IOU_EDGES` (the last bin holds 1.0)."""
+    import numpy as np
+
+    counts = np.histogram(np.clip(best, 0.0, 1.0), bins=IOU_EDGES)[0] if len(best) else [0] * (len(IOU_EDGES) - 1)
+    return [{"min": lo, "max": hi, "boxes": int(n)} for lo, hi, n in zip(IOU_EDGES[:-1], IOU_EDGES[1:], counts)]
+
+
+def _positive_rule(matcher):
+    """``(positive IoU, background IoU or None, low-quality matches)`` of a ``Matcher``."""
+    from tfzoo.ops import matcher as matcher_ops
+
+    positive = matcher.thresholds[matcher.labels.index(matcher_ops.POSITIVE) - 1]
+    background = matcher.thresholds[0] if matcher.labels[0] == matcher_ops.BACKGROUND else None
+    if matcher.labels[0] == matcher_ops.IGNORE and len(matcher.thresholds) > 1:  # Fast R-CNN: [lo, hi) background
+        background = None
+    return positive, background, bool(matcher.allow_low_quality_matches)
+
+
+def _box_coverage(best, matcher):
+    """The coverage figures of boxes whose best IoU with the candidates (anchors, default
+    boxes, proposals) is ``best``, against ``matcher``'s positive threshold."""
+    positive, background, low_quality = _positive_rule(matcher)
+    below = int((best < positive).sum())
+    return {"best_iou_median": _median(best), "positive_iou": positive, "background_iou": background,
+            "low_quality_matches": low_quality, "boxes": int(len(best)), "boxes_below_positive": below,
+            "share_below_positive": round(below / len(best), 4) if len(best) else 0.0,
+            "best_iou_histogram": _iou_histogram(best)}
+
+
+def _model_coverage(model, images, image_size=None, examples=None):
     """How preset ``model`` sees the boxes of ``images`` (``[(boxes [G, 4], classes [G],
     (height, width), assignable [G])]``, crowd regions left out; ``assignable`` False for
     difficult objects, which no encoder makes a target): for a YOLO, the objects it loses
     to one object per cell (YOLOv1) or per cell and prior (YOLOv2/v3), and how well its
     priors' shapes fit the boxes; for an anchor model, each box's best IoU with its
-    anchors."""
+    anchors (the RPN's for Faster R-CNN) against its matcher's positive threshold; for a
+    proposal-based model, the same with each image's proposals (its own source, computed
+    and cached for ``examples``, the canonical examples behind ``images``)."""
     import numpy as np
 
     import tfzoo
@@ -162,13 +198,12 @@ def _model_coverage(model, images, image_size=None):
     if image_size is not None:
         overrides["image_size"] = image_size
     preset = MODELS[model]
-    if preset.kind == "proposals":
-        return {"model": model, "note": "its boxes come from selective search, not from anchors: "
-                                        "'tfzoo proposals' reports their recall"}
     if preset.config.fixed_size and image_size not in (None, preset.config.image_size):
         from tfzoo.train.config import fixed_size_message
 
         raise ValueError(fixed_size_message(model, preset.config))
+    if preset.kind == "proposals":
+        return _proposal_coverage(model, preset.config, images, examples)
     if hasattr(preset.config, "grid_size"):  # YOLOv1: the grid is all it needs, no network built
         detector, config = None, preset.config
     else:
@@ -189,22 +224,51 @@ def _model_coverage(model, images, image_size=None):
         result.update({"rule": rule, "objects": objects, "objects_dropped": dropped,
                        "dropped_share": round(dropped / objects, 4) if objects else 0.0})
     if hasattr(config, "priors"):
-        sizes = np.concatenate([b[:, 2:] - b[:, :2] for b, _, _, _ in images]) if images else np.zeros([0, 2])
+        sizes = (np.concatenate([b[a][:, 2:] - b[a][:, :2] for b, _, _, a in images]) if images
+                 else np.zeros([0, 2]))
         best = (np.max(anchor_ops.shape_iou(sizes, np.asarray(config.priors, np.float32)).numpy(), axis=1)
                 if len(sizes) else np.zeros([0]))
         result["priors"] = {"count": len(config.priors), "best_shape_iou_median": _median(best),
-                            "boxes_with_best_shape_iou_ge_0.5": int((best >= 0.5).sum())}
+                            "boxes_with_best_shape_iou_ge_0.5": int((best >= 0.5).sum()), "boxes": int(len(best)),
+                            "best_shape_iou_histogram": _iou_histogram(best)}
     elif getattr(detector, "anchors", None) is not None:
         warp = not detector.encoder.keep_aspect_ratio
         canvas = []
-        for boxes, _, (height, width), _ in images:
+        for boxes, _, (height, width), assignable in images:
             scale = 1.0 if warp else np.array([height, width, height, width], np.float32) / max(height, width)
-            canvas.append(boxes * scale)
+            canvas.append(boxes[assignable] * scale)
         best = _anchor_coverage(np.concatenate(canvas) if canvas else np.zeros([0, 4], np.float32),
                                 np.asarray(detector.anchors))
-        result["anchors"] = {"count": int(len(detector.anchors)), "best_iou_median": _median(best),
-                             "boxes_with_best_iou_ge_0.5": int((best >= 0.5).sum()),
-                             "boxes_with_best_iou_lt_0.4": int((best < 0.4).sum())}
+        # the encoder's rule; Faster R-CNN's anchors are the RPN's (its head learns from proposals)
+        rule = getattr(detector.encoder, "matcher", None) or matcher.RPN
+        result["anchors"] = {"count": int(len(detector.anchors)), **_box_coverage(best, rule)}
+    return result
+
+
+def _proposal_coverage(model, config, images, examples):
+    """:func:`_model_coverage` for a proposal-based preset: each box's best IoU with its
+    image's proposals (the preset's source and count, computed and cached as training does)."""
+    import numpy as np
+
+    from tfzoo import proposals as proposal_source
+    from tfzoo.ops import matcher
+
+    result = {"model": model, "proposals": config.proposals, "max_proposals": config.max_proposals}
+    if examples is None:
+        return result
+    with_proposals, seconds = proposal_source.for_config(examples, config, desc=f"proposals for {model}")
+    best = []
+    for (boxes, _, _, assignable), example in zip(images, with_proposals.as_numpy_iterator()):
+        proposals = example["proposals"][:config.max_proposals]
+        if len(proposals):
+            best.append(_anchor_coverage(boxes[assignable], proposals))
+        else:
+            best.append(np.zeros([int(assignable.sum())], np.float32))
+    best = np.concatenate(best) if best else np.zeros([0], np.float32)
+    from tfzoo.models.rcnn import RCNNConfig
+
+    rule = matcher.RCNN if isinstance(config, RCNNConfig) else matcher.FAST_RCNN  # the windows' / RoIs' rule
+    result["coverage"] = {**_box_coverage(best, rule), "seconds": round(seconds, 1)}
     return result
 
 
@@ -287,7 +351,7 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=None, li
         "conversions": report.notes_summary(),
     }
     if model:
-        result["model"] = _model_coverage(model, model_images, image_size)
+        result["model"] = _model_coverage(model, model_images, image_size, examples=dataset)
     if anchors:
         anchor_size = image_size or 640
         anchor_boxes, description = _anchor_set(anchors, anchor_size)
@@ -303,6 +367,41 @@ def inspect_dataset(spec, split, strict=False, anchors=None, image_size=None, li
             "boxes_with_best_iou_lt_0.4": int((best < 0.4).sum()),
         }
     return result
+
+
+def _print_histogram(rows, out, label="best IoU"):
+    peak = max([row["boxes"] for row in rows] + [1])
+    for row in rows:
+        print(f"  {label} [{row['min']:.1f}, {row['max']:.1f}{']' if row['max'] == 1.0 else ')'} {row['boxes']:>7} "
+              f"{'#' * round(40 * row['boxes'] / peak)}", file=out)
+
+
+def _print_coverage(name, what, c, out):
+    rule = f"positive at IoU >= {c['positive_iou']}"
+    if c["low_quality_matches"]:
+        rule += "; a box below it still makes its best-overlapping one a positive"
+    print(f"{name} {what}: median best IoU {c['best_iou_median']}; {c['boxes_below_positive']} of {c['boxes']} boxes "
+          f"({100 * c['share_below_positive']:.1f}%) stay below the matcher's positive IoU ({rule})", file=out)
+    _print_histogram(c["best_iou_histogram"], out)
+
+
+def _print_model_coverage(m, out):
+    name = m["model"]
+    if "objects_dropped" in m:
+        print(f"{name} at {m['image_size']} px, {m['rule']}: {m['objects_dropped']} of {m['objects']} objects "
+              f"({100 * m['dropped_share']:.1f}%) share a slot with a larger one and are left out of training",
+              file=out)
+    if "priors" in m:
+        p = m["priors"]
+        print(f"{name} priors ({p['count']}): median best shape IoU {p['best_shape_iou_median']}, "
+              f"{p['boxes_with_best_shape_iou_ge_0.5']} of {p['boxes']} boxes reach 0.5 (each box is assigned its "
+              "best prior; 'tfzoo anchors' fits priors to the data)", file=out)
+        _print_histogram(p["best_shape_iou_histogram"], out, "shape IoU")
+    if "anchors" in m:
+        _print_coverage(name, f"anchors at {m['image_size']} px ({m['anchors']['count']})", m["anchors"], out)
+    if "coverage" in m:
+        _print_coverage(name, f"proposals ({m['proposals']}, up to {m['max_proposals']} per image)", m["coverage"],
+                        out)
 
 
 def _print_inspection(result):
@@ -326,23 +425,7 @@ def _print_inspection(result):
         bar = "#" * round(40 * b["boxes"] / peak)
         print(f"  [{b['min_px']:>4}, {hi:>4}) {b['boxes']:>8} {bar}", file=out)
     if "model" in result:
-        m = result["model"]
-        if "note" in m:
-            print(f"{m['model']}: {m['note']}", file=out)
-        if "objects_dropped" in m:
-            print(f"{m['model']} at {m['image_size']} px, {m['rule']}: {m['objects_dropped']} of {m['objects']} objects "
-                  f"({100 * m['dropped_share']:.1f}%) share a slot with a larger one and are left out of training",
-                  file=out)
-        if "priors" in m:
-            p = m["priors"]
-            print(f"{m['model']} priors ({p['count']}): median best shape IoU {p['best_shape_iou_median']}, "
-                  f"{p['boxes_with_best_shape_iou_ge_0.5']} boxes reach 0.5 ('tfzoo anchors' fits priors to "
-                  "the data)", file=out)
-        if "anchors" in m:
-            a = m["anchors"]
-            print(f"{m['model']} anchors at {m['image_size']} px ({a['count']}): median best IoU {a['best_iou_median']}, "
-                  f"{a['boxes_with_best_iou_ge_0.5']} boxes reach IoU >= 0.5, {a['boxes_with_best_iou_lt_0.4']} stay "
-                  "below 0.4", file=out)
+        _print_model_coverage(result["model"], out)
     if "anchors" in result:
         a = result["anchors"]
         print(f"anchors: {a['description']} at {a['image_size']} px ({a['count']} anchors): median best IoU "

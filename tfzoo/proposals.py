@@ -486,15 +486,19 @@ def attach(dataset, source, *, root=None):
     return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def for_image(image, source, max_proposals=DEFAULT_MAX_BOXES, *, root=None):
+def for_image(image, source, max_proposals=DEFAULT_MAX_BOXES, *, root=None, cache=True):
     """The proposals of one uint8 ``[H, W, 3]`` image by a model's ``proposals`` setting:
-    selective search through the cache. A file source (``json:PATH``) names boxes per
-    dataset image id, which a bare image lacks: pass its proposals explicitly then."""
+    selective search through the cache (``cache=False``: searched again, as for an image
+    never seen, which is what timing a detector must pay). A file source (``json:PATH``)
+    names boxes per dataset image id, which a bare image lacks: pass its proposals
+    explicitly then."""
     kind, value = parse_source(source)
     if kind != "ss":
         raise ValueError(f"this model's proposals come from a file ({value}), keyed by image id: pass the "
                          "image's proposals explicitly")
     settings = Settings.cached(value, max_proposals)
+    if not cache:
+        return selective_search(image, settings)
     return cached_selective_search(image, settings, root)[0]
 
 
