@@ -155,3 +155,12 @@ def make_image():
 def hash_tree():
     """:func:`tree_hash`."""
     return tree_hash
+
+
+@pytest.fixture
+def tfds_temp_dirs(tmp_path, monkeypatch):
+    """``tfds.testing.mock_data`` makes a temporary data folder per use and leaves it behind:
+    here, inside ``tmp_path``, not in the system's temporary folder."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

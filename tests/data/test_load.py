@@ -41,7 +41,7 @@ def test_file_readers_get_root_split_and_validation_args(kind, monkeypatch):
     assert data.category_ids(f"{kind}:/some/path") == ([7, 9] if kind == "coco" else [1, 2])
 
 
-def test_tfds_spec_offline():
+def test_tfds_spec_offline(tfds_temp_dirs):
     with tfds.testing.mock_data(num_examples=2):
         ds = data.load("tfds:voc/2007", "train")
         assert len(list(ds)) == 2

@@ -8,6 +8,7 @@ from tfzoo.data import schema, tfds_reader
 from tfzoo.data.validate import Report
 
 MOCK = dict(policy=tfds.testing.MockPolicy.USE_CODE)
+pytestmark = pytest.mark.usefixtures("tfds_temp_dirs")
 
 
 def _fixed(examples):
