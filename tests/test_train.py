@@ -788,6 +788,9 @@ def test_interrupt_checkpoints_inside_the_epoch_and_resume_finishes_it(tmp_path,
     state = _json(out / T.STATE_FILE)
     assert state["step"] == 6 and state["epoch"] == 1 and state["stopped"] == "interrupted at step 6"
     assert keras.saving.load_model(out / T.MODEL_FILE).optimizer.iterations.numpy() == 6
+    # the checkpoint holds the seconds trained so far (compare resumes with the budget left)
+    interrupted_seconds = state["seconds"]
+    assert interrupted_seconds > 0
     err = capsys.readouterr().err
     assert (f"interrupted: {out}/model.keras holds step 6 (epoch 2, step 2 of 4); resume with: tfzoo train "
             f"retinanet_mobile --data shapes:16 --out {out} --resume") in err
@@ -798,6 +801,7 @@ def test_interrupt_checkpoints_inside_the_epoch_and_resume_finishes_it(tmp_path,
     assert [s for s, _ in steps.steps] == list(range(7, 13))  # 2 to end epoch 2, then epoch 3
     assert "resuming inside epoch 2: 2 of its 4 steps are done" in capsys.readouterr().err
     assert _json(out / T.STATE_FILE)["history"]["loss"][1][0] == 2  # epoch 2 recorded as a whole epoch
+    assert _json(out / T.STATE_FILE)["seconds"] > interrupted_seconds  # both runs' training time
 
 
 @slow

@@ -88,9 +88,22 @@ class _Run:
                 rows = [row for row in history.get(key, []) if row[0] < epoch]
                 history[key] = rows + [[int(epoch), value]]
 
+    def start_clock(self):
+        """Training time starts (again, for a resumed run) now: :meth:`training_seconds`."""
+        self._seconds_before = float(self.state.get("seconds", 0.0))
+        self._clock = time.monotonic()
+
+    def training_seconds(self):
+        """Seconds of training over every run of this folder, this one's so far included."""
+        if getattr(self, "_clock", None) is None:
+            return float(self.state.get("seconds", 0.0))
+        return round(self._seconds_before + time.monotonic() - self._clock, 1)
+
     def checkpoint(self, completed_epochs):
         save_keras_atomic(self.detector, self.dir.path(MODEL_FILE))
-        self.write_state(epoch=int(completed_epochs), step=optimizer_step(self.detector))
+        # the seconds too: a run killed after this checkpoint resumes with the budget it has left
+        self.write_state(epoch=int(completed_epochs), step=optimizer_step(self.detector),
+                         seconds=self.training_seconds())
 
     def evaluate(self):
         """Scores the detector on the val split, writes metrics.json (chief) and returns them."""
@@ -669,6 +682,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
             history.setdefault(key, []).extend(float(v) for v in values)
 
     fit_started = time.monotonic()
+    run.start_clock()
     if minutes is not None and schedule is not None and initial_epoch == 0 and planned > 1:
         # Time budget: one epoch on the provisional schedule, then fit the schedule to the budget.
         fit(0, 1)
@@ -735,7 +749,7 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         _run_stages(run, train_set, config, verbose, stage_deadline)
     metrics = run.evaluate()
     run.write_state(finished=finished, stopped=stopped,
-                    seconds=round(float(run.state.get("seconds", 0.0)) + time.monotonic() - fit_started, 1))
+                    seconds=run.training_seconds())
     if metrics is not None:
         _info(verbose, f"{run.val[1]} AP {metrics.get('AP', 0.0):.4f}, AP50 {metrics.get('AP50', 0.0):.4f}, "
                        f"VOC07 mAP {metrics.get('voc07_mAP', 0.0):.4f} -> {run.dir.path(METRICS_FILE)}")
