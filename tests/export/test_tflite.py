@@ -251,10 +251,18 @@ def test_int8_keeps_a_float_section_in_the_middle_of_the_graph_in_float32(tmp_pa
     converter = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=["serving_default"])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]  # as _convert sets it for every quantized mode
     images = [rng.uniform(0, 255, [16, 16, 3]).astype(np.float32) for _ in range(8)]
-    model_bytes = tl._convert_int8(converter, types.SimpleNamespace(image_size=(16, 16)), ["serving_default"],
-                                   images, None)
+    detector = types.SimpleNamespace(image_size=(16, 16), int8_float_layers=lambda: ())
+    model_bytes = tl._convert_int8(converter, detector, ["serving_default"], images, None)
     kept, _ = tl.decoder_ops(model_bytes)
     assert any("tfzoo_float" in name for name in kept)
     dtypes = tl.op_input_types(model_bytes)
     assert dtypes["CONV_2D"] == {"INT8"}  # both convolutions, before and after the float part
     assert dtypes["LOGISTIC"] == {"FLOAT32"} and dtypes["TOPK_V2"] == {"FLOAT32"}
+
+
+def test_float_layers_are_matched_by_their_keras_name():
+    assert tl._in_layers("yolov3_tiny_1/p5_box_1/BiasAdd", ["p5_box"])
+    assert tl._in_layers("p5_box/convolution", ["p5_box"]) and tl._in_layers("m/p5_box/Conv2D", ["p5_box"])
+    assert not tl._in_layers("yolov3_tiny_1/p5_boxes_1/BiasAdd", ["p5_box"])
+    assert not tl._in_layers("yolov3_tiny_1/head_p5_box_1/BiasAdd", ["p5_box"])
+    assert not tl._in_layers("yolov3_tiny_1/p5_box_1/BiasAdd", [])

@@ -51,6 +51,7 @@ import contextlib
 
 import json
 import os
+import re
 import tempfile
 import warnings
 
@@ -249,13 +250,14 @@ def _convert_traced(detector, quantize, calibration_images, raw_outputs, calibra
         return converter.convert()
 
 
-def decoder_ops(model_bytes):
+def decoder_ops(model_bytes, layers=()):
     """What an int8 export keeps in float32: ``(tensor_names, op_types)`` of a ``.tflite`` model.
 
     ``tensor_names``: outputs of the ops under a float scope (the decoder's,
     :data:`tfzoo.models.base.DECODER_SCOPE`, or a float-only part inside the graph,
-    :data:`~tfzoo.models.base.FLOAT_SCOPE`; a fused op's tensor is named ``"a;b"`` after
-    its parts, each part is listed too) and the outputs of every subgraph that has such
+    :data:`~tfzoo.models.base.FLOAT_SCOPE`) or of one of the Keras ``layers`` named
+    (:meth:`~tfzoo.models.base.Detector.int8_float_layers`; a fused op's tensor is named
+    ``"a;b"`` after its parts, each part is listed too) and the outputs of every subgraph that has such
     ops. ``op_types``: the op types that occur only in the decoder. The quantizer honours
     the tensor names for ops it quantizes on their own (``MUL``, ``ADD``), but quantizes
     pass-through ops (``TOPK_V2``, ``SPLIT_V``, ``GATHER``) with their input unless their type
@@ -276,9 +278,17 @@ def decoder_ops(model_bytes):
                 names.update(part for part in [name, *name.split(";")] if _in_float_scope(part))
         else:
             network_types.add(op_type)
+            for name in outputs:  # a float layer's ops: by name only, their types serve the network too
+                names.update(part for part in [name, *name.split(";")] if _in_layers(part, layers))
     for graph in graphs_with_decoder.values():
         names.update(tensor_name(graph, graph.Outputs(i)) for i in range(graph.OutputsLength()))
     return sorted(names), sorted(decoder_types - network_types)
+
+
+def _in_layers(name, layers):
+    """Whether a tensor name is one of the Keras ``layers``' (``"model_1/p5_box_1/BiasAdd"``:
+    the layer ``p5_box`` called once)."""
+    return any(re.search(rf"(^|/){re.escape(layer)}(_\d+)?/", name) for layer in layers)
 
 
 def _in_float_scope(name):
@@ -404,7 +414,7 @@ def _convert_int8(converter, detector, names, calibration_images, calibration_li
         calibrated = converter.convert()
     if not seen:
         raise ValueError("int8 quantization got no calibration images")
-    keep_float, float_types = decoder_ops(calibrated)
+    keep_float, float_types = decoder_ops(calibrated, detector.int8_float_layers())
     if not keep_float:
         raise artifacts.ExportError(f"int8 export found no tensor under the decoder's name scope "
                                     f"{DECODER_SCOPE!r} (or {FLOAT_SCOPE!r}) to keep in float32")

@@ -533,6 +533,13 @@ class Detector(keras.Model):
         """Raw head outputs -> the detections dict (see the module doc)."""
         raise NotImplementedError
 
+    def int8_float_layers(self):
+        """Names of the layers an int8 TFLite export keeps in float32 besides the decoder
+        (:func:`tfzoo.export.tflite.decoder_ops`): none by default. A detector whose raw
+        outputs the decoder reads without a nonlinearity that forgives their rounding
+        (YOLO's box offsets, through exp) lists its small output convolutions here."""
+        return ()
+
     def detect(self, images):
         """Detections of a batch of images at ``image_size`` (graph-safe).
 

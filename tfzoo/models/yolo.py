@@ -377,6 +377,14 @@ class YOLOv3(Detector):
 
     # --- training -----------------------------------------------------------------------
 
+    def int8_float_layers(self):
+        """Every scale's three 1x1 output convolutions: kept in float32 in an int8 export.
+        Quantized, their outputs cost ``yolov3_tiny`` 3.5 AP points on ``shapes`` (the box
+        offsets go through exp and the cell grid, the objectness and class logits through
+        sigmoids at their steep middle); in float32 the loss is 0.2 points, for 1x1
+        convolutions on the two coarsest maps (BENCHMARKS.md, "YOLO int8")."""
+        return tuple(output_key(name, part) for name in self.output_names_by_stride for part, _ in OUTPUT_PARTS)
+
     def predictions(self, outputs, name):
         """``t [B, h, w, P, 5 + K]`` of one scale: Darknet's layout of a prediction
         (``t_y, t_x, t_h, t_w, t_o``, the class scores) from the scale's three outputs,
