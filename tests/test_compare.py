@@ -94,6 +94,9 @@ def test_compare_trains_measures_every_format_reports_a_broken_model_and_resumes
     assert os.path.getmtime(state) == stamp
     assert again["models"]["yolov3_tiny"]["formats"] == good["formats"]
     assert sum(r["status"] == "failed" for r in again["models"].values()) == 1
+    sessions = again["sessions"]  # each invocation's time, summed
+    assert len(sessions) == 2 and again["seconds"] == pytest.approx(sum(s["seconds"] for s in sessions), abs=0.2)
+    assert sessions[0]["seconds"] == results["seconds"] > 0
 
     # Other weights in the run folder (retrained, say): measured anew; here Keras alone.
     model_file = os.path.join(out, "runs", "yolov3_tiny", "model.keras")

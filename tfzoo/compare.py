@@ -340,8 +340,13 @@ def run(models=(), data="shapes", *, out, trained=(), split="train", val_split="
     results.update({"formats": list(formats), "machine": machine(), "command": command or results.get("command")})
     say = (lambda text: print(f"tfzoo compare: {text}", file=sys.stderr, flush=True)) if verbose else (lambda _: None)
     started = time.monotonic()
+    # every invocation's time: a resumed compare's total is the sum
+    session = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "seconds": 0.0}
+    results.setdefault("sessions", []).append(session)
 
     def save():
+        session["seconds"] = round(time.monotonic() - started, 1)
+        results["seconds"] = round(sum(s["seconds"] for s in results["sessions"]), 1)
         results["updated"] = datetime.datetime.now().isoformat(timespec="seconds")
         write_json_atomic(results_path, results)
         write_table(results, os.path.join(out, TABLE_FILE))
@@ -378,7 +383,6 @@ def run(models=(), data="shapes", *, out, trained=(), split="train", val_split="
             record["error"] = f"{type(error).__name__}: {error}"
             say(f"{where}: failed: {record['error']}")
         save()
-    results["seconds"] = round(time.monotonic() - started, 1)
     save()
     done = [k for k, r in results["models"].items() if r.get("status") == "done"]
     if done:
@@ -514,7 +518,8 @@ def write_table(results, path):
               f"{results['latency_images'] * results['latency_repeats']} calls (a proposal-based model's include "
               f"searching each image's proposals anew: their median is given as 'proposals'); "
               f"peak memory: the measuring process, TensorFlow included; "
-              f"updated {results.get('updated', '')}.", "",
+              f"{_fmt((results.get('seconds') or 0) / 60.0, '.0f')} minutes of compare over "
+              f"{len(results.get('sessions') or [])} invocation(s); updated {results.get('updated', '')}.", "",
               "| model | format | AP | AP50 | APs | latency ms | size MiB | peak memory MiB | training min | Pareto |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
     for row in rows(results):
