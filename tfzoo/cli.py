@@ -906,6 +906,19 @@ def cmd_export_data(args):
     return 0
 
 
+# --- tfzoo convert ------------------------------------------------------------------
+
+
+def cmd_convert(args):
+    import tfzoo.convert
+
+    detector = tfzoo.convert.convert(args.source, args.model, args.out, cfg=args.cfg, overwrite=args.overwrite)
+    config = detector.config
+    print(f"{args.source} -> {args.out}: {config.name} at {config.image_size} px, {config.num_classes} classes, "
+          f"{detector.count_params():,} parameters ('tfzoo predict/evaluate/export {args.out}' take it)")
+    return 0
+
+
 # --- tfzoo train --------------------------------------------------------------------
 
 
@@ -1248,6 +1261,21 @@ def build_parser():
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each split")
     p.add_argument("--strict", action="store_true", help="fail on the first validation problem of the source")
     p.set_defaults(func=cmd_export_data, parser=p)
+
+    p = sub.add_parser("convert", help="convert published weights (Darknet YOLOv3 .weights) into a tfzoo model folder",
+                       description="Reads a Darknet .weights file of YOLOv3 or YOLOv3-tiny (with the .cfg it goes "
+                                   "with; without one, the published yolov3.cfg / yolov3-tiny.cfg: 416 px, 80 COCO "
+                                   "classes) into tfzoo's yolov3 / yolov3_tiny and writes OUT/model.keras, "
+                                   "config.json and converted.json, which predict, evaluate, export and compare "
+                                   "--trained take like a training directory.")
+    p.add_argument("source", metavar="SOURCE", help="a Darknet .weights file (yolov3.weights, yolov3-tiny.weights)")
+    p.add_argument("--model", choices=("yolov3", "yolov3_tiny"), default=None,
+                   help="the preset to fill (default: the cfg's layout, else yolov3)")
+    p.add_argument("--cfg", metavar="CFG", help="the Darknet .cfg the weights go with (size, classes, anchors, masks; "
+                                                "every convolutional section is checked against the model)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    p.set_defaults(func=cmd_convert, parser=p)
 
     p = sub.add_parser("compare", help="train, export and measure several models on one dataset: AP, latency, size",
                        description="Trains each MODEL with its default recipe on --split for --minutes (or takes "

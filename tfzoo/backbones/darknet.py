@@ -203,6 +203,81 @@ def darknet_convolutions(model):
             for conv in convs]
 
 
+def read_weights_file(path):
+    """``(header, values)`` of a Darknet ``.weights`` file: ``{"major", "minor", "revision",
+    "seen"}`` and every parameter after the header, float32 (a file cut inside a value
+    loses that value: the layer it belongs to names the cut)."""
+    import numpy as np  # noqa: PLC0415
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 16:
+        raise DarknetWeightsError(f"{path}: {len(data)} bytes, too short for a Darknet weights header")
+    major, minor, revision = (int(v) for v in np.frombuffer(data[:12], "<i4"))
+    wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000  # images seen: int64 from 0.2 on
+    seen = int(np.frombuffer(data[12:20], "<i8")[0] if wide else np.frombuffer(data[12:16], "<i4")[0])
+    body = data[20 if wide else 16:]
+    values = np.frombuffer(body[:len(body) // 4 * 4], "<f4")
+    return {"major": major, "minor": minor, "revision": revision, "seen": seen}, values
+
+
+def write_weights_file(path, arrays, seen=0):
+    """Writes ``arrays`` (float32, in order) after a version 0.2.0 header with ``seen`` as a
+    Darknet ``.weights`` file, atomically."""
+    import numpy as np  # noqa: PLC0415
+
+    from tfzoo.atomic import atomic_file  # noqa: PLC0415
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([seen], "<i8").tobytes())
+        for array in arrays:
+            f.write(np.ascontiguousarray(array, "<f4").tobytes())
+
+
+def convolution_values(conv, norm):
+    """A convolutional layer's parameters in Darknet's order: with a batch norm ``[beta,
+    gamma, mean, variance, kernel [out, in, kh, kw]]``, else ``[bias, kernel]``."""
+    import numpy as np  # noqa: PLC0415
+
+    kernel = np.asarray(conv.kernel, np.float32)
+    if norm is not None:
+        gamma, beta, mean, variance = (np.asarray(w, np.float32) for w in norm.get_weights())
+        parts = [beta, gamma, mean, variance]
+    else:
+        parts = [np.asarray(conv.bias, np.float32) if conv.use_bias else np.zeros([kernel.shape[-1]], np.float32)]
+    return parts + [kernel.transpose(3, 2, 0, 1)]
+
+
+def take_values(values, position, sizes, path, where):
+    """``(chunks, new position)``: the next ``sum(sizes)`` values split by ``sizes``;
+    :class:`DarknetWeightsError` naming ``path`` and ``where`` (the layer) when the file ends first."""
+    import numpy as np  # noqa: PLC0415
+
+    need = sum(sizes)
+    if position + need > len(values):
+        raise DarknetWeightsError(f"{path}: ends inside layer {where} (needs {need} values, "
+                                  f"{len(values) - position} left)")
+    return np.split(values[position:position + need], np.cumsum(sizes)[:-1]), position + need
+
+
+def set_convolution(conv, norm, values, position, path, where):
+    """Reads one convolutional layer (:func:`convolution_values`' order) from ``values`` at
+    ``position`` into ``conv`` (and ``norm``); returns the new position."""
+    import numpy as np  # noqa: PLC0415
+
+    kh, kw, cin, cout = conv.kernel.shape
+    sizes = ([cout] * 4 if norm is not None else [cout]) + [cout * cin * kh * kw]
+    chunks, position = take_values(values, position, sizes, path, where)
+    weights = chunks[-1].reshape(cout, cin, kh, kw).transpose(2, 3, 1, 0)
+    if norm is not None:
+        beta, gamma, mean, variance = chunks[:4]
+        norm.set_weights([gamma, beta, mean, variance])
+        conv.set_weights([weights] + ([np.zeros([cout], np.float32)] if conv.use_bias else []))
+    else:
+        conv.set_weights([weights] + ([chunks[0]] if conv.use_bias else []))
+    return position
+
+
 def load_darknet_weights(model, path, convolutions=None):
     """Loads a Darknet trunk's ``.weights`` file into the convolutions of ``model`` (a
     trunk, or a detector: its trunk's), in order.
@@ -211,18 +286,9 @@ def load_darknet_weights(model, path, convolutions=None):
     trunk's: a ``.conv.74`` file is Darknet-53's 52). Returns the number loaded.
     :class:`DarknetWeightsError` names the file and the layer when the file ends inside a
     layer, and says so when values are left after the trunk (a whole detector's file, such
-    as ``yolov3.weights``, whose head layers this reader does not map).
+    as ``yolov3.weights``: :func:`tfzoo.convert.darknet.load_yolo_weights` reads those).
     """
-    import numpy as np  # noqa: PLC0415
-
-    with open(path, "rb") as f:
-        data = f.read()
-    major, minor, _ = np.frombuffer(data[:12], "<i4") if len(data) >= 12 else (None, None, None)
-    if major is None:
-        raise DarknetWeightsError(f"{path}: {len(data)} bytes, too short for a Darknet weights header")
-    offset = 12 + (8 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 4)
-    body = data[offset:]
-    values = np.frombuffer(body[:len(body) // 4 * 4], "<f4")  # a cut file: its layer check names it
+    _, values = read_weights_file(path)
     position = 0
     pairs = darknet_convolutions(model)
     limit = len(pairs) if convolutions is None else int(convolutions)
@@ -230,27 +296,14 @@ def load_darknet_weights(model, path, convolutions=None):
     for conv, norm in pairs[:limit]:
         if position == len(values) and convolutions is None:
             break
-        kernel = conv.kernel
-        kh, kw, cin, cout = kernel.shape
-        sizes = ([cout] * 4 if norm is not None else [cout]) + [cout * cin * kh * kw]
-        need = sum(sizes)
-        if position + need > len(values):
-            raise DarknetWeightsError(f"{path}: ends inside layer {conv.name} (convolution {loaded + 1}: needs {need} "
-                                      f"values, {len(values) - position} left)")
-        chunks = np.split(values[position:position + need], np.cumsum(sizes)[:-1])
-        position += need
-        weights = chunks[-1].reshape(cout, cin, kh, kw).transpose(2, 3, 1, 0)
-        if norm is not None:
-            beta, gamma, mean, variance = chunks[:4]
-            norm.set_weights([gamma, beta, mean, variance])
-            conv.set_weights([weights] + ([np.zeros([cout], np.float32)] if conv.use_bias else []))
-        else:
-            conv.set_weights([weights] + ([chunks[0]] if conv.use_bias else []))
+        position = set_convolution(conv, norm, values, position, path,
+                                   f"{conv.name} (convolution {loaded + 1})")
         loaded += 1
     if convolutions is None and position != len(values):
         raise DarknetWeightsError(f"{path}: {len(values) - position} values left after the trunk's {loaded} "
                                   "convolutions: a whole detector's file or another network's; this reads trunk "
-                                  "files (darknet53.conv.74, darknet19_448.conv.23)")
+                                  "files (darknet53.conv.74, darknet19_448.conv.23); 'tfzoo convert' reads "
+                                  "yolov3.weights and yolov3-tiny.weights")
     return loaded
 
 
@@ -258,20 +311,5 @@ def save_darknet_weights(model, path, convolutions=None, seen=0):
     """Writes the first ``convolutions`` (default: all) of ``model``'s trunk convolutions
     (:func:`darknet_convolutions`) as a Darknet ``.weights`` file (version 0.2.0,
     atomically), the inverse of :func:`load_darknet_weights`."""
-    import numpy as np  # noqa: PLC0415
-
-    from tfzoo.atomic import atomic_file  # noqa: PLC0415
-
     pairs = darknet_convolutions(model)[:convolutions]
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        f.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([seen], "<i8").tobytes())
-        for conv, norm in pairs:
-            kernel = np.asarray(conv.kernel, np.float32)
-            if norm is not None:
-                gamma, beta, mean, variance = (np.asarray(w, np.float32) for w in norm.get_weights())
-                parts = [beta, gamma, mean, variance]
-            else:
-                parts = [np.asarray(conv.bias, np.float32) if conv.use_bias else np.zeros([kernel.shape[-1]], np.float32)]
-            parts.append(kernel.transpose(3, 2, 0, 1))
-            for part in parts:
-                f.write(np.ascontiguousarray(part, "<f4").tobytes())
+    write_weights_file(path, (part for conv, norm in pairs for part in convolution_values(conv, norm)), seen)
