@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfzoo
+import tfzoo.convert
 from tfzoo import cli
 from tfzoo.backbones.darknet import DarknetWeightsError
 from tfzoo.convert import darknet
@@ -220,3 +221,32 @@ def test_tfzoo_convert_writes_a_folder_that_predict_and_export_take(tmp_path, ca
     capsys.readouterr()
     assert cli.main(["convert", str(tmp_path / "missing.weights"), "--out", str(tmp_path / "x")]) == 1
     assert "missing.weights: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_converted_model_starts_a_run_on_other_classes(tmp_path, capsys):
+    """``--set init=DIR``: a converted YOLOv3-tiny (3 classes) starts a run on ``shapes`` (5
+    classes) at the same widths: every layer copied but the class convolutions."""
+    from tfzoo import train as T
+
+    cfg = _tiny_cfg(3).replace("width=416", "width=64").replace("height=416", "height=64")
+    source = _random(darknet.build_for_cfg(cfg), seed=5)
+    weights = str(tmp_path / "tiny.weights")
+    darknet.save_yolo_weights(source, weights)
+    converted = str(tmp_path / "converted")
+    (tmp_path / "tiny.cfg").write_text(cfg)
+    tfzoo.convert.convert(weights, "yolov3_tiny", converted, cfg=str(tmp_path / "tiny.cfg"))
+    fresh = tfzoo.build_model("yolov3_tiny", **darknet.FULL_WIDTH, image_size=64, num_classes=5)
+    copied, skipped = T.init_weights(fresh, converted)
+    assert sorted(skipped) == ["p4_cls", "p5_cls"] and "backbone/conv1_conv" in copied
+    for name in ("backbone/conv3_conv", "head5_2_bn", "p4_box"):
+        mine = T.loop._weight_layers(fresh)[name].get_weights()
+        theirs = T.loop._weight_layers(source)[name].get_weights()
+        assert all(np.array_equal(a, b) for a, b in zip(mine, theirs))
+    result = T.train("yolov3_tiny", "shapes:8", epochs=1, batch_size=4, out=str(tmp_path / "run"), val_split=None,
+                     diagnostics=False, verbose=1, settings=["backbone_alpha=1", "head_width=1", "image_size=64",
+                                                             "multi_scale=[]", f"init={converted}"])
+    assert result.finished and np.isfinite(result.history["loss"]).all()
+    assert "init from " in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no layer of retinanet_mobile matches"):
+        T.init_weights(tfzoo.build_model("retinanet_mobile", backbone_weights=None, image_size=64), converted)

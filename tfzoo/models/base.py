@@ -226,6 +226,11 @@ class TrainingRecipe:
     # Fractions of training where the step schedule multiplies the rate by 0.1 (the
     # RetinaNet paper's 60k and 80k of 90k iterations; SSD's 40k and 50k of 60k: 2/3, 5/6).
     lr_decay_at: tuple[float, ...] = (2.0 / 3.0, 8.0 / 9.0)
+    # A model to start from (fine-tuning): a .keras file or a folder holding model.keras (a
+    # training directory, a 'tfzoo convert' output). Its weights replace this run's layer by
+    # layer where a layer's name and weight shapes match (tfzoo.train.init_weights); the
+    # rest keep their initialization (a head for other classes). None: none.
+    init: str | None = None
     # Gradients rescaled so that their global norm is at most this (None: not clipped): for
     # heads whose linear outputs let a large step run away (YOLOv1's).
     clip_norm: float | None = None

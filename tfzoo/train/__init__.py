@@ -84,7 +84,7 @@ from tfzoo.train.config import FROM_CONFIG, preset_config, resolve_config
 from tfzoo.train.data import count_examples, split_exists
 from tfzoo.train.distribute import (FLOAT32, STRATEGIES, cpu_has_amx, is_chief, make_strategy,
                                     mixed_policy_name, optimizer_step, precision)
-from tfzoo.train.loop import MIRROR_CHECK_IMAGES, TRAIN_SAMPLE_IMAGES, TrainResult, train
+from tfzoo.train.loop import MIRROR_CHECK_IMAGES, TRAIN_SAMPLE_IMAGES, TrainResult, init_weights, train
 from tfzoo.train.rundir import (CONFIG_FILE, LOGS_DIR, METRICS_FILE, MODEL_FILE, PLOT_FILE,
                                 STATE_FILE)
 
@@ -106,6 +106,7 @@ __all__ = [
     "FROM_CONFIG",
     "preset_config",
     "resolve_config",
+    "init_weights",
     "count_examples",
     "split_exists",
     "FLOAT32",

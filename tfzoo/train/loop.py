@@ -291,6 +291,48 @@ def _build(model, config):
         return MODELS[model](**config.replace(backbone_weights=None).to_dict())
 
 
+def _weight_layers(model, prefix=""):
+    """``{path: layer}`` of the layers of ``model`` that hold weights, nested models walked
+    (``"backbone/conv1_conv"``)."""
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.update(_weight_layers(layer, f"{prefix}{layer.name}/"))
+        elif layer.weights:
+            found[prefix + layer.name] = layer
+    return found
+
+
+def init_weights(detector, source):
+    """Copies the weights of the model at ``source`` (a ``.keras`` file, or a folder holding
+    ``model.keras``) into ``detector`` layer by layer, where a layer's path and weight shapes
+    match. Returns ``(copied, skipped)``: the layer paths copied, and ``{path: why}`` of
+    ``detector``'s layers left at their initialization. A source that shares no layer is
+    an error (another architecture or other widths)."""
+    path = os.path.join(source, MODEL_FILE) if os.path.isdir(source) else source
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"init {source}: no model there (a .keras file or a folder holding {MODEL_FILE})")
+    theirs = _weight_layers(keras.saving.load_model(path, safe_mode=True, compile=False))
+    copied, skipped = [], {}
+    for name, layer in _weight_layers(detector).items():
+        other = theirs.get(name)
+        if other is None:
+            skipped[name] = "not in the source"
+            continue
+        mine, source_weights = layer.get_weights(), other.get_weights()
+        shapes = [w.shape for w in mine], [w.shape for w in source_weights]
+        if shapes[0] != shapes[1]:
+            skipped[name] = f"shapes {shapes[0]} here, {shapes[1]} there"
+            continue
+        layer.set_weights(source_weights)
+        copied.append(name)
+    if not copied:
+        example = next(iter(skipped.items()), ("", ""))
+        raise ValueError(f"init {source}: no layer of {detector.config.name} matches the source's by name and shape "
+                         f"(e.g. {example[0]}: {example[1]}); the same preset with the same widths is needed")
+    return copied, skipped
+
+
 def train(model, data, split="train", val_split="val", image_size=None, batch_size=None, epochs=None,
           minutes=None, out=None, resume=False, settings=(), strategy="default", mixed_precision=False,
           eval_every_epoch=False, seed=0, verbose=1, backbone_weights=FROM_CONFIG, *, val_data=None,
@@ -462,6 +504,12 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
             else:
                 detector = _build(model, config)
                 config = detector.config
+                if config.init:
+                    copied, skipped = init_weights(detector, config.init)
+                    shown = "; ".join(f"{name} ({why})" for name, why in list(skipped.items())[:4])
+                    _info(verbose, f"init from {config.init}: {len(copied)} layers' weights"
+                                   + (f"; {len(skipped)} left at their initialization: {shown}"
+                                      + ("; ..." if len(skipped) > 4 else "") if skipped else ""))
                 planned = config.epochs
                 schedule = make_schedule(config, planned * steps_per_epoch)
                 detector.compile(optimizer=make_optimizer(config, schedule))
