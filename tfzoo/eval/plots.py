@@ -117,7 +117,7 @@ def confusion_matrix(records, num_classes, iou_threshold=IOU_THRESHOLD, score_th
         boxes = np.asarray(boxes_px, np.float64).reshape(-1, 4)[keep]
         det_classes, det_scores = np.asarray(det_classes, np.int64).reshape(-1)[keep], det_scores[keep]
         if len(gt_classes) and len(det_classes):
-            ious = voc_metrics._pairwise_iou(gt_boxes, boxes).numpy()  # [G, D], the metrics' IoU
+            ious = voc_metrics.pairwise_iou(gt_boxes, boxes).numpy()  # [G, D], the metrics' IoU
         else:
             ious = np.zeros([len(gt_classes), len(det_classes)])
         taken_gt, taken_det = ignore.copy(), np.zeros([len(det_classes)], bool)  # ignored objects never pair

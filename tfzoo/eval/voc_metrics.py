@@ -51,8 +51,9 @@ IGNORED = -1
 #: AP of a class that has no (non-difficult) ground truth: undefined, left out of the mean.
 UNDEFINED_AP = -1.0
 
-# boxes.iou traced once for all images: eager, its op dispatch costs ~4 ms per image.
-_pairwise_iou = tf.function(box_ops.iou, input_signature=[tf.TensorSpec([None, 4], tf.float64)] * 2)
+#: :func:`tfzoo.ops.boxes.iou` of float64 boxes, traced once for all images (eager, its op
+#: dispatch costs ~4 ms per image); the VOC matching and the evaluation plots share it.
+pairwise_iou = tf.function(box_ops.iou, input_signature=[tf.TensorSpec([None, 4], tf.float64)] * 2)
 
 
 def voc_ap(recall, precision, use_07_metric=False):
@@ -110,7 +111,7 @@ def match_image(det_boxes, det_scores, det_classes, gt_boxes, gt_classes, gt_dif
     labels = np.full([len(det_scores)], FALSE_POSITIVE, np.int8)
     if len(det_scores) == 0 or len(gt_classes) == 0:
         return labels
-    ious = _pairwise_iou(det_boxes, gt_boxes).numpy()  # [D, G]
+    ious = pairwise_iou(det_boxes, gt_boxes).numpy()  # [D, G]
     # Other classes' ground truth can never be matched: IoU -1 keeps them out of argmax.
     ious = np.where(det_classes[:, None] == gt_classes[None, :], ious, -1.0)
     matched = np.zeros([len(gt_classes)], bool)
