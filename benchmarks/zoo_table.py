@@ -45,11 +45,16 @@ def family(preset):
 def table(results):
     lines = []
     machine = results.get("machine") or {}
-    lines += ["```", results["command"], "```", "",
-              f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; {results['data']} val; "
-              f"{results['minutes']:g} training minutes per preset; latency: batch 1, original image to "
-              "detections, median of 30 calls (a proposal-based preset's includes selective search on each image: "
-              "`ss` ms); sizes in MiB; int8: TFLite calibrated on 100 training images.", ""]
+    budget = (f"{results['minutes']:g} training minutes per preset" if results.get("minutes") is not None
+              else f"{results['epochs']} epochs per preset" if results.get("epochs") is not None
+              else "trained before")
+    calls = results.get("latency_images", 10) * results.get("latency_repeats", 3)
+    lines += ["```", results.get("command") or "tfzoo compare ...", "```", "",
+              f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; {results['data']} "
+              f"{results.get('val_split', 'val')}; {budget}; latency: batch 1, original image to detections, median "
+              f"of {calls} calls (a proposal-based preset's includes selective search on each image: `ss` ms); "
+              f"sizes in MiB; int8: TFLite calibrated on {results.get('calibration_count', 100)} training images.",
+              ""]
     lines += ["| preset | AP50 | AP | latency Keras / SavedModel / TFLite / int8 ms | int8 AP50 | "
               "size .keras / SavedModel / TFLite / int8 | train min | paper's model | VOC07 mAP | COCO AP | source |",
               "|---|---:|---:|---|---:|---|---:|---|---:|---:|---|"]
@@ -67,7 +72,8 @@ def table(results):
         paper, voc, coco, source = PAPERS[family(record["preset"])]
         minutes = (record.get("train") or {}).get("minutes")
         lines.append(f"| `{key}` | {fp32['AP50']:.3f} | {fp32['AP']:.3f} | {latency} | {formats['int8']['AP50']:.3f} "
-                     f"| {sizes} | {minutes:.1f} | {paper} | {voc} | {coco} | {source} |")
+                     f"| {sizes} | {'-' if minutes is None else format(minutes, '.1f')} | {paper} | {voc} | {coco} "
+                     f"| {source} |")
     return "\n".join(lines) + "\n"
 
 

@@ -245,6 +245,11 @@ def _model_coverage(model, images, image_size=None, examples=None):
     return result
 
 
+#: Images ``tfzoo inspect --model`` searches for a proposal-based preset's coverage (``--limit``
+#: inspects fewer).
+PROPOSAL_COVERAGE_IMAGES = 200
+
+
 def _proposal_coverage(model, config, images, examples):
     """:func:`_model_coverage` for a proposal-based preset: each box's best IoU with its
     image's proposals (the preset's source and count, computed and cached as training does)."""
@@ -256,7 +261,11 @@ def _proposal_coverage(model, config, images, examples):
     result = {"model": model, "proposals": config.proposals, "max_proposals": config.max_proposals}
     if examples is None:
         return result
-    with_proposals, seconds = proposal_source.for_config(examples, config, desc=f"proposals for {model}")
+    # selective search takes about 0.2 s an image: the first PROPOSAL_COVERAGE_IMAGES (cached)
+    images = images[:PROPOSAL_COVERAGE_IMAGES]
+    with_proposals, seconds = proposal_source.for_config(examples.take(len(images)), config, subset=True,
+                                                         desc=f"proposals for {model}")
+    result["images"] = len(images)
     best = []
     for (boxes, _, _, assignable), example in zip(images, with_proposals.as_numpy_iterator()):
         proposals = example["proposals"][:config.max_proposals]
@@ -400,8 +409,8 @@ def _print_model_coverage(m, out):
     if "anchors" in m:
         _print_coverage(name, f"anchors at {m['image_size']} px ({m['anchors']['count']})", m["anchors"], out)
     if "coverage" in m:
-        _print_coverage(name, f"proposals ({m['proposals']}, up to {m['max_proposals']} per image)", m["coverage"],
-                        out)
+        _print_coverage(name, f"proposals ({m['proposals']}, up to {m['max_proposals']} per image, the first "
+                              f"{m['images']} images)", m["coverage"], out)
 
 
 def _print_inspection(result):
@@ -1264,7 +1273,7 @@ def build_parser():
 
     p = sub.add_parser("convert", help="convert published weights (Darknet YOLOv3 .weights) into a tfzoo model folder",
                        description="Reads a Darknet .weights file of YOLOv3 or YOLOv3-tiny (with the .cfg it goes "
-                                   "with; without one, the published yolov3.cfg / yolov3-tiny.cfg: 416 px, 80 COCO "
+                                   "with; without one, the published yolov3.cfg / yolov3-tiny.cfg: 608 / 416 px, 80 COCO "
                                    "classes) into tfzoo's yolov3 / yolov3_tiny and writes OUT/model.keras, "
                                    "config.json and converted.json, which predict, evaluate, export and compare "
                                    "--trained take like a training directory.")
@@ -1354,8 +1363,9 @@ def build_parser():
                    help="also checkpoint inside an epoch every M minutes (default: 10), so an interrupt loses "
                         "minutes, not an epoch; --resume then finishes that epoch. Ctrl-C checkpoints too")
     p.add_argument("--strict", action="store_true",
-                   help="stop at the first bad record of the data (named by file, record and problem) before "
-                        "training; default: train without the records the reader skips or repairs, each split's "
+                   help="stop at the first bad record of the data (named by file, record and problem): before "
+                        "training for a folder's annotations and image headers, during it for an image that fails "
+                        "to decode; default: train without the records the reader skips or repairs, each split's "
                         "named in a warning ('tfzoo inspect --data SPEC' lists them all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=cmd_train, parser=p)

@@ -342,6 +342,8 @@ def run(models=(), data="shapes", *, out, trained=(), split="train", val_split="
     started = time.monotonic()
     # every invocation's time: a resumed compare's total is the sum
     session = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "seconds": 0.0}
+    if "sessions" not in results and results.get("seconds"):  # a folder from before sessions were kept
+        results["sessions"] = [{"started": None, "seconds": float(results["seconds"])}]
     results.setdefault("sessions", []).append(session)
 
     def save():

@@ -12,18 +12,26 @@ from tfzoo import cli
 from tfzoo.backbones.darknet import DarknetWeightsError
 from tfzoo.convert import darknet
 
-#: ``(filters/size/stride/batch_normalize)`` of every ``[convolutional]`` section of the
-#: published ``yolov3.cfg`` and ``yolov3-tiny.cfg`` (pjreddie/darknet, cfg/), in order.
+#: ``(filters/size/stride/batch_normalize/input channels)`` of every ``[convolutional]``
+#: section of the published ``yolov3.cfg`` and ``yolov3-tiny.cfg`` (pjreddie/darknet, cfg/),
+#: in order, the input channels followed through its routes.
 YOLOV3_CFG = (
-    "32/3/1/1 64/3/2/1 32/1/1/1 64/3/1/1 128/3/2/1 " + "64/1/1/1 128/3/1/1 " * 2 + "256/3/2/1 "
-    + "128/1/1/1 256/3/1/1 " * 8 + "512/3/2/1 " + "256/1/1/1 512/3/1/1 " * 8 + "1024/3/2/1 "
-    + "512/1/1/1 1024/3/1/1 " * 4
-    + "512/1/1/1 1024/3/1/1 512/1/1/1 1024/3/1/1 512/1/1/1 1024/3/1/1 255/1/1/0 "
-    + "256/1/1/1 256/1/1/1 512/3/1/1 256/1/1/1 512/3/1/1 256/1/1/1 512/3/1/1 255/1/1/0 "
-    + "128/1/1/1 128/1/1/1 256/3/1/1 128/1/1/1 256/3/1/1 128/1/1/1 256/3/1/1 255/1/1/0"
+    '32/3/1/1/3 64/3/2/1/32 32/1/1/1/64 64/3/1/1/32 128/3/2/1/64 64/1/1/1/128 128/3/1/1/64 64/1/1/1/128 '
+    '128/3/1/1/64 256/3/2/1/128 128/1/1/1/256 256/3/1/1/128 128/1/1/1/256 256/3/1/1/128 128/1/1/1/256 256/3/1/1/128 '
+    '128/1/1/1/256 256/3/1/1/128 128/1/1/1/256 256/3/1/1/128 128/1/1/1/256 256/3/1/1/128 128/1/1/1/256 '
+    '256/3/1/1/128 128/1/1/1/256 256/3/1/1/128 512/3/2/1/256 256/1/1/1/512 512/3/1/1/256 256/1/1/1/512 '
+    '512/3/1/1/256 256/1/1/1/512 512/3/1/1/256 256/1/1/1/512 512/3/1/1/256 256/1/1/1/512 512/3/1/1/256 '
+    '256/1/1/1/512 512/3/1/1/256 256/1/1/1/512 512/3/1/1/256 256/1/1/1/512 512/3/1/1/256 1024/3/2/1/512 '
+    '512/1/1/1/1024 1024/3/1/1/512 512/1/1/1/1024 1024/3/1/1/512 512/1/1/1/1024 1024/3/1/1/512 512/1/1/1/1024 '
+    '1024/3/1/1/512 512/1/1/1/1024 1024/3/1/1/512 512/1/1/1/1024 1024/3/1/1/512 512/1/1/1/1024 1024/3/1/1/512 '
+    '255/1/1/0/1024 256/1/1/1/512 256/1/1/1/768 512/3/1/1/256 256/1/1/1/512 512/3/1/1/256 256/1/1/1/512 '
+    '512/3/1/1/256 255/1/1/0/512 128/1/1/1/256 128/1/1/1/384 256/3/1/1/128 128/1/1/1/256 256/3/1/1/128 '
+    '128/1/1/1/256 256/3/1/1/128 255/1/1/0/256 '
 )
-YOLOV3_TINY_CFG = ("16/3/1/1 32/3/1/1 64/3/1/1 128/3/1/1 256/3/1/1 512/3/1/1 1024/3/1/1 256/1/1/1 512/3/1/1 "
-                   "255/1/1/0 128/1/1/1 256/3/1/1 255/1/1/0")
+YOLOV3_TINY_CFG = (
+    '16/3/1/1/3 32/3/1/1/16 64/3/1/1/32 128/3/1/1/64 256/3/1/1/128 512/3/1/1/256 1024/3/1/1/512 256/1/1/1/1024 '
+    '512/3/1/1/256 255/1/1/0/512 128/1/1/1/256 256/3/1/1/384 255/1/1/0/256 '
+)
 
 TINY_CFG_TEXT = """
 [net]
@@ -139,21 +147,16 @@ def test_output_channels_follow_darknets_entries(tmp_path):
     classes). The model's predictions in every cell are then tfzoo's (t_y, t_x, t_h, t_w,
     t_o, classes) of those entries."""
     classes = 3
-    detector = tfzoo.build_model("yolov3_tiny", **darknet.FULL_WIDTH, image_size=64, num_classes=classes)
+    cfg = _tiny_cfg(classes).replace("width=416", "width=64").replace("height=416", "height=64")
+    detector = darknet.build_for_cfg(cfg)
     rng = np.random.default_rng(0)
-    # the input channels the heads read: head5_1 reads 512, up4_conv 256, head4_1 128 + 256
-    shapes = [layer[1].kernel.shape[2] for layer in darknet.darknet_layers(detector) if layer[0] == "conv"]
-    assert shapes[-2:] == [256, 384]
     arrays = []
-    conv_layers = iter(layer for layer in darknet.darknet_layers(detector))
-    for filters, size, _, normalized in darknet.cfg_layout(detector):
-        layer = next(conv_layers)
+    # the sizes come from the cfg's sections (input channels followed through its routes)
+    for filters, size, _, normalized, inputs in darknet.config_from_cfg(cfg)["layout"]:
         if normalized:
-            inputs = layer[1].kernel.shape[2]
             arrays += [rng.normal(0, 0.1, filters), rng.uniform(0.5, 1.5, filters), rng.normal(0, 0.1, filters),
                        rng.uniform(0.5, 1.5, filters), rng.normal(0, 0.1, filters * inputs * size * size)]
         else:
-            inputs = {"p5": 512, "p4": 256}[layer[1]]
             entries = 5 + classes
             arrays += [np.array([1000.0 * (c // entries) + c % entries for c in range(filters)]),
                        np.zeros(filters * inputs)]
@@ -188,6 +191,8 @@ def test_the_cfg_sets_the_config_and_bad_files_are_named(tmp_path):
         darknet.load_yolo_weights(darknet.build_for_cfg(_tiny_cfg(3)), str(tmp_path / "cut.weights"))
     with pytest.raises(ValueError, match="convolutional section 10"):  # the cfg's output says 4 classes' filters
         darknet.build_for_cfg(_tiny_cfg(3).replace("filters=24", "filters=27", 1))
+    with pytest.raises(ValueError, match="a yolov3_tiny cfg, not yolov3's"):
+        darknet.build_for_cfg(_tiny_cfg(3), "yolov3")
     with pytest.raises(ValueError, match=r"masks \[\[3, 4, 5\], \[1, 2, 3\]\] do not use each"):
         darknet.config_from_cfg(_tiny_cfg(3).replace("mask = 0,1,2", "mask = 1,2,3"))
     with pytest.raises(ValueError, match="square"):
@@ -247,6 +252,9 @@ def test_a_converted_model_starts_a_run_on_other_classes(tmp_path, capsys):
                      diagnostics=False, verbose=1, settings=["backbone_alpha=1", "head_width=1", "image_size=64",
                                                              "multi_scale=[]", f"init={converted}"])
     assert result.finished and np.isfinite(result.history["loss"]).all()
-    assert "init from " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "init from " in err and "priors kept, not fitted" in err
+    # the run keeps the priors the copied box outputs were trained against, not fitted ones
+    assert result.detector.config.priors == source.config.priors and not result.detector.config.fit_priors
     with pytest.raises(ValueError, match="no layer of retinanet_mobile matches"):
         T.init_weights(tfzoo.build_model("retinanet_mobile", backbone_weights=None, image_size=64), converted)

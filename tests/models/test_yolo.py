@@ -110,7 +110,7 @@ def np_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def np_yolov1_loss(pred, cell_classes, cell_boxes, num_boxes, num_classes, coord=5.0, noobj=0.5):
+def np_yolov1_loss(pred, cell_classes, cell_boxes, num_boxes, num_classes, coord=5.0, noobj=0.5, class_loss="squared"):
     batch, s = pred.shape[0], pred.shape[1]
     box = obj = cls = 0.0
     for n in range(batch):
@@ -133,12 +133,19 @@ def np_yolov1_loss(pred, cell_classes, cell_boxes, num_boxes, num_classes, coord
                 box += coord * errors[r]
                 obj += (boxes[r][4] - ious[r]) ** 2 + noobj * sum(b[4] ** 2 for k, b in enumerate(boxes) if k != r)
                 onehot = np.eye(num_classes)[cell_classes[n, i, j]]
-                cls += float(np.sum((p[num_boxes * 5:] - onehot) ** 2))
+                if class_loss == "softmax":
+                    logits = p[num_boxes * 5:].astype(np.float64)
+                    cls += float(np.log(np.sum(np.exp(logits))) - logits[cell_classes[n, i, j]])
+                else:
+                    cls += float(np.sum((p[num_boxes * 5:] - onehot) ** 2))
     return {"box_loss": box / batch, "obj_loss": obj / batch, "cls_loss": cls / batch}
 
 
-def test_yolov1_loss_is_the_papers_formula():
-    detector = _tiny("yolov1", num_classes=3)
+@pytest.mark.parametrize("class_loss", ["squared", "softmax"])
+def test_yolov1_loss_is_the_papers_formula(class_loss):
+    """The paper's sum-squared loss; ``class_loss="softmax"`` swaps the class term for the
+    cross-entropy of the cell's class logits (the CPU preset's)."""
+    detector = _tiny("yolov1", num_classes=3, class_loss=class_loss)
     config = detector.config
     s, b, k = config.grid_size, config.boxes_per_cell, config.num_classes
     rng = np.random.default_rng(0)
@@ -151,9 +158,20 @@ def test_yolov1_loss_is_the_papers_formula():
     pred[1, 2, 1, :4] = [0.5, 0.5, 0.01, 0.01]  # neither predictor overlaps: the smaller error decides
     pred[1, 2, 1, 5:9] = [0.5, 0.5, 0.02, 0.02]
     got = detector.compute_losses({yolov1.CELL_CLASSES: classes, yolov1.CELL_BOXES: boxes}, {yolov1.CELLS: pred})
-    want = np_yolov1_loss(pred, classes, boxes, b, k)
+    want = np_yolov1_loss(pred, classes, boxes, b, k, class_loss=class_loss)
     for key in want:
         np.testing.assert_allclose(float(got[key]), want[key], rtol=1e-4, err_msg=key)
+    # decoding: probabilities by softmax of the logits, or the outputs clipped at 0
+    one = pred[:1, 1:2, 2:3]  # a cell with an object
+    logits = one[0, 0, 0, b * 5:]
+    probabilities = np.exp(logits) / np.exp(logits).sum() if class_loss == "softmax" else np.maximum(logits, 0)
+    full = np.zeros((1, s, s, b * 5 + k), np.float32)
+    full[0, 1, 2] = one[0, 0, 0]
+    full[0, 1, 2, 4] = 0.9  # the first predictor's confidence
+    full[0, 1, 2, 9] = 0.0
+    detections = detector.decode({yolov1.CELLS: full})
+    top = float(detections["detection_scores"][0, 0])
+    assert top == pytest.approx(0.9 * probabilities.max(), rel=1e-5)
 
 
 # --- the encoders' targets, read back by the decoders -----------------------------------

@@ -211,10 +211,10 @@ def read_weights_file(path):
 
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < 16:
-        raise DarknetWeightsError(f"{path}: {len(data)} bytes, too short for a Darknet weights header")
-    major, minor, revision = (int(v) for v in np.frombuffer(data[:12], "<i4"))
+    major, minor, revision = (int(v) for v in np.frombuffer(data[:12], "<i4")) if len(data) >= 12 else (0, 0, 0)
     wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000  # images seen: int64 from 0.2 on
+    if len(data) < (20 if wide else 16):
+        raise DarknetWeightsError(f"{path}: {len(data)} bytes, too short for a Darknet weights header")
     seen = int(np.frombuffer(data[12:20], "<i8")[0] if wide else np.frombuffer(data[12:16], "<i4")[0])
     body = data[20 if wide else 16:]
     values = np.frombuffer(body[:len(body) // 4 * 4], "<f4")

@@ -9,7 +9,7 @@
 
 Sources so far: Darknet ``.weights`` files of YOLOv3 and YOLOv3-tiny
 (:mod:`tfzoo.convert.darknet`), with the ``.cfg`` they go with (without one, the published
-``yolov3.cfg`` / ``yolov3-tiny.cfg``: 416 x 416, 80 COCO classes, their anchors and
+``yolov3.cfg`` / ``yolov3-tiny.cfg``: 608 / 416 px, 80 COCO classes, their anchors and
 masks). torchvision checkpoints are issue 24's next part.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 
 #: The published cfgs' settings, for a ``.weights`` file given without its cfg.
 PUBLISHED = {
-    "yolov3": {"image_size": 416, "num_classes": 80},
+    "yolov3": {"image_size": 608, "num_classes": 80},  # yolov3.cfg's [net] (the paper's COCO figure is at 608)
     "yolov3_tiny": {"image_size": 416, "num_classes": 80},
 }
 #: Written beside the model: where the weights came from.
@@ -63,11 +63,16 @@ def convert(source, model, out, cfg=None, overwrite=False):
     from tfzoo.atomic import save_keras_atomic, write_json_atomic  # noqa: PLC0415
     from tfzoo.train.rundir import CONFIG_FILE, MODEL_FILE  # noqa: PLC0415
 
+    from tfzoo.train.rundir import METRICS_FILE, STATE_FILE  # noqa: PLC0415
+
     model_path = os.path.join(out, MODEL_FILE)
     if os.path.exists(model_path) and not overwrite:
         raise FileExistsError(f"{out} holds a model.keras; pass overwrite (--overwrite) to replace it")
     detector = load(source, model, cfg)
     os.makedirs(out, exist_ok=True)
+    for stale in (STATE_FILE, METRICS_FILE):  # a training run's files describe other weights
+        if os.path.exists(os.path.join(out, stale)):
+            os.remove(os.path.join(out, stale))
     save_keras_atomic(detector, model_path)
     write_json_atomic(os.path.join(out, CONFIG_FILE), json.loads(detector.config.to_json()))
     write_json_atomic(os.path.join(out, SOURCE_FILE),

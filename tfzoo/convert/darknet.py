@@ -180,8 +180,9 @@ def _numbers(text, kind=float):
 def config_from_cfg(text):
     """tfzoo settings for a Darknet YOLOv3 cfg's text: ``{"backbone", "image_size",
     "num_classes", "priors", "masks"}`` (priors as (h, w) fractions of the input, masks
-    coarsest scale first), plus ``"layout"``: ``[(filters, size, stride, batch_normalize)]``
-    of its convolutional sections, to check a detector against (:func:`cfg_layout`).
+    coarsest scale first), plus ``"layout"``: ``[(filters, size, stride, batch_normalize,
+    input channels)]`` of its convolutional sections, to check a detector against
+    (:func:`cfg_layout`).
 
     The masks must use each prior once (the published cfgs do); a cfg whose masks share or
     skip priors is refused with its masks named."""
@@ -197,34 +198,52 @@ def config_from_cfg(text):
         raise ValueError(f"{len(yolo)} [yolo] sections: YOLOv3 has 3, YOLOv3-tiny 2")
     anchors = _numbers(yolo[0]["anchors"])
     pairs = [(anchors[i], anchors[i + 1]) for i in range(0, len(anchors), 2)]  # (w, h) pixels at the net size
-    classes = {int(options.get("classes", 80)) for options in yolo}
+    classes = {int(options.get("classes", 20)) for options in yolo}  # Darknet's default: 20
     if len(classes) != 1:
         raise ValueError(f"the [yolo] sections disagree on classes: {sorted(classes)}")
     masks = tuple(tuple(_numbers(options["mask"], int)) for options in yolo)  # the cfg's order: coarsest first
     used = sorted(i for mask in masks for i in mask)
     if used != list(range(len(pairs))):
         raise ValueError(f"masks {[list(m) for m in masks]} do not use each of the {len(pairs)} anchors once")
-    layout = []
-    for name, options in sections:
-        if name == "convolutional":
-            layout.append((int(options["filters"]), int(options.get("size", 1)), int(options.get("stride", 1)),
-                           int(options.get("batch_normalize", 0))))
+    layout = _cfg_layout(sections[1:], int(net.get("channels", 3)))
     return {"backbone": "darknet_tiny" if len(yolo) == 2 else "darknet53", "image_size": width,
             "num_classes": classes.pop(), "priors": tuple((round(h / width, 6), round(w / width, 6)) for w, h in pairs),
             "masks": masks, "layout": layout}
 
 
+def _cfg_layout(layers, channels):
+    """``[(filters, size, stride, batch_normalize, input channels)]`` of a cfg's
+    ``[convolutional]`` sections (``layers``: the sections after ``[net]``), the input
+    channels followed through the routes, shortcuts, pools and upsamplings."""
+    out, produced = [], []  # produced[i]: the channels layer i outputs
+    for index, (name, options) in enumerate(layers):
+        previous = produced[-1] if produced else channels
+        if name == "convolutional":
+            filters = int(options["filters"])
+            out.append((filters, int(options.get("size", 1)), int(options.get("stride", 1)),
+                        int(options.get("batch_normalize", 0)), previous))
+            produced.append(filters)
+        elif name == "route":
+            sources = [int(v) for v in _numbers(options["layers"], int)]
+            produced.append(sum(produced[i if i >= 0 else index + i] for i in sources))
+        else:  # shortcut, maxpool, upsample, yolo: the channels pass through
+            produced.append(previous)
+    return out
+
+
 def cfg_layout(detector):
-    """``[(filters, size, stride, batch_normalize)]`` of ``detector``'s layers in cfg order
-    (:func:`darknet_layers`), as a cfg's ``[convolutional]`` sections give them."""
+    """``[(filters, size, stride, batch_normalize, input channels)]`` of ``detector``'s
+    layers in cfg order (:func:`darknet_layers`), as a cfg's ``[convolutional]`` sections
+    give them (:func:`config_from_cfg`'s ``"layout"``)."""
     out = []
     for layer in darknet_layers(detector):
         if layer[0] == "conv":
             conv = layer[1]
-            out.append((int(conv.kernel.shape[-1]), int(conv.kernel.shape[0]), int(conv.strides[0]), 1))
+            kh, _, cin, cout = (int(v) for v in conv.kernel.shape)
+            out.append((cout, kh, int(conv.strides[0]), 1, cin))
         else:
-            filters = sum(int(lyr.kernel.shape[-1]) for lyr in _output_layers(detector, layer[1]))
-            out.append((filters, 1, 1, 0))
+            outputs = _output_layers(detector, layer[1])
+            out.append((sum(int(lyr.kernel.shape[-1]) for lyr in outputs), 1, 1, 0, int(outputs[0].kernel.shape[2])))
     return out
 
 
@@ -241,14 +260,18 @@ def build_for_cfg(cfg, model=None):
     import tfzoo  # noqa: PLC0415
 
     settings = config_from_cfg(cfg)
-    model = model or PRESETS[settings["backbone"]]
+    expected = PRESETS[settings["backbone"]]
+    if model not in (None, expected):
+        raise ValueError(f"the cfg has {'two' if expected == 'yolov3_tiny' else 'three'} [yolo] layers: a {expected} "
+                         f"cfg, not {model}'s")
+    model = expected
     detector = tfzoo.build_model(model, **FULL_WIDTH, **{k: v for k, v in settings.items() if k != "layout"})
     ours = cfg_layout(detector)
     if ours != settings["layout"]:
         first = next((i for i, (a, b) in enumerate(zip(ours, settings["layout"])) if a != b),
                      min(len(ours), len(settings["layout"])))
         raise ValueError(f"{model} does not match the cfg at convolutional section {first + 1}: "
-                         f"(filters, size, stride, batch_normalize) "
+                         f"(filters, size, stride, batch_normalize, input channels) "
                          f"{ours[first] if first < len(ours) else 'none'} here, "
                          f"{settings['layout'][first] if first < len(settings['layout']) else 'none'} in the cfg "
                          f"({len(ours)} sections here, {len(settings['layout'])} there)")

@@ -113,6 +113,10 @@ class YOLOv1Config(DetectorConfig):
     shared_cell_output: bool = False  # no hidden layer: the output layer as a shared 1x1 map plus a free one (see create)
     lambda_coord: float = 5.0
     lambda_noobj: float = 0.5
+    # The class term: "squared" (the paper: the cell's K linear outputs regressed to its
+    # one-hot class, read as probabilities clipped at 0) or "softmax" (cross-entropy on
+    # the K outputs as logits, probabilities by softmax).
+    class_loss: str = "squared"
     # --- inference ---
     score_threshold: float = 0.005
     pre_nms_top_k: int = 1000
@@ -147,6 +151,8 @@ class YOLOv1Config(DetectorConfig):
             raise ValueError("shared_cell_output needs the output layer on the trunk's map (fc_units=[])")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.class_loss not in ("squared", "softmax"):
+            raise ValueError(f"class_loss must be 'squared' or 'softmax', got {self.class_loss!r}")
 
 
 PRESETS = {
@@ -157,7 +163,7 @@ PRESETS = {
     # and its inputs are equalized (see YOLOv1.create); the CPU recipe as for the other CPU presets.
     "yolov1_tiny": YOLOv1Config(name="yolov1_tiny", backbone="fast_yolo", backbone_alpha=0.5, head_channels=256,
                                 fc_units=(), dropout=0.0, equalized_fc=True, shared_cell_output=True,
-                                **{**SCRATCH_RECIPE, "augment": "yolo"}),
+                                class_loss="softmax", **{**SCRATCH_RECIPE, "augment": "yolo"}),
 }
 
 
@@ -297,7 +303,11 @@ class YOLOv1(Detector):
         obj_loss = (tf.reduce_sum(responsible * tf.square(confidence - tf.stop_gradient(iou)))
                     + config.lambda_noobj * tf.reduce_sum((1.0 - responsible) * tf.square(confidence)))
         onehot = tf.one_hot(tf.maximum(target_classes, 0), config.num_classes)
-        cls_loss = tf.reduce_sum(tf.where(has_object, loss_ops.squared_error(onehot, probabilities), 0.0))
+        if config.class_loss == "softmax":  # the outputs are logits
+            per_cell = tf.nn.softmax_cross_entropy_with_logits(onehot, probabilities)
+        else:
+            per_cell = loss_ops.squared_error(onehot, probabilities)
+        cls_loss = tf.reduce_sum(tf.where(has_object, per_cell, 0.0))
         normalizer = replica_sum(tf.cast(tf.shape(target)[0], tf.float32))  # the global batch
         return {"box_loss": box_loss / normalizer, "obj_loss": obj_loss / normalizer, "cls_loss": cls_loss / normalizer}
 
@@ -307,6 +317,8 @@ class YOLOv1(Detector):
         predictors, probabilities = self._split(outputs[CELLS])
         boxes = box_ops.clip(box_coder.cell_decode(predictors[..., 0:2], tf.square(predictors[..., 2:4]),
                                                    box_coder.cell_grid(s, s)[:, :, None, :], (s, s)))  # [B, S, S, B, 4]
+        if config.class_loss == "softmax":
+            probabilities = tf.nn.softmax(probabilities, axis=-1)
         # Each factor clipped at 0: linear outputs, and two negatives must not make a score.
         scores = tf.maximum(predictors[..., 4:5], 0.0) * tf.maximum(probabilities, 0.0)[:, :, :, None, :]  # [B, S, S, B, K]
         return nms_ops.multiclass_nms(tf.reshape(boxes, [-1, s * s * b, 4]),

@@ -31,11 +31,13 @@ def _class_names(specs):
     return list(names)
 
 
-def _load(specs, split, strict=False, warn=False):
+def _load(specs, split, strict=False, warn=False, reports=None):
     """The examples of ``split`` of every spec, concatenated. The readers skip or repair bad
     records (``strict``: raise :class:`~tfzoo.data.validate.DataError` at the first);
-    ``warn`` names what they found (:func:`~tfzoo.data.validate.problems_warning`: the
-    folder readers find it all when the split is opened)."""
+    ``warn`` names what they found when the split was opened
+    (:func:`~tfzoo.data.validate.problems_warning`: the folder readers' annotation and image
+    header problems); ``reports`` (a list) collects ``(spec, split, report, problems
+    named)`` for :func:`late_problems`."""
     dataset = None
     for spec in specs:
         report = validate.Report(strict=strict)
@@ -43,8 +45,31 @@ def _load(specs, split, strict=False, warn=False):
         message = validate.problems_warning(report, spec, split, "training goes on without them") if warn else None
         if message:
             warnings.warn(message)
+        if reports is not None:
+            reports.append((spec, split, report, _distinct(report)))
         dataset = part if dataset is None else dataset.concatenate(part)
     return dataset
+
+
+def _distinct(report):
+    return {(p.file, p.record, p.problem) for p in report}
+
+
+def late_problems(reports):
+    """Warnings for the problems the readers found while reading, after the split was
+    opened (an image whose header reads but whose pixels do not decode, a TFDS record):
+    each is found again every epoch, so they are counted once."""
+    messages = []
+    for spec, split, report, named in reports:
+        late = [p for p in report if (p.file, p.record, p.problem) not in named]
+        distinct = {}
+        for problem in late:
+            distinct.setdefault((problem.file, problem.record, problem.problem), problem)
+        if distinct:
+            shown = "; ".join(str(p) for p in list(distinct.values())[:3])
+            messages.append(f"{spec} [{split}]: {len(distinct)} more data problems found while reading, skipped "
+                            f"every time: {shown}{'; ...' if len(distinct) > 3 else ''}")
+    return messages
 
 
 def split_exists(spec, split):

@@ -24,7 +24,7 @@ from tfzoo.optim import WarmupDecaySchedule, make_optimizer, make_schedule
 from tfzoo.train.callbacks import (TimeBudget, StopOnNonFiniteLoss, TrainingProgress, _Checkpoint, _epoch_seconds,
                                    _info, _Replan, plan_epochs, warmup_epochs)
 from tfzoo.train.config import FROM_CONFIG, _requested_fields, _setting_keys, preset_config, resolve_config
-from tfzoo.train.data import _class_names, _load, _specs, count_examples, split_exists
+from tfzoo.train.data import _class_names, _load, _specs, count_examples, late_problems, split_exists
 from tfzoo.train.distribute import (FLOAT32, STRATEGIES, _workers, is_chief, make_strategy, mixed_policy_name,
                                     optimizer_step, precision)
 from tfzoo.train.rundir import (CONFIG_FILE, LOGS_DIR, METRICS_FILE, MODEL_FILE, PLOT_FILE, STATE_FILE, _read_json,
@@ -303,6 +303,39 @@ def _weight_layers(model, prefix=""):
     return found
 
 
+#: Settings a run started from another model (``init``) takes from that model's config
+#: unless set: the box outputs it copies were trained against these.
+INIT_KEPT = ("priors", "masks")
+
+
+def _init_config(config, explicit, verbose):
+    """``config`` with the source model's priors and masks (:data:`INIT_KEPT`) unless set,
+    and no prior fitting unless asked for: a run that starts from a model (``init``) keeps
+    the priors its copied box outputs were trained against."""
+    source = config.init
+    path = os.path.join(source, CONFIG_FILE) if os.path.isdir(source) else None
+    if path and os.path.isfile(path):
+        theirs = _read_json(path)
+    else:
+        weights = os.path.join(source, MODEL_FILE) if os.path.isdir(source) else source
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"init {source}: no model there (a .keras file or a folder holding {MODEL_FILE})")
+        theirs = json.loads(keras.saving.load_model(weights, safe_mode=True, compile=False).config.to_json())
+    changes = {}
+    for key in INIT_KEPT:
+        if hasattr(config, key) and key in theirs and key not in explicit:
+            value = type(getattr(config, key))(tuple(v) for v in theirs[key])
+            if value != getattr(config, key):
+                changes[key] = value
+    if hasattr(config, "fit_priors") and config.fit_priors and "fit_priors" not in explicit:
+        changes["fit_priors"] = False
+    if changes:
+        kept = [k for k in INIT_KEPT if k in changes] or ["priors"]
+        _info(verbose, f"init from {source}: its {' and '.join(kept)} kept, not fitted to the data (the copied box "
+                       "outputs were trained against them; --set priors=... or --set fit_priors=true changes that)")
+    return config.replace(**changes)
+
+
 def init_weights(detector, source):
     """Copies the weights of the model at ``source`` (a ``.keras`` file, or a folder holding
     ``model.keras``) into ``detector`` layer by layer, where a layer's path and weight shapes
@@ -389,8 +422,11 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
         from such a checkpoint finishes that epoch's remaining steps first. On Ctrl-C the
         steps done are checkpointed and the command that resumes is printed.
       strict: stop at the first bad record of the data (:class:`~tfzoo.data.validate.DataError`,
-        naming the file, the record and the problem) before any training. Default: train
-        without the records the readers skip or repair, named in a warning per split.
+        naming the file, the record and the problem): before any training for what the readers
+        find when a split is opened (a folder's annotations and image headers), during it for
+        an image that fails only when decoded. Default: train without the records the readers
+        skip or repair, named in a warning per split (and once more after training for those
+        found while reading).
 
     Returns:
       :class:`TrainResult`.
@@ -432,17 +468,20 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
     else:
         config = resolve_config(model, names, image_size=image_size, batch_size=batch_size, epochs=epochs,
                                 settings=settings, backbone_weights=backbone_weights)
+        if config.init:
+            config = _init_config(config, _setting_keys(settings), verbose)
         policy = mixed_policy_name() if mixed_precision else FLOAT32
         state = None
 
-    train_set = _load(specs, split, strict, warn=True)
+    data_reports = []  # the readers' reports, for the problems found only while reading
+    train_set = _load(specs, split, strict, warn=True, reports=data_reports)
     where = f"{'+'.join(specs)} [{split}]"
     # A proposal-based detector's proposals (selective search: cached, computed once); the
     # time budget is for training, so the clock starts again after them.
     train_set, proposal_seconds = with_proposals(train_set, config, where, verbose)
     proposal_sets = {}  # the val split with its proposals, reused by every evaluation
     if val_split is not None and all(split_exists(s, val_split) for s in val_specs):
-        val_set, seconds = with_proposals(_load(val_specs, val_split, strict, warn=True), config,
+        val_set, seconds = with_proposals(_load(val_specs, val_split, strict, warn=True, reports=data_reports), config,
                                           f"{'+'.join(val_specs)} [{val_split}]", verbose)
         proposal_seconds += seconds
         proposal_sets[(tuple(val_specs), val_split, None)] = val_set
@@ -533,8 +572,11 @@ def train(model, data, split="train", val_split="val", image_size=None, batch_si
             run = _Run(rundir, detector, rundir_state, val, verbose,
                        train_data=(specs, split, names) if diagnostics else None, proposal_sets=proposal_sets)
             run.write_state()
-            return _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes,
-                        eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache, checkpoint_minutes)
+            result = _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epoch, minutes,
+                          eval_every_epoch, seed, verbose, dist, callbacks, started, epochs, cache, checkpoint_minutes)
+            for message in late_problems(data_reports):  # found while reading (an image failing to decode)
+                warnings.warn(message)
+            return result
         finally:
             rundir.cleanup()
 
