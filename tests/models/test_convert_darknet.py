@@ -33,79 +33,24 @@ YOLOV3_TINY_CFG = (
     '512/3/1/1/256 255/1/1/0/512 128/1/1/1/256 256/3/1/1/384 255/1/1/0/256 '
 )
 
-TINY_CFG_TEXT = """
-[net]
-# a comment
-width=416
-height=416
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=1
-""" + "".join(f"""
-[maxpool]
-size=2
-stride=2
-[convolutional]
-batch_normalize=1
-filters={f}
-size=3
-stride=1
-""" for f in (32, 64, 128, 256, 512)) + """
-[maxpool]
-size=2
-stride=1
-[convolutional]
-batch_normalize=1
-filters=1024
-size=3
-stride=1
-[convolutional]
-batch_normalize=1
-filters=256
-size=1
-stride=1
-[convolutional]
-batch_normalize=1
-filters=512
-size=3
-stride=1
-[convolutional]
-size=1
-stride=1
-filters={out}
-activation=linear
-[yolo]
-mask = 3,4,5
-anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
-classes={classes}
-[route]
-layers = -4
-[convolutional]
-batch_normalize=1
-filters=128
-size=1
-stride=1
-[upsample]
-stride=2
-[route]
-layers = -1, 8
-[convolutional]
-batch_normalize=1
-filters=256
-size=3
-stride=1
-[convolutional]
-size=1
-stride=1
-filters={out}
-activation=linear
-[yolo]
-mask = 0,1,2
-anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
-classes={classes}
-"""
+def _conv(filters, size, normalize=True):
+    norm = "batch_normalize=1\n" if normalize else ""
+    return f"[convolutional]\n{norm}filters={filters}\nsize={size}\nstride=1\n"
+
+
+def _yolo(mask):
+    return (_conv("{out}", 1, normalize=False) + f"activation=linear\n[yolo]\nmask = {mask}\n"
+            "anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319\nclasses={classes}\n")
+
+
+#: yolov3-tiny.cfg's sections, written here ({out}, {classes} filled by _tiny_cfg).
+TINY_CFG_TEXT = (
+    "[net]\n# a comment\nwidth=416\nheight=416\n" + _conv(16, 3)
+    + "".join(f"[maxpool]\nsize=2\nstride=2\n{_conv(f, 3)}" for f in (32, 64, 128, 256, 512))
+    + "[maxpool]\nsize=2\nstride=1\n" + _conv(1024, 3) + _conv(256, 1) + _conv(512, 3) + _yolo("3,4,5")
+    + "[route]\nlayers = -4\n" + _conv(128, 1) + "[upsample]\nstride=2\n[route]\nlayers = -1, 8\n"
+    + _conv(256, 3) + _yolo("0,1,2")
+)
 
 
 def _layout(text):
