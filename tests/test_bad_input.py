@@ -5,15 +5,13 @@ dataset root. Every command goes on without the bad records and names each one (
 record, problem, what was done); ``--strict`` stops at the first before any work; the
 dataset's files are never modified."""
 import json
-import pathlib
 import re
 
 import pytest
 
 from tfzoo import cli
-from tfzoo.models import MODELS
-
 from tests.data.conftest import tree_hash
+from tests.models.conftest import tiny_settings
 
 #: One preset per family: the single-stage heads, the RPN, the proposal-based three (SPP-Net
 #: is Fast R-CNN's path plus R-CNN's stages), and both YOLO codebases.
@@ -94,13 +92,13 @@ def _assert_every_problem_named(err, root, named, where):
 
 
 def _settings(model):
-    tiny = {k: v for k, v in MODELS[model].detector.tiny.items() if k not in ("image_size", "num_classes")}
-    if model == "yolov1_tiny":  # fixed size: its grid is its trunk's 4 x 4 map at 256
-        tiny["image_size"] = 256
-    args = []
-    for key, value in tiny.items():
-        args += ["--set", f"{key}={json.dumps(value)}"]
-    return args + ([] if model == "yolov1_tiny" else ["--image-size", "64"])
+    """``tfzoo train`` arguments of ``model``'s tiny config (YOLOv1: its fixed 256, the grid
+    its trunk's 4 x 4 map; the others at 64)."""
+    if model == "yolov1_tiny":
+        settings, size = tiny_settings(model) + ["image_size=256"], []
+    else:
+        settings, size = tiny_settings(model), ["--image-size", "64"]
+    return [arg for setting in settings for arg in ("--set", setting)] + size
 
 
 @pytest.mark.slow

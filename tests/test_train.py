@@ -32,6 +32,8 @@ from tfzoo.data import shapes, validate
 from tfzoo.eval import RESULT_KEYS, diagnostics
 from tfzoo.layers import output_kernel
 
+from tests.models.conftest import tiny_settings
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["optimizer=sgd", "backbone_alpha=0.35", "fpn_channels=16", "head_channels=16", "head_convs=1",
         "backbone_weights=null"]
@@ -961,13 +963,6 @@ def _run_python(code, *args, env=None, timeout=240):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, cwd=ROOT)
 
 
-def _tiny_settings(model, **overrides):
-    from tfzoo.models import MODELS
-
-    tiny = {**MODELS[model].detector.tiny, **overrides}
-    return [f"{k}={json.dumps(v)}" for k, v in tiny.items() if k not in ("image_size", "num_classes")]
-
-
 #: Faster R-CNN's RoI sampler draws 16 of its RoIs at random, which one device and two
 #: replicas draw differently: with room for every proposal and ground truth (32 + 8) and no
 #: cap on the foreground share, every draw takes all of them and the loss sums agree.
@@ -978,14 +973,14 @@ FASTER_RCNN_ALL_ROIS = dict(roi_samples=64, roi_positive_fraction=1.0)
 @pytest.mark.parametrize("model", ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile", "yolov3_tiny", "yolov2_tiny",
                                    "yolov1_tiny", "fast_rcnn_mobile", "spp_net_mobile", "rcnn_mobile"])
 def test_mirrored_strategy_on_two_cpu_devices_matches_one_device(tmp_path, model):
-    settings = {"retinanet_mobile": TINY, "ssd_mobile": _tiny_settings("ssd_mobile"),
-                "faster_rcnn_mobile": _tiny_settings("faster_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
-                "fast_rcnn_mobile": _tiny_settings("fast_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
-                "spp_net_mobile": _tiny_settings("spp_net_mobile", **FASTER_RCNN_ALL_ROIS),
+    settings = {"retinanet_mobile": TINY, "ssd_mobile": tiny_settings("ssd_mobile"),
+                "faster_rcnn_mobile": tiny_settings("faster_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
+                "fast_rcnn_mobile": tiny_settings("fast_rcnn_mobile", **FASTER_RCNN_ALL_ROIS),
+                "spp_net_mobile": tiny_settings("spp_net_mobile", **FASTER_RCNN_ALL_ROIS),
                 # (R-CNN's post-fit stages run too, on the mirrored model's features)
-                "rcnn_mobile": _tiny_settings("rcnn_mobile", **FASTER_RCNN_ALL_ROIS) + ["svm_steps=5", "svm_rounds=1"],
-                "yolov3_tiny": _tiny_settings("yolov3_tiny"), "yolov2_tiny": _tiny_settings("yolov2_tiny"),
-                "yolov1_tiny": _tiny_settings("yolov1_tiny") + ["image_size=256"]}[model]
+                "rcnn_mobile": tiny_settings("rcnn_mobile", **FASTER_RCNN_ALL_ROIS) + ["svm_steps=5", "svm_rounds=1"],
+                "yolov3_tiny": tiny_settings("yolov3_tiny"), "yolov2_tiny": tiny_settings("yolov2_tiny"),
+                "yolov1_tiny": tiny_settings("yolov1_tiny") + ["image_size=256"]}[model]
     # YOLOv1's size is its config's (fixed-size layers; its grid is its trunk's 4 x 4 map at 256)
     size = 0 if model == "yolov1_tiny" else 64
     done = _run_python(MIRRORED, str(tmp_path / "run"), model, json.dumps(settings), str(size))

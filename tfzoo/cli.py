@@ -156,25 +156,18 @@ def _iou_histogram(best):
     return [{"min": lo, "max": hi, "boxes": int(n)} for lo, hi, n in zip(IOU_EDGES[:-1], IOU_EDGES[1:], counts)]
 
 
-def _positive_rule(matcher):
-    """``(positive IoU, background IoU or None, low-quality matches)`` of a ``Matcher``."""
+def _box_coverage(best, matcher):
+    """The coverage figures of boxes whose best IoU with the candidates (anchors, default
+    boxes, proposals) is ``best``, against ``matcher``'s positive threshold (and its
+    background threshold, where its lowest band is background)."""
     from tfzoo.ops import matcher as matcher_ops
 
     positive = matcher.thresholds[matcher.labels.index(matcher_ops.POSITIVE) - 1]
     background = matcher.thresholds[0] if matcher.labels[0] == matcher_ops.BACKGROUND else None
-    if matcher.labels[0] == matcher_ops.IGNORE and len(matcher.thresholds) > 1:  # Fast R-CNN: [lo, hi) background
-        background = None
-    return positive, background, bool(matcher.allow_low_quality_matches)
-
-
-def _box_coverage(best, matcher):
-    """The coverage figures of boxes whose best IoU with the candidates (anchors, default
-    boxes, proposals) is ``best``, against ``matcher``'s positive threshold."""
-    positive, background, low_quality = _positive_rule(matcher)
     below = int((best < positive).sum())
     return {"best_iou_median": _median(best), "positive_iou": positive, "background_iou": background,
-            "low_quality_matches": low_quality, "boxes": int(len(best)), "boxes_below_positive": below,
-            "share_below_positive": round(below / len(best), 4) if len(best) else 0.0,
+            "low_quality_matches": bool(matcher.allow_low_quality_matches), "boxes": int(len(best)),
+            "boxes_below_positive": below, "share_below_positive": round(below / len(best), 4) if len(best) else 0.0,
             "best_iou_histogram": _iou_histogram(best)}
 
 

@@ -144,6 +144,8 @@ def measure(path, data, split, latency_images=10, latency_repeats=3, warmup=2):
     images = [example["image"] for example in tfzoo.data.load(data, split).take(latency_images).as_numpy_iterator()]
     if not images:
         raise ValueError(f"{data} [{split}] has no images to time")
+    from tfzoo import proposals as proposal_source
+
     search_times = []
 
     def detect(image):
@@ -151,8 +153,6 @@ def measure(path, data, split, latency_images=10, latency_repeats=3, warmup=2):
             return model.detect_original(image)
         # A proposal-based model searches every image anew, as it would one it never saw
         # (the evaluation above cached these images' proposals); the search is timed too.
-        from tfzoo import proposals as proposal_source  # noqa: PLC0415
-
         start = time.perf_counter()
         boxes = proposal_source.for_image(image, model.proposal_source, model.max_proposals, cache=False)
         search_times.append((time.perf_counter() - start) * 1000.0)

@@ -17,6 +17,18 @@ def build_tiny(name, num_classes=3, **overrides):
     return tfzoo.build_model(name, **settings)
 
 
+def tiny_settings(name, **overrides):
+    """``["key=value", ...]`` (``tfzoo train --set`` / ``settings=``) of preset ``name``'s tiny
+    config (its detector's ``tiny``) with ``overrides``; the image size and the classes are
+    left to the run (its ``image_size`` argument, its data)."""
+    import json  # noqa: PLC0415
+
+    from tfzoo.models import MODELS  # noqa: PLC0415
+
+    tiny = {**MODELS[name].detector.tiny, **overrides}
+    return [f"{k}={json.dumps(v)}" for k, v in tiny.items() if k not in ("image_size", "num_classes")]
+
+
 @pytest.fixture(scope="module")
 def tiny_mobile():
     return build_tiny("retinanet_mobile")

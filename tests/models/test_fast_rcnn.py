@@ -13,6 +13,8 @@ from tfzoo.models import fast_rcnn as fr
 from tfzoo.models import faster_rcnn as frcnn
 from tfzoo.ops import boxes as box_ops
 
+from tests.models.conftest import tiny_settings
+
 
 def _tiny(**overrides):
     return tfzoo.build_model("fast_rcnn_mobile", **{**fr.FastRCNN.tiny, "num_classes": 6, **overrides})
@@ -222,11 +224,9 @@ def test_the_cli_fills_the_proposals_of_an_exported_file(tmp_path, capsys):
 def test_tfzoo_train_fetches_the_proposals_and_scores_with_them(tmp_path):
     """``tfzoo train``'s path for a proposal-based preset: proposals of the train and val
     splits by the preset's source (selective search, cached), fit, evaluation, resume."""
-    import json as _json
-
     from tfzoo import train as T
 
-    settings = [f"{k}={_json.dumps(v)}" for k, v in fr.FastRCNN.tiny.items() if k not in ("image_size", "num_classes")]
+    settings = tiny_settings("fast_rcnn_mobile")
     run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_data="shapes:4",
                diagnostics=True, verbose=0)
     result = T.train("fast_rcnn_mobile", "shapes:8", epochs=1, **run)
@@ -241,12 +241,9 @@ def test_tfzoo_train_fetches_the_proposals_and_scores_with_them(tmp_path):
 def test_proposal_based_presets_train_in_mixed_precision_with_float32_outputs(tmp_path, name):
     """Mixed precision for the proposal-based three (R-CNN's post-fit stages included): the
     layers compute in 16 bits, the losses stay finite, the outputs are float32."""
-    import json as _json
-
     from tfzoo import train as T
 
-    tiny = {**MODELS[name].detector.tiny, **({"svm_steps": 5, "svm_rounds": 1} if name == "rcnn_mobile" else {})}
-    settings = [f"{k}={_json.dumps(v)}" for k, v in tiny.items() if k not in ("image_size", "num_classes")]
+    settings = tiny_settings(name, **({"svm_steps": 5, "svm_rounds": 1} if name == "rcnn_mobile" else {}))
     result = T.train(name, "shapes:8", epochs=1, batch_size=4, image_size=64, mixed_precision=True, settings=settings,
                      out=str(tmp_path / "run"), val_data="shapes:4", diagnostics=False, verbose=0)
     assert result.finished and np.isfinite(result.history["loss"]).all() and set(result.metrics) >= {"AP", "AP50"}

@@ -17,6 +17,7 @@ from tfzoo.models import stages
 from tfzoo.ops import boxes as box_ops
 from tfzoo.train import stages as stage_ops
 
+from tests.models.conftest import tiny_settings
 from tests.models.test_fast_rcnn import _with_proposals
 
 
@@ -193,7 +194,7 @@ def test_tfzoo_train_runs_fit_svm_and_bbox_and_resumes_between_them(tmp_path, mo
     only; the saved model serves the SVM scores and ridge boxes."""
     from tfzoo import train as T
 
-    settings = [f"{k}={json.dumps(v)}" for k, v in rcnn.RCNN.tiny.items() if k not in ("image_size", "num_classes")]
+    settings = tiny_settings("rcnn_mobile")
     settings += ["svm_steps=5", "svm_rounds=1"]
     run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_data="shapes:4",
                diagnostics=False, verbose=0)
@@ -236,7 +237,7 @@ def test_training_further_resets_the_stages_and_runs_them_again(tmp_path, monkey
     features, so they are reset before fit (the softmax serves meanwhile) and learned again."""
     from tfzoo import train as T
 
-    settings = [f"{k}={json.dumps(v)}" for k, v in rcnn.RCNN.tiny.items() if k not in ("image_size", "num_classes")]
+    settings = tiny_settings("rcnn_mobile")
     settings += ["svm_steps=5", "svm_rounds=0"]
     run = dict(out=str(tmp_path / "run"), image_size=64, batch_size=4, settings=settings, val_split=None,
                diagnostics=False, verbose=0)

@@ -123,7 +123,8 @@ def load_yolo_weights(detector, path):
     where it ends early, or the values left over (another cfg's file)."""
     header, values = read_weights_file(path)
     position = 0
-    for index, layer in enumerate(darknet_layers(detector)):
+    layers = darknet_layers(detector)
+    for index, layer in enumerate(layers):
         if layer[0] == "conv":
             _, conv, norm = layer
             position = set_convolution(conv, norm, values, position, path,
@@ -132,7 +133,7 @@ def load_yolo_weights(detector, path):
             position = _set_output(detector, layer[1], values, position, path)
     if position != len(values):
         raise DarknetWeightsError(f"{path}: {len(values) - position} values left after the "
-                                  f"{len(darknet_layers(detector))} convolutional layers of "
+                                  f"{len(layers)} convolutional layers of "
                                   f"{detector.config.name} ({detector.config.num_classes} classes): a file of another "
                                   "cfg (other classes, priors per scale or widths); pass its --cfg")
     return header
