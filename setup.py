@@ -42,6 +42,9 @@ setup(
         "test": ["pytest", "pytest-xdist"],
         # The peers of benchmarks/bench_model.py: KerasHub's RetinaNet, torchvision's SSD300.
         "bench": ["keras-hub", "torch", "torchvision"],
+        # tfzoo convert of a torchvision .pth checkpoint (torch.load(weights_only=True)) and its
+        # --check against torchvision; .safetensors files and Darknet .weights need neither.
+        "convert": ["torch", "torchvision"],
     },
     entry_points={"console_scripts": ["tfzoo=tfzoo.cli:main"]},
     classifiers=[

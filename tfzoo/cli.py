@@ -914,7 +914,8 @@ def cmd_export_data(args):
 def cmd_convert(args):
     import tfzoo.convert
 
-    detector = tfzoo.convert.convert(args.source, args.model, args.out, cfg=args.cfg, overwrite=args.overwrite)
+    detector = tfzoo.convert.convert(args.source, args.model, args.out, cfg=args.cfg, overwrite=args.overwrite,
+                                     image_size=args.image_size, bn_eps=args.bn_eps)
     config = detector.config
     print(f"{args.source} -> {args.out}: {config.name} at {config.image_size} px, {config.num_classes} classes, "
           f"{detector.count_params():,} parameters ('tfzoo predict/evaluate/export {args.out}' take it)")
@@ -1264,15 +1265,26 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="fail on the first validation problem of the source")
     p.set_defaults(func=cmd_export_data, parser=p)
 
-    p = sub.add_parser("convert", help="convert published weights (Darknet YOLOv3 .weights) into a tfzoo model folder",
-                       description="Reads a Darknet .weights file of YOLOv3 or YOLOv3-tiny (with the .cfg it goes "
-                                   "with; without one, the published yolov3.cfg / yolov3-tiny.cfg: 608 / 416 px, 80 COCO "
-                                   "classes) into tfzoo's yolov3 / yolov3_tiny and writes OUT/model.keras, "
+    p = sub.add_parser("convert", help="convert published weights (torchvision RetinaNet, Darknet YOLOv3) into a tfzoo "
+                                       "model folder",
+                       description="Reads published detector weights into a tfzoo preset and writes OUT/model.keras, "
                                    "config.json and converted.json, which predict, evaluate, export and compare "
-                                   "--trained take like a training directory.")
-    p.add_argument("source", metavar="SOURCE", help="a Darknet .weights file (yolov3.weights, yolov3-tiny.weights)")
-    p.add_argument("--model", choices=("yolov3", "yolov3_tiny"), default=None,
-                   help="the preset to fill (default: the cfg's layout, else yolov3)")
+                                   "--trained take like a training directory. Sources: a torchvision "
+                                   "retinanet_resnet50_fpn checkpoint (.pth, read with torch.load(weights_only=True): "
+                                   "pip install 'tfzoo[convert]'; or .safetensors, read without torch) into retinanet "
+                                   "(COCO's 80 classes from its 91-entry head); a Darknet .weights file of YOLOv3 or "
+                                   "YOLOv3-tiny (with the .cfg it goes with; without one, the published yolov3.cfg / "
+                                   "yolov3-tiny.cfg: 608 / 416 px, 80 COCO classes) into yolov3 / yolov3_tiny.")
+    p.add_argument("source", metavar="SOURCE", help="a torchvision checkpoint (.pth, .pt, .safetensors) or a Darknet "
+                                                    ".weights file (yolov3.weights, yolov3-tiny.weights)")
+    p.add_argument("--model", choices=("retinanet", "yolov3", "yolov3_tiny"), default=None,
+                   help="the preset to fill (default: the checkpoint's; for Darknet the cfg's layout, else yolov3)")
+    p.add_argument("--image-size", type=int, metavar="N", default=None,
+                   help="the square input size (default: 1024 for torchvision checkpoints, the cfg's or the published "
+                        "cfg's for Darknet)")
+    p.add_argument("--bn-eps", type=float, metavar="EPS", default=None,
+                   help="torchvision's batch-norm epsilon (default: 1e-5 when the file has num_batches_tracked "
+                        "entries, else 0, as the published COCO checkpoints load)")
     p.add_argument("--cfg", metavar="CFG", help="the Darknet .cfg the weights go with (size, classes, anchors, masks; "
                                                 "every convolutional section is checked against the model)")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write")

@@ -19,6 +19,7 @@ name             module                                   features         Image
 ``mobilenet_v2`` :mod:`.applications`                      C2-C5            yes
 ``vgg16``        :mod:`.applications`                      C1-C5            yes
 ``resnet10/18``  :mod:`.resnet` (tfzoo's basic-block)      C2-C5            no
+``resnet50_tv``  :mod:`.resnet` (torchvision's layout)     C2-C5            converted
 ``darknet19``    :mod:`.darknet` (YOLOv2)                  C3-C5            no
 ``darknet53``    :mod:`.darknet` (YOLOv3)                  C3-C5            no
 ``darknet_tiny`` :mod:`.darknet` (tiny YOLOv2/v3)           C4-C5            no
@@ -52,7 +53,8 @@ import keras
 from tfzoo.backbones.applications import APPLICATIONS, WITH_ALPHA, WeightsUnavailableError, application_backbone
 from tfzoo.backbones.darknet import (darknet19, darknet53, darknet_tiny, fast_yolo_trunk, load_darknet_weights,
                                      yolov1_trunk)
-from tfzoo.backbones.resnet import BASIC_RESNET_WIDTHS, BASIC_RESNETS, basic_resnet
+from tfzoo.backbones.resnet import (BASIC_RESNET_WIDTHS, BASIC_RESNETS, TORCHVISION_RESNETS, basic_resnet,
+                                    torchvision_resnet)
 from tfzoo.backbones.surgery import with_batchnorm
 
 #: The Darknet trunks, which also load Darknet's own ``.weights`` files.
@@ -71,6 +73,7 @@ def _is_keras_weights(path):
 #: alpha, batchnorm_momentum) -> (model, {feature: tensor})``.
 _OWN = {
     **{name: functools.partial(basic_resnet, blocks) for name, blocks in BASIC_RESNETS.items()},
+    **{name: functools.partial(torchvision_resnet, blocks) for name, blocks in TORCHVISION_RESNETS.items()},
     "darknet19": darknet19,
     "darknet53": darknet53,
     "darknet_tiny": darknet_tiny,
@@ -84,7 +87,7 @@ BACKBONES = tuple(sorted((*APPLICATIONS, *_OWN)))
 #: Feature maps each backbone offers (``"Ck"``: stride ``2**k``).
 FEATURES = {
     **{name: tuple(spec[1]) for name, spec in APPLICATIONS.items()},
-    **{name: ("C2", "C3", "C4", "C5") for name in BASIC_RESNETS},
+    **{name: ("C2", "C3", "C4", "C5") for name in (*BASIC_RESNETS, *TORCHVISION_RESNETS)},
     "darknet19": ("C3", "C4", "C5"),
     "darknet53": ("C3", "C4", "C5"),
     "darknet_tiny": ("C4", "C5"),
@@ -95,6 +98,7 @@ FEATURES = {
 PREPROCESSING = {
     **{name: spec[2] for name, spec in APPLICATIONS.items()},
     **{name: "tf" for name in BASIC_RESNETS},
+    **{name: "torch" for name in TORCHVISION_RESNETS},
     "darknet19": "unit",
     "darknet53": "unit",
     "darknet_tiny": "unit",

@@ -2,15 +2,20 @@
 
     detector = tfzoo.convert.load("yolov3.weights", model="yolov3")            # Darknet
     tfzoo.convert.convert("yolov3.weights", "yolov3", "converted/yolov3", cfg="yolov3.cfg")
+    detector = tfzoo.convert.load("retinanet_resnet50_fpn_coco-eeacb38b.pth")    # torchvision
 
 :func:`convert` writes a folder as ``tfzoo train`` does (``model.keras`` and
 ``config.json``, plus ``converted.json`` naming the source), which ``tfzoo predict``,
 ``evaluate``, ``export`` and ``compare --trained`` take like a trained run.
 
-Sources so far: Darknet ``.weights`` files of YOLOv3 and YOLOv3-tiny
-(:mod:`tfzoo.convert.darknet`), with the ``.cfg`` they go with (without one, the published
-``yolov3.cfg`` / ``yolov3-tiny.cfg``: 608 / 416 px, 80 COCO classes, their anchors and
-masks). torchvision checkpoints are issue 24's next part.
+Sources so far:
+
+- Darknet ``.weights`` files of YOLOv3 and YOLOv3-tiny (:mod:`tfzoo.convert.darknet`),
+  with the ``.cfg`` they go with (without one, the published ``yolov3.cfg`` /
+  ``yolov3-tiny.cfg``: 608 / 416 px, 80 COCO classes, their anchors and masks);
+- torchvision's ``retinanet_resnet50_fpn`` checkpoints (``.pth`` or ``.safetensors``;
+  :mod:`tfzoo.convert.torchvision`) into ``retinanet``. ``fasterrcnn_resnet50_fpn`` and
+  ``ssd300_vgg16`` are recognized and refused as not converted yet.
 """
 from __future__ import annotations
 
@@ -26,20 +31,82 @@ PUBLISHED = {
 SOURCE_FILE = "converted.json"
 
 
-def load(source, model=None, cfg=None):
-    """A tfzoo detector holding the weights of ``source`` (a Darknet ``.weights`` file).
+#: torchvision architectures a checkpoint's keys identify -> (tfzoo preset, converted yet).
+TORCHVISION_SOURCES = {
+    "retinanet_resnet50_fpn": "retinanet",
+    "fasterrcnn_resnet50_fpn": "faster_rcnn_fpn",
+    "ssd300_vgg16": "ssd300",
+}
+#: The input size of a converted torchvision detector unless one is given: torchvision
+#: evaluates COCO with the short side at 800 (the long at most 1333); tfzoo letterboxes the
+#: long side to the square input, and 1024 puts a 4:3 photograph's short side at 768.
+TORCHVISION_IMAGE_SIZE = 1024
 
-    ``model``: the preset (``yolov3`` or ``yolov3_tiny``; default: the cfg's, else
-    ``yolov3``); ``cfg``: the path of the Darknet cfg the file goes with (default: the
-    published one of ``model``). The detector's config follows the source: full widths,
-    the cfg's size, classes, priors and masks, and no prior fitting when it trains on."""
+
+def torchvision_architecture(state, path="checkpoint"):
+    """The torchvision architecture whose state dict ``state`` is (its keys say)."""
+    from tfzoo.convert.torchvision import CheckpointError  # noqa: PLC0415
+
+    keys = set(state)
+    if "head.classification_head.cls_logits.weight" in keys and "backbone.body.conv1.weight" in keys:
+        return "retinanet_resnet50_fpn"
+    if "roi_heads.box_predictor.cls_score.weight" in keys:
+        return "fasterrcnn_resnet50_fpn"
+    if "head.classification_head.module_list.0.weight" in keys:
+        return "ssd300_vgg16"
+    raise CheckpointError(f"{path}: not a checkpoint of a torchvision detector tfzoo converts "
+                          f"({', '.join(TORCHVISION_SOURCES)}); its first keys: {', '.join(sorted(keys)[:3])}")
+
+
+def _load_torchvision(source, model, image_size, bn_eps):
+    import tfzoo  # noqa: PLC0415
+    from tfzoo.convert import torchvision as tv  # noqa: PLC0415
+
+    state = tv.read_state_dict(source)
+    architecture = torchvision_architecture(state, source)
+    preset = TORCHVISION_SOURCES[architecture]
+    if model is not None and model != preset:
+        raise ValueError(f"{source}: a {architecture} checkpoint converts into {preset}, not {model}")
+    if architecture != "retinanet_resnet50_fpn":
+        raise NotImplementedError(f"{source}: {architecture} checkpoints are not converted yet (issue 24); "
+                                  "retinanet_resnet50_fpn ones are")
+    overrides = tv.retinanet_config(state, image_size or TORCHVISION_IMAGE_SIZE, source)
+    detector = tfzoo.build_model(preset, **overrides)
+    tv.load_retinanet(detector, state, source, bn_eps)
+    return detector, {"format": "torchvision", "architecture": architecture,
+                      "bn_eps": tv._Source(state, source, bn_eps).bn_eps}
+
+
+def load(source, model=None, cfg=None, image_size=None, bn_eps=None, info=None):
+    """A tfzoo detector holding the weights of ``source``.
+
+    ``source``: a Darknet ``.weights`` file (``model``: ``yolov3`` or ``yolov3_tiny``;
+    default: the cfg's, else ``yolov3``; ``cfg``: the Darknet cfg the file goes with,
+    default the published one of ``model``), or a torchvision checkpoint (``.pth``, ``.pt``,
+    ``.safetensors``; the preset follows from its keys, ``model`` may name it; ``image_size``
+    the square input, default :data:`TORCHVISION_IMAGE_SIZE`; ``bn_eps`` torchvision's
+    batch-norm epsilon, default by :mod:`tfzoo.convert.torchvision`'s rule). The detector's
+    config follows the source (its widths, size, classes, anchors). ``info``, a dict, receives
+    what the conversion found (format, architecture, epsilon)."""
     import tfzoo  # noqa: PLC0415
     from tfzoo.convert import darknet  # noqa: PLC0415
+    from tfzoo.convert.torchvision import CHECKPOINT_SUFFIXES  # noqa: PLC0415
 
-    if not str(source).endswith(".weights"):
-        raise ValueError(f"{source}: not a Darknet .weights file (the one source converted so far)")
+    source = os.fspath(source)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{source}: no such file")
+    if source.endswith(CHECKPOINT_SUFFIXES):
+        if cfg is not None:
+            raise ValueError(f"{source}: a torchvision checkpoint takes no Darknet cfg")
+        detector, found = _load_torchvision(source, model, image_size, bn_eps)
+        if info is not None:
+            info.update(found)
+        return detector
+    if not source.endswith(".weights"):
+        raise ValueError(f"{source}: not a Darknet .weights file nor a torchvision checkpoint "
+                         f"({', '.join(CHECKPOINT_SUFFIXES)})")
+    if bn_eps is not None:
+        raise ValueError(f"{source}: bn_eps applies to torchvision checkpoints only")
     if cfg is not None:
         with open(cfg, encoding="utf-8") as f:
             text = f.read()
@@ -52,11 +119,15 @@ def load(source, model=None, cfg=None):
         if model not in PUBLISHED:
             raise ValueError(f"Darknet .weights convert into {', '.join(PUBLISHED)}, not {model!r}")
         detector = tfzoo.build_model(model, **darknet.FULL_WIDTH, **PUBLISHED[model])
+    if image_size is not None and image_size != detector.config.image_size:
+        detector = detector.with_image_size(image_size)
     darknet.load_yolo_weights(detector, source)
+    if info is not None:
+        info.update({"format": "darknet"})
     return detector
 
 
-def convert(source, model, out, cfg=None, overwrite=False):
+def convert(source, model, out, cfg=None, overwrite=False, image_size=None, bn_eps=None):
     """Converts ``source`` (:func:`load`) into the folder ``out``: ``model.keras``,
     ``config.json`` and ``converted.json``, each written atomically; a folder that holds a
     model is refused unless ``overwrite``. Returns the detector."""
@@ -68,7 +139,8 @@ def convert(source, model, out, cfg=None, overwrite=False):
     model_path = os.path.join(out, MODEL_FILE)
     if os.path.exists(model_path) and not overwrite:
         raise FileExistsError(f"{out} holds a model.keras; pass overwrite (--overwrite) to replace it")
-    detector = load(source, model, cfg)
+    info = {}
+    detector = load(source, model, cfg, image_size=image_size, bn_eps=bn_eps, info=info)
     os.makedirs(out, exist_ok=True)
     for stale in (STATE_FILE, METRICS_FILE):  # a training run's files describe other weights
         if os.path.exists(os.path.join(out, stale)):
@@ -77,5 +149,5 @@ def convert(source, model, out, cfg=None, overwrite=False):
     write_json_atomic(os.path.join(out, CONFIG_FILE), json.loads(detector.config.to_json()))
     write_json_atomic(os.path.join(out, SOURCE_FILE),
                       {"source": os.path.abspath(source), "cfg": os.path.abspath(cfg) if cfg else None,
-                       "model": detector.config.name, "format": "darknet"})
+                       "model": detector.config.name, **info})
     return detector

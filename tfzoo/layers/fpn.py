@@ -6,7 +6,8 @@ import keras
 from tfzoo.layers.conv import Conv2D
 
 
-def fpn(features, channels, min_level=3, max_level=7, name="fpn", extra="conv"):
+def fpn(features, channels, min_level=3, max_level=7, name="fpn", extra="conv", extra_input="c5",
+        symmetric_padding=False):
     """Feature pyramid (Lin et al. 2017) over backbone maps ``[C3, C4, C5]`` (or
     ``[C2, C3, C4, C5]``).
 
@@ -15,6 +16,11 @@ def fpn(features, channels, min_level=3, max_level=7, name="fpn", extra="conv"):
     stride-2 conv on ReLU(P6); ``extra="pool"`` as the FPN paper's Faster R-CNN, P6 = P5
     subsampled with stride 2 (max level 6). ``min_level`` may be from the finest map given
     up to 5 (finer levels are dropped after the top-down pass).
+
+    ``extra_input="p5"`` computes RetinaNet's P6 from P5 instead of C5 (torchvision's
+    ``retinanet_resnet50_fpn``); ``symmetric_padding=True`` pads the input of the stride-2
+    P6 and P7 convolutions by one pixel on every side, as PyTorch's ``padding=1`` (Keras'
+    ``"same"`` pads an even side on the bottom and right only).
 
     Returns:
       list of ``[B, H_l, W_l, channels]`` tensors for levels ``min_level..max_level``.
@@ -25,6 +31,8 @@ def fpn(features, channels, min_level=3, max_level=7, name="fpn", extra="conv"):
                          f"got {len(features)} maps and levels {min_level}..{max_level}")
     if extra not in ("conv", "pool") or (extra == "pool" and max_level > 6):
         raise ValueError(f"extra must be 'conv' or 'pool' (P6 at most), got {extra!r} up to P{max_level}")
+    if extra_input not in ("c5", "p5"):
+        raise ValueError(f"extra_input must be 'c5' or 'p5', got {extra_input!r}")
     conv = Conv2D
     levels = tuple(range(first, 6))
     laterals = {level: conv(channels, 1, name=f"{name}_lateral_p{level}")(c) for level, c in zip(levels, features)}
@@ -43,10 +51,14 @@ def fpn(features, channels, min_level=3, max_level=7, name="fpn", extra="conv"):
     # P6, P7 stay float32 under a mixed policy: they cost little, and oneDNN's bfloat16
     # stride-2 convolution returns garbage (often Inf/NaN) on a 1x1 input (TF 2.21, AMX CPU),
     # which a 64-px image's C5 or P6 is.
-    previous = features[-1]
+    previous = features[-1] if extra_input == "c5" else outputs[5]
     for level in range(6, max_level + 1):
         if level > 6:
             previous = keras.layers.ReLU(name=f"{name}_relu_p{level - 1}", dtype="float32")(previous)
-        previous = conv(channels, 3, strides=2, padding="same", name=f"{name}_p{level}", dtype="float32")(previous)
+        padding = "same"
+        if symmetric_padding:
+            previous = keras.layers.ZeroPadding2D(1, name=f"{name}_pad_p{level}", dtype="float32")(previous)
+            padding = "valid"
+        previous = conv(channels, 3, strides=2, padding=padding, name=f"{name}_p{level}", dtype="float32")(previous)
         outputs[level] = previous
     return [outputs[level] for level in range(min_level, max_level + 1)]

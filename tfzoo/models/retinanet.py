@@ -69,7 +69,16 @@ class RetinaNetConfig(DetectorConfig):
     head_norm: str = "none"  # "group": GroupNorm in the head convs (for training from scratch)
     head_separable: bool = False  # depthwise 3x3 + 1x1 instead of each 3x3 head conv (SSDLite-style)
     prior_probability: float = 0.01
+    # Where P6 comes from: "c5" (the paper) or "p5" (torchvision's retinanet_resnet50_fpn).
+    p6_input: str = "c5"
+    # P6 and P7's stride-2 convolutions pad one pixel on every side (PyTorch's padding=1)
+    # rather than Keras' "same" (bottom and right of an even side): for converted weights.
+    symmetric_padding: bool = False
     # --- anchors and matching ---
+    # "exact": sizes anchor_scale * 2**l * 2**(k/3), scale-major, centred on the cells;
+    # "torchvision": its AnchorGenerator's (integer sizes, ratio-major, half extents rounded,
+    # centred on the cells' corners), for its weights (tfzoo.ops.anchors).
+    anchor_style: str = "exact"
     anchor_scale: float = 4.0
     scales_per_octave: int = 3
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -99,6 +108,10 @@ class RetinaNetConfig(DetectorConfig):
         super().__post_init__()
         if not self.min_level <= self.max_level:
             raise ValueError("min_level must not exceed max_level")
+        if self.p6_input not in ("c5", "p5"):
+            raise ValueError(f"p6_input must be 'c5' or 'p5', got {self.p6_input!r}")
+        if self.anchor_style not in anchor_ops.ANCHOR_STYLES:
+            raise ValueError(f"anchor_style must be one of {anchor_ops.ANCHOR_STYLES}, got {self.anchor_style!r}")
 
     @property
     def num_anchors(self):
@@ -108,6 +121,11 @@ class RetinaNetConfig(DetectorConfig):
 
 def anchors_for(config):
     """``[A, 4]`` normalized anchors of ``config`` (finest level first)."""
+    if config.anchor_style == "torchvision":
+        sizes = anchor_ops.torchvision_sizes(config.min_level, config.max_level, config.anchor_scale,
+                                             config.scales_per_octave)
+        return anchor_ops.torchvision_multilevel_anchors(config.image_size, sizes, config.aspect_ratios,
+                                                         config.min_level)
     return anchor_ops.multilevel_anchors(
         config.image_size, config.min_level, config.max_level, config.anchor_scale,
         config.scales_per_octave, config.aspect_ratios,
@@ -203,7 +221,8 @@ class RetinaNet(Detector):
         images = keras.Input((size, size, 3), name="images")
         maps = backbone(normalize(images))  # {"C3": [B, H/8, W/8, C], "C4": ..., "C5": ...}
         pyramid = layers.fpn([maps["C3"], maps["C4"], maps["C5"]], config.fpn_channels, config.min_level,
-                             config.max_level)
+                             config.max_level, extra_input=config.p6_input,
+                             symmetric_padding=config.symmetric_padding)
         box_deltas = layers.dense_head(
             pyramid, 4, config.num_anchors, config.head_channels, config.head_convs, norm=config.head_norm,
             separable=config.head_separable, name="box_head",

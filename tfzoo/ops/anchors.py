@@ -172,6 +172,55 @@ def multilevel_anchors(
     return box_ops.normalize(anchors_px, height, width)
 
 
+ANCHOR_STYLES = ("exact", "torchvision")
+
+
+def torchvision_multilevel_anchors(image_size, sizes_per_level, ratios=(0.5, 1.0, 2.0), min_level=3):
+    """Grid anchors laid out as torchvision's ``AnchorGenerator`` lays them, for its weights.
+
+    Three things differ from :func:`multilevel_anchors`: at each cell the anchors are
+    ratio-major (``a = ratio_index * len(sizes) + size_index``); each anchor's half height
+    and half width are rounded to whole pixels (float32, half to even, as ``torch.round``),
+    so a 32-px anchor of ratio 0.5 is 22 x 46; cell ``(i, j)``'s anchors are centred on
+    ``(i * s_y, j * s_x)`` (offset 0), ``s = image // cells`` in whole pixels. Level ``l``
+    has ``ceil(image / 2**l)`` cells per side, as tfzoo's maps (torchvision's too when the
+    input side is a multiple of 32).
+
+    Args:
+      image_size: int or ``(height, width)`` in pixels.
+      sizes_per_level: per level from ``min_level`` up, the anchor sizes in pixels
+        (torchvision's ``sizes``, e.g. RetinaNet's ``(32, 40, 50), (64, 80, 101), ...``).
+      ratios: aspect ratios ``h / w``.
+
+    Returns:
+      float32 ``[A, 4]`` normalized ``[y1, x1, y2, x2]``, finest level first.
+    """
+    height, width = _image_hw(image_size)
+    max_level = min_level + len(sizes_per_level) - 1
+    h_ratios = np.sqrt(np.asarray(ratios, np.float32))
+    w_ratios = np.float32(1.0) / h_ratios
+    per_level = []
+    for (rows, cols), sizes in zip(feature_map_sizes(image_size, min_level, max_level), sizes_per_level):
+        scales = np.asarray(sizes, np.float32)
+        hs = (h_ratios[:, None] * scales[None, :]).reshape(-1)  # [A], ratio-major
+        ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)
+        base = np.round(np.stack([-hs, -ws, hs, ws], axis=-1) / np.float32(2.0))  # [A, 4]
+        ys = np.arange(rows, dtype=np.float32) * np.float32(height // rows)
+        xs = np.arange(cols, dtype=np.float32) * np.float32(width // cols)
+        grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
+        shifts = np.stack([grid_y, grid_x, grid_y, grid_x], axis=-1).reshape(-1, 1, 4)
+        per_level.append((shifts + base[None]).reshape(-1, 4))
+    anchors_px = tf.constant(np.concatenate(per_level, axis=0), tf.float32)
+    return box_ops.normalize(anchors_px, height, width)
+
+
+def torchvision_sizes(min_level, max_level, anchor_scale, scales_per_octave):
+    """torchvision's integer anchor sizes per level: ``int(anchor_scale * 2**l * 2**(k / S))``
+    (RetinaNet's ``(32, 40, 50), (64, 80, 101), ..., (512, 645, 812)``)."""
+    return [tuple(int(anchor_scale * 2.0**level * 2.0 ** (k / scales_per_octave)) for k in range(scales_per_octave))
+            for level in range(min_level, max_level + 1)]
+
+
 # --- SSD ---------------------------------------------------------------------------------
 
 

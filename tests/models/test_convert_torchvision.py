@@ -1,0 +1,215 @@
+"""torchvision checkpoints into tfzoo: the safetensors reader, the key spellings, the anchors
+against torchvision's published layout, a RetinaNet state dict built with NumPy alone
+(no torch: where each entry lands, the errors), and, where torch and torchvision are
+installed, the whole conversion against torchvision's own model with random weights."""
+import importlib.util
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import tfzoo.convert
+from tfzoo import cli
+from tfzoo.convert import torchvision as tv
+from tfzoo.ops import anchors as anchor_ops
+
+SIZE = 128  # a multiple of P7's stride 128: torchvision's strides are then 2**l too
+
+
+def retinanet_state(seed=0, classes=91, tracked=True):
+    """A random state dict with the entries and shapes of torchvision's
+    ``retinanet_resnet50_fpn`` (``torchvision/models/detection/retinanet.py``,
+    ``models/resnet.py``), written from its layout without torch."""
+    rng = np.random.default_rng(seed)
+    state = {}
+
+    def conv(key, out, inp, k, bias=False):
+        state[f"{key}.weight"] = rng.normal(0, (2.0 / (inp * k * k)) ** 0.5, (out, inp, k, k)).astype(np.float32)
+        if bias:
+            state[f"{key}.bias"] = rng.normal(0, 0.1, out).astype(np.float32)
+
+    def norm(key, n):
+        state[f"{key}.weight"] = rng.uniform(0.5, 1.5, n).astype(np.float32)
+        state[f"{key}.bias"] = rng.uniform(-0.2, 0.2, n).astype(np.float32)
+        state[f"{key}.running_mean"] = rng.uniform(-0.2, 0.2, n).astype(np.float32)
+        state[f"{key}.running_var"] = rng.uniform(0.5, 2.0, n).astype(np.float32)
+        if tracked:
+            state[f"{key}.num_batches_tracked"] = np.array(0, np.int64)
+
+    body = "backbone.body."
+    conv(f"{body}conv1", 64, 3, 7)
+    norm(f"{body}bn1", 64)
+    channels = 64
+    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+        for b in range(blocks):
+            key = f"{body}layer{stage}.{b}"
+            conv(f"{key}.conv1", width, channels, 1)
+            norm(f"{key}.bn1", width)
+            conv(f"{key}.conv2", width, width, 3)
+            norm(f"{key}.bn2", width)
+            conv(f"{key}.conv3", 4 * width, width, 1)
+            norm(f"{key}.bn3", 4 * width)
+            if b == 0:
+                conv(f"{key}.downsample.0", 4 * width, channels, 1)
+                norm(f"{key}.downsample.1", 4 * width)
+            channels = 4 * width
+    for i, inp in enumerate((512, 1024, 2048)):
+        conv(f"backbone.fpn.inner_blocks.{i}.0", 256, inp, 1, bias=True)
+        conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3, bias=True)
+    conv("backbone.fpn.extra_blocks.p6", 256, 256, 3, bias=True)
+    conv("backbone.fpn.extra_blocks.p7", 256, 256, 3, bias=True)
+    for head in ("classification_head", "regression_head"):
+        for i in range(4):
+            conv(f"head.{head}.conv.{i}.0", 256, 256, 3, bias=True)
+    conv("head.classification_head.cls_logits", 9 * classes, 256, 3, bias=True)
+    conv("head.regression_head.bbox_reg", 36, 256, 3, bias=True)
+    return state
+
+
+@pytest.fixture(scope="module")
+def state():
+    return retinanet_state()
+
+
+@pytest.fixture(scope="module")
+def converted(state):
+    detector = tfzoo.build_model("retinanet", **tv.retinanet_config(state, SIZE))
+    return tv.load_retinanet(detector, state, "numpy")
+
+
+def test_safetensors_round_trip_and_damage(tmp_path):
+    state = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.num_batches_tracked": np.array(7, np.int64)}
+    path = tmp_path / "m.safetensors"
+    tv.write_safetensors(path, state)
+    back = tv.read_state_dict(path)
+    assert set(back) == set(state)
+    np.testing.assert_array_equal(back["a.weight"], state["a.weight"])
+    assert back["a.num_batches_tracked"] == 7
+    # bfloat16 entries (the top half of a float32) are read as float32
+    blob = path.read_bytes()
+    header = json.dumps({"b": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}).encode()
+    raw = (np.array([1.5, -2.0], np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+    (tmp_path / "bf.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + raw)
+    np.testing.assert_array_equal(tv.read_state_dict(tmp_path / "bf.safetensors")["b"], [1.5, -2.0])
+    (tmp_path / "cut.safetensors").write_bytes(blob[:-4])
+    with pytest.raises(tv.CheckpointError, match=r"cut\.safetensors: entry 'a\.weight'"):
+        tv.read_state_dict(tmp_path / "cut.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(tv.CheckpointError, match="junk.safetensors: not a safetensors file"):
+        tv.read_state_dict(tmp_path / "junk.safetensors")
+    with pytest.raises(tv.CheckpointError, match="not a checkpoint tfzoo reads"):
+        tv.read_state_dict(path.rename(tmp_path / "m.bin"))
+
+
+def test_old_key_spellings_read_as_current():
+    old = {"module.backbone.fpn.inner_blocks.2.weight": 1, "backbone.fpn.layer_blocks.0.bias": 2,
+           "head.classification_head.conv.6.weight": 3, "head.regression_head.conv.0.bias": 4,
+           "rpn.head.conv.weight": 5, "head.classification_head.cls_logits.weight": 6}
+    assert tv.canonical_keys(old) == {
+        "backbone.fpn.inner_blocks.2.0.weight": 1, "backbone.fpn.layer_blocks.0.0.bias": 2,
+        "head.classification_head.conv.3.0.weight": 3, "head.regression_head.conv.0.0.bias": 4,
+        "rpn.head.conv.0.0.weight": 5, "head.classification_head.cls_logits.weight": 6}
+
+
+def test_torchvision_anchors_golden():
+    # torchvision's AnchorGenerator for retinanet_resnet50_fpn (sizes (32, 40, 50) ...,
+    # ratios 0.5, 1, 2): its cell_anchors[0], x1 y1 x2 y2, turned to y1 x1 y2 x2.
+    sizes = anchor_ops.torchvision_sizes(3, 7, 4.0, 3)
+    assert sizes == [(32, 40, 50), (64, 80, 101), (128, 161, 203), (256, 322, 406), (512, 645, 812)]
+    anchors = np.asarray(anchor_ops.torchvision_multilevel_anchors(SIZE, sizes)) * SIZE
+    cell = [[-23, -11, 23, 11], [-28, -14, 28, 14], [-35, -18, 35, 18], [-16, -16, 16, 16], [-20, -20, 20, 20],
+            [-25, -25, 25, 25], [-11, -23, 11, 23], [-14, -28, 14, 28], [-18, -35, 18, 35]]
+    np.testing.assert_allclose(anchors[:9], np.asarray(cell, np.float32)[:, [1, 0, 3, 2]], atol=1e-4)
+    # cell (0, 1) of P3 is 8 px to the right; P7's first anchor is 256 x 256 at the origin
+    np.testing.assert_allclose(anchors[9:18], anchors[:9] + [0, 8, 0, 8], atol=1e-4)
+    p7 = sum(16 * 16 // 4**i for i in range(4)) * 9
+    np.testing.assert_allclose(anchors[p7 + 3], [-256, -256, 256, 256], atol=1e-3)
+    assert len(anchors) == 9 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1)
+
+
+def test_each_entry_lands_where_torchvision_reads_it(state, converted):
+    config = converted.config
+    assert (config.backbone, config.p6_input, config.symmetric_padding, config.anchor_style) == (
+        "resnet50_tv", "p5", True, "torchvision")
+    assert config.num_classes == 80 and config.class_names[0] == "person" and config.max_detections == 300
+    # the class columns: tfzoo's (anchor a, class k) <- torchvision's a * 91 + COCO id of k
+    kernel, bias = converted.get_layer("class_head_predict").get_weights()
+    theirs_w, theirs_b = state["head.classification_head.cls_logits.weight"], state["head.classification_head.cls_logits.bias"]
+    for a, k in ((0, 0), (4, 11), (8, 79)):
+        row = a * 91 + tv.COCO_CATEGORY_IDS[k]
+        np.testing.assert_array_equal(kernel[..., a * 80 + k], theirs_w[row].transpose(1, 2, 0))
+        assert bias[a * 80 + k] == theirs_b[row]
+    # the deltas: tfzoo's (dy, dx, dh, dw) <- torchvision's (dx, dy, dw, dh)
+    kernel, _ = converted.get_layer("box_head_predict").get_weights()
+    for ours, theirs in ((0, 1), (1, 0), (2, 3), (3, 2), (5 * 4 + 3, 5 * 4 + 2)):
+        np.testing.assert_array_equal(kernel[..., ours], state["head.regression_head.bbox_reg.weight"][theirs].transpose(1, 2, 0))
+    # a folded batch norm: Keras' layer computes torchvision's affine map (epsilon 1e-5)
+    bn = converted.get_layer("backbone").get_layer("conv4_block6_2_bn")
+    key = "backbone.body.layer3.5.bn2"
+    x = np.random.default_rng(1).normal(size=(1, 2, 2, 256)).astype(np.float32)
+    theirs = (x - state[f"{key}.running_mean"]) / np.sqrt(state[f"{key}.running_var"] + 1e-5) * state[f"{key}.weight"] \
+        + state[f"{key}.bias"]
+    np.testing.assert_allclose(np.asarray(bn(x, training=False)), theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_checkpoints_are_named(state):
+    config = tv.retinanet_config(state, SIZE)
+    build = lambda: tfzoo.build_model("retinanet", **config)  # noqa: E731
+    missing = {k: v for k, v in state.items() if k != "backbone.body.layer2.1.bn3.running_var"}
+    with pytest.raises(tv.CheckpointError, match=r"no entry 'backbone\.body\.layer2\.1\.bn3\.running_var'"):
+        tv.load_retinanet(build(), missing, "m.pth")
+    extra = {**state, "roi_heads.box_head.fc6.weight": np.zeros((2, 2), np.float32)}
+    with pytest.raises(tv.CheckpointError, match=r"m\.pth: entries the model has no place for: roi_heads"):
+        tv.load_retinanet(build(), extra, "m.pth")
+    wrong = {**state, "backbone.fpn.layer_blocks.1.0.weight": np.zeros((256, 256, 1, 1), np.float32)}
+    with pytest.raises(tv.CheckpointError, match=r"layer_blocks\.1\.0 gives fpn_output_p4 weights of shapes"):
+        tv.load_retinanet(build(), wrong, "m.pth")
+    v2 = {**state, "backbone.fpn.extra_blocks.p6.weight": np.zeros((256, 2048, 3, 3), np.float32)}
+    with pytest.raises(tv.CheckpointError, match="retinanet_resnet50_fpn_v2"):
+        tv.retinanet_config(v2)
+    # a fine-tuned head (torchvision's convention: column 0 the background, 3 classes)
+    assert tv.retinanet_config(retinanet_state(classes=4))["num_classes"] == 3
+
+
+def test_convert_command_reads_a_safetensors_file(tmp_path, state, capsys):
+    path = tmp_path / "retinanet.safetensors"
+    tv.write_safetensors(path, {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")})
+    out = tmp_path / "converted"
+    assert cli.main(["convert", str(path), "--image-size", str(SIZE), "--out", str(out)]) == 0
+    assert "retinanet at 128 px, 80 classes" in capsys.readouterr().out
+    source = json.loads((out / "converted.json").read_text())
+    assert source["architecture"] == "retinanet_resnet50_fpn" and source["bn_eps"] == 0.0  # frozen, as published
+    restored = keras.saving.load_model(str(out / "model.keras"), safe_mode=True, compile=False)
+    assert restored.config.anchor_style == "torchvision"
+    assert cli.main(["convert", str(path), "--model", "yolov3", "--out", str(tmp_path / "x")]) == 1
+    assert "converts into retinanet, not yolov3" in capsys.readouterr().err
+
+
+
+
+# torchvision is looked for, not imported: imported after TensorFlow it crashes the
+# process (check_retinanet runs it in a process of its own).
+HAS_TORCHVISION = all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="needs torch and torchvision (pip install 'tfzoo[convert]')")
+@pytest.mark.parametrize("tracked", [True, False], ids=["batchnorm", "frozen_eps0"])
+def test_against_torchvision(tmp_path, tracked):
+    """torchvision's model with random weights (random batch-norm statistics too, and a
+    class bias that lets detections through) against its conversion: the issue's 1e-4 on
+    features and raw outputs, every non-empty detection matched by class and IoU >= 0.99."""
+    import torch as torch_module  # noqa: PLC0415
+    state = retinanet_state(seed=3, tracked=tracked)
+    state["head.classification_head.cls_logits.bias"] = np.random.default_rng(4).uniform(
+        -5.5, -2.9, 9 * 91).astype(np.float32)
+    path = tmp_path / "retinanet.pth"
+    torch_module.save({k: torch_module.from_numpy(v) for k, v in state.items()}, path)
+    detector = tfzoo.convert.load(str(path), image_size=SIZE)
+    images = np.random.default_rng(5).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    report = tv.check_retinanet(detector, tv.read_state_dict(path), images, score_threshold=0.1)
+    assert report["settings"]["bn_eps"] == (1e-5 if tracked else 0.0)
+    assert max(report["features"].values()) < 1e-4 and max(report["heads"].values()) < 1e-4, report
+    found = report["detections"]
+    assert found["theirs"] > 20 and found["matched"] == found["theirs"] == found["ours"], found
+    assert found["only_theirs"] == found["only_ours"] == 0 and found["max_score_diff"] < 1e-5
