@@ -17,54 +17,84 @@ from tfzoo.ops import anchors as anchor_ops
 SIZE = 128  # a multiple of P7's stride 128: torchvision's strides are then 2**l too
 
 
+class _Writer:
+    """Random entries of a torchvision state dict, by key and shape."""
+
+    def __init__(self, seed, tracked):
+        self.rng, self.tracked, self.state = np.random.default_rng(seed), tracked, {}
+
+    def conv(self, key, out, inp, k, bias=False, std=None):
+        std = (2.0 / (inp * k * k)) ** 0.5 if std is None else std
+        self.state[f"{key}.weight"] = self.rng.normal(0, std, (out, inp, k, k)).astype(np.float32)
+        if bias:
+            self.state[f"{key}.bias"] = self.rng.normal(0, 0.1, out).astype(np.float32)
+
+    def linear(self, key, out, inp, std=None):
+        std = inp ** -0.5 if std is None else std
+        self.state[f"{key}.weight"] = self.rng.normal(0, std, (out, inp)).astype(np.float32)
+        self.state[f"{key}.bias"] = self.rng.normal(0, 0.1, out).astype(np.float32)
+
+    def norm(self, key, n):
+        for name, (low, high) in (("weight", (0.5, 1.5)), ("bias", (-0.2, 0.2)), ("running_mean", (-0.2, 0.2)),
+                                  ("running_var", (0.5, 2.0))):
+            self.state[f"{key}.{name}"] = self.rng.uniform(low, high, n).astype(np.float32)
+        if self.tracked:
+            self.state[f"{key}.num_batches_tracked"] = np.array(0, np.int64)
+
+    def resnet50(self, body="backbone.body."):
+        """torchvision's ``resnet50`` trunk (``models/resnet.py``), without its classifier."""
+        self.conv(f"{body}conv1", 64, 3, 7)
+        self.norm(f"{body}bn1", 64)
+        channels = 64
+        for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+            for b in range(blocks):
+                key = f"{body}layer{stage}.{b}"
+                for k, (out, inp, size) in enumerate(((width, channels, 1), (width, width, 3), (4 * width, width, 1)),
+                                                     start=1):
+                    self.conv(f"{key}.conv{k}", out, inp, size)
+                    self.norm(f"{key}.bn{k}", out)
+                if b == 0:
+                    self.conv(f"{key}.downsample.0", 4 * width, channels, 1)
+                    self.norm(f"{key}.downsample.1", 4 * width)
+                channels = 4 * width
+
+    def fpn(self, inputs):
+        for i, inp in enumerate(inputs):
+            self.conv(f"backbone.fpn.inner_blocks.{i}.0", 256, inp, 1, bias=True)
+            self.conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3, bias=True)
+
+
 def retinanet_state(seed=0, classes=91, tracked=True):
     """A random state dict with the entries and shapes of torchvision's
-    ``retinanet_resnet50_fpn`` (``torchvision/models/detection/retinanet.py``,
-    ``models/resnet.py``), written from its layout without torch."""
-    rng = np.random.default_rng(seed)
-    state = {}
-
-    def conv(key, out, inp, k, bias=False):
-        state[f"{key}.weight"] = rng.normal(0, (2.0 / (inp * k * k)) ** 0.5, (out, inp, k, k)).astype(np.float32)
-        if bias:
-            state[f"{key}.bias"] = rng.normal(0, 0.1, out).astype(np.float32)
-
-    def norm(key, n):
-        state[f"{key}.weight"] = rng.uniform(0.5, 1.5, n).astype(np.float32)
-        state[f"{key}.bias"] = rng.uniform(-0.2, 0.2, n).astype(np.float32)
-        state[f"{key}.running_mean"] = rng.uniform(-0.2, 0.2, n).astype(np.float32)
-        state[f"{key}.running_var"] = rng.uniform(0.5, 2.0, n).astype(np.float32)
-        if tracked:
-            state[f"{key}.num_batches_tracked"] = np.array(0, np.int64)
-
-    body = "backbone.body."
-    conv(f"{body}conv1", 64, 3, 7)
-    norm(f"{body}bn1", 64)
-    channels = 64
-    for stage, (width, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
-        for b in range(blocks):
-            key = f"{body}layer{stage}.{b}"
-            conv(f"{key}.conv1", width, channels, 1)
-            norm(f"{key}.bn1", width)
-            conv(f"{key}.conv2", width, width, 3)
-            norm(f"{key}.bn2", width)
-            conv(f"{key}.conv3", 4 * width, width, 1)
-            norm(f"{key}.bn3", 4 * width)
-            if b == 0:
-                conv(f"{key}.downsample.0", 4 * width, channels, 1)
-                norm(f"{key}.downsample.1", 4 * width)
-            channels = 4 * width
-    for i, inp in enumerate((512, 1024, 2048)):
-        conv(f"backbone.fpn.inner_blocks.{i}.0", 256, inp, 1, bias=True)
-        conv(f"backbone.fpn.layer_blocks.{i}.0", 256, 256, 3, bias=True)
-    conv("backbone.fpn.extra_blocks.p6", 256, 256, 3, bias=True)
-    conv("backbone.fpn.extra_blocks.p7", 256, 256, 3, bias=True)
+    ``retinanet_resnet50_fpn`` (``torchvision/models/detection/retinanet.py``), written
+    from its layout without torch."""
+    w = _Writer(seed, tracked)
+    w.resnet50()
+    w.fpn((512, 1024, 2048))
+    w.conv("backbone.fpn.extra_blocks.p6", 256, 256, 3, bias=True)
+    w.conv("backbone.fpn.extra_blocks.p7", 256, 256, 3, bias=True)
     for head in ("classification_head", "regression_head"):
         for i in range(4):
-            conv(f"head.{head}.conv.{i}.0", 256, 256, 3, bias=True)
-    conv("head.classification_head.cls_logits", 9 * classes, 256, 3, bias=True)
-    conv("head.regression_head.bbox_reg", 36, 256, 3, bias=True)
-    return state
+            w.conv(f"head.{head}.conv.{i}.0", 256, 256, 3, bias=True)
+    w.conv("head.classification_head.cls_logits", 9 * classes, 256, 3, bias=True)
+    w.conv("head.regression_head.bbox_reg", 36, 256, 3, bias=True)
+    return w.state
+
+
+def faster_rcnn_state(seed=0, classes=91, tracked=True):
+    """The same for ``fasterrcnn_resnet50_fpn`` (``faster_rcnn.py``, ``rpn.py``): FPN on
+    C2-C5, the RPN head, the two fully connected layers and the predictors."""
+    w = _Writer(seed, tracked)
+    w.resnet50()
+    w.fpn((256, 512, 1024, 2048))
+    w.conv("rpn.head.conv.0.0", 256, 256, 3, bias=True, std=0.01)  # torchvision's initialization of the heads
+    w.conv("rpn.head.cls_logits", 3, 256, 1, bias=True, std=1e-4)  # logits of a few units, not saturated
+    w.conv("rpn.head.bbox_pred", 12, 256, 1, bias=True, std=0.0005)  # deltas of about 1 on these maps
+    w.linear("roi_heads.box_head.fc6", 1024, 256 * 7 * 7)
+    w.linear("roi_heads.box_head.fc7", 1024, 1024)
+    w.linear("roi_heads.box_predictor.cls_score", classes, 1024, std=0.01)
+    w.linear("roi_heads.box_predictor.bbox_pred", 4 * classes, 1024, std=0.001)
+    return w.state
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +183,31 @@ def test_each_entry_lands_where_torchvision_reads_it(state, converted):
     np.testing.assert_allclose(np.asarray(bn(x, training=False)), theirs, rtol=1e-5, atol=1e-5)
 
 
+def test_faster_rcnn_entries_land_where_torchvision_reads_them():
+    state = faster_rcnn_state()
+    detector = tfzoo.convert.load_state(state, image_size=SIZE)
+    config = detector.config
+    assert (config.roi_pool_mode, config.roi_aligned, config.extra_logits, config.nms_iou_threshold) == (
+        "avg", False, 10, 0.5)
+    # fc6: tfzoo's pooled (h, w, c) row <- torchvision's flattened (c, h, w) column
+    kernel, _ = detector.get_layer("roi_fc0").get_weights()
+    fc6 = state["roi_heads.box_head.fc6.weight"]
+    for h, w, c in ((0, 0, 0), (3, 5, 17), (6, 6, 255)):
+        np.testing.assert_array_equal(kernel[(h * 7 + w) * 256 + c], fc6[:, c * 49 + h * 7 + w])
+    # the softmax's logits: [80 classes, the 10 unused ids, background]
+    kernel, bias = detector.get_layer("roi_class").get_weights()
+    rows = [*tv.COCO_CATEGORY_IDS, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 0]
+    np.testing.assert_array_equal(kernel, state["roi_heads.box_predictor.cls_score.weight"][rows].T)
+    np.testing.assert_array_equal(bias, state["roi_heads.box_predictor.cls_score.bias"][rows])
+    kernel, _ = detector.get_layer("roi_box").get_weights()
+    k = 79  # toothbrush, COCO id 90: tfzoo's (dy, dx, dh, dw) <- torchvision's (dx, dy, dw, dh)
+    np.testing.assert_array_equal(kernel[:, k * 4:k * 4 + 4],
+                                  state["roi_heads.box_predictor.bbox_pred.weight"][[361, 360, 363, 362]].T)
+    kernel, _ = detector.get_layer("rpn_deltas").get_weights()
+    np.testing.assert_array_equal(kernel[0, 0, :, 4:8].T,
+                                  state["rpn.head.bbox_pred.weight"][[5, 4, 7, 6], :, 0, 0])
+
+
 def test_bad_checkpoints_are_named(state):
     config = tv.retinanet_config(state, SIZE)
     build = lambda: tfzoo.build_model("retinanet", **config)  # noqa: E731
@@ -195,7 +250,7 @@ HAS_TORCHVISION = all(importlib.util.find_spec(m) is not None for m in ("torch",
 
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="needs torch and torchvision (pip install 'tfzoo[convert]')")
 @pytest.mark.parametrize("tracked", [True, False], ids=["batchnorm", "frozen_eps0"])
-def test_against_torchvision(tmp_path, tracked):
+def test_retinanet_against_torchvision(tmp_path, tracked):
     """torchvision's model with random weights (random batch-norm statistics too, and a
     class bias that lets detections through) against its conversion: the issue's 1e-4 on
     features and raw outputs, every non-empty detection matched by class and IoU >= 0.99."""
@@ -213,3 +268,19 @@ def test_against_torchvision(tmp_path, tracked):
     found = report["detections"]
     assert found["theirs"] > 20 and found["matched"] == found["theirs"] == found["ours"], found
     assert found["only_theirs"] == found["only_ours"] == 0 and found["max_score_diff"] < 1e-5
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="needs torch and torchvision (pip install 'tfzoo[convert]')")
+def test_faster_rcnn_against_torchvision(tmp_path):
+    """The same for fasterrcnn_resnet50_fpn (frozen batch norm, as published): maps, the
+    RPN's and the RoI head's raw outputs within 1e-4; every proposal and detection whose
+    sides are a pixel or more matched."""
+    path = tmp_path / "faster_rcnn.safetensors"
+    tv.write_safetensors(path, faster_rcnn_state(seed=6, tracked=False))
+    detector = tfzoo.convert.load(str(path), image_size=SIZE)
+    images = np.random.default_rng(7).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    report = tv.check_faster_rcnn(detector, tv.read_state_dict(path), images)
+    assert max(report["features"].values()) < 1e-4 and max(report["heads"].values()) < 1e-4, report
+    for key in ("proposals", "detections"):
+        found = report[key]
+        assert found["theirs"] > 20 and found["matched"] == found["theirs"] == found["ours"], (key, found)

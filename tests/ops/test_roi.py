@@ -42,15 +42,18 @@ def reference_crop(image, box, crop_h, crop_w):
     return out
 
 
-def reference_aligned_crop(image, box, crop_h, crop_w):
+def reference_aligned_crop(image, box, crop_h, crop_w, aligned=True):
     """RoIAlign's aligned bilinear crop (torchvision ``roi_align(aligned=True)``'s sampling),
     in float64: ``box`` normalized to the map's edges, sample ``j`` of ``n`` at index
     ``a * S + (j + 0.5) * (b - a) * S / n - 0.5``; an index in ``[-1, S]`` is clamped to the
-    map, one outside reads 0."""
+    map, one outside reads 0. ``aligned=False``: torchvision's ``aligned=False`` (its
+    ``roi_align_kernel.cpp``), index ``a * S + (j + 0.5) * max((b - a) * S, 1) / n``."""
     height, width, channels = image.shape
     y1, x1, y2, x2 = (float(v) for v in box)
 
     def coords(start, end, size, crop):
+        if not aligned:
+            return [start * size + (j + 0.5) * max((end - start) * size, 1.0) / crop for j in range(crop)]
         return [start * size + (j + 0.5) * (end - start) * size / crop - 0.5 for j in range(crop)]
 
     def lerp(v, size):
@@ -73,16 +76,16 @@ def reference_aligned_crop(image, box, crop_h, crop_w):
     return out
 
 
-def reference_roi_pool(features, rois, out_h, out_w, s):
+def reference_roi_pool(features, rois, out_h, out_w, s, aligned=True, mode="max"):
     batch, num_rois = rois.shape[:2]
     result = np.zeros((batch, num_rois, out_h, out_w, features.shape[-1]))
     for b in range(batch):
         for r in range(num_rois):
-            crop = reference_aligned_crop(features[b], rois[b, r], out_h * s, out_w * s)
+            crop = reference_aligned_crop(features[b], rois[b, r], out_h * s, out_w * s, aligned)
             for i in range(out_h):
                 for j in range(out_w):
-                    result[b, r, i, j] = crop[i * s:(i + 1) * s, j * s:(j + 1) * s].max(
-                        axis=(0, 1))
+                    cell = crop[i * s:(i + 1) * s, j * s:(j + 1) * s]
+                    result[b, r, i, j] = cell.max(axis=(0, 1)) if mode == "max" else cell.mean(axis=(0, 1))
     return result
 
 
@@ -129,6 +132,33 @@ def test_roi_pool_and_builtin_match_numpy_reference():
     np.testing.assert_allclose(builtin.numpy(), expected, atol=1e-5)
     # Border-crossing RoIs really did read the extrapolation value 0 somewhere.
     assert (reference_aligned_crop(features[0], [-0.5, -0.5, 0.2, 0.2], 4, 4) == 0).any()
+
+
+def test_unaligned_average_roi_align_matches_torchvision_rule():
+    """RoIAlign(aligned=False) with averaged bins (torchvision's MultiScaleRoIAlign): the
+    RoIs moved by unaligned_rois and pooled with mode="avg", on both crop paths and on one
+    pyramid level of two, against the slow reference of torchvision's kernel."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(2, 9, 11, 3)).astype(np.float32)
+    rois = _random_rois(rng, 2, 6)
+    rois[0, 0] = [0.3, 0.3, 0.3 + 0.02, 0.3 + 0.01]  # under one cell: torchvision widens it to one
+    expected = reference_roi_pool(features, rois, 3, 4, 2, aligned=False, mode="avg")
+    moved = roi.unaligned_rois(rois, [(9, 11)])
+    fast = roi.roi_pool(features, moved, output_size=(3, 4), sampling_ratio=2, mode="avg").numpy()
+    builtin = roi.roi_pool_builtin(features, moved, output_size=(3, 4), sampling_ratio=2, mode="avg").numpy()
+    np.testing.assert_allclose(fast, expected, atol=1e-5)
+    np.testing.assert_allclose(builtin, expected, atol=1e-5)
+    assert np.abs(expected - reference_roi_pool(features, rois, 3, 4, 2, mode="avg")).max() > 0.1  # not aligned's
+    # on a pyramid: each RoI moved by its own level's half cell
+    coarse = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    levels = np.array([[0, 1, 0, 1, 1, 0]] * 2, np.int32)
+    moved = roi.unaligned_rois(rois, [(9, 11), (5, 6)], tf.constant(levels))
+    pooled = roi.multilevel_roi_pool([features, coarse], moved, levels, (3, 4), 2, mode="avg").numpy()
+    for b in range(2):
+        for r in range(6):
+            source = features if levels[b, r] == 0 else coarse
+            np.testing.assert_allclose(pooled[b, r], reference_roi_pool(
+                source[b:b + 1], rois[b:b + 1, r:r + 1], 3, 4, 2, aligned=False, mode="avg")[0, 0], atol=1e-5)
 
 
 def test_roi_pool_is_aligned_to_pixel_edges():

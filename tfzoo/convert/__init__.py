@@ -13,9 +13,9 @@ Sources so far:
 - Darknet ``.weights`` files of YOLOv3 and YOLOv3-tiny (:mod:`tfzoo.convert.darknet`),
   with the ``.cfg`` they go with (without one, the published ``yolov3.cfg`` /
   ``yolov3-tiny.cfg``: 608 / 416 px, 80 COCO classes, their anchors and masks);
-- torchvision's ``retinanet_resnet50_fpn`` checkpoints (``.pth`` or ``.safetensors``;
-  :mod:`tfzoo.convert.torchvision`) into ``retinanet``. ``fasterrcnn_resnet50_fpn`` and
-  ``ssd300_vgg16`` are recognized and refused as not converted yet.
+- torchvision's ``retinanet_resnet50_fpn`` and ``fasterrcnn_resnet50_fpn`` checkpoints
+  (``.pth`` or ``.safetensors``; :mod:`tfzoo.convert.torchvision`) into ``retinanet`` and
+  ``faster_rcnn_fpn``. ``ssd300_vgg16`` is recognized and refused as not converted yet.
 """
 from __future__ import annotations
 
@@ -58,23 +58,29 @@ def torchvision_architecture(state, path="checkpoint"):
                           f"({', '.join(TORCHVISION_SOURCES)}); its first keys: {', '.join(sorted(keys)[:3])}")
 
 
-def _load_torchvision(source, model, image_size, bn_eps):
+def load_state(state, model=None, image_size=None, bn_eps=None, info=None, source="state dict"):
+    """A tfzoo detector holding a torchvision state dict (``{name: array}``, current key
+    spellings: :func:`tfzoo.convert.torchvision.read_state_dict` reads a file into one).
+    The preset follows from its keys; ``model`` may name it. Other arguments as
+    :func:`load`'s; ``source`` names the state dict in errors."""
     import tfzoo  # noqa: PLC0415
     from tfzoo.convert import torchvision as tv  # noqa: PLC0415
 
-    state = tv.read_state_dict(source)
     architecture = torchvision_architecture(state, source)
     preset = TORCHVISION_SOURCES[architecture]
     if model is not None and model != preset:
         raise ValueError(f"{source}: a {architecture} checkpoint converts into {preset}, not {model}")
-    if architecture != "retinanet_resnet50_fpn":
+    if architecture == "ssd300_vgg16":
         raise NotImplementedError(f"{source}: {architecture} checkpoints are not converted yet (issue 24); "
-                                  "retinanet_resnet50_fpn ones are")
-    overrides = tv.retinanet_config(state, image_size or TORCHVISION_IMAGE_SIZE, source)
-    detector = tfzoo.build_model(preset, **overrides)
-    tv.load_retinanet(detector, state, source, bn_eps)
-    return detector, {"format": "torchvision", "architecture": architecture,
-                      "bn_eps": tv._Source(state, source, bn_eps).bn_eps}
+                                  "retinanet_resnet50_fpn and fasterrcnn_resnet50_fpn ones are")
+    configure, fill = {"retinanet_resnet50_fpn": (tv.retinanet_config, tv.load_retinanet),
+                       "fasterrcnn_resnet50_fpn": (tv.faster_rcnn_config, tv.load_faster_rcnn)}[architecture]
+    detector = tfzoo.build_model(preset, **configure(state, image_size or TORCHVISION_IMAGE_SIZE, source))
+    fill(detector, state, source, bn_eps)
+    if info is not None:
+        info.update({"format": "torchvision", "architecture": architecture,
+                     "bn_eps": tv.batch_norm_eps(state, bn_eps)})
+    return detector
 
 
 def load(source, model=None, cfg=None, image_size=None, bn_eps=None, info=None):
@@ -98,10 +104,9 @@ def load(source, model=None, cfg=None, image_size=None, bn_eps=None, info=None):
     if source.endswith(CHECKPOINT_SUFFIXES):
         if cfg is not None:
             raise ValueError(f"{source}: a torchvision checkpoint takes no Darknet cfg")
-        detector, found = _load_torchvision(source, model, image_size, bn_eps)
-        if info is not None:
-            info.update(found)
-        return detector
+        from tfzoo.convert.torchvision import read_state_dict  # noqa: PLC0415
+
+        return load_state(read_state_dict(source), model, image_size, bn_eps, info, source)
     if not source.endswith(".weights"):
         raise ValueError(f"{source}: not a Darknet .weights file nor a torchvision checkpoint "
                          f"({', '.join(CHECKPOINT_SUFFIXES)})")

@@ -201,14 +201,22 @@ def write_safetensors(path, state):
 # --- setting weights --------------------------------------------------------------------
 
 
+def batch_norm_eps(state, bn_eps=None):
+    """torchvision's batch-norm epsilon for ``state``: ``bn_eps`` if given, else 1e-5 where
+    the state dict has ``num_batches_tracked`` entries (``BatchNorm2d``) and 0 where it has
+    none (``FrozenBatchNorm2d`` as the published COCO_V1 checkpoints load it)."""
+    if bn_eps is not None:
+        return float(bn_eps)
+    return 1e-5 if any(key.endswith(".num_batches_tracked") for key in state) else 0.0
+
+
 class _Source:
     """The state dict being converted: hands out entries by name, remembers which were
     used, and names the file in every error."""
 
     def __init__(self, state, path, bn_eps=None):
         self.state, self.path, self.used = state, path, set()
-        tracked = any(key.endswith(".num_batches_tracked") for key in state)
-        self.bn_eps = bn_eps if bn_eps is not None else (1e-5 if tracked else 0.0)
+        self.bn_eps = batch_norm_eps(state, bn_eps)
         self.used.update(key for key in state if key.endswith(".num_batches_tracked"))
 
     def take(self, key, shape=None):
@@ -353,6 +361,81 @@ def load_retinanet(detector, state, path="checkpoint", bn_eps=None):
     return detector
 
 
+# --- Faster R-CNN ----------------------------------------------------------------------------
+
+#: torchvision Faster R-CNN's inference settings (``torchvision.models.detection.FasterRCNN``):
+#: 1,000 proposals per level and per image at test, NMS 0.7; detections above 0.05, per-class
+#: NMS 0.5, 100 per image, no cap before the NMS (so the cap is every proposal's every class).
+FASTER_RCNN_SETTINGS = {"rpn_pre_nms_test": 1000, "rpn_post_nms_test": 1000, "rpn_nms_iou": 0.7,
+                        "score_threshold": 0.05, "nms_iou_threshold": 0.5, "max_detections": 100}
+
+
+def faster_rcnn_columns(state, path="checkpoint"):
+    """``(class rows, extra rows, background row, names)`` of ``roi_heads.box_predictor``'s
+    rows: for the 91-entry COCO head the ten unused ids are extra logits of the softmax."""
+    source = state if isinstance(state, _Source) else _Source(state, path)
+    entries = source.shape("roi_heads.box_predictor.cls_score.weight")[0]
+    columns, background, names = coco_columns(entries, source, "roi_heads.box_predictor.cls_score")
+    extra = [i for i in range(entries) if i != background and i not in columns]
+    return columns, extra, background, names
+
+
+def faster_rcnn_config(state, image_size=1024, source="checkpoint"):
+    """The ``faster_rcnn_fpn`` overrides that match ``fasterrcnn_resnet50_fpn``: torchvision's
+    ResNet-50, its anchors, RoIAlign as it samples (averaged, not aligned), the softmax over
+    its 91 entries, its inference settings."""
+    src = state if isinstance(state, _Source) else _Source(state, source)
+    columns, extra, _, names = faster_rcnn_columns(src)
+    if src.shape("rpn.head.cls_logits.weight")[0] != 3:
+        raise CheckpointError(f"{src.path}: rpn.head.cls_logits has {src.shape('rpn.head.cls_logits.weight')[0]} "
+                              "anchors per location; fasterrcnn_resnet50_fpn has 3 (one size x 3 ratios per level)")
+    if "roi_heads.box_head.fc6.weight" not in src.state:
+        raise CheckpointError(f"{src.path}: no roi_heads.box_head.fc6: that is fasterrcnn_resnet50_fpn_v2 (a "
+                              "convolutional box head), which tfzoo does not convert; fasterrcnn_resnet50_fpn (v1) is")
+    proposals = FASTER_RCNN_SETTINGS["rpn_post_nms_test"]
+    return {"backbone": "resnet50_tv", "backbone_weights": None, "image_size": int(image_size),
+            "num_classes": len(columns), "class_names": tuple(names), "anchor_style": "torchvision",
+            "roi_pool_mode": "avg", "roi_aligned": False, "extra_logits": len(extra),
+            "roi_pre_nms_top_k": proposals * len(columns), **FASTER_RCNN_SETTINGS}
+
+
+def load_faster_rcnn(detector, state, path="checkpoint", bn_eps=None):
+    """Sets a ``faster_rcnn_fpn`` built with :func:`faster_rcnn_config`'s overrides from the
+    state dict of torchvision's ``fasterrcnn_resnet50_fpn``; every entry must find its place."""
+    source = _Source(state, path, bn_eps)
+    set_resnet(detector.get_layer("backbone"), source, "backbone.body.")
+    for index, level in enumerate((2, 3, 4, 5)):
+        set_conv(detector.get_layer(f"fpn_lateral_p{level}"), source, f"backbone.fpn.inner_blocks.{index}.0")
+        set_conv(detector.get_layer(f"fpn_output_p{level}"), source, f"backbone.fpn.layer_blocks.{index}.0")
+    set_conv(detector.get_layer("rpn_conv"), source, "rpn.head.conv.0.0")
+    set_conv(detector.get_layer("rpn_objectness"), source, "rpn.head.cls_logits")
+    anchors = detector.config.num_anchors
+    set_conv(detector.get_layer("rpn_deltas"), source, "rpn.head.bbox_pred",
+             [a * 4 + j for a in range(anchors) for j in DELTAS_FROM_TORCHVISION])
+    # fc6 reads the pooled [C, 7, 7] flattened channel-first; tfzoo's [7, 7, C] row-major
+    fc6 = source.take("roi_heads.box_head.fc6.weight")
+    size, channels = detector.config.roi_size, detector.config.fpn_channels
+    if fc6.shape[1] != channels * size * size:
+        raise CheckpointError(f"{path}: roi_heads.box_head.fc6 reads {fc6.shape[1]} values, the model pools "
+                              f"{size} x {size} x {channels}")
+    kernel = fc6.reshape(-1, channels, size, size).transpose(2, 3, 1, 0).reshape(size * size * channels, -1)
+    _set(detector.get_layer("roi_fc0"), [kernel, source.take("roi_heads.box_head.fc6.bias")], source,
+         "roi_heads.box_head.fc6")
+    _set(detector.get_layer("roi_fc1"), [source.take("roi_heads.box_head.fc7.weight").T,
+                                         source.take("roi_heads.box_head.fc7.bias")], source, "roi_heads.box_head.fc7")
+    columns, extra, background, _ = faster_rcnn_columns(source)
+    order = [*columns, *extra, background]  # tfzoo's [K classes, extra, background]
+    _set(detector.get_layer("roi_class"), [source.take("roi_heads.box_predictor.cls_score.weight")[order].T,
+                                           source.take("roi_heads.box_predictor.cls_score.bias")[order]],
+         source, "roi_heads.box_predictor.cls_score")
+    rows = [c * 4 + j for c in columns for j in DELTAS_FROM_TORCHVISION]  # background and extra rows dropped
+    _set(detector.get_layer("roi_box"), [source.take("roi_heads.box_predictor.bbox_pred.weight")[rows].T,
+                                         source.take("roi_heads.box_predictor.bbox_pred.bias")[rows]],
+         source, "roi_heads.box_predictor.bbox_pred")
+    source.check_all_used()
+    return detector
+
+
 # --- checking a conversion against torchvision ----------------------------------------------
 
 
@@ -382,6 +465,8 @@ def _run_reference(state, images, settings):
 
 def _relative(ours, theirs):
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if not theirs.size:
+        return 0.0
     return float(np.abs(ours - theirs).max() / max(np.abs(theirs).max(), 1e-12))
 
 
@@ -399,6 +484,68 @@ def _batched(per_image):
     return out
 
 
+def _uncapped(detector, threshold, **caps):
+    """A copy of ``detector`` at score threshold ``threshold`` with its caps lifted."""
+    copy = type(detector).create(detector.config.replace(score_threshold=threshold, **caps))
+    copy.set_weights(detector.get_weights())
+    return copy
+
+
+#: Boxes with a side under this many pixels are left out of the detection matching and
+#: counted apart: IoU is no measure of a sub-pixel box (0.01 px wide boxes, which random
+#: weights make by the hundred, differ in IoU by float rounding), and torchvision drops
+#: boxes under 0.01 px or empty where tfzoo drops only empty ones.
+MIN_MATCHED_SIDE = 1.0
+
+
+def _split_small(boxes, scores, classes):
+    """``((boxes, scores, classes) with both sides >= MIN_MATCHED_SIDE, how many were not)``."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    large = ((boxes[:, 2] - boxes[:, 0]) >= MIN_MATCHED_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_MATCHED_SIDE)
+    return (boxes[large], np.asarray(scores)[large], np.asarray(classes)[large]), int((~large).sum())
+
+
+def _torchvision_found(reference, i, columns):
+    """torchvision's detections of image ``i`` of tfzoo's classes (``y1 x1 y2 x2`` pixels),
+    split by :func:`_split_small`."""
+    boxes, labels = reference[f"{i}/boxes"][:, [1, 0, 3, 2]], reference[f"{i}/labels"]
+    keep = np.isin(labels, columns)
+    return _split_small(boxes[keep], reference[f"{i}/scores"][keep], np.searchsorted(columns, labels[keep]))
+
+
+def _found(detections, size):
+    n = int(detections["num_detections"][0])
+    return _split_small(np.asarray(detections["detection_boxes"][0, :n]) * size,
+                        np.asarray(detections["detection_scores"][0, :n]),
+                        np.asarray(detections["detection_classes"][0, :n]))
+
+
+def _matched(theirs, ours):
+    """Matches lists of ``((boxes, scores, classes), small)`` per image, one to one."""
+    matched = compare_detections(_batched([t for t, _ in theirs]), _batched([o for o, _ in ours]), iou=0.99)
+    return {"theirs": matched["count_a"], "ours": matched["count_b"], "matched": matched["matched"],
+            "only_theirs": matched["only_a"], "only_ours": matched["only_b"],
+            "max_score_diff": matched["max_score_diff"], "theirs_small": sum(n for _, n in theirs),
+            "ours_small": sum(n for _, n in ours)}
+
+
+def _gap(report, group, name, ours, theirs):
+    report[group][name] = max(_relative(ours, theirs), report[group].get(name, 0.0))
+
+
+def _prepare(detector, state, images, bn_eps, score_threshold, architecture):
+    source = _Source(state, "checkpoint", bn_eps)
+    size = detector.config.image_size
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+        raise ValueError(f"images must be [N, {size}, {size}, 3], got {list(images.shape)}")
+    threshold = detector.config.score_threshold if score_threshold is None else float(score_threshold)
+    reference = _run_reference(state, images, {"image_size": size, "score_threshold": threshold,
+                                               "bn_eps": source.bn_eps, "architecture": architecture})
+    settings = {"image_size": size, "images": len(images), "score_threshold": threshold, "bn_eps": source.bn_eps}
+    return source, images, threshold, reference, settings
+
+
 def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None):
     """Runs torchvision's ``retinanet_resnet50_fpn`` holding ``state`` and the converted
     ``detector`` on ``images`` (``[N, S, S, 3]`` RGB pixels at the detector's size) with the
@@ -410,56 +557,81 @@ def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None):
     background and unused-id columns take no slots. Needs torch and torchvision.
 
     Returns:
-      dict: per backbone map (C3-C5) and raw head output the largest difference
-      relative to torchvision's largest magnitude, and the detections matched one to one
-      by class and IoU >= 0.99 (:func:`tfzoo.export.parity.compare_detections`) over the
-      images.
+      dict: per backbone map (C3-C5) and raw head output the largest difference relative
+      to torchvision's largest magnitude, and the detections matched one to one by class
+      and IoU >= 0.99 (:func:`tfzoo.export.parity.compare_detections`) over the images.
     """
-    source = _Source(state, "checkpoint", bn_eps)
-    config = detector.config
-    size = config.image_size
-    images = np.asarray(images, np.float32)
-    if images.ndim != 4 or images.shape[1:] != (size, size, 3):
-        raise ValueError(f"images must be [N, {size}, {size}, 3], got {list(images.shape)}")
-    threshold = config.score_threshold if score_threshold is None else float(score_threshold)
-    uncapped = type(detector).create(config.replace(score_threshold=threshold, pre_nms_top_k=10**6,
-                                                    max_detections=20000))
-    uncapped.set_weights(detector.get_weights())
-    entries = source.shape("head.classification_head.cls_logits.weight")[0] // config.num_anchors
+    source, images, threshold, reference, settings = _prepare(detector, state, images, bn_eps, score_threshold,
+                                                              "retinanet_resnet50_fpn")
+    uncapped = _uncapped(detector, threshold, pre_nms_top_k=10**6, max_detections=20000)
+    entries = source.shape("head.classification_head.cls_logits.weight")[0] // detector.config.num_anchors
     columns, _, _ = coco_columns(entries, source, "head.classification_head.cls_logits")
-    reference = _run_reference(state, images, {"image_size": size, "score_threshold": threshold,
-                                               "bn_eps": source.bn_eps})
     backbone, normalize = detector.get_layer("backbone"), detector.get_layer("normalize")
     report = {"features": {}, "heads": {}}
-    ours_found, theirs_found, empty = [], [], 0
+    ours_found, theirs_found = [], []
     for i, image in enumerate(images):
         maps = backbone(normalize(image[None]))
         for name in ("C3", "C4", "C5"):
-            gap = _relative(maps[name], reference[f"{i}/{name}"])
-            report["features"][name] = max(gap, report["features"].get(name, 0.0))
+            _gap(report, "features", name, maps[name], reference[f"{i}/{name}"])
         outputs = detector(image[None], training=False)
-        pairs = {"class_logits": (outputs["class_logits"], reference[f"{i}/cls_logits"][..., columns]),
-                 "box_deltas": (outputs["box_deltas"],
-                                reference[f"{i}/bbox_regression"][..., list(DELTAS_FROM_TORCHVISION)])}
-        for name, (ours, theirs) in pairs.items():
-            report["heads"][name] = max(_relative(ours, theirs), report["heads"].get(name, 0.0))
-        # torchvision's detections of tfzoo's classes; boxes clipped to nothing are kept there
-        # and dropped by tfzoo (they match no object), so they are counted apart
-        boxes, labels = reference[f"{i}/boxes"][:, [1, 0, 3, 2]], reference[f"{i}/labels"]
-        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        keep = np.isin(labels, columns)
-        empty += int((keep & ~nonempty).sum())
-        keep &= nonempty
-        theirs_found.append((boxes[keep], reference[f"{i}/scores"][keep], np.searchsorted(columns, labels[keep])))
-        detected = uncapped.detect(image[None])
-        n = int(detected["num_detections"][0])
-        ours_found.append((np.asarray(detected["detection_boxes"][0, :n]) * size,
-                           np.asarray(detected["detection_scores"][0, :n]),
-                           np.asarray(detected["detection_classes"][0, :n])))
-    matched = compare_detections(_batched(theirs_found), _batched(ours_found), iou=0.99)
-    report["detections"] = {"theirs": matched["count_a"], "ours": matched["count_b"], "matched": matched["matched"],
-                            "only_theirs": matched["only_a"], "only_ours": matched["only_b"],
-                            "max_score_diff": matched["max_score_diff"], "theirs_empty_dropped": empty}
-    report["settings"] = {"image_size": size, "images": len(images), "score_threshold": threshold,
-                          "bn_eps": source.bn_eps}
+        _gap(report, "heads", "class_logits", outputs["class_logits"], reference[f"{i}/cls_logits"][..., columns])
+        _gap(report, "heads", "box_deltas", outputs["box_deltas"],
+             reference[f"{i}/bbox_regression"][..., list(DELTAS_FROM_TORCHVISION)])
+        theirs_found.append(_torchvision_found(reference, i, columns))
+        ours_found.append(_found(uncapped.detect(image[None]), detector.config.image_size))
+    report["detections"] = _matched(theirs_found, ours_found)
+    report["settings"] = settings
+    return report
+
+
+def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None):
+    """:func:`check_retinanet` for ``fasterrcnn_resnet50_fpn`` and its ``faster_rcnn_fpn``:
+    the backbone maps C2-C5, the RPN's raw outputs, the proposals (matched one to one by
+    IoU >= 0.99), the RoI head's raw outputs on torchvision's own proposals (so that a
+    proposal ranked differently by a rounding does not count twice) and the detections
+    (torchvision's per-image cap lifted, and tfzoo's). The RPN's cap per level before its
+    NMS is lifted on both sides too: the 1,000th score of a level of random weights has
+    many neighbours within float rounding, which either side may rank first. The RoI
+    head and the proposal and detection matching run on the uncapped models."""
+    import keras  # noqa: PLC0415
+
+    from tfzoo.models.faster_rcnn import _roi_head  # noqa: PLC0415
+
+    source, images, threshold, reference, settings = _prepare(detector, state, images, bn_eps, score_threshold,
+                                                              "fasterrcnn_resnet50_fpn")
+    config = detector.config
+    size = config.image_size
+    uncapped = _uncapped(detector, threshold, max_detections=20000, rpn_pre_nms_test=10**6)
+    columns, extra, background, _ = faster_rcnn_columns(source)
+    order = [*columns, *extra, background]
+    rows = [c * 4 + j for c in columns for j in DELTAS_FROM_TORCHVISION]
+    backbone, normalize = detector.get_layer("backbone"), detector.get_layer("normalize")
+    outputs = detector(images[:1], training=False)
+    features = [keras.Input(outputs[key].shape[1:]) for key in detector.feature_keys]
+    rois = keras.Input((None, 4))
+    head = keras.Model([*features, rois], _roi_head(features, rois, config, model=detector))
+    report = {"features": {}, "heads": {}}
+    ours_found, theirs_found, theirs_proposals, ours_proposals = [], [], [], []
+    for i, image in enumerate(images):
+        maps = backbone(normalize(image[None]))
+        for name in ("C2", "C3", "C4", "C5"):
+            _gap(report, "features", name, maps[name], reference[f"{i}/{name}"])
+        outputs = uncapped(image[None], training=False)
+        _gap(report, "heads", "rpn_objectness", outputs["rpn_objectness"], reference[f"{i}/rpn_objectness"])
+        _gap(report, "heads", "rpn_deltas", outputs["rpn_deltas"],
+             reference[f"{i}/rpn_deltas"][..., list(DELTAS_FROM_TORCHVISION)])
+        proposals = reference[f"{i}/proposals"][:, [1, 0, 3, 2]]  # [R, 4] pixels, by objectness
+        ours = np.asarray(outputs["proposals"][0]) * size
+        ours = ours[(ours[:, 2] > ours[:, 0]) & (ours[:, 3] > ours[:, 1])]  # without the padding
+        for boxes, into in ((proposals, theirs_proposals), (ours, ours_proposals)):
+            into.append(_split_small(boxes, np.linspace(1.0, 0.5, len(boxes)), np.zeros(len(boxes), np.int32)))
+        class_logits, box_deltas = head([*(outputs[key] for key in detector.feature_keys),
+                                         keras.ops.convert_to_tensor((proposals / size)[None], "float32")])
+        _gap(report, "heads", "roi_class_logits", class_logits, reference[f"{i}/class_logits"][None][..., order])
+        _gap(report, "heads", "roi_box_deltas", box_deltas, reference[f"{i}/box_regression"][None][..., rows])
+        theirs_found.append(_torchvision_found(reference, i, columns))
+        ours_found.append(_found(uncapped.detect(image[None]), size))
+    report["proposals"] = _matched(theirs_proposals, ours_proposals)
+    report["detections"] = _matched(theirs_found, ours_found)
+    report["settings"] = settings
     return report

@@ -43,6 +43,7 @@ With ImageNet weights, ``faster_rcnn``'s RoI head starts from VGG-16's fc6/fc7
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -90,6 +91,15 @@ class RoIHeadConfig(DetectorConfig):
     # --- RoI head ---
     roi_size: int = 7
     roi_sampling_ratio: int = 2  # bilinear samples per pooled cell side, max-pooled
+    # How a pooled cell is made of its samples: "max" (Fast R-CNN's RoI pooling) or "avg"
+    # (RoIAlign's, torchvision's); roi_aligned=False samples as torchvision's
+    # MultiScaleRoIAlign(aligned=False) (tfzoo.ops.roi.unaligned_rois), for its weights.
+    roi_pool_mode: str = "max"
+    roi_aligned: bool = True
+    # Logits the class softmax runs over besides the K classes and the background, never a
+    # target nor scored (torchvision's COCO head has 10 for unused category ids: dropping
+    # them would change every softmax). Laid out [K classes, extra, background].
+    extra_logits: int = 0
     head_fc: tuple[int, ...] = (4096, 4096)
     roi_samples: int = 128  # per image
     roi_positive_fraction: float = 0.25  # the seed's 64/64 split: 0.5
@@ -100,6 +110,7 @@ class RoIHeadConfig(DetectorConfig):
     score_threshold: float = 0.05
     nms_iou_threshold: float = 0.3
     max_detections: int = 100
+    roi_pre_nms_top_k: int = 1000  # (box, class) pairs kept for the per-class NMS, best first
     # --- the papers' VOC optimizer: 2 images per step, SGD, x0.1 after 3/4 of the images ---
     batch_size: int = 2
     weight_decay: float = 5e-4
@@ -110,6 +121,10 @@ class RoIHeadConfig(DetectorConfig):
         super().__post_init__()
         if not self.head_fc:
             raise ValueError("head_fc needs at least one fully connected layer")
+        if self.roi_pool_mode not in roi_ops.POOL_MODES:
+            raise ValueError(f"roi_pool_mode must be one of {roi_ops.POOL_MODES}, got {self.roi_pool_mode!r}")
+        if self.extra_logits < 0:
+            raise ValueError(f"extra_logits must be >= 0, got {self.extra_logits}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +142,9 @@ class FasterRCNNConfig(RoIHeadConfig):
     # --- anchors (the seed's table: base 16, ratios x scales) ---
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     anchor_scales: tuple[float, ...] = (8.0, 16.0, 32.0)
+    # "exact" or "torchvision" (its AnchorGenerator's rounding and cell corners, for its
+    # weights; tfzoo.ops.anchors.torchvision_multilevel_anchors)
+    anchor_style: str = "exact"
     # --- RPN ---
     rpn_channels: int = 512
     rpn_pre_nms_train: int = 12000
@@ -150,6 +168,8 @@ class FasterRCNNConfig(RoIHeadConfig):
                              <= 6):
             raise ValueError(f"FPN levels need 2 <= min_level <= roi_levels <= 5 < max_level <= 6, got "
                              f"{self.min_level}..{self.max_level}, RoIs from {self.roi_levels}")
+        if self.anchor_style not in anchor_ops.ANCHOR_STYLES:
+            raise ValueError(f"anchor_style must be one of {anchor_ops.ANCHOR_STYLES}, got {self.anchor_style!r}")
         if not self.fpn and (self.rpn_post_nms_test > self.rpn_pre_nms_test
                              or self.rpn_post_nms_train > self.rpn_pre_nms_train):
             raise ValueError("the RPN keeps at most as many proposals after NMS as before it")
@@ -226,7 +246,7 @@ class ProposalLayer(keras.layers.Layer):
     float32 under :func:`float_section`."""
 
     def __init__(self, map_sizes, image_size, strides, ratios, scales, pre_nms, post_nms, nms_iou, min_size,
-                 **kwargs):
+                 anchor_style="exact", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.map_sizes = tuple(tuple(int(d) for d in size) for size in map_sizes)
@@ -236,7 +256,8 @@ class ProposalLayer(keras.layers.Layer):
         self.scales = tuple(float(s) for s in scales)
         self.pre_nms, self.post_nms = int(pre_nms), int(post_nms)
         self.nms_iou, self.min_size = float(nms_iou), float(min_size)
-        per_level = [anchors_of(size, self.image_size, stride, self.ratios, self.scales)
+        self.anchor_style = anchor_style
+        per_level = [anchors_of(size, self.image_size, stride, self.ratios, self.scales, anchor_style)
                      for size, stride in zip(self.map_sizes, self.strides)]
         self.level_sizes = tuple(len(a) for a in per_level)
         self.anchors = np.concatenate(per_level)
@@ -255,7 +276,8 @@ class ProposalLayer(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "map_sizes": self.map_sizes, "image_size": self.image_size,
                 "strides": self.strides, "ratios": self.ratios, "scales": self.scales, "pre_nms": self.pre_nms,
-                "post_nms": self.post_nms, "nms_iou": self.nms_iou, "min_size": self.min_size}
+                "post_nms": self.post_nms, "nms_iou": self.nms_iou, "min_size": self.min_size,
+                "anchor_style": self.anchor_style}
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
@@ -267,26 +289,45 @@ class RoIPool(keras.layers.Layer):
     builtin-only crop when traced for a TFLite file (:func:`tfzoo.ops.roi.builtin_crops`;
     the same numbers, slower in TensorFlow)."""
 
-    def __init__(self, size=7, sampling_ratio=2, image_size=None, levels=None, **kwargs):
+    def __init__(self, size=7, sampling_ratio=2, image_size=None, levels=None, mode="max", aligned=True,
+                 level_eps=0.0, **kwargs):
         super().__init__(**kwargs)
         self.size, self.sampling_ratio = int(size), int(sampling_ratio)
         self.image_size = None if image_size is None else int(image_size)
         self.levels = None if levels is None else tuple(int(level) for level in levels)
+        if mode not in roi_ops.POOL_MODES:
+            raise ValueError(f"mode must be one of {roi_ops.POOL_MODES}, got {mode!r}")
+        self.mode, self.aligned, self.level_eps = mode, bool(aligned), float(level_eps)
+
+    def _where(self, maps, rois):
+        """``(rois, levels)``: each RoI's level index (0 with one map) and, for ``aligned=False``,
+        the RoIs moved to RoIAlign's unaligned sample points (:func:`tfzoo.ops.roi.unaligned_rois`)."""
+        if len(maps) > 1:
+            levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1],
+                                        eps=self.level_eps) - self.levels[0]
+        else:
+            levels = tf.zeros_like(rois[..., 0], tf.int32)
+        if not self.aligned:
+            rois = roi_ops.unaligned_rois(rois, roi_ops.static_map_sizes(maps), levels)
+        return rois, levels
 
     def call(self, features, rois, training=None):
         if roi_ops.use_builtin_crops():
             return self._builtin(features, rois)
         size = (self.size, self.size)
+        maps = list(features) if isinstance(features, (list, tuple)) else [features]
         # Box coordinates and the sampling positions derived from them stay float32 in an
         # int8 export (on an int8 grid a RoI moves by up to a cell).
         with float_section():
             rois = float_barrier(rois)
-            if isinstance(features, (list, tuple)):
-                levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1]) - self.levels[0]
-                crops = roi_ops.multilevel_roi_pool([float_barrier(f) for f in features], rois, levels, size,
-                                                    self.sampling_ratio)
+            if len(maps) > 1:
+                rois, levels = self._where(maps, rois)
+                crops = roi_ops.multilevel_roi_pool([float_barrier(f) for f in maps], rois, levels, size,
+                                                    self.sampling_ratio, mode=self.mode)
             else:
-                crops = roi_ops.roi_pool(float_barrier(features), rois, size, self.sampling_ratio)
+                if not self.aligned:
+                    rois, _ = self._where(maps, rois)
+                crops = roi_ops.roi_pool(float_barrier(maps[0]), rois, size, self.sampling_ratio, mode=self.mode)
             crops = float_exit(crops)
         return tf.cast(crops, self.compute_dtype)
 
@@ -298,17 +339,13 @@ class RoIPool(keras.layers.Layer):
         maps = list(features) if isinstance(features, (list, tuple)) else [features]
         side = self.size * self.sampling_ratio
         with float_section():
-            rois = float_barrier(rois)
-            if len(maps) > 1:
-                levels = roi_ops.fpn_levels(rois, self.image_size, self.levels[0], self.levels[1]) - self.levels[0]
-            else:
-                levels = tf.zeros_like(rois[..., 0], tf.int32)
+            rois, levels = self._where(maps, float_barrier(rois))
             indices, weights = roi_ops.level_crop_plan(roi_ops.static_map_sizes(maps), rois, levels, (side, side))
             weights = [float_exit(w) for w in weights]
         crops = roi_ops.read_crop_plan(roi_ops.level_table(maps), indices, weights)
         batch, num_rois, channels = tf.shape(rois)[0], tf.shape(rois)[1], maps[0].shape[-1]
         crops = tf.reshape(crops, [batch * num_rois, side, side, channels])
-        pooled = roi_ops.max_pool_crops(crops, batch, num_rois, self.size, self.size, self.sampling_ratio)
+        pooled = roi_ops.max_pool_crops(crops, batch, num_rois, self.size, self.size, self.sampling_ratio, self.mode)
         return tf.cast(pooled, self.compute_dtype)
 
     def compute_output_shape(self, features_shape, rois_shape):
@@ -317,7 +354,8 @@ class RoIPool(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "sampling_ratio": self.sampling_ratio,
-                "image_size": self.image_size, "levels": self.levels}
+                "image_size": self.image_size, "levels": self.levels, "mode": self.mode, "aligned": self.aligned,
+                "level_eps": self.level_eps}
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
@@ -370,9 +408,18 @@ def closest_scale(rois, scales, pixels=224.0 * 224.0):
     return tf.cast(tf.argmin(tf.abs(area[..., None] * sides - pixels), axis=-1), tf.int32)
 
 
-def anchors_of(map_size, image_size, stride, ratios, scales):
+def anchors_of(map_size, image_size, stride, ratios, scales, style="exact"):
     """float32 ``[H * W * A, 4]`` normalized RPN anchors of a ``map_size`` map (the seed's
-    table on base ``stride``, tiled by :func:`tfzoo.ops.anchors.grid_anchors`)."""
+    table on base ``stride``, tiled by :func:`tfzoo.ops.anchors.grid_anchors`; ``style=
+    "torchvision"``: sizes ``stride * scale`` laid out as torchvision's AnchorGenerator,
+    :func:`tfzoo.ops.anchors.torchvision_multilevel_anchors`)."""
+    if style == "torchvision":
+        level = int(round(math.log2(stride)))
+        anchors = anchor_ops.torchvision_multilevel_anchors(image_size, [[stride * s for s in scales]], ratios, level)
+        if len(anchors) != map_size[0] * map_size[1] * len(ratios) * len(scales):
+            raise ValueError(f"torchvision's anchors need the {map_size} map of a {image_size}-px input at stride "
+                             f"{stride} to have ceil(size / stride) cells")
+        return np.asarray(anchors, np.float32)
     base = anchor_ops.anchor_base(stride, ratios, scales)
     anchors_px = anchor_ops.grid_anchors(map_size[0], map_size[1], stride, base)
     return np.asarray(box_ops.normalize(anchors_px, image_size, image_size), np.float32)
@@ -450,7 +497,7 @@ class FasterRCNN(Detector):
         objectness, deltas = layers.rpn_head(rpn_maps, config.num_anchors, config.rpn_channels, name="rpn")
         proposal_layer = ProposalLayer(map_sizes, size, strides, config.anchor_ratios, config.anchor_scales,
                                        config.rpn_pre_nms_test, config.rpn_post_nms_test, config.rpn_nms_iou,
-                                       config.rpn_min_size, name="proposal")
+                                       config.rpn_min_size, anchor_style=config.anchor_style, name="proposal")
         proposals = proposal_layer(objectness, deltas)
         class_logits, box_deltas = _roi_head(roi_maps, proposals, config)
         features = dict(zip(feature_keys, roi_maps))
@@ -558,15 +605,16 @@ def decode_roi_detections(outputs, config):
     if CLASS_SCORES in outputs:  # R-CNN, SPP-Net: the SVMs' (or the softmax's) per-class scores
         scores = float_barrier(outputs[CLASS_SCORES])  # [B, R, K]
     else:
-        logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + 1], background last
-        scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
+        logits = float_barrier(outputs[CLASS_LOGITS])  # [B, R, K + extra + 1], background last
+        scores = tf.exp(logits[..., :config.num_classes]
+                        - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, R, K]
     deltas = tf.reshape(float_barrier(outputs[BOX_DELTAS]),
                         [tf.shape(proposals)[0], -1, config.num_classes, 4])  # [B, R, K, 4]
     boxes = box_ops.clip(box_coder.decode(deltas, proposals[:, :, None, :], config.box_weights))
     boxes = tf.where(box_ops.valid_mask(proposals)[..., None, None], boxes, 0.0)
     return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
                                   iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
-                                  pre_nms_top_k=max(1000, config.max_detections))
+                                  pre_nms_top_k=max(getattr(config, "roi_pre_nms_top_k", 1000), config.max_detections))
 
 
 def _vgg16_head_fits(config):
@@ -603,7 +651,9 @@ def _roi_head(features, rois, config, model=None, return_features=False):
         width = sum(n * n for n in spp_levels) * int(features[0].shape[-1])
     else:
         pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
-                                                 config.roi_levels if fpn else None, name="roi_pool"))
+                                                 config.roi_levels if fpn else None, mode=config.roi_pool_mode,
+                                                 aligned=config.roi_aligned,
+                                                 level_eps=1e-6, name="roi_pool"))
         width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = pool(features if fpn or len(features) > 1 else features[0], rois)  # FPN's levels, SPP-Net's scales
     x = pooled = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, D]
@@ -616,7 +666,7 @@ def _roi_head(features, rois, config, model=None, return_features=False):
                                                                               name=f"roi_fc{i}"))(x)
     # The paper's initialization of the predictors: N(0, 0.01) and N(0, 0.001).
     class_logits = layer("roi_class", lambda: keras.layers.Dense(
-        config.num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), dtype="float32",
+        config.num_classes + config.extra_logits + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), dtype="float32",
         name="roi_class"))(x)
     box_deltas = layer("roi_box", lambda: keras.layers.Dense(
         4 * config.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), dtype="float32",

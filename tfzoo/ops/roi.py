@@ -117,8 +117,12 @@ def _ratio(sampling_ratio):
 # --- RoI pooling --------------------------------------------------------------------
 
 
-def roi_pool(features, rois, output_size=(7, 7), sampling_ratio=2):
-    """RoI max pooling via ``tf.image.crop_and_resize``.
+POOL_MODES = ("max", "avg")
+
+
+def roi_pool(features, rois, output_size=(7, 7), sampling_ratio=2, mode="max"):
+    """RoI max pooling via ``tf.image.crop_and_resize`` (``mode="avg"``: the mean of each
+    bin's samples, as RoIAlign).
 
     Args:
       features: ``[B, H, W, C]`` feature map.
@@ -131,17 +135,17 @@ def roi_pool(features, rois, output_size=(7, 7), sampling_ratio=2):
     Returns:
       ``[B, R, out_h, out_w, C]``, dtype of ``features``.
     """
-    return _roi_pool(features, rois, output_size, sampling_ratio, builtin=False)
+    return _roi_pool(features, rois, output_size, sampling_ratio, builtin=False, mode=mode)
 
 
-def _roi_pool(features, rois, output_size, sampling_ratio, builtin):
+def _roi_pool(features, rois, output_size, sampling_ratio, builtin, mode="max"):
     features, rois = _check_inputs(features, rois)
     (out_h, out_w), s = _pair(output_size, "output_size"), _ratio(sampling_ratio)
     crops = aligned_crops(features, rois, (out_h * s, out_w * s), builtin=builtin)  # [B, R, oh*s, ow*s, C]
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
     channels = features.shape[-1] if features.shape[-1] is not None else tf.shape(features)[-1]
     crops = tf.reshape(crops, [-1, out_h * s, out_w * s, channels])  # [B * R, oh*s, ow*s, C]
-    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features)
+    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features, mode)
 
 
 def aligned_crops(features, rois, crop_size, builtin=False):
@@ -176,9 +180,11 @@ def aligned_crops(features, rois, crop_size, builtin=False):
     return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
 
 
-def fpn_levels(rois, image_size, min_level=2, max_level=5, canonical_level=4, canonical_size=224.0):
+def fpn_levels(rois, image_size, min_level=2, max_level=5, canonical_level=4, canonical_size=224.0, eps=0.0):
     """The pyramid level each RoI is pooled from (Lin et al. 2017, eq. 1):
-    ``k = floor(k0 + log2(sqrt(w h) / 224))``, clamped to ``[min_level, max_level]``.
+    ``k = floor(k0 + log2(sqrt(w h) / 224) + eps)``, clamped to ``[min_level, max_level]``
+    (torchvision's ``MultiScaleRoIAlign`` adds ``eps = 1e-6``: a RoI of exactly 112 px goes
+    to level 3 there, not to 2 as float rounding may send it).
 
     ``rois [..., 4]`` normalized; ``image_size`` ``(height, width)`` in pixels (w and h are
     the RoI's in pixels). An empty RoI goes to ``min_level``. Returns int32 ``[...]``.
@@ -186,7 +192,7 @@ def fpn_levels(rois, image_size, min_level=2, max_level=5, canonical_level=4, ca
     height, width = (image_size, image_size) if isinstance(image_size, (int, float)) else image_size
     y1, x1, y2, x2 = tf.unstack(tf.cast(rois, tf.float32), axis=-1)
     side = tf.sqrt(tf.maximum(y2 - y1, 0.0) * float(height) * tf.maximum(x2 - x1, 0.0) * float(width))
-    level = tf.floor(canonical_level + tf.math.log(tf.maximum(side, 1e-6) / canonical_size) / tf.math.log(2.0))
+    level = tf.floor(canonical_level + tf.math.log(tf.maximum(side, 1e-6) / canonical_size) / tf.math.log(2.0) + eps)
     return tf.cast(tf.clip_by_value(level, min_level, max_level), tf.int32)
 
 
@@ -219,6 +225,26 @@ def multilevel_aligned_crops(features_by_level, rois, levels, crop_size, builtin
         crops = _canvas_level_crops([_pad_with_border(f) for f in maps], sizes, levels, batch, num_rois, ys, xs,
                                     height, width, (crop_h, crop_w))
     return tf.reshape(crops, [batch, num_rois, crop_h, crop_w, channels])
+
+
+def unaligned_rois(rois, sizes, levels=None):
+    """RoIs that, sampled at this module's aligned points, give RoIAlign's ``aligned=False``
+    points (torchvision's ``MultiScaleRoIAlign``, Detectron's original RoIAlign): there row
+    ``j`` of ``n`` over ``[y1, y2]`` on a map of ``H`` rows is at ``y1 * H + (j + 0.5) *
+    max((y2 - y1) * H, 1) / n``, no half-pixel shift and a RoI at least one cell high; so
+    each edge moves by ``0.5 / H`` and the side grows to at least ``1 / H`` (likewise for x).
+
+    ``rois [B, R, 4]`` normalized to the maps' edges; ``sizes``: the maps' static ``(H, W)``
+    (one map, or a pyramid's levels with ``levels [B, R]`` indices into them)."""
+    rois = tf.cast(rois, tf.float32)
+    if levels is None:
+        levels = tf.zeros_like(rois[..., 0], tf.int32)
+    height = _per_roi([float(h) for h, _ in sizes], tf.float32, levels)
+    width = _per_roi([float(w) for _, w in sizes], tf.float32, levels)
+    y1, x1, y2, x2 = tf.unstack(rois, axis=-1)
+    y1, x1 = y1 + 0.5 / height, x1 + 0.5 / width
+    return tf.stack([y1, x1, y1 + tf.maximum(y2 - rois[..., 0], 1.0 / height),
+                     x1 + tf.maximum(x2 - rois[..., 1], 1.0 / width)], axis=-1)
 
 
 def static_map_sizes(maps):
@@ -309,10 +335,12 @@ def _canvas_level_crops(padded, sizes, levels, batch, num_rois, ys, xs, height, 
     return tf.cond(tf.reduce_all(inside), lambda: crops, lambda: tf.where(inside[..., None], crops, 0.0))
 
 
-def multilevel_roi_pool(features_by_level, rois, levels, output_size=(7, 7), sampling_ratio=2, builtin=False):
+def multilevel_roi_pool(features_by_level, rois, levels, output_size=(7, 7), sampling_ratio=2, builtin=False,
+                        mode="max"):
     """:func:`roi_pool` with each RoI read from its own pyramid level (``levels [B, R]``
     indices into ``features_by_level``, see :func:`multilevel_aligned_crops`): the
-    ``output_size * sampling_ratio`` aligned samples of each RoI, max-pooled per cell.
+    ``output_size * sampling_ratio`` aligned samples of each RoI, max-pooled (or, with
+    ``mode="avg"``, averaged) per cell.
     Returns ``[B, R, out_h, out_w, C]`` in the maps' dtype."""
     out_h, out_w = _pair(output_size, "output_size")
     s = _ratio(sampling_ratio)
@@ -320,7 +348,7 @@ def multilevel_roi_pool(features_by_level, rois, levels, output_size=(7, 7), sam
     batch, num_rois = tf.shape(rois)[0], tf.shape(rois)[1]
     channels = features_by_level[0].shape[-1]
     crops = tf.reshape(crops, [batch * num_rois, out_h * s, out_w * s, channels])
-    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features_by_level[0])
+    return _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features_by_level[0], mode)
 
 
 def _pad_with_border(features):
@@ -362,15 +390,18 @@ def _aligned_points(low, high, size, crop):
     return (low * size - 0.5 + 1.0)[..., None] + steps * cell[..., None]
 
 
-def _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features):
-    return tf.cast(max_pool_crops(crops, batch, num_rois, out_h, out_w, s), features.dtype)
+def _max_pool_crops(crops, batch, num_rois, out_h, out_w, s, features, mode="max"):
+    return tf.cast(max_pool_crops(crops, batch, num_rois, out_h, out_w, s, mode), features.dtype)
 
 
-def max_pool_crops(crops, batch, num_rois, out_h, out_w, s):
-    """RoI max pooling of aligned crops ``[B * R, out_h * s, out_w * s, C]``: the max of
-    every ``s x s`` block, ``[B, R, out_h, out_w, C]``."""
+def max_pool_crops(crops, batch, num_rois, out_h, out_w, s, mode="max"):
+    """RoI pooling of aligned crops ``[B * R, out_h * s, out_w * s, C]``: the max (``mode=
+    "avg"``: the mean, RoIAlign's) of every ``s x s`` block, ``[B, R, out_h, out_w, C]``."""
+    if mode not in POOL_MODES:
+        raise ValueError(f"mode must be one of {POOL_MODES}, got {mode!r}")
     if s > 1:
-        crops = tf.nn.max_pool2d(crops, ksize=s, strides=s, padding="VALID")
+        pool = tf.nn.max_pool2d if mode == "max" else tf.nn.avg_pool2d
+        crops = pool(crops, ksize=s, strides=s, padding="VALID")
     channels = crops.shape[-1] if crops.shape[-1] is not None else tf.shape(crops)[-1]
     return tf.reshape(crops, [batch, num_rois, out_h, out_w, channels])
 
@@ -458,14 +489,14 @@ def _bilinear_plan(index, rows, cols):
     return indices, weights
 
 
-def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2):
+def roi_pool_builtin(features, rois, output_size=(7, 7), sampling_ratio=2, mode="max"):
     """:func:`roi_pool` made of TFLite builtin ops only (no ``crop_and_resize``).
 
     Same arguments, result and sampling points as :func:`roi_pool` (agrees to float
     rounding, ~1e-6; tested at 1e-5);
     returns ``[B, R, out_h, out_w, C]``.
     """
-    return _roi_pool(features, rois, output_size, sampling_ratio, builtin=True)
+    return _roi_pool(features, rois, output_size, sampling_ratio, builtin=True, mode=mode)
 
 
 # --- spatial pyramid pooling --------------------------------------------------------
