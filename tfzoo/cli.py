@@ -914,11 +914,30 @@ def cmd_export_data(args):
 def cmd_convert(args):
     import tfzoo.convert
 
+    if args.check and args.source.endswith(".weights"):
+        raise ValueError("--check compares with torchvision: it applies to torchvision checkpoints, not .weights")
     detector = tfzoo.convert.convert(args.source, args.model, args.out, cfg=args.cfg, overwrite=args.overwrite,
                                      image_size=args.image_size, bn_eps=args.bn_eps)
     config = detector.config
     print(f"{args.source} -> {args.out}: {config.name} at {config.image_size} px, {config.num_classes} classes, "
           f"{detector.count_params():,} parameters ('tfzoo predict/evaluate/export {args.out}' take it)")
+    with open(os.path.join(args.out, tfzoo.convert.SOURCE_FILE), encoding="utf-8") as f:
+        source = json.load(f)
+    if "bn_eps" in source:
+        print(f"torchvision's batch-norm epsilon: {source['bn_eps']:g} ("
+              + ("given" if args.bn_eps is not None else "inferred: 1e-5 with num_batches_tracked entries, else 0 as "
+                 "the published COCO files; --bn-eps 1e-5 for a frozen-backbone fine-tune") + ")")
+    if args.check:
+        report = tfzoo.convert.check(detector, args.source, images=2, bn_eps=args.bn_eps)
+        gaps = {**report["features"], **report["heads"]}
+        print(f"against torchvision on 2 random images: largest difference relative to torchvision's largest "
+              f"value {max(gaps.values()):.1e} ({max(gaps, key=gaps.get)})")
+        for key in ("proposals", "detections"):
+            if key in report:
+                found = report[key]
+                print(f"  {key}: torchvision {found['theirs']}, tfzoo {found['ours']}, matched by class and IoU >= "
+                      f"0.99: {found['matched']} (boxes under 1 px left out: {found['theirs_small']} / "
+                      f"{found['ours_small']})")
     return 0
 
 
@@ -1265,23 +1284,28 @@ def build_parser():
     p.add_argument("--strict", action="store_true", help="fail on the first validation problem of the source")
     p.set_defaults(func=cmd_export_data, parser=p)
 
-    p = sub.add_parser("convert", help="convert published weights (torchvision RetinaNet, Darknet YOLOv3) into a tfzoo "
-                                       "model folder",
+    p = sub.add_parser("convert", help="convert published weights (torchvision RetinaNet, Faster R-CNN, SSD300; "
+                                       "Darknet YOLOv3) into a tfzoo model folder",
                        description="Reads published detector weights into a tfzoo preset and writes OUT/model.keras, "
                                    "config.json and converted.json, which predict, evaluate, export and compare "
-                                   "--trained take like a training directory. Sources: a torchvision "
-                                   "retinanet_resnet50_fpn checkpoint (.pth, read with torch.load(weights_only=True): "
-                                   "pip install 'tfzoo[convert]'; or .safetensors, read without torch) into retinanet "
-                                   "(COCO's 80 classes from its 91-entry head); a Darknet .weights file of YOLOv3 or "
+                                   "--trained take like a training directory. Sources: torchvision checkpoints "
+                                   "(.pth, read with torch.load(weights_only=True): pip install 'tfzoo[convert]'; or "
+                                   ".safetensors, read without torch) of retinanet_resnet50_fpn, "
+                                   "fasterrcnn_resnet50_fpn and ssd300_vgg16 into retinanet, faster_rcnn_fpn and "
+                                   "ssd300 (COCO's 80 classes from their 91-entry heads); a Darknet .weights file of "
+                                   "YOLOv3 or "
                                    "YOLOv3-tiny (with the .cfg it goes with; without one, the published yolov3.cfg / "
                                    "yolov3-tiny.cfg: 608 / 416 px, 80 COCO classes) into yolov3 / yolov3_tiny.")
     p.add_argument("source", metavar="SOURCE", help="a torchvision checkpoint (.pth, .pt, .safetensors) or a Darknet "
                                                     ".weights file (yolov3.weights, yolov3-tiny.weights)")
-    p.add_argument("--model", choices=("retinanet", "yolov3", "yolov3_tiny"), default=None,
+    p.add_argument("--model", choices=("retinanet", "faster_rcnn_fpn", "ssd300", "yolov3", "yolov3_tiny"), default=None,
                    help="the preset to fill (default: the checkpoint's; for Darknet the cfg's layout, else yolov3)")
     p.add_argument("--image-size", type=int, metavar="N", default=None,
-                   help="the square input size (default: 1024 for torchvision checkpoints, the cfg's or the published "
-                        "cfg's for Darknet)")
+                   help="the square input size (default: 1024 for torchvision's RetinaNet and Faster R-CNN, 300 "
+                        "for its SSD300 (fixed), the cfg's or the published cfg's for Darknet)")
+    p.add_argument("--check", action="store_true",
+                   help="then run torchvision's own model on the checkpoint and the converted one on two random "
+                        "images and print how far apart they are (needs torch and torchvision)")
     p.add_argument("--bn-eps", type=float, metavar="EPS", default=None,
                    help="torchvision's batch-norm epsilon (default: 1e-5 when the file has num_batches_tracked "
                         "entries, else 0, as the published COCO checkpoints load)")

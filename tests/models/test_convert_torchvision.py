@@ -97,6 +97,29 @@ def faster_rcnn_state(seed=0, classes=91, tracked=True):
     return w.state
 
 
+def ssd_state(seed=0, classes=91):
+    """The same for ``ssd300_vgg16`` (``ssd.py``, VGG-16 cfg "D"): conv1_1 ... conv4_3 at
+    ``features`` 0 ... 21, conv5 and fc6/fc7 in ``extra.0``, the four extra blocks, the heads."""
+    w = _Writer(seed, tracked=False)
+    channels = 3
+    for index, out in zip((0, 2, 5, 7, 10, 12, 14, 17, 19, 21), (64, 64, 128, 128, 256, 256, 256, 512, 512, 512)):
+        w.conv(f"backbone.features.{index}", out, channels, 3, bias=True)
+        channels = out
+    for index in (1, 3, 5):
+        w.conv(f"backbone.extra.0.{index}", 512, 512, 3, bias=True)
+    w.conv("backbone.extra.0.7.1", 1024, 512, 3, bias=True)
+    w.conv("backbone.extra.0.7.3", 1024, 1024, 1, bias=True)
+    w.state["backbone.scale_weight"] = np.full(512, 20.0, np.float32)
+    for k, (mid, out, inp) in enumerate(((256, 512, 1024), (128, 256, 512), (128, 256, 256), (128, 256, 256)),
+                                        start=1):
+        w.conv(f"backbone.extra.{k}.0", mid, inp, 1, bias=True)
+        w.conv(f"backbone.extra.{k}.2", out, mid, 3, bias=True)
+    for k, (anchors, inp) in enumerate(zip((4, 6, 6, 6, 4, 4), (512, 1024, 512, 256, 256, 256))):
+        w.conv(f"head.classification_head.module_list.{k}", anchors * classes, inp, 3, bias=True, std=2e-4)
+        w.conv(f"head.regression_head.module_list.{k}", anchors * 4, inp, 3, bias=True, std=0.01)
+    return w.state
+
+
 @pytest.fixture(scope="module")
 def state():
     return retinanet_state()
@@ -165,7 +188,8 @@ def test_each_entry_lands_where_torchvision_reads_it(state, converted):
     assert config.num_classes == 80 and config.class_names[0] == "person" and config.max_detections == 300
     # the class columns: tfzoo's (anchor a, class k) <- torchvision's a * 91 + COCO id of k
     kernel, bias = converted.get_layer("class_head_predict").get_weights()
-    theirs_w, theirs_b = state["head.classification_head.cls_logits.weight"], state["head.classification_head.cls_logits.bias"]
+    theirs_w = state["head.classification_head.cls_logits.weight"]
+    theirs_b = state["head.classification_head.cls_logits.bias"]
     for a, k in ((0, 0), (4, 11), (8, 79)):
         row = a * 91 + tv.COCO_CATEGORY_IDS[k]
         np.testing.assert_array_equal(kernel[..., a * 80 + k], theirs_w[row].transpose(1, 2, 0))
@@ -173,13 +197,14 @@ def test_each_entry_lands_where_torchvision_reads_it(state, converted):
     # the deltas: tfzoo's (dy, dx, dh, dw) <- torchvision's (dx, dy, dw, dh)
     kernel, _ = converted.get_layer("box_head_predict").get_weights()
     for ours, theirs in ((0, 1), (1, 0), (2, 3), (3, 2), (5 * 4 + 3, 5 * 4 + 2)):
-        np.testing.assert_array_equal(kernel[..., ours], state["head.regression_head.bbox_reg.weight"][theirs].transpose(1, 2, 0))
+        np.testing.assert_array_equal(kernel[..., ours],
+                                      state["head.regression_head.bbox_reg.weight"][theirs].transpose(1, 2, 0))
     # a folded batch norm: Keras' layer computes torchvision's affine map (epsilon 1e-5)
     bn = converted.get_layer("backbone").get_layer("conv4_block6_2_bn")
     key = "backbone.body.layer3.5.bn2"
     x = np.random.default_rng(1).normal(size=(1, 2, 2, 256)).astype(np.float32)
-    theirs = (x - state[f"{key}.running_mean"]) / np.sqrt(state[f"{key}.running_var"] + 1e-5) * state[f"{key}.weight"] \
-        + state[f"{key}.bias"]
+    scale = state[f"{key}.weight"] / np.sqrt(state[f"{key}.running_var"] + 1e-5)
+    theirs = (x - state[f"{key}.running_mean"]) * scale + state[f"{key}.bias"]
     np.testing.assert_allclose(np.asarray(bn(x, training=False)), theirs, rtol=1e-5, atol=1e-5)
 
 
@@ -208,12 +233,43 @@ def test_faster_rcnn_entries_land_where_torchvision_reads_them():
                                   state["rpn.head.bbox_pred.weight"][[5, 4, 7, 6], :, 0, 0])
 
 
+def test_ssd_entries_land_where_torchvision_reads_them():
+    state = ssd_state()
+    detector = tfzoo.convert.load_state(state)
+    config = detector.config
+    assert (config.image_size, config.vgg_normalization, config.extra_logits, config.pre_nms_per_class) == (
+        300, "torchvision_ssd", 10, True)
+    assert len(detector.anchors) == 8732
+    # map 1 (6 boxes a cell): tfzoo's boxes 2..5 (tall, wide, tall, wide) are torchvision's
+    # 3, 2, 5, 4 (wide first); the class columns as Faster R-CNN's, deltas swapped
+    kernel, bias = detector.get_layer("class_head_1").get_weights()
+    theirs_w = state["head.classification_head.module_list.1.weight"]
+    for a, theirs in ((0, 0), (1, 1), (2, 3), (3, 2), (5, 4)):
+        np.testing.assert_array_equal(kernel[..., a * 91 + 5], theirs_w[theirs * 91 + 6].transpose(1, 2, 0))  # bus
+        np.testing.assert_array_equal(kernel[..., a * 91 + 90], theirs_w[theirs * 91].transpose(1, 2, 0))  # background
+    kernel, _ = detector.get_layer("box_head_1").get_weights()
+    theirs = state["head.regression_head.module_list.1.weight"][3 * 4 + 1]  # box 2's dy <- box 3's dy (entry 1)
+    np.testing.assert_array_equal(kernel[..., 2 * 4 + 0], theirs.transpose(1, 2, 0))
+    # the default boxes: torchvision's steps and clipped sizes; box 2 of cell (0, 0) of the
+    # 38 x 38 map is tall: centre 4 / 300, h = 0.07 sqrt 2
+    box = np.asarray(detector.anchors[2])
+    np.testing.assert_allclose((box[0] + box[2]) / 2, 4 / 300, atol=1e-6)
+    np.testing.assert_allclose(box[2] - box[0], 0.07 * 2**0.5, atol=1e-6)
+    last = np.asarray(detector.anchors[-2:])  # the 1 x 1 map's ratio-2 pair, 1.23 clipped to 1
+    np.testing.assert_allclose(np.maximum(last[:, 2] - last[:, 0], last[:, 3] - last[:, 1]), 1.0, atol=1e-6)
+    pixels = np.full((1, 300, 300, 3), [123.0, 117.0, 104.0], np.float32)
+    assert np.abs(np.asarray(detector.get_layer("normalize")(pixels))).max() < 1e-2  # RGB minus its mean
+
+
 def test_bad_checkpoints_are_named(state):
     config = tv.retinanet_config(state, SIZE)
     build = lambda: tfzoo.build_model("retinanet", **config)  # noqa: E731
     missing = {k: v for k, v in state.items() if k != "backbone.body.layer2.1.bn3.running_var"}
     with pytest.raises(tv.CheckpointError, match=r"no entry 'backbone\.body\.layer2\.1\.bn3\.running_var'"):
         tv.load_retinanet(build(), missing, "m.pth")
+    no_block = {k: v for k, v in state.items() if not k.startswith("backbone.body.layer4.2.")}  # a whole block
+    with pytest.raises(tv.CheckpointError, match=r"no entry 'backbone\.body\.layer4\.2\.conv1\.weight'"):
+        tv.load_retinanet(build(), no_block, "m.pth")
     extra = {**state, "roi_heads.box_head.fc6.weight": np.zeros((2, 2), np.float32)}
     with pytest.raises(tv.CheckpointError, match=r"m\.pth: entries the model has no place for: roi_heads"):
         tv.load_retinanet(build(), extra, "m.pth")
@@ -239,7 +295,6 @@ def test_convert_command_reads_a_safetensors_file(tmp_path, state, capsys):
     assert restored.config.anchor_style == "torchvision"
     assert cli.main(["convert", str(path), "--model", "yolov3", "--out", str(tmp_path / "x")]) == 1
     assert "converts into retinanet, not yolov3" in capsys.readouterr().err
-
 
 
 
@@ -271,16 +326,37 @@ def test_retinanet_against_torchvision(tmp_path, tracked):
 
 
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="needs torch and torchvision (pip install 'tfzoo[convert]')")
-def test_faster_rcnn_against_torchvision(tmp_path):
+def test_faster_rcnn_against_torchvision(tmp_path, capsys):
     """The same for fasterrcnn_resnet50_fpn (frozen batch norm, as published): maps, the
     RPN's and the RoI head's raw outputs within 1e-4; every proposal and detection whose
-    sides are a pixel or more matched."""
+    sides are a pixel or more matched. Converted by ``tfzoo convert --check``."""
     path = tmp_path / "faster_rcnn.safetensors"
     tv.write_safetensors(path, faster_rcnn_state(seed=6, tracked=False))
-    detector = tfzoo.convert.load(str(path), image_size=SIZE)
+    assert cli.main(["convert", str(path), "--image-size", str(SIZE), "--out", str(tmp_path / "c"), "--check"]) == 0
+    printed = capsys.readouterr().out
+    assert "against torchvision on 2 random images" in printed and "proposals: torchvision" in printed, printed
+    detector = keras.saving.load_model(str(tmp_path / "c" / "model.keras"), safe_mode=True, compile=False)
     images = np.random.default_rng(7).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
     report = tv.check_faster_rcnn(detector, tv.read_state_dict(path), images)
     assert max(report["features"].values()) < 1e-4 and max(report["heads"].values()) < 1e-4, report
     for key in ("proposals", "detections"):
         found = report[key]
         assert found["theirs"] > 20 and found["matched"] == found["theirs"] == found["ours"], (key, found)
+    # (the random head's logits run to the hundreds: 2e-6 of that moves a softmax by 2e-4)
+    assert report["detections"]["max_score_diff"] < 1e-3
+
+
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="needs torch and torchvision (pip install 'tfzoo[convert]')")
+def test_ssd_against_torchvision(tmp_path):
+    """The same for ssd300_vgg16, detections above 0.3 (the class head drawn small enough
+    that no softmax saturates: among boxes of one class all scoring 1.0 to float precision,
+    either NMS may keep any)."""
+    path = tmp_path / "ssd.safetensors"
+    state = ssd_state(seed=8)
+    tv.write_safetensors(path, state)
+    detector = tfzoo.convert.load(str(path))
+    images = np.random.default_rng(9).uniform(0, 255, (1, 300, 300, 3)).astype(np.float32)
+    report = tv.check_ssd(detector, tv.read_state_dict(path), images, score_threshold=0.3)
+    assert max(report["features"].values()) < 1e-4 and max(report["heads"].values()) < 1e-4, report
+    found = report["detections"]
+    assert found["theirs"] > 20 and found["matched"] == found["theirs"] == found["ours"], found

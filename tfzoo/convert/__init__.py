@@ -13,9 +13,9 @@ Sources so far:
 - Darknet ``.weights`` files of YOLOv3 and YOLOv3-tiny (:mod:`tfzoo.convert.darknet`),
   with the ``.cfg`` they go with (without one, the published ``yolov3.cfg`` /
   ``yolov3-tiny.cfg``: 608 / 416 px, 80 COCO classes, their anchors and masks);
-- torchvision's ``retinanet_resnet50_fpn`` and ``fasterrcnn_resnet50_fpn`` checkpoints
-  (``.pth`` or ``.safetensors``; :mod:`tfzoo.convert.torchvision`) into ``retinanet`` and
-  ``faster_rcnn_fpn``. ``ssd300_vgg16`` is recognized and refused as not converted yet.
+- torchvision's ``retinanet_resnet50_fpn``, ``fasterrcnn_resnet50_fpn`` and
+  ``ssd300_vgg16`` checkpoints (``.pth`` or ``.safetensors``; :mod:`tfzoo.convert.torchvision`)
+  into ``retinanet``, ``faster_rcnn_fpn`` and ``ssd300``.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ PUBLISHED = {
 SOURCE_FILE = "converted.json"
 
 
-#: torchvision architectures a checkpoint's keys identify -> (tfzoo preset, converted yet).
+#: torchvision architectures a checkpoint's keys identify -> the tfzoo preset they convert into.
 TORCHVISION_SOURCES = {
     "retinanet_resnet50_fpn": "retinanet",
     "fasterrcnn_resnet50_fpn": "faster_rcnn_fpn",
@@ -70,17 +70,39 @@ def load_state(state, model=None, image_size=None, bn_eps=None, info=None, sourc
     preset = TORCHVISION_SOURCES[architecture]
     if model is not None and model != preset:
         raise ValueError(f"{source}: a {architecture} checkpoint converts into {preset}, not {model}")
-    if architecture == "ssd300_vgg16":
-        raise NotImplementedError(f"{source}: {architecture} checkpoints are not converted yet (issue 24); "
-                                  "retinanet_resnet50_fpn and fasterrcnn_resnet50_fpn ones are")
     configure, fill = {"retinanet_resnet50_fpn": (tv.retinanet_config, tv.load_retinanet),
-                       "fasterrcnn_resnet50_fpn": (tv.faster_rcnn_config, tv.load_faster_rcnn)}[architecture]
-    detector = tfzoo.build_model(preset, **configure(state, image_size or TORCHVISION_IMAGE_SIZE, source))
+                       "fasterrcnn_resnet50_fpn": (tv.faster_rcnn_config, tv.load_faster_rcnn),
+                       "ssd300_vgg16": (tv.ssd_config, tv.load_ssd)}[architecture]
+    if architecture == "ssd300_vgg16":  # its default boxes fix the size
+        overrides = configure(state, image_size, source)
+    else:
+        overrides = configure(state, image_size or TORCHVISION_IMAGE_SIZE, source)
+    detector = tfzoo.build_model(preset, **overrides)
     fill(detector, state, source, bn_eps)
     if info is not None:
         info.update({"format": "torchvision", "architecture": architecture,
                      "bn_eps": tv.batch_norm_eps(state, bn_eps)})
     return detector
+
+
+def check(detector, source, images=2, seed=0, bn_eps=None):
+    """Compares a converted ``detector`` with torchvision's own model holding the checkpoint
+    ``source`` (:func:`tfzoo.convert.torchvision.check_retinanet` and its siblings) on
+    ``images`` (``[N, S, S, 3]`` RGB pixels at the detector's size, or a count of random
+    ones). Needs torch and torchvision. Returns their report."""
+    import numpy as np  # noqa: PLC0415
+
+    from tfzoo.convert import torchvision as tv  # noqa: PLC0415
+
+    state = tv.read_state_dict(source)
+    size = detector.config.image_size
+    if isinstance(images, int):
+        images = np.random.default_rng(seed).uniform(0, 255, (images, size, size, 3)).astype(np.float32)
+    architecture = torchvision_architecture(state, source)
+    if architecture == "ssd300_vgg16":
+        return tv.check_ssd(detector, state, images, path=source)
+    checker = tv.check_retinanet if architecture == "retinanet_resnet50_fpn" else tv.check_faster_rcnn
+    return checker(detector, state, images, bn_eps=bn_eps, path=source)
 
 
 def load(source, model=None, cfg=None, image_size=None, bn_eps=None, info=None):

@@ -6,21 +6,29 @@ extra installs torch), or a ``.safetensors`` file, which this module parses itse
 needed). A training checkpoint of torchvision's reference scripts (``{"model": state_dict,
 "optimizer": ...}``) is unwrapped. The converted model needs no torch.
 
-Sources so far:
+Sources (each ``*_config`` function sets the preset to the checkpoint's architecture and
+says how):
 
 - ``retinanet_resnet50_fpn`` (COCO_V1, box AP 36.4 on COCO val2017) -> ``retinanet``
-  (:func:`retinanet_config`, :func:`load_retinanet`).
+  (:func:`retinanet_config`, :func:`load_retinanet`, :func:`check_retinanet`);
+- ``fasterrcnn_resnet50_fpn`` (COCO_V1, box AP 37.0) -> ``faster_rcnn_fpn``
+  (:func:`faster_rcnn_config`, :func:`load_faster_rcnn`, :func:`check_faster_rcnn`);
+- ``ssd300_vgg16`` (COCO_V1, box AP 25.1) -> ``ssd300`` (:func:`ssd_config`,
+  :func:`load_ssd`, :func:`check_ssd`).
 
 How a checkpoint's layout becomes tfzoo's:
 
 - Convolution kernels ``[out, in, kh, kw]`` -> ``[kh, kw, in, out]``.
 - Batch norm: folded into Keras' layer as ``gamma = weight / sqrt(running_var + eps)``,
   ``beta = bias - running_mean * gamma``, moving mean 0 and moving variance ``1 -
-  keras_eps``, so the Keras layer computes exactly torchvision's affine map whatever the
-  two epsilons. torchvision's epsilon is not in the file: a state dict with
-  ``num_batches_tracked`` entries comes from ``nn.BatchNorm2d`` (epsilon 1e-5); one
-  without them from ``FrozenBatchNorm2d``, which the published COCO_V1 RetinaNet and Faster
-  R-CNN load with epsilon 0 (``overwrite_eps``). ``bn_eps`` overrides the rule.
+  keras_eps``, so Keras' own epsilon drops out. torchvision's epsilon is not in the file and
+  is inferred (:func:`batch_norm_eps`): a state dict with ``num_batches_tracked`` entries
+  comes from ``nn.BatchNorm2d`` (epsilon 1e-5); one without them from
+  ``FrozenBatchNorm2d``, which the published COCO_V1 RetinaNet and Faster R-CNN load with
+  epsilon 0 (``overwrite_eps``). A model fine-tuned from ImageNet weights through
+  torchvision's ``weights_backbone`` has frozen batch norms at 1e-5 and no such entries:
+  pass ``bn_eps=1e-5`` (``tfzoo convert --bn-eps 1e-5``) for it. (The two differ by about
+  ``1e-5 / (2 running_var)``, relative.)
 - Key spellings of older torchvision versions (FPN ``inner_blocks.0.weight``, RetinaNet
   head ``conv.2.weight``, RPN ``rpn.head.conv.weight``) are read as the current ones.
 - Classes: a 91-entry head is torchvision's COCO index (category id = index, 0 the
@@ -101,15 +109,17 @@ def _read_safetensors(path):
             dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: entry {name!r} has no dtype, shape and data_offsets") from None
-        if dtype == "BF16":
-            raw = np.frombuffer(data[begin:end], "<u2").astype(np.uint32) << 16
-            values = raw.view(np.float32)
-        elif dtype in _SAFETENSORS_DTYPES:
-            values = np.frombuffer(data[begin:end], np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
-        else:
+        if dtype != "BF16" and dtype not in _SAFETENSORS_DTYPES:
             raise CheckpointError(f"{path}: entry {name!r} has dtype {dtype}, which tfzoo does not read")
-        if not 0 <= begin <= end <= len(data) or values.size != int(np.prod(shape, dtype=np.int64)):
-            raise CheckpointError(f"{path}: entry {name!r}: {end - begin} bytes of {dtype} for shape {list(shape)}")
+        itemsize = 2 if dtype == "BF16" else np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= len(data)) or \
+                end - begin != itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise CheckpointError(f"{path}: entry {name!r}: bytes {begin}..{end} of {len(data)} for {dtype} of shape "
+                                  f"{list(shape)}")
+        if dtype == "BF16":
+            values = (np.frombuffer(data[begin:end], "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            values = np.frombuffer(data[begin:end], np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
         arrays[name] = values.reshape(shape)
     return arrays
 
@@ -271,30 +281,22 @@ def set_batch_norm(layer, source, key):
     _set(layer, [scale, shift, np.zeros_like(scale), variance], source, key)
 
 
-def set_resnet(backbone, source, prefix):
-    """Loads torchvision's ResNet (``{prefix}conv1``, ``{prefix}layer1.0.conv1`` ...) into a
-    :func:`tfzoo.backbones.resnet.torchvision_resnet` backbone."""
+def set_resnet(backbone, source, prefix, blocks=(3, 4, 6, 3)):
+    """Loads torchvision's ResNet (``{prefix}conv1``, ``{prefix}layer1.0.conv1`` ...; ``blocks``
+    per stage, ResNet-50's by default) into a :func:`tfzoo.backbones.resnet.torchvision_resnet`
+    backbone. A missing entry is named; an entry beyond the layout is left for
+    ``check_all_used`` to name."""
     set_conv(backbone.get_layer("conv1_conv"), source, f"{prefix}conv1")
     set_batch_norm(backbone.get_layer("conv1_bn"), source, f"{prefix}bn1")
-    stage = 1
-    while any(k.startswith(f"{prefix}layer{stage}.") for k in source.state):
-        block = 0
-        while any(k.startswith(f"{prefix}layer{stage}.{block}.") for k in source.state):
+    for stage, count in enumerate(blocks, start=1):
+        for block in range(count):
             ours, theirs = f"conv{stage + 1}_block{block + 1}", f"{prefix}layer{stage}.{block}"
-            try:
-                for k in (1, 2, 3):
-                    set_conv(backbone.get_layer(f"{ours}_{k}_conv"), source, f"{theirs}.conv{k}")
-                    set_batch_norm(backbone.get_layer(f"{ours}_{k}_bn"), source, f"{theirs}.bn{k}")
-                if block == 0:
-                    set_conv(backbone.get_layer(f"{ours}_0_conv"), source, f"{theirs}.downsample.0")
-                    set_batch_norm(backbone.get_layer(f"{ours}_0_bn"), source, f"{theirs}.downsample.1")
-            except ValueError as error:  # Keras: no such layer
-                if isinstance(error, CheckpointError):
-                    raise
-                raise CheckpointError(f"{source.path}: {theirs} has no place in the model's ResNet "
-                                      f"({error})") from None
-            block += 1
-        stage += 1
+            for k in (1, 2, 3):
+                set_conv(backbone.get_layer(f"{ours}_{k}_conv"), source, f"{theirs}.conv{k}")
+                set_batch_norm(backbone.get_layer(f"{ours}_{k}_bn"), source, f"{theirs}.bn{k}")
+            if block == 0:
+                set_conv(backbone.get_layer(f"{ours}_0_conv"), source, f"{theirs}.downsample.0")
+                set_batch_norm(backbone.get_layer(f"{ours}_0_bn"), source, f"{theirs}.downsample.1")
 
 
 def coco_columns(num_entries, source, key):
@@ -327,9 +329,9 @@ def retinanet_config(state, image_size=1024, source="checkpoint"):
         raise CheckpointError(f"{src.path}: {key} has {entries} outputs for {anchors} anchors per location; "
                               "retinanet_resnet50_fpn has 9 anchors (3 sizes x 3 ratios)")
     columns, _, names = coco_columns(entries // anchors, src, key)
-    if "backbone.fpn.extra_blocks.p6.weight" in src.state and src.shape("backbone.fpn.extra_blocks.p6.weight")[1] != 256:
-        raise CheckpointError(f"{src.path}: P6 is computed from C5 ({src.shape('backbone.fpn.extra_blocks.p6.weight')[1]} "
-                              "channels): that is retinanet_resnet50_fpn_v2, whose GroupNorm heads tfzoo does not "
+    p6 = "backbone.fpn.extra_blocks.p6.weight"
+    if p6 in src.state and src.shape(p6)[1] != 256:
+        raise CheckpointError(f"{src.path}: P6 is computed from C5 ({src.shape(p6)[1]} channels): that is retinanet_resnet50_fpn_v2, whose GroupNorm heads tfzoo does not "
                               "convert; retinanet_resnet50_fpn (v1) is")
     return {"backbone": "resnet50_tv", "backbone_weights": None, "image_size": int(image_size),
             "num_classes": len(columns), "class_names": tuple(names), "p6_input": "p5", "symmetric_padding": True,
@@ -436,6 +438,73 @@ def load_faster_rcnn(detector, state, path="checkpoint", bn_eps=None):
     return detector
 
 
+# --- SSD ----------------------------------------------------------------------------------
+
+#: torchvision ssd300_vgg16's default boxes and inference settings (``models/detection/ssd.py``).
+SSD300_SETTINGS = {"image_size": 300, "scales": (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05),
+                   "anchor_steps": (8.0, 16.0, 32.0, 64.0, 100.0, 300.0), "clip_anchor_sizes": True,
+                   "vgg_normalization": "torchvision_ssd", "score_threshold": 0.01, "pre_nms_top_k": 400,
+                   "pre_nms_per_class": True, "nms_iou_threshold": 0.45, "max_detections": 200}
+#: tfzoo's VGG-16 layers <- torchvision's ``backbone.features`` indices (conv1_1 ... conv4_3).
+_VGG_FEATURES = {"block1_conv1": 0, "block1_conv2": 2, "block2_conv1": 5, "block2_conv2": 7, "block3_conv1": 10,
+                 "block3_conv2": 12, "block3_conv3": 14, "block4_conv1": 17, "block4_conv2": 19, "block4_conv3": 21}
+
+
+def _ssd_anchor_order(anchors):
+    """torchvision's default box of each of tfzoo's at one location: the two ratio-1 boxes
+    come first in both; then torchvision has each pair wide (``w = s sqrt(r)``) then tall,
+    tfzoo tall then wide."""
+    return [a if a < 2 else a + 1 if a % 2 == 0 else a - 1 for a in range(anchors)]
+
+
+def ssd_config(state, image_size=None, source="checkpoint"):
+    """The ``ssd300`` overrides that match torchvision's ``ssd300_vgg16``: its normalization,
+    default boxes (scales 0.07 ... 1.05, steps, sizes clipped), the softmax over its 91
+    entries, its inference settings (the 400 best boxes of each class, NMS 0.45, 200)."""
+    src = state if isinstance(state, _Source) else _Source(state, source)
+    key = "head.classification_head.module_list.0.weight"
+    anchors = src.shape("head.regression_head.module_list.0.weight")[0] // 4
+    entries = src.shape(key)[0] // anchors
+    columns, background, names = coco_columns(entries, src, key)
+    extra = [i for i in range(entries) if i != background and i not in columns]
+    if image_size not in (None, 300):
+        raise ValueError(f"{src.path}: ssd300_vgg16 runs at 300 x 300 (its default boxes' steps are 300's), "
+                         f"not {image_size}")
+    return {"num_classes": len(columns), "class_names": tuple(names), "extra_logits": len(extra),
+            "backbone_weights": None, **SSD300_SETTINGS}
+
+
+def load_ssd(detector, state, path="checkpoint", bn_eps=None):
+    """Sets an ``ssd300`` built with :func:`ssd_config`'s overrides from the state dict of
+    torchvision's ``ssd300_vgg16``; every entry must find its place."""
+    source = _Source(state, path, bn_eps)
+    backbone = detector.get_layer("backbone")
+    for ours, index in _VGG_FEATURES.items():
+        set_conv(backbone.get_layer(ours), source, f"backbone.features.{index}")
+    for conv, index in (("block5_conv1", 1), ("block5_conv2", 3), ("block5_conv3", 5)):
+        set_conv(backbone.get_layer(conv), source, f"backbone.extra.0.{index}")
+    set_conv(backbone.get_layer("fc6"), source, "backbone.extra.0.7.1")
+    set_conv(backbone.get_layer("fc7"), source, "backbone.extra.0.7.3")
+    _set(detector.get_layer("conv4_3_norm"), [source.take("backbone.scale_weight")], source, "backbone.scale_weight")
+    for k in range(len(detector.config.extra_layers)):
+        set_conv(detector.get_layer(f"conv{k + 8}_1"), source, f"backbone.extra.{k + 1}.0")
+        set_conv(detector.get_layer(f"conv{k + 8}_2"), source, f"backbone.extra.{k + 1}.2")
+    config = detector.config
+    anchors0 = config.anchors_per_map[0]
+    entries = source.shape("head.classification_head.module_list.0.weight")[0] // anchors0
+    columns, background, _ = coco_columns(entries, source, "head.classification_head.module_list")
+    extra = [i for i in range(entries) if i != background and i not in columns]
+    order = [*columns, *extra, background]  # tfzoo's [K classes, extra, background] per box
+    for k, anchors in enumerate(config.anchors_per_map):
+        theirs = _ssd_anchor_order(anchors)
+        set_conv(detector.get_layer(f"class_head_{k}"), source, f"head.classification_head.module_list.{k}",
+                 [theirs[a] * entries + c for a in range(anchors) for c in order])
+        set_conv(detector.get_layer(f"box_head_{k}"), source, f"head.regression_head.module_list.{k}",
+                 [theirs[a] * 4 + j for a in range(anchors) for j in DELTAS_FROM_TORCHVISION])
+    source.check_all_used()
+    return detector
+
+
 # --- checking a conversion against torchvision ----------------------------------------------
 
 
@@ -491,50 +560,62 @@ def _uncapped(detector, threshold, **caps):
     return copy
 
 
-#: Boxes with a side under this many pixels are left out of the detection matching and
-#: counted apart: IoU is no measure of a sub-pixel box (0.01 px wide boxes, which random
-#: weights make by the hundred, differ in IoU by float rounding), and torchvision drops
-#: boxes under 0.01 px or empty where tfzoo drops only empty ones.
+#: Detections with a side under this many pixels need no partner (they are counted apart):
+#: IoU is no measure of a sub-pixel box (random weights make them by the hundred, and their
+#: IoU moves with float rounding), and torchvision keeps boxes clipped to nothing where
+#: tfzoo drops them. Each side's other detections must find a partner among the other's
+#: with sides of at least half this, so that a box of 0.99 px on one side and 1.01 on the
+#: other still pair.
 MIN_MATCHED_SIDE = 1.0
 
 
-def _split_small(boxes, scores, classes):
-    """``((boxes, scores, classes) with both sides >= MIN_MATCHED_SIDE, how many were not)``."""
+def _sides(boxes):
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    large = ((boxes[:, 2] - boxes[:, 0]) >= MIN_MATCHED_SIDE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_MATCHED_SIDE)
-    return (boxes[large], np.asarray(scores)[large], np.asarray(classes)[large]), int((~large).sum())
+    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
 
 
 def _torchvision_found(reference, i, columns):
-    """torchvision's detections of image ``i`` of tfzoo's classes (``y1 x1 y2 x2`` pixels),
-    split by :func:`_split_small`."""
+    """torchvision's detections of image ``i`` of tfzoo's classes: ``(boxes y1 x1 y2 x2
+    pixels, scores, classes)``."""
     boxes, labels = reference[f"{i}/boxes"][:, [1, 0, 3, 2]], reference[f"{i}/labels"]
     keep = np.isin(labels, columns)
-    return _split_small(boxes[keep], reference[f"{i}/scores"][keep], np.searchsorted(columns, labels[keep]))
+    return boxes[keep], reference[f"{i}/scores"][keep], np.searchsorted(columns, labels[keep])
 
 
 def _found(detections, size):
     n = int(detections["num_detections"][0])
-    return _split_small(np.asarray(detections["detection_boxes"][0, :n]) * size,
-                        np.asarray(detections["detection_scores"][0, :n]),
-                        np.asarray(detections["detection_classes"][0, :n]))
+    return (np.asarray(detections["detection_boxes"][0, :n]) * size, np.asarray(detections["detection_scores"][0, :n]),
+            np.asarray(detections["detection_classes"][0, :n]))
+
+
+def _at_least(found, side):
+    keep = _sides(found[0]) >= side
+    return tuple(np.asarray(part)[keep] for part in found)
 
 
 def _matched(theirs, ours):
-    """Matches lists of ``((boxes, scores, classes), small)`` per image, one to one."""
-    matched = compare_detections(_batched([t for t, _ in theirs]), _batched([o for o, _ in ours]), iou=0.99)
-    return {"theirs": matched["count_a"], "ours": matched["count_b"], "matched": matched["matched"],
-            "only_theirs": matched["only_a"], "only_ours": matched["only_b"],
-            "max_score_diff": matched["max_score_diff"], "theirs_small": sum(n for _, n in theirs),
-            "ours_small": sum(n for _, n in ours)}
+    """Matches per-image lists of ``(boxes, scores, classes)`` one to one (see
+    :data:`MIN_MATCHED_SIDE`)."""
+    large, loose = MIN_MATCHED_SIDE, MIN_MATCHED_SIDE / 2.0
+
+    def one_way(a, b):
+        return compare_detections(_batched([_at_least(x, large) for x in a]),
+                                  _batched([_at_least(x, loose) for x in b]), iou=0.99)
+
+    forward, backward = one_way(theirs, ours), one_way(ours, theirs)
+    return {"theirs": forward["count_a"], "ours": backward["count_a"], "matched": forward["matched"],
+            "only_theirs": forward["only_a"], "only_ours": backward["only_a"],
+            "max_score_diff": max(forward["max_score_diff"], backward["max_score_diff"]),
+            "theirs_small": sum(int((_sides(t[0]) < large).sum()) for t in theirs),
+            "ours_small": sum(int((_sides(o[0]) < large).sum()) for o in ours)}
 
 
 def _gap(report, group, name, ours, theirs):
     report[group][name] = max(_relative(ours, theirs), report[group].get(name, 0.0))
 
 
-def _prepare(detector, state, images, bn_eps, score_threshold, architecture):
-    source = _Source(state, "checkpoint", bn_eps)
+def _prepare(detector, state, images, bn_eps, score_threshold, architecture, path):
+    source = _Source(state, path, bn_eps)
     size = detector.config.image_size
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[1:] != (size, size, 3):
@@ -546,7 +627,7 @@ def _prepare(detector, state, images, bn_eps, score_threshold, architecture):
     return source, images, threshold, reference, settings
 
 
-def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None):
+def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None, path="checkpoint"):
     """Runs torchvision's ``retinanet_resnet50_fpn`` holding ``state`` and the converted
     ``detector`` on ``images`` (``[N, S, S, 3]`` RGB pixels at the detector's size) with the
     same inference settings, and measures how far apart they are.
@@ -562,7 +643,7 @@ def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None):
       and IoU >= 0.99 (:func:`tfzoo.export.parity.compare_detections`) over the images.
     """
     source, images, threshold, reference, settings = _prepare(detector, state, images, bn_eps, score_threshold,
-                                                              "retinanet_resnet50_fpn")
+                                                              "retinanet_resnet50_fpn", path)
     uncapped = _uncapped(detector, threshold, pre_nms_top_k=10**6, max_detections=20000)
     entries = source.shape("head.classification_head.cls_logits.weight")[0] // detector.config.num_anchors
     columns, _, _ = coco_columns(entries, source, "head.classification_head.cls_logits")
@@ -584,7 +665,7 @@ def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None):
     return report
 
 
-def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None):
+def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None, path="checkpoint"):
     """:func:`check_retinanet` for ``fasterrcnn_resnet50_fpn`` and its ``faster_rcnn_fpn``:
     the backbone maps C2-C5, the RPN's raw outputs, the proposals (matched one to one by
     IoU >= 0.99), the RoI head's raw outputs on torchvision's own proposals (so that a
@@ -598,7 +679,7 @@ def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None
     from tfzoo.models.faster_rcnn import _roi_head  # noqa: PLC0415
 
     source, images, threshold, reference, settings = _prepare(detector, state, images, bn_eps, score_threshold,
-                                                              "fasterrcnn_resnet50_fpn")
+                                                              "fasterrcnn_resnet50_fpn", path)
     config = detector.config
     size = config.image_size
     uncapped = _uncapped(detector, threshold, max_detections=20000, rpn_pre_nms_test=10**6)
@@ -624,7 +705,7 @@ def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None
         ours = np.asarray(outputs["proposals"][0]) * size
         ours = ours[(ours[:, 2] > ours[:, 0]) & (ours[:, 3] > ours[:, 1])]  # without the padding
         for boxes, into in ((proposals, theirs_proposals), (ours, ours_proposals)):
-            into.append(_split_small(boxes, np.linspace(1.0, 0.5, len(boxes)), np.zeros(len(boxes), np.int32)))
+            into.append((boxes, np.linspace(1.0, 0.5, len(boxes)), np.zeros(len(boxes), np.int32)))
         class_logits, box_deltas = head([*(outputs[key] for key in detector.feature_keys),
                                          keras.ops.convert_to_tensor((proposals / size)[None], "float32")])
         _gap(report, "heads", "roi_class_logits", class_logits, reference[f"{i}/class_logits"][None][..., order])
@@ -632,6 +713,41 @@ def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None
         theirs_found.append(_torchvision_found(reference, i, columns))
         ours_found.append(_found(uncapped.detect(image[None]), size))
     report["proposals"] = _matched(theirs_proposals, ours_proposals)
+    report["detections"] = _matched(theirs_found, ours_found)
+    report["settings"] = settings
+    return report
+
+
+def check_ssd(detector, state, images, score_threshold=None, path="checkpoint"):
+    """:func:`check_retinanet` for ``ssd300_vgg16`` and its ``ssd300``: conv4_3 and fc7, the
+    raw head outputs (torchvision's default boxes put in tfzoo's order) and the detections
+    (torchvision's caps lifted: its 400 boxes per class and 200 per image, and tfzoo's)."""
+    source, images, threshold, reference, settings = _prepare(detector, state, images, None, score_threshold,
+                                                              "ssd300_vgg16", path)
+    config = detector.config
+    uncapped = _uncapped(detector, threshold, pre_nms_top_k=10**6, max_detections=20000)
+    entries = source.shape("head.classification_head.module_list.0.weight")[0] // config.anchors_per_map[0]
+    columns, background, _ = coco_columns(entries, source, "head.classification_head.module_list")
+    extra = [i for i in range(entries) if i != background and i not in columns]
+    rows, start = [], 0  # torchvision's row of each of tfzoo's default boxes
+    for (height, width), anchors in zip(detector.map_sizes, config.anchors_per_map):
+        theirs = _ssd_anchor_order(anchors)
+        rows += [start + cell * anchors + theirs[a] for cell in range(height * width) for a in range(anchors)]
+        start += height * width * anchors
+    backbone, normalize = detector.get_layer("backbone"), detector.get_layer("normalize")
+    report = {"features": {}, "heads": {}}
+    ours_found, theirs_found = [], []
+    for i, image in enumerate(images):
+        maps = backbone(normalize(image[None]))
+        for name in ("conv4_3", "fc7"):
+            _gap(report, "features", name, maps[name], reference[f"{i}/{name}"])
+        outputs = detector(image[None], training=False)
+        _gap(report, "heads", "class_logits", outputs["class_logits"],
+             reference[f"{i}/cls_logits"][:, rows][..., [*columns, *extra, background]])
+        _gap(report, "heads", "box_deltas", outputs["box_deltas"],
+             reference[f"{i}/bbox_regression"][:, rows][..., list(DELTAS_FROM_TORCHVISION)])
+        theirs_found.append(_torchvision_found(reference, i, columns))
+        ours_found.append(_found(uncapped.detect(image[None]), config.image_size))
     report["detections"] = _matched(theirs_found, ours_found)
     report["settings"] = settings
     return report

@@ -5,7 +5,8 @@ torchvision imported into a process that has loaded TensorFlow crashes it (TF 2.
 torchvision 0.29: a segmentation fault in torchvision's import), so the reference runs
 apart, importing nothing of tfzoo (whose package imports TensorFlow). ``IN.npz`` holds the
 state dict (``state/NAME`` entries), the images ``[N, S, S, 3]`` (RGB pixels) and the
-settings (``architecture``: ``retinanet_resnet50_fpn`` or ``fasterrcnn_resnet50_fpn``);
+settings (``architecture``: ``retinanet_resnet50_fpn``, ``fasterrcnn_resnet50_fpn`` or
+``ssd300_vgg16``);
 ``OUT.npz`` receives per image the backbone maps, the raw head outputs and the detections
 (boxes x1 y1 x2 y2 in pixels, scores, torchvision labels).
 """
@@ -88,12 +89,51 @@ def faster_rcnn_outputs(model, pixels, size, out, i):
         out[f"{i}/{key}"] = found[key].numpy()
 
 
+def ssd(state):
+    """``ssd300_vgg16`` holding ``state``."""
+    import torch
+    from torchvision.models.detection import ssd300_vgg16
+
+    anchors = state["head.regression_head.module_list.0.weight"].shape[0] // 4
+    model = ssd300_vgg16(weights=None, weights_backbone=None,
+                         num_classes=state["head.classification_head.module_list.0.weight"].shape[0] // anchors)
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    return model.eval()
+
+
+def ssd_outputs(model, pixels, out, i):
+    """conv4_3 and fc7 (before the L2 normalization), the raw head outputs, the detections."""
+    import torch
+
+    with torch.no_grad():
+        images, _ = model.transform([pixels])
+        conv4_3 = model.backbone.features(images.tensors)
+        fc7 = model.backbone.extra[0](conv4_3)
+        head = model.head(list(model.backbone(images.tensors).values()))
+        found = model([pixels])[0]
+    out[f"{i}/conv4_3"] = conv4_3.numpy().transpose(0, 2, 3, 1)
+    out[f"{i}/fc7"] = fc7.numpy().transpose(0, 2, 3, 1)
+    out[f"{i}/cls_logits"] = head["cls_logits"].numpy()
+    out[f"{i}/bbox_regression"] = head["bbox_regression"].numpy()
+    for key in ("boxes", "scores", "labels"):
+        out[f"{i}/{key}"] = found[key].numpy()
+
+
 def main(source, target):
     import torch
 
     data = np.load(source)
     state = {k[len("state/"):]: data[k] for k in data.files if k.startswith("state/")}
     images, size = data["images"], int(data["image_size"])
+    if str(data["architecture"]) == "ssd300_vgg16":
+        model = ssd(state)
+        model.score_thresh, model.topk_candidates = float(data["score_threshold"]), 10**9
+        model.detections_per_img = 10**9
+        out = {}
+        for i, image in enumerate(images):
+            ssd_outputs(model, torch.from_numpy(image.transpose(2, 0, 1).copy() / 255.0).float(), out, i)
+        np.savez(target, **out)
+        return
     if str(data["architecture"]) == "fasterrcnn_resnet50_fpn":
         model = faster_rcnn(state, float(data["bn_eps"]))
         model.transform.min_size, model.transform.max_size = (size,), size

@@ -7,9 +7,12 @@ import tensorflow as tf
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
+#: torchvision's ssd300_vgg16: RGB in [0, 1] minus this mean, over a std of 1 / 255.
+_TORCHVISION_SSD_MEAN = (0.48235, 0.45882, 0.40784)
 
-#: Modes of :class:`ImageNormalization` (the ``keras.applications`` preprocessing modes).
-NORMALIZATION_MODES = ("caffe", "tf", "torch", "unit", "none")
+#: Modes of :class:`ImageNormalization` (the ``keras.applications`` preprocessing modes,
+#: and torchvision SSD300's).
+NORMALIZATION_MODES = ("caffe", "tf", "torch", "unit", "torchvision_ssd", "none")
 
 
 @keras.saving.register_keras_serializable(package="tfzoo")
@@ -19,6 +22,8 @@ class ImageNormalization(keras.layers.Layer):
     Modes, as ``keras.applications.imagenet_utils.preprocess_input``: ``"caffe"`` (RGB to
     BGR, minus the ImageNet BGR mean; ResNet), ``"tf"`` (to [-1, 1]; MobileNetV2),
     ``"torch"`` (to [0, 1], minus mean, over std); ``"unit"`` (to [0, 1], Darknet's);
+    ``"torchvision_ssd"`` (RGB minus about (123, 117, 104): torchvision's SSD300 computes
+    ``(x / 255 - mean) * 255``, and so does this);
     ``"none"`` (cast only).
     """
 
@@ -38,6 +43,8 @@ class ImageNormalization(keras.layers.Layer):
             return (x / 255.0 - tf.constant(_TORCH_MEAN, x.dtype)) / tf.constant(_TORCH_STD, x.dtype)
         if self.mode == "unit":
             return x / 255.0
+        if self.mode == "torchvision_ssd":
+            return (x / 255.0 - tf.constant(_TORCHVISION_SSD_MEAN, x.dtype)) * 255.0
         return x
 
     def compute_output_shape(self, input_shape):

@@ -90,7 +90,7 @@ class RoIHeadConfig(DetectorConfig):
     feature: str = "C4"  # the backbone map RoIs are pooled from (stride 16; without FPN)
     # --- RoI head ---
     roi_size: int = 7
-    roi_sampling_ratio: int = 2  # bilinear samples per pooled cell side, max-pooled
+    roi_sampling_ratio: int = 2  # bilinear samples per pooled cell side, pooled by roi_pool_mode
     # How a pooled cell is made of its samples: "max" (Fast R-CNN's RoI pooling) or "avg"
     # (RoIAlign's, torchvision's); roi_aligned=False samples as torchvision's
     # MultiScaleRoIAlign(aligned=False) (tfzoo.ops.roi.unaligned_rois), for its weights.
@@ -285,12 +285,15 @@ class RoIPool(keras.layers.Layer):
     """Fast R-CNN's RoI max pooling of ``rois [B, R, 4]`` to ``[B, R, size, size, C]``
     (:mod:`tfzoo.ops.roi`) on one map ``[B, H, W, C]`` or, given a list of pyramid maps
     (levels ``levels[0]`` to ``levels[1]``), each RoI on its own level (FPN's rule,
-    :func:`tfzoo.ops.roi.fpn_levels` at ``image_size``): ``crop_and_resize``, or the
-    builtin-only crop when traced for a TFLite file (:func:`tfzoo.ops.roi.builtin_crops`;
-    the same numbers, slower in TensorFlow)."""
+    :func:`tfzoo.ops.roi.fpn_levels` at ``image_size``, plus ``level_eps`` as torchvision
+    and Detectron2 add): ``crop_and_resize``, or the builtin-only crop when traced for a
+    TFLite file (:func:`tfzoo.ops.roi.builtin_crops`; the same numbers, slower in
+    TensorFlow). ``mode="avg"`` averages each cell's samples (RoIAlign) instead of taking
+    their max; ``aligned=False`` samples where RoIAlign's ``aligned=False`` does
+    (:func:`tfzoo.ops.roi.unaligned_rois`)."""
 
     def __init__(self, size=7, sampling_ratio=2, image_size=None, levels=None, mode="max", aligned=True,
-                 level_eps=0.0, **kwargs):
+                 level_eps=1e-6, **kwargs):
         super().__init__(**kwargs)
         self.size, self.sampling_ratio = int(size), int(sampling_ratio)
         self.image_size = None if image_size is None else int(image_size)
@@ -596,7 +599,7 @@ def roi_head_losses(head, features, proposals, num_proposals, targets, config, m
 
 def decode_roi_detections(outputs, config):
     """Detections of a RoI head's raw outputs (``proposals [B, R, 4]``, ``class_logits [B, R,
-    K + 1]`` with background last, or ``class_scores [B, R, K]`` where the model has them,
+    K + extra + 1]`` with background last (the first K scored), or ``class_scores [B, R, K]`` where the model has them,
     ``box_deltas [B, R, 4 K]``): each proposal's softmax (or given)
     scores and class-specific boxes (coder weights ``config.box_weights``), then the shared
     per-class NMS (``config.nms_iou_threshold``, ``score_threshold``, ``max_detections``).
@@ -652,8 +655,7 @@ def _roi_head(features, rois, config, model=None, return_features=False):
     else:
         pool = layer("roi_pool", lambda: RoIPool(config.roi_size, config.roi_sampling_ratio, config.image_size,
                                                  config.roi_levels if fpn else None, mode=config.roi_pool_mode,
-                                                 aligned=config.roi_aligned,
-                                                 level_eps=1e-6, name="roi_pool"))
+                                                 aligned=config.roi_aligned, name="roi_pool"))
         width = config.roi_size * config.roi_size * int(features[0].shape[-1])
     x = pool(features if fpn or len(features) > 1 else features[0], rois)  # FPN's levels, SPP-Net's scales
     x = pooled = layer("roi_flatten", lambda: keras.layers.Reshape((-1, width), name="roi_flatten"))(x)  # [B, R, D]
@@ -666,8 +668,8 @@ def _roi_head(features, rois, config, model=None, return_features=False):
                                                                               name=f"roi_fc{i}"))(x)
     # The paper's initialization of the predictors: N(0, 0.01) and N(0, 0.001).
     class_logits = layer("roi_class", lambda: keras.layers.Dense(
-        config.num_classes + config.extra_logits + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), dtype="float32",
-        name="roi_class"))(x)
+        config.num_classes + config.extra_logits + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        dtype="float32", name="roi_class"))(x)
     box_deltas = layer("roi_box", lambda: keras.layers.Dense(
         4 * config.num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), dtype="float32",
         name="roi_box"))(x)

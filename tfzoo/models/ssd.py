@@ -78,13 +78,25 @@ class SSDConfig(DetectorConfig):
     # One scale per map plus the last map's upper one (``sqrt(s_k s_k+1)`` boxes).
     scales: tuple[float, ...] = _scales(6)
     l2_norm_scale: float = 20.0  # conv4_3's L2 normalization, initial scale (VGG trunk only)
+    # The VGG trunk's input normalization: "caffe" (the paper's: BGR minus the ImageNet
+    # mean) or "torchvision_ssd" (RGB minus about (123, 117, 104), for torchvision's weights).
+    vgg_normalization: str = "caffe"
+    # Per map, the cell pitch in pixels of the input (torchvision's SSD300: 8, 16, 32, 64,
+    # 100, 300; cells then are not the map's size divided evenly); () = the map's own cells.
+    anchor_steps: tuple[float, ...] = ()
+    clip_anchor_sizes: bool = False  # default boxes at most the image's size (torchvision's clip)
     head_separable: bool = False  # SSDLite's depthwise 3x3 + 1x1 heads and extras
     box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)  # 1 / the paper's variances
+    # Logits the class softmax runs over besides the K classes and the background, never
+    # a target nor scored (torchvision's COCO head: 10 unused ids); per default box laid
+    # out [K classes, extra, background].
+    extra_logits: int = 0
     neg_pos_ratio: float = 3.0
     smooth_l1_beta: float = 1.0
     # --- inference ---
     score_threshold: float = 0.01
     pre_nms_top_k: int = 400
+    pre_nms_per_class: bool = False  # pre_nms_top_k boxes of each class (torchvision's) or of all pairs
     nms_iou_threshold: float = 0.45
     max_detections: int = 200
     # --- the paper's recipe ---
@@ -111,6 +123,12 @@ class SSDConfig(DetectorConfig):
         if len(self.scales) != self.num_maps + 1:
             raise ValueError(f"scales needs {self.num_maps + 1} entries (one per map and the last map's upper "
                              f"one), got {len(self.scales)}")
+        if self.anchor_steps and len(self.anchor_steps) != self.num_maps:
+            raise ValueError(f"anchor_steps needs one step per map ({self.num_maps}), got {len(self.anchor_steps)}")
+        if self.vgg_normalization not in ("caffe", "torchvision_ssd"):
+            raise ValueError(f"vgg_normalization must be 'caffe' or 'torchvision_ssd', got {self.vgg_normalization!r}")
+        if self.extra_logits < 0:
+            raise ValueError(f"extra_logits must be >= 0, got {self.extra_logits}")
         for spec in self.extra_layers:
             if len(spec) != 5 or min(spec[:4]) < 1 or spec[4] < 0:
                 raise ValueError(f"an extra layer is (1x1 channels, channels, kernel, stride, padding), got {spec}")
@@ -154,7 +172,9 @@ PRESETS = {
 
 def default_boxes(config, map_sizes):
     """``[A, 4]`` normalized default boxes of ``config`` on maps of ``map_sizes`` ``[(h, w)]``."""
-    return anchor_ops.ssd_default_boxes(map_sizes, aspect_ratios=config.aspect_ratios, scales=config.scales)
+    steps = [step / config.image_size for step in config.anchor_steps] if config.anchor_steps else None
+    return anchor_ops.ssd_default_boxes(map_sizes, aspect_ratios=config.aspect_ratios, scales=config.scales,
+                                        steps=steps, clip_sizes=config.clip_anchor_sizes)
 
 
 def _extra_layers(x, config):
@@ -221,7 +241,7 @@ class SSD(Detector):
                 if config.backbone_alpha != 1.0:
                     raise ValueError("backbone_alpha does not apply to the VGG-16 trunk")
                 trunk, _ = vgg16_ssd((size, size), config.backbone_weights, name="backbone")
-                normalize = layers.ImageNormalization("caffe", name="normalize")
+                normalize = layers.ImageNormalization(config.vgg_normalization, name="normalize")
             else:
                 trunk = backbones.build_backbone(config.backbone, size, config.backbone_weights, config.backbone_alpha,
                                                  batchnorm_momentum=config.batchnorm_momentum, features=("C4", "C5"))
@@ -237,8 +257,8 @@ class SSD(Detector):
         maps += _extra_layers(maps[-1], config)
         box_deltas = layers.per_map_head(maps, 4, config.anchors_per_map, config.head_separable,
                                          name="box_head")  # [B, A, 4]
-        class_logits = layers.per_map_head(maps, config.num_classes + 1, config.anchors_per_map,
-                                           config.head_separable, name="class_head")  # [B, A, K + 1]
+        class_logits = layers.per_map_head(maps, config.num_classes + config.extra_logits + 1, config.anchors_per_map,
+                                           config.head_separable, name="class_head")  # [B, A, K + extra + 1]
         outputs = {BOX_DELTAS: box_deltas, CLASS_LOGITS: class_logits}
         model = cls(images, outputs, config, name=config.name)
         # The default boxes follow the maps the graph has (38 ... 1 at 300 with ceil pools).
@@ -265,13 +285,14 @@ class SSD(Detector):
 
     def decode(self, outputs):
         config = self.config
-        # Softmax over K + 1, background dropped: exp(l_k - logsumexp(l)) for the K classes.
+        # Softmax over K + extra + 1, background and extra dropped: exp(l_k - logsumexp(l)) for the K classes.
         # The slice runs on the head's output, not on the probabilities: an int8 export
         # quantizes a slice with its input, and the probabilities must stay float32.
-        logits = tf.cast(outputs[CLASS_LOGITS], tf.float32)  # [B, A, K + 1]
-        scores = tf.exp(logits[..., :-1] - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, A, K]
+        logits = tf.cast(outputs[CLASS_LOGITS], tf.float32)  # [B, A, K + extra + 1]
+        scores = tf.exp(logits[..., :config.num_classes]
+                        - tf.reduce_logsumexp(logits, axis=-1, keepdims=True))  # [B, A, K]
         deltas = tf.cast(outputs[BOX_DELTAS], tf.float32)  # [B, A, 4]
         boxes = box_ops.clip(box_coder.decode(deltas, tf.cast(self.anchors, tf.float32), config.box_weights))
         return nms_ops.multiclass_nms(boxes, scores, max_detections=config.max_detections,
                                       iou_threshold=config.nms_iou_threshold, score_threshold=config.score_threshold,
-                                      pre_nms_top_k=config.pre_nms_top_k)
+                                      pre_nms_top_k=config.pre_nms_top_k, per_class_top_k=config.pre_nms_per_class)

@@ -104,15 +104,15 @@ class _StageLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfzoo")
 class StageScores(_StageLayer):
-    """``(class_logits [B, R, K + 1], fc7 [B, R, D]) -> [B, R, K]``: the SVMs' sigmoid
-    scores once ready, else the softmax's (background dropped)."""
+    """``(class_logits [B, R, K + extra + 1], fc7 [B, R, D]) -> [B, R, K]``: the SVMs'
+    sigmoid scores once ready, else the softmax's first K (background dropped)."""
 
     def build(self, logits_shape, features_shape):
         self._add_weights(features_shape[-1])
 
     def call(self, logits, features):
         with float_section():  # scores stay float32 in an int8 export, as every decoder input
-            softmax = tf.nn.softmax(float_barrier(tf.cast(logits, tf.float32)), axis=-1)[..., :-1]
+            softmax = tf.nn.softmax(float_barrier(tf.cast(logits, tf.float32)), axis=-1)[..., :self.units]
             svm = tf.sigmoid(self._linear(float_barrier(tf.cast(features, tf.float32))))
             return self.ready * svm + (1.0 - self.ready) * softmax
 

@@ -243,6 +243,8 @@ def ssd_default_boxes(
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
     scales=None,
     clip=False,
+    steps=None,
+    clip_sizes=False,
 ):
     """SSD default boxes (Liu et al. 2016, section 2.2), normalized ``[y1, x1, y2, x2]``.
 
@@ -262,6 +264,12 @@ def ssd_default_boxes(
       scales: optional explicit ``m + 1`` scales overriding ``s_min``/``s_max`` (e.g. the
         Caffe SSD300 sizes ``(30, 60, 111, 162, 213, 264, 315) / 300``).
       clip: clip the boxes to [0, 1].
+      steps: optional per layer, the cell pitch as a fraction of the image (torchvision's
+        SSD300: ``(8, 16, 32, 64, 100, 300) / 300``): cell ``(i, j)`` is centred at
+        ``((i + 0.5) * step, (j + 0.5) * step)`` instead of ``(i + 0.5) / f``.
+      clip_sizes: clamp each box's height and width to at most 1, keeping its centre
+        (torchvision's ``DefaultBoxGenerator(clip=True)``; only the last map's wide and tall
+        boxes of SSD300 change, 1.23 to 1.0).
 
     Returns:
       float32 ``[A, 4]`` normalized ``[y1, x1, y2, x2]``.
@@ -278,7 +286,10 @@ def ssd_default_boxes(
         hw = [_hw(scales[k], 1.0), _hw(math.sqrt(scales[k] * scales[k + 1]), 1.0)]
         for r in ratios:
             hw += [_hw(scales[k], r), _hw(scales[k], 1.0 / r)]
-        per_layer.append(grid_anchors(f_h, f_w, (1.0 / f_h, 1.0 / f_w), _yxyx_from_hw(hw)))
+        if clip_sizes:
+            hw = [(min(h, 1.0), min(w, 1.0)) for h, w in hw]
+        pitch = (1.0 / f_h, 1.0 / f_w) if steps is None else (float(steps[k]), float(steps[k]))
+        per_layer.append(grid_anchors(f_h, f_w, pitch, _yxyx_from_hw(hw)))
     default_boxes = tf.concat(per_layer, axis=0)  # [A, 4]
     return box_ops.clip(default_boxes) if clip else default_boxes
 

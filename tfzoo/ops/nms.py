@@ -179,6 +179,7 @@ def multiclass_nms(
     score_threshold=0.05,
     pre_nms_top_k=1000,
     max_detections_per_class=None,
+    per_class_top_k=False,
 ):
     """Per-class NMS of a batch, padded to ``max_detections`` (TFLite builtins only).
 
@@ -191,7 +192,8 @@ def multiclass_nms(
         when their IoU is ``> iou_threshold``.
       score_threshold: candidates need ``score > score_threshold``.
       pre_nms_top_k: only the ``pre_nms_top_k`` best (box, class) pairs of the ``N * K``
-        enter NMS.
+        enter NMS; with ``per_class_top_k``, the ``pre_nms_top_k`` best boxes of each class
+        (torchvision's SSD), ``K * pre_nms_top_k`` pairs in all.
       max_detections_per_class: optional cap on detections of any one class (applied
         before the overall ``max_detections`` cut); ``None`` for no cap.
 
@@ -219,7 +221,21 @@ def multiclass_nms(
     per_class = boxes.shape.rank == 4
 
     # --- candidates: top-k (box, class) pairs ---
-    cand_scores, anchor_idx, class_idx = top_k_candidates(scores, pre_nms_top_k)  # [B, k]
+    if per_class_top_k:
+        by_class = tf.transpose(scores, [0, 2, 1])  # [B, K, N]
+        if scores.shape[1] is None:  # pad with zero scores (never kept) so that k always fits
+            by_class = tf.pad(by_class, [[0, 0], [0, 0], [0, pre_nms_top_k]])
+            k = pre_nms_top_k
+        else:
+            k = min(pre_nms_top_k, scores.shape[1])
+        cand_scores, anchor_idx = tf.math.top_k(by_class, k=k)  # [B, K, k]
+        if scores.shape[1] is None:
+            anchor_idx = tf.minimum(anchor_idx, tf.maximum(tf.shape(scores)[1] - 1, 0))
+        batch = tf.shape(scores)[0]
+        cand_scores, anchor_idx = tf.reshape(cand_scores, [batch, -1]), tf.reshape(anchor_idx, [batch, -1])
+        class_idx = tf.broadcast_to(tf.repeat(tf.range(num_classes), k)[None], tf.shape(anchor_idx))
+    else:
+        cand_scores, anchor_idx, class_idx = top_k_candidates(scores, pre_nms_top_k)  # [B, k]
     if per_class:
         flat_boxes = tf.reshape(boxes, [tf.shape(boxes)[0], -1, 4])  # [B, N * K, 4]
         gather_from, gather_idx = flat_boxes, anchor_idx * num_classes + class_idx

@@ -131,6 +131,7 @@ def roi_pool(features, rois, output_size=(7, 7), sampling_ratio=2, mode="max"):
         aligned points of the module docstring.
       output_size: ``(out_h, out_w)`` bins per RoI (int for square).
       sampling_ratio: int ``s``; each bin is the max of ``s x s`` bilinear samples.
+      mode: ``"max"`` or ``"avg"`` (the mean of the bin's samples).
 
     Returns:
       ``[B, R, out_h, out_w, C]``, dtype of ``features``.
