@@ -360,3 +360,19 @@ def test_ssd_against_torchvision(tmp_path):
     assert max(report["features"].values()) < 1e-4 and max(report["heads"].values()) < 1e-4, report
     found = report["detections"]
     assert found["theirs"] > 20 and found["matched"] == found["theirs"] == found["ours"], found
+
+
+def test_a_run_started_from_a_converted_model_takes_its_architecture(tmp_path, converted):
+    """``--set init=DIR`` of a converted RetinaNet: the run's ``retinanet`` takes the
+    converted backbone, P6, padding and anchors (else torchvision's ResNet weights would land
+    in keras.applications' layers of the same names and shapes), unless they are set."""
+    from tfzoo.models import MODELS
+    from tfzoo.train.loop import _init_config
+
+    (tmp_path / "config.json").write_text(converted.config.to_json())
+    config = MODELS["retinanet"].config.replace(init=str(tmp_path), num_classes=3, backbone_weights="imagenet")
+    taken = _init_config(config, set(), verbose=False)
+    assert (taken.backbone, taken.backbone_weights, taken.p6_input, taken.symmetric_padding, taken.anchor_style) == (
+        "resnet50_tv", None, "p5", True, "torchvision")
+    assert taken.num_classes == 3  # the data's, not the source's
+    assert _init_config(config, {"anchor_style"}, verbose=False).anchor_style == "exact"

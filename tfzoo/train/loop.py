@@ -306,6 +306,16 @@ def _weight_layers(model, prefix=""):
 #: Settings a run started from another model (``init``) takes from that model's config
 #: unless set: the box outputs it copies were trained against these.
 INIT_KEPT = ("priors", "masks")
+#: Settings of a converted model's architecture (tfzoo.convert) that a run started from it
+#: takes unless set: without them its weights would land in layers of the same names and
+#: shapes that compute something else (torchvision's ResNet in keras.applications').
+INIT_ARCHITECTURE = ("backbone", "backbone_weights", "p6_input", "symmetric_padding", "anchor_style",
+                     "roi_pool_mode", "roi_aligned", "vgg_normalization", "anchor_steps", "clip_anchor_sizes", "scales")
+
+
+def _as_field(value):
+    """A config value read from JSON with its lists as tuples (the configs' sequences)."""
+    return tuple(_as_field(v) for v in value) if isinstance(value, list) else value
 
 
 def _init_config(config, explicit, verbose):
@@ -333,7 +343,13 @@ def _init_config(config, explicit, verbose):
         kept = [k for k in INIT_KEPT if k in changes] or ["priors"]
         _info(verbose, f"init from {source}: its {' and '.join(kept)} kept, not fitted to the data (the copied box "
                        "outputs were trained against them; --set priors=... or --set fit_priors=true changes that)")
-    return config.replace(**changes)
+    layout = {}
+    for key in INIT_ARCHITECTURE:
+        if hasattr(config, key) and key in theirs and key not in explicit and _as_field(theirs[key]) != getattr(config, key):
+            layout[key] = _as_field(theirs[key])
+    if layout:
+        _info(verbose, f"init from {source}: its architecture kept ({', '.join(f'{k}={v}' for k, v in layout.items())})")
+    return config.replace(**changes, **layout)
 
 
 def init_weights(detector, source):
