@@ -10,11 +10,9 @@ import tensorflow as tf
 
 import tfzoo
 import tfzoo.data
-from tfzoo.data import schema
 from tfzoo.models import MODELS
 from tfzoo.models import rcnn
 from tfzoo.models import stages
-from tfzoo.ops import boxes as box_ops
 from tfzoo.train import stages as stage_ops
 
 from tests.models.conftest import tiny_settings
