@@ -916,13 +916,12 @@ def cmd_convert(args):
 
     if args.check and args.source.endswith(".weights"):
         raise ValueError("--check compares with torchvision: it applies to torchvision checkpoints, not .weights")
+    source = {}  # what the conversion found (format, architecture, batch-norm epsilon)
     detector = tfzoo.convert.convert(args.source, args.model, args.out, cfg=args.cfg, overwrite=args.overwrite,
-                                     image_size=args.image_size, bn_eps=args.bn_eps)
+                                     image_size=args.image_size, bn_eps=args.bn_eps, info=source)
     config = detector.config
     print(f"{args.source} -> {args.out}: {config.name} at {config.image_size} px, {config.num_classes} classes, "
           f"{detector.count_params():,} parameters ('tfzoo predict/evaluate/export {args.out}' take it)")
-    with open(os.path.join(args.out, tfzoo.convert.SOURCE_FILE), encoding="utf-8") as f:
-        source = json.load(f)
     if "bn_eps" in source:
         print(f"torchvision's batch-norm epsilon: {source['bn_eps']:g} ("
               + ("given" if args.bn_eps is not None else "inferred: 1e-5 with num_batches_tracked entries, else 0 as "

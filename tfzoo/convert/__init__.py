@@ -154,19 +154,18 @@ def load(source, model=None, cfg=None, image_size=None, bn_eps=None, info=None):
     return detector
 
 
-def convert(source, model, out, cfg=None, overwrite=False, image_size=None, bn_eps=None):
+def convert(source, model, out, cfg=None, overwrite=False, image_size=None, bn_eps=None, info=None):
     """Converts ``source`` (:func:`load`) into the folder ``out``: ``model.keras``,
     ``config.json`` and ``converted.json``, each written atomically; a folder that holds a
-    model is refused unless ``overwrite``. Returns the detector."""
+    model is refused unless ``overwrite``. Returns the detector; ``info``, a dict, receives
+    what ``converted.json`` records."""
     from tfzoo.atomic import save_keras_atomic, write_json_atomic  # noqa: PLC0415
-    from tfzoo.train.rundir import CONFIG_FILE, MODEL_FILE  # noqa: PLC0415
-
-    from tfzoo.train.rundir import METRICS_FILE, STATE_FILE  # noqa: PLC0415
+    from tfzoo.train.rundir import CONFIG_FILE, METRICS_FILE, MODEL_FILE, STATE_FILE  # noqa: PLC0415
 
     model_path = os.path.join(out, MODEL_FILE)
     if os.path.exists(model_path) and not overwrite:
         raise FileExistsError(f"{out} holds a model.keras; pass overwrite (--overwrite) to replace it")
-    info = {}
+    info = {} if info is None else info
     detector = load(source, model, cfg, image_size=image_size, bn_eps=bn_eps, info=info)
     os.makedirs(out, exist_ok=True)
     for stale in (STATE_FILE, METRICS_FILE):  # a training run's files describe other weights

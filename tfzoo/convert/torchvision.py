@@ -44,6 +44,7 @@ state dict and compares features, raw head outputs and detections.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -52,7 +53,6 @@ import struct
 import numpy as np
 
 from tfzoo.data.tfds_reader import COCO_CATEGORY_IDS
-from tfzoo.export.parity import compare_detections
 
 #: COCO's 80 category names in id order (tfzoo's contiguous COCO classes 0..79; the names
 #: ``tfds:coco/2017`` reads from the annotation files).
@@ -299,15 +299,30 @@ def set_resnet(backbone, source, prefix, blocks=(3, 4, 6, 3)):
                 set_batch_norm(backbone.get_layer(f"{ours}_0_bn"), source, f"{theirs}.downsample.1")
 
 
-def coco_columns(num_entries, source, key):
-    """``(class columns, background column, class names)`` of a classification output with
-    ``num_entries`` entries per anchor (see the module doc)."""
-    if num_entries == TORCHVISION_COCO_ENTRIES:
-        return list(COCO_CATEGORY_IDS), 0, COCO_CLASS_NAMES
-    if num_entries < 2:
-        raise CheckpointError(f"{source.path}: {key} has {num_entries} class entries per anchor; a torchvision "
+class HeadColumns(collections.namedtuple("HeadColumns", "columns extra background names")):
+    """Where a torchvision classification output's entries go (see the module doc): the
+    entry of each of tfzoo's classes, the entries no class takes (the ten unused COCO ids),
+    the background's, and the class names."""
+
+    @property
+    def softmax_order(self):
+        """The entries in the order of tfzoo's softmax heads: ``[K classes, extra, background]``."""
+        return [*self.columns, *self.extra, self.background]
+
+
+def head_columns(source, key, per_anchor=1):
+    """:class:`HeadColumns` of the classification output ``key`` (its ``.weight`` has
+    ``per_anchor`` times the entries of one anchor as rows)."""
+    entries = source.shape(f"{key}.weight")[0] // per_anchor
+    if entries == TORCHVISION_COCO_ENTRIES:
+        columns, names = list(COCO_CATEGORY_IDS), COCO_CLASS_NAMES
+    elif entries < 2:
+        raise CheckpointError(f"{source.path}: {key} has {entries} class entries per anchor; a torchvision "
                               "detector has the background and at least one class")
-    return list(range(1, num_entries)), 0, ()
+    else:
+        columns, names = list(range(1, entries)), ()
+    extra = [i for i in range(1, entries) if i not in columns]
+    return HeadColumns(columns, extra, 0, names)
 
 
 # --- RetinaNet ----------------------------------------------------------------------------
@@ -322,13 +337,13 @@ def retinanet_config(state, image_size=1024, source="checkpoint"):
     torchvision's ResNet-50, P6 from P5 with symmetric padding, its anchors, its
     inference settings (300 detections), and the classes of its head."""
     src = state if isinstance(state, _Source) else _Source(state, source)
-    key = "head.classification_head.cls_logits.weight"
-    entries = src.shape(key)[0]
+    key = "head.classification_head.cls_logits"
+    entries = src.shape(f"{key}.weight")[0]
     anchors = src.shape("head.regression_head.bbox_reg.weight")[0] // 4
     if anchors != 9 or entries % anchors:
         raise CheckpointError(f"{src.path}: {key} has {entries} outputs for {anchors} anchors per location; "
                               "retinanet_resnet50_fpn has 9 anchors (3 sizes x 3 ratios)")
-    columns, _, names = coco_columns(entries // anchors, src, key)
+    columns, _, _, names = head_columns(src, key, anchors)
     p6 = "backbone.fpn.extra_blocks.p6.weight"
     if p6 in src.state and src.shape(p6)[1] != 256:
         raise CheckpointError(f"{src.path}: P6 is computed from C5 ({src.shape(p6)[1]} channels): that is retinanet_resnet50_fpn_v2, whose GroupNorm heads tfzoo does not "
@@ -354,7 +369,7 @@ def load_retinanet(detector, state, path="checkpoint", bn_eps=None):
             set_conv(detector.get_layer(f"{head}_conv{i}"), source, f"head.{theirs}.conv.{i}.0")
     anchors = config.num_anchors
     entries = source.shape("head.classification_head.cls_logits.weight")[0] // anchors
-    columns, _, _ = coco_columns(entries, source, "head.classification_head.cls_logits")
+    columns = head_columns(source, "head.classification_head.cls_logits", anchors).columns
     set_conv(detector.get_layer("class_head_predict"), source, "head.classification_head.cls_logits",
              [a * entries + c for a in range(anchors) for c in columns])
     set_conv(detector.get_layer("box_head_predict"), source, "head.regression_head.bbox_reg",
@@ -372,14 +387,14 @@ FASTER_RCNN_SETTINGS = {"rpn_pre_nms_test": 1000, "rpn_post_nms_test": 1000, "rp
                         "score_threshold": 0.05, "nms_iou_threshold": 0.5, "max_detections": 100}
 
 
-def faster_rcnn_columns(state, path="checkpoint"):
-    """``(class rows, extra rows, background row, names)`` of ``roi_heads.box_predictor``'s
-    rows: for the 91-entry COCO head the ten unused ids are extra logits of the softmax."""
-    source = state if isinstance(state, _Source) else _Source(state, path)
-    entries = source.shape("roi_heads.box_predictor.cls_score.weight")[0]
-    columns, background, names = coco_columns(entries, source, "roi_heads.box_predictor.cls_score")
-    extra = [i for i in range(entries) if i != background and i not in columns]
-    return columns, extra, background, names
+#: torchvision Faster R-CNN's class output (91 COCO entries).
+FASTER_RCNN_CLASSES = "roi_heads.box_predictor.cls_score"
+
+
+def _box_rows(columns):
+    """``bbox_pred``'s rows of tfzoo's class-major (dy, dx, dh, dw) columns (the background's
+    and the unused ids' rows dropped)."""
+    return [c * 4 + j for c in columns for j in DELTAS_FROM_TORCHVISION]
 
 
 def faster_rcnn_config(state, image_size=1024, source="checkpoint"):
@@ -387,7 +402,7 @@ def faster_rcnn_config(state, image_size=1024, source="checkpoint"):
     ResNet-50, its anchors, RoIAlign as it samples (averaged, not aligned), the softmax over
     its 91 entries, its inference settings."""
     src = state if isinstance(state, _Source) else _Source(state, source)
-    columns, extra, _, names = faster_rcnn_columns(src)
+    columns, extra, _, names = head_columns(src, FASTER_RCNN_CLASSES)
     if src.shape("rpn.head.cls_logits.weight")[0] != 3:
         raise CheckpointError(f"{src.path}: rpn.head.cls_logits has {src.shape('rpn.head.cls_logits.weight')[0]} "
                               "anchors per location; fasterrcnn_resnet50_fpn has 3 (one size x 3 ratios per level)")
@@ -425,12 +440,12 @@ def load_faster_rcnn(detector, state, path="checkpoint", bn_eps=None):
          "roi_heads.box_head.fc6")
     _set(detector.get_layer("roi_fc1"), [source.take("roi_heads.box_head.fc7.weight").T,
                                          source.take("roi_heads.box_head.fc7.bias")], source, "roi_heads.box_head.fc7")
-    columns, extra, background, _ = faster_rcnn_columns(source)
-    order = [*columns, *extra, background]  # tfzoo's [K classes, extra, background]
-    _set(detector.get_layer("roi_class"), [source.take("roi_heads.box_predictor.cls_score.weight")[order].T,
-                                           source.take("roi_heads.box_predictor.cls_score.bias")[order]],
-         source, "roi_heads.box_predictor.cls_score")
-    rows = [c * 4 + j for c in columns for j in DELTAS_FROM_TORCHVISION]  # background and extra rows dropped
+    head = head_columns(source, FASTER_RCNN_CLASSES)
+    order = head.softmax_order
+    _set(detector.get_layer("roi_class"), [source.take(f"{FASTER_RCNN_CLASSES}.weight")[order].T,
+                                           source.take(f"{FASTER_RCNN_CLASSES}.bias")[order]],
+         source, FASTER_RCNN_CLASSES)
+    rows = _box_rows(head.columns)
     _set(detector.get_layer("roi_box"), [source.take("roi_heads.box_predictor.bbox_pred.weight")[rows].T,
                                          source.take("roi_heads.box_predictor.bbox_pred.bias")[rows]],
          source, "roi_heads.box_predictor.bbox_pred")
@@ -462,11 +477,8 @@ def ssd_config(state, image_size=None, source="checkpoint"):
     default boxes (scales 0.07 ... 1.05, steps, sizes clipped), the softmax over its 91
     entries, its inference settings (the 400 best boxes of each class, NMS 0.45, 200)."""
     src = state if isinstance(state, _Source) else _Source(state, source)
-    key = "head.classification_head.module_list.0.weight"
     anchors = src.shape("head.regression_head.module_list.0.weight")[0] // 4
-    entries = src.shape(key)[0] // anchors
-    columns, background, names = coco_columns(entries, src, key)
-    extra = [i for i in range(entries) if i != background and i not in columns]
+    columns, extra, _, names = head_columns(src, "head.classification_head.module_list.0", anchors)
     if image_size not in (None, 300):
         raise ValueError(f"{src.path}: ssd300_vgg16 runs at 300 x 300 (its default boxes' steps are 300's), "
                          f"not {image_size}")
@@ -492,9 +504,7 @@ def load_ssd(detector, state, path="checkpoint", bn_eps=None):
     config = detector.config
     anchors0 = config.anchors_per_map[0]
     entries = source.shape("head.classification_head.module_list.0.weight")[0] // anchors0
-    columns, background, _ = coco_columns(entries, source, "head.classification_head.module_list")
-    extra = [i for i in range(entries) if i != background and i not in columns]
-    order = [*columns, *extra, background]  # tfzoo's [K classes, extra, background] per box
+    order = head_columns(source, "head.classification_head.module_list.0", anchors0).softmax_order
     for k, anchors in enumerate(config.anchors_per_map):
         theirs = _ssd_anchor_order(anchors)
         set_conv(detector.get_layer(f"class_head_{k}"), source, f"head.classification_head.module_list.{k}",
@@ -554,10 +564,8 @@ def _batched(per_image):
 
 
 def _uncapped(detector, threshold, **caps):
-    """A copy of ``detector`` at score threshold ``threshold`` with its caps lifted."""
-    copy = type(detector).create(detector.config.replace(score_threshold=threshold, **caps))
-    copy.set_weights(detector.get_weights())
-    return copy
+    """A float32 copy of ``detector`` at score threshold ``threshold`` with its caps lifted."""
+    return detector._float32_copy(detector.config.replace(score_threshold=threshold, **caps))
 
 
 #: Detections with a side under this many pixels need no partner (they are counted apart):
@@ -596,6 +604,8 @@ def _at_least(found, side):
 def _matched(theirs, ours):
     """Matches per-image lists of ``(boxes, scores, classes)`` one to one (see
     :data:`MIN_MATCHED_SIDE`)."""
+    from tfzoo.export.parity import compare_detections  # noqa: PLC0415  (the checks' only; converting needs none)
+
     large, loose = MIN_MATCHED_SIDE, MIN_MATCHED_SIDE / 2.0
 
     def one_way(a, b):
@@ -645,8 +655,7 @@ def check_retinanet(detector, state, images, bn_eps=None, score_threshold=None, 
     source, images, threshold, reference, settings = _prepare(detector, state, images, bn_eps, score_threshold,
                                                               "retinanet_resnet50_fpn", path)
     uncapped = _uncapped(detector, threshold, pre_nms_top_k=10**6, max_detections=20000)
-    entries = source.shape("head.classification_head.cls_logits.weight")[0] // detector.config.num_anchors
-    columns, _, _ = coco_columns(entries, source, "head.classification_head.cls_logits")
+    columns = head_columns(source, "head.classification_head.cls_logits", detector.config.num_anchors).columns
     backbone, normalize = detector.get_layer("backbone"), detector.get_layer("normalize")
     report = {"features": {}, "heads": {}}
     ours_found, theirs_found = [], []
@@ -676,21 +685,16 @@ def check_faster_rcnn(detector, state, images, bn_eps=None, score_threshold=None
     head and the proposal and detection matching run on the uncapped models."""
     import keras  # noqa: PLC0415
 
-    from tfzoo.models.faster_rcnn import _roi_head  # noqa: PLC0415
 
     source, images, threshold, reference, settings = _prepare(detector, state, images, bn_eps, score_threshold,
                                                               "fasterrcnn_resnet50_fpn", path)
     config = detector.config
     size = config.image_size
     uncapped = _uncapped(detector, threshold, max_detections=20000, rpn_pre_nms_test=10**6)
-    columns, extra, background, _ = faster_rcnn_columns(source)
-    order = [*columns, *extra, background]
-    rows = [c * 4 + j for c in columns for j in DELTAS_FROM_TORCHVISION]
+    columns = head_columns(source, FASTER_RCNN_CLASSES)
+    order, rows, columns = columns.softmax_order, _box_rows(columns.columns), columns.columns
     backbone, normalize = detector.get_layer("backbone"), detector.get_layer("normalize")
-    outputs = detector(images[:1], training=False)
-    features = [keras.Input(outputs[key].shape[1:]) for key in detector.feature_keys]
-    rois = keras.Input((None, 4))
-    head = keras.Model([*features, rois], _roi_head(features, rois, config, model=detector))
+    head = detector._roi_head_model(any_count=True)  # on torchvision's proposals
     report = {"features": {}, "heads": {}}
     ours_found, theirs_found, theirs_proposals, ours_proposals = [], [], [], []
     for i, image in enumerate(images):
@@ -726,9 +730,7 @@ def check_ssd(detector, state, images, score_threshold=None, path="checkpoint"):
                                                               "ssd300_vgg16", path)
     config = detector.config
     uncapped = _uncapped(detector, threshold, pre_nms_top_k=10**6, max_detections=20000)
-    entries = source.shape("head.classification_head.module_list.0.weight")[0] // config.anchors_per_map[0]
-    columns, background, _ = coco_columns(entries, source, "head.classification_head.module_list")
-    extra = [i for i in range(entries) if i != background and i not in columns]
+    head = head_columns(source, "head.classification_head.module_list.0", config.anchors_per_map[0])
     rows, start = [], 0  # torchvision's row of each of tfzoo's default boxes
     for (height, width), anchors in zip(detector.map_sizes, config.anchors_per_map):
         theirs = _ssd_anchor_order(anchors)
@@ -743,10 +745,10 @@ def check_ssd(detector, state, images, score_threshold=None, path="checkpoint"):
             _gap(report, "features", name, maps[name], reference[f"{i}/{name}"])
         outputs = detector(image[None], training=False)
         _gap(report, "heads", "class_logits", outputs["class_logits"],
-             reference[f"{i}/cls_logits"][:, rows][..., [*columns, *extra, background]])
+             reference[f"{i}/cls_logits"][:, rows][..., head.softmax_order])
         _gap(report, "heads", "box_deltas", outputs["box_deltas"],
              reference[f"{i}/bbox_regression"][:, rows][..., list(DELTAS_FROM_TORCHVISION)])
-        theirs_found.append(_torchvision_found(reference, i, columns))
+        theirs_found.append(_torchvision_found(reference, i, head.columns))
         ours_found.append(_found(uncapped.detect(image[None]), config.image_size))
     report["detections"] = _matched(theirs_found, ours_found)
     report["settings"] = settings

@@ -522,15 +522,16 @@ class FasterRCNN(Detector):
             load_vgg16_head(model, _application("VGG16", "imagenet", None, include_top=True))
         return model
 
-    def _roi_head_model(self):
-        """The RoI head on ``(features..., rois [B, roi_samples, 4])``: the graph's layers."""
-        if self.__dict__.get("_head") is None:
+    def _roi_head_model(self, any_count=False):
+        """The RoI head on ``(features..., rois [B, roi_samples, 4])`` (``any_count``: on any
+        number of RoIs, e.g. another detector's proposals): the graph's layers."""
+        slot = "_head_any" if any_count else "_head"
+        if self.__dict__.get(slot) is None:
             trunk = self.__dict__["_trunk"]
             features = [keras.Input(trunk.output[key].shape[1:], name=key) for key in self.feature_keys]
-            rois = keras.Input((self.config.roi_samples, 4), name="rois")
-            self.__dict__["_head"] = keras.Model([*features, rois], _roi_head(features, rois, self.config,
-                                                                              model=self))
-        return self.__dict__["_head"]
+            rois = keras.Input((None if any_count else self.config.roi_samples, 4), name="rois")
+            self.__dict__[slot] = keras.Model([*features, rois], _roi_head(features, rois, self.config, model=self))
+        return self.__dict__[slot]
 
     def make_encoder(self):
         return FasterRCNNEncoder(self.config, self.anchors)
