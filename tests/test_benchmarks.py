@@ -5,6 +5,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -43,23 +44,58 @@ def _load(name):
     return module
 
 
+#: Runs each script as ``__main__`` in this one process (one TensorFlow start for all of
+#: them, not one per script). Arguments: a JSON list of ``[script, *args]`` and the
+#: benchmarks folder; prints a JSON list of ``{"code", "stdout", "stderr"}``.
+_AS_MAIN = textwrap.dedent("""
+    import contextlib, io, json, os, runpy, sys
+    sys.path.insert(0, sys.argv[2])
+    import peers  # torch (where installed) before TensorFlow, as the scripts that use it import it
+    results = []
+    for script, *args in json.loads(sys.argv[1]):
+        out, err, code, path = io.StringIO(), io.StringIO(), 0, list(sys.path)
+        sys.argv = [script, *args]
+        sys.path.insert(0, os.path.dirname(script))  # as Python runs a script
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        finally:
+            sys.path[:] = path
+        results.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+    print(json.dumps(results))
+""")
+
+#: What ``bench_model.py`` must refuse, each with its message (exit status 2).
+BAD_MODEL_OPTIONS = [(("--parts", "latency,speed"), "unknown part(s) speed"),
+                     (("--repeats", "0"), "--repeats and --latency-repeats must be >= 1"),
+                     (("--model", "yolo9", "--tiny"), "unknown model 'yolo9'")]
+
+
+@pytest.fixture(scope="module")
+def as_main():
+    """Every script's ``--help`` and ``bench_model.py``'s bad options, run in one process."""
+    calls = [(str(BENCHMARKS / script), "--help") for script in sorted(SCRIPTS)]
+    calls += [(str(BENCHMARKS / "bench_model.py"), *args) for args, _ in BAD_MODEL_OPTIONS]
+    proc = subprocess.run([sys.executable, "-c", _AS_MAIN, json.dumps(calls), str(BENCHMARKS)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(zip(calls, json.loads(proc.stdout.strip().splitlines()[-1])))
+
+
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_script_help(script):
-    proc = _run(str(BENCHMARKS / script), "--help", timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "usage:" in proc.stdout and SCRIPTS[script] in proc.stdout
+def test_script_help(script, as_main):
+    result = as_main[(str(BENCHMARKS / script), "--help")]
+    assert result["code"] == 0, result["stderr"]
+    assert "usage:" in result["stdout"] and SCRIPTS[script] in result["stdout"]
 
 
-def test_model_benchmark_rejects_bad_options():
-    proc = _run(str(BENCHMARKS / "bench_model.py"), "--parts", "latency,speed", timeout=120)
-    assert proc.returncode == 2
-    assert "unknown part(s) speed" in proc.stderr
-    proc = _run(str(BENCHMARKS / "bench_model.py"), "--repeats", "0", timeout=120)
-    assert proc.returncode == 2
-    assert "--repeats and --latency-repeats must be >= 1" in proc.stderr
-    proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", "yolo9", "--tiny", timeout=120)
-    assert proc.returncode == 2
-    assert "unknown model 'yolo9'" in proc.stderr
+def test_model_benchmark_rejects_bad_options(as_main):
+    for args, message in BAD_MODEL_OPTIONS:
+        result = as_main[(str(BENCHMARKS / "bench_model.py"), *args)]
+        assert result["code"] == 2, (args, result["stderr"][-2000:])
+        assert message in result["stderr"], args
 
 
 def test_spread_and_interleaving():
