@@ -144,7 +144,11 @@ def pretrain(out, backbone="mobilenet_v2", alpha=0.5, categories=256, instances=
                                              kind="cosine")
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
-                  metrics=["accuracy"])
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    # The optimizer's and the metric's variables exist before the first step (the metric an
+    # object, not the string "accuracy", which Keras builds inside it): a train step that
+    # creates variables is traced twice, about 10 s for this model on 2 cores.
+    model.optimizer.build(model.trainable_variables)
     train_set = batches(masks, labels, True).map(lambda x, y: (x, tf.one_hot(y, categories)))
     fit_started = time.monotonic()
     if minutes is not None:
