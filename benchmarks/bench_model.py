@@ -5,8 +5,8 @@ input pipeline.
 the export and pipeline parts (default ``retinanet_mobile``); what is specific to a family
 (how its random class head is calibrated, and its peer: KerasHub's RetinaNet for RetinaNet,
 torchvision's ``ssd300_vgg16`` for SSD, its ``fasterrcnn_resnet50_fpn`` for Faster R-CNN)
-lives in ``benchmarks/peers/<family>.py``. Parts (``--parts``, comma-separated; all by
-default), each measured in one run with the contenders interleaved (round-robin, order
+lives in ``benchmarks/peers/<family>.py``. Parts (``--parts``, comma-separated; all but
+``frozen`` by default), each measured in one run with the contenders interleaved (round-robin, order
 rotated every round) so that load from other processes falls on every side alike:
 
 ``latency``
@@ -22,6 +22,16 @@ rotated every round) so that load from other processes falls on every side alike
     class head is calibrated on the benchmark image (a ``shapes`` image) so that exactly
     ``--candidates`` (anchor, class) pairs score above the threshold, as a trained
     detector's would (the family's adapter; it changes no compute).
+
+``frozen``
+    The latency part's tfzoo side with the weights frozen into constants
+    (:mod:`tfzoo.export.frozen`, what ``tfzoo predict/evaluate --frozen`` run): frozen
+    ``detect`` end to end and the frozen forward pass alone, against the variable-weight
+    ``tf.function(detector.detect)`` and the fp32 matmul, with the FLOP fractions. Runs
+    alone (``--parts frozen``): oneDNN shares its convolution primitives between all the
+    functions of a process, so whichever path runs first sets the other's speed. The
+    variable path is therefore timed in a child process of its own (same model, same
+    seed), interleaved with its own matmul.
 
 ``train``
     Training images/s at ``--train-batch-size`` (2), same size, 80 classes, SGD momentum
@@ -57,6 +67,7 @@ Usage::
         --train-batch-size 8                                  # against torchvision's ssd300_vgg16
     python benchmarks/bench_model.py --model faster_rcnn_fpn --mobile-model faster_rcnn_fpn_mobile \
         --image-size 640 --num-classes 90          # against torchvision's fasterrcnn_resnet50_fpn
+    python benchmarks/bench_model.py --model yolov3 --image-size 416 --parts frozen   # frozen weights
     python benchmarks/bench_model.py --tiny --repeats 1       # smoke test, seconds
 """
 from __future__ import annotations
@@ -76,7 +87,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 import peers  # noqa: E402
 
-PARTS = ("latency", "train", "export", "pipeline")
+PARTS = ("latency", "frozen", "train", "export", "pipeline")
+#: What runs without ``--parts``: every part but ``frozen``, which runs alone.
+DEFAULT_PARTS = tuple(p for p in PARTS if p != "frozen")
 TINY_IMAGE_SIZE = 64
 
 
@@ -266,6 +279,116 @@ def report_latency(r):
                  f"{t['forward_flops_per_s'] / 1e9:.1f} GFLOP/s = {t['fraction_of_matmul']:.2f} of the matmul "
                  f"median (best vs best {t['fraction_of_matmul_best']:.2f}; target >= {r['flop_target']:.2f}); "
                  f"end to end (detect, decoder and NMS included): {t['detect_fraction_of_matmul']:.2f}")
+    return "\n".join(lines)
+
+
+# --- the latency part with frozen weights ----------------------------------------------
+
+
+def _frozen_timings(args, frozen):
+    """``(result, runs)``: tfzoo's detect (``frozen``: its frozen detect and frozen forward)
+    and the fp32 matmul, interleaved; in this process."""
+    import tensorflow as tf
+
+    from tfzoo.export import frozen as frozen_export
+
+    size = args.image_size
+    image = benchmark_image(args)
+    ours = build_tfzoo(args)
+    prepared = adapter_of(args.model).prepare_tfzoo(ours, image, args.candidates)
+    spec = tf.TensorSpec([1, size, size, 3], tf.float32)
+    result = {"image_size": size, **prepared}
+    if frozen:
+        started = time.perf_counter()
+        detect = frozen_export.freeze_detect(ours, batch_size=1)
+        forward = frozen_export.FrozenFunction(lambda x: ours(x, training=False), spec)
+        result["freeze_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        detect(image)
+        result["first_call_s"] = time.perf_counter() - started
+        fns = {"tfzoo detect, frozen": lambda: detect(image), "tfzoo forward only, frozen": lambda: forward(image)}
+    else:
+        detect = tf.function(ours.detect, input_signature=[spec])
+        fns = {"tfzoo detect (tf.function)": lambda: detect(image)}
+    result["num_detections"] = int(detect(image)["num_detections"][0])
+    matmul, matmul_flops = matmul_fn(args.matmul_size)
+    fns[f"fp32 matmul {args.matmul_size}^2"] = matmul
+    runs = common.interleaved(fns, args.warmup, args.latency_repeats)
+    result["matmul_flops"] = matmul_flops
+    if frozen:
+        result["forward_flops"] = graph_flops(lambda x: ours(x, training=False), spec.shape)
+    return result, runs
+
+
+#: The child process of the frozen part: the variable-weight path in a process of its own.
+_VARIABLE_CHILD = "--variable-path-child"
+
+
+def part_frozen(args):
+    import subprocess
+
+    _print("frozen: timing the variable-weight detect in a child process ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "variable.json")
+        argv = [a for a in sys.argv[1:] if a != _VARIABLE_CHILD]
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), *_child_argv(argv), _VARIABLE_CHILD, out],
+                               capture_output=True, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"the variable-path child failed:\n{child.stderr[-3000:]}")
+        with open(out, encoding="utf-8") as f:
+            variable = json.load(f)
+    _print("frozen: freezing and timing the frozen functions ...")
+    result, runs = _frozen_timings(args, frozen=True)
+    result["runs_s"] = {**runs, **{f"{k} [child]": v for k, v in variable["runs_s"].items()}}
+    result["stats_s"] = {name: common.spread(values) for name, values in result["runs_s"].items()}
+    result["variable_num_detections"] = variable["num_detections"]
+    result["flop_target"] = getattr(adapter_of(args.model), "FLOP_TARGET", FLOP_TARGET)
+    flops, stats = result["forward_flops"], result["stats_s"]
+    matmul = f"fp32 matmul {args.matmul_size}^2"
+    for where, key in (("", matmul), (" [child]", f"{matmul} [child]")):
+        result[f"matmul_flops_per_s{where}"] = common.spread([result["matmul_flops"] / s for s in result["runs_s"][key]])
+    rate = result["matmul_flops_per_s"]["median"]
+    result["fractions_of_matmul"] = {
+        "frozen forward": flops / stats["tfzoo forward only, frozen"]["median"] / rate,
+        "frozen detect (end to end)": flops / stats["tfzoo detect, frozen"]["median"] / rate,
+        "variable detect (end to end, child process)": (
+            flops / stats["tfzoo detect (tf.function) [child]"]["median"]
+            / result["matmul_flops_per_s [child]"]["median"]),
+    }
+    result["speedup_frozen_detect"] = (stats["tfzoo detect (tf.function) [child]"]["median"]
+                                       / stats["tfzoo detect, frozen"]["median"])
+    return result
+
+
+def _child_argv(argv):
+    """``argv`` with ``--json`` dropped (the child writes its own file)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--json":
+            skip = True
+            continue
+        if a.startswith("--json="):
+            continue
+        out.append(a)
+    return out
+
+
+def report_frozen(r):
+    lines = ["| contender | latency ms median (min-max) |", "|---|---:|"]
+    for name, stats in r["stats_s"].items():
+        lines.append(f"| {name} | {common.fmt(stats, 1000)} |")
+    lines.append("")
+    lines.append(f"forward {r['forward_flops'] / 1e9:.2f} GFLOP (graph count); freezing took {r['freeze_s']:.1f} s, "
+                 f"the first frozen call {r['first_call_s']:.1f} s; detections {r['num_detections']} frozen, "
+                 f"{r['variable_num_detections']} with variables")
+    lines.append(f"fp32 matmul: {common.fmt(r['matmul_flops_per_s'], 1e-9)} GFLOP/s (child process: "
+                 f"{common.fmt(r['matmul_flops_per_s [child]'], 1e-9)})")
+    lines.append("fractions of the matmul median: " + "; ".join(
+        f"{k} {v:.2f}" for k, v in r["fractions_of_matmul"].items()) + f" (target >= {r['flop_target']:.2f})")
+    lines.append(f"frozen detect is {r['speedup_frozen_detect']:.2f}x as fast as the variable-weight detect")
     return "\n".join(lines)
 
 
@@ -718,6 +841,7 @@ def report_pipeline(r):
 
 RUNNERS = {
     "latency": (part_latency, report_latency),
+    "frozen": (part_frozen, report_frozen),
     "train": (part_train, report_train),
     "export": (part_export, report_export),
     "pipeline": (part_pipeline, report_pipeline),
@@ -738,8 +862,9 @@ def build_parser():
     parser.add_argument("--model", default="retinanet", help="the preset to benchmark (default: retinanet)")
     parser.add_argument("--mobile-model", default="retinanet_mobile",
                         help="the CPU preset of the export and pipeline parts (default: retinanet_mobile)")
-    parser.add_argument("--parts", type=parse_parts, default=list(PARTS),
-                        help=f"comma-separated parts to run (default: {','.join(PARTS)})")
+    parser.add_argument("--parts", type=parse_parts, default=list(DEFAULT_PARTS),
+                        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: {','.join(DEFAULT_PARTS)}; "
+                             "frozen runs alone)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="timed rounds of the train, export and pipeline parts (default 5)")
     parser.add_argument("--latency-repeats", type=int, default=None,
@@ -775,6 +900,7 @@ def build_parser():
     parser.add_argument("--tiny", action="store_true",
                         help=f"tiny models at {TINY_IMAGE_SIZE} px and small counts (smoke test)")
     parser.add_argument("--json", default=None, help="write the raw results to this JSON file")
+    parser.add_argument(_VARIABLE_CHILD, dest="variable_path_child", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -794,6 +920,9 @@ def main(argv=None):
         args.latency_repeats = 2 * args.repeats
     if args.repeats < 1 or args.latency_repeats < 1:
         parser.error("--repeats and --latency-repeats must be >= 1")
+    if "frozen" in args.parts and len(args.parts) > 1:
+        parser.error("--parts frozen runs alone: oneDNN shares its convolution primitives between the functions "
+                     "of a process, so the frozen and variable-weight paths are timed in processes of their own")
 
     import keras
 
@@ -807,6 +936,11 @@ def main(argv=None):
     for name in (args.model, args.mobile_model):
         if name not in tfzoo.list_models():
             parser.error(f"unknown model {name!r}; known models: {', '.join(tfzoo.list_models())}")
+    if args.variable_path_child:  # part_frozen's child: the variable-weight detect alone
+        result, runs = _frozen_timings(args, frozen=False)
+        with open(args.variable_path_child, "w", encoding="utf-8") as f:
+            json.dump({**result, "runs_s": runs}, f, default=float)
+        return result
     if adapter_of(args.model).peer(args) is None:
         _print(f"no peer of {args.model} runs here: peer contenders are skipped (pip install -e .[bench])")
     results = {"command": command, "env": env, "args": {k: v for k, v in vars(args).items()}, "parts": {}}

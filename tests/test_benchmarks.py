@@ -70,7 +70,8 @@ _AS_MAIN = textwrap.dedent("""
 #: What ``bench_model.py`` must refuse, each with its message (exit status 2).
 BAD_MODEL_OPTIONS = [(("--parts", "latency,speed"), "unknown part(s) speed"),
                      (("--repeats", "0"), "--repeats and --latency-repeats must be >= 1"),
-                     (("--model", "yolo9", "--tiny"), "unknown model 'yolo9'")]
+                     (("--model", "yolo9", "--tiny"), "unknown model 'yolo9'"),
+                     (("--parts", "latency,frozen"), "--parts frozen runs alone")]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,8 @@ def test_tfzoo_faster_rcnn_calibrated_on_its_proposals():
     assert 0 < int(detector.detect(image)["num_detections"][0]) <= 9
 
 
-@pytest.mark.parametrize("model", ["retinanet", "ssd300", "faster_rcnn_fpn", "yolov3"])
+# (yolov3's adapter runs in test_model_benchmark_tiny_frozen_run)
+@pytest.mark.parametrize("model", ["retinanet", "ssd300", "faster_rcnn_fpn"])
 def test_model_benchmark_tiny_latency_run(tmp_path, model):
     out = tmp_path / "results.json"
     proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", model, "--tiny", "--repeats", "1",
@@ -215,13 +217,29 @@ def test_model_benchmark_tiny_latency_run(tmp_path, model):
     assert "| tfzoo detect (tf.function) |" in proc.stdout
     assert latency["tfzoo"]["model"] == model
     peer = {"retinanet": ("KerasHub", HAS_KERAS_HUB), "ssd300": ("torchvision", HAS_TORCHVISION),
-            "faster_rcnn_fpn": ("torchvision", HAS_TORCHVISION), "yolov3": (None, False)}[model]
+            "faster_rcnn_fpn": ("torchvision", HAS_TORCHVISION)}[model]
     if peer[1]:
         assert latency["peer"]["name"] == peer[0] and latency["peer"]["num_detections"] > 0
         assert latency["peer"]["forward_flops"] > 0
         assert latency["ratio_detect_vs_peer"] > 0 and f"vs {peer[0]}" in proc.stdout
     else:
         assert "peer" not in latency
+
+
+def test_model_benchmark_tiny_frozen_run(tmp_path):
+    """The frozen part: frozen detect and forward here, the variable-weight detect in a child
+    process; the same detections both ways."""
+    out = tmp_path / "results.json"
+    proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", "yolov3", "--tiny", "--repeats", "1",
+                "--parts", "frozen", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frozen = json.loads(out.read_text())["parts"]["frozen"]
+    assert set(frozen["stats_s"]) == {"tfzoo detect, frozen", "tfzoo forward only, frozen", "fp32 matmul 256^2",
+                                      "tfzoo detect (tf.function) [child]", "fp32 matmul 256^2 [child]"}
+    assert 0 < frozen["num_detections"] == frozen["variable_num_detections"] <= 100
+    assert frozen["forward_flops"] > 0 and frozen["freeze_s"] > 0 and frozen["speedup_frozen_detect"] > 0
+    assert all(v > 0 for v in frozen["fractions_of_matmul"].values())
+    assert "frozen detect is" in proc.stdout and "| tfzoo detect (tf.function) [child] |" in proc.stdout
 
 
 def test_multiscale_benchmark_tiny_run(tmp_path):

@@ -418,6 +418,14 @@ def test_evaluate_a_model_file(model_artifacts, tmp_path, capsys):
     metrics = json.loads(out_json.read_text())
     assert set(RESULT_KEYS) <= set(metrics) and 0.0 <= metrics["AP"] <= 1.0
     assert "AP50" in out and "voc07_mAP" in out
+    # --frozen: the weights read once into constants, the same scores
+    frozen_json = tmp_path / "frozen.json"
+    code, _, err = run(["evaluate", model_artifacts("keras"), "--data", "shapes:3", "--split", "val",
+                        "--batch-size", "2", "--frozen", "--json", str(frozen_json)], capsys)
+    assert code == 0, err
+    frozen = json.loads(frozen_json.read_text())
+    scalars = [k for k in RESULT_KEYS if k != "per_class"]
+    assert {k: frozen[k] for k in scalars} == pytest.approx({k: metrics[k] for k in scalars}, abs=1e-4)
 
 
 def test_evaluate_refuses_an_untrusted_saved_model_and_both_sources(model_artifacts, capsys):

@@ -127,8 +127,18 @@ class LoadedModel:
         padded[:len(proposals)] = proposals
         return padded
 
+    #: Whether :meth:`detect` runs a frozen function (:meth:`frozen`).
+    is_frozen = False
+
     def detect(self, images):
         raise NotImplementedError
+
+    def frozen(self):
+        """This model with :meth:`detect` computed by a frozen function: the weights read
+        once into constants (:mod:`tfzoo.export.frozen`; faster on an x86 CPU for wide
+        models, at a cost of seconds when first called). Keras models and SavedModels; a
+        TFLite file holds its weights as constants already and returns itself."""
+        return self
 
     def raw_outputs(self, images):
         raise NotImplementedError(f"{self.format} model {self.path} has no raw outputs")
@@ -192,18 +202,29 @@ class KerasModel(LoadedModel):
 
     format = "keras"
 
-    def __init__(self, path, detector):
+    def __init__(self, path, detector, frozen=False):
         self.detector = detector
-        self._raw_fn = None
+        self.is_frozen = bool(frozen)
+        self._raw_fn = self._frozen_fn = None
         super().__init__(path, detector.config, artifacts.class_names_of(detector.config), detector.image_size,
                          detector.encoder.keep_aspect_ratio)
 
     def with_image_size(self, image_size):
-        return KerasModel(self.path, self.detector.with_image_size(image_size))
+        return KerasModel(self.path, self.detector.with_image_size(image_size), self.is_frozen)
+
+    def frozen(self):
+        return self if self.is_frozen else KerasModel(self.path, self.detector, frozen=True)
 
     def detect(self, images):
-        """``detector.predict_on_batch``: the model and decoder as one traced graph."""
-        return _numpy(self.detector.predict_on_batch(_float_inputs(images)))
+        """``detector.predict_on_batch``: the model and decoder as one traced graph (frozen:
+        :func:`tfzoo.export.frozen.freeze_detect`, traced and frozen at the first call)."""
+        if not self.is_frozen:
+            return _numpy(self.detector.predict_on_batch(_float_inputs(images)))
+        if self._frozen_fn is None:
+            from tfzoo.export.frozen import freeze_detect
+
+            self._frozen_fn = freeze_detect(self.detector.as_float32())
+        return _numpy(self._frozen_fn(_float_inputs(images)))
 
     def raw_outputs(self, images):
         """The raw head outputs, in graph mode like :meth:`detect` (eager Keras rounds
@@ -220,11 +241,17 @@ class SavedModelModel(LoadedModel):
 
     format = "saved_model"
 
-    def __init__(self, path, loaded, metadata):
+    def __init__(self, path, loaded, metadata, frozen=False):
         self.loaded = loaded
+        self.metadata = metadata
         self.signatures = loaded.signatures
+        self.is_frozen = bool(frozen)
+        self._frozen_fn = None
         super().__init__(path, metadata["config"], metadata["class_names"], metadata["image_size"],
                          metadata["keep_aspect_ratio"])
+
+    def frozen(self):
+        return self if self.is_frozen else SavedModelModel(self.path, self.loaded, self.metadata, frozen=True)
 
     def _call(self, name, **inputs):
         import tensorflow as tf
@@ -232,8 +259,17 @@ class SavedModelModel(LoadedModel):
         return _numpy(self.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()}))
 
     def detect(self, images):
+        """The ``detect`` signature (frozen: :class:`tfzoo.export.frozen.FrozenFunction` of
+        it, frozen at the first call)."""
         inputs = _float_inputs(images)
-        return self._call("detect", **(inputs if isinstance(inputs, dict) else {"images": inputs}))
+        inputs = inputs if isinstance(inputs, dict) else {"images": inputs}
+        if not self.is_frozen:
+            return self._call("detect", **inputs)
+        if self._frozen_fn is None:
+            from tfzoo.export.frozen import FrozenFunction
+
+            self._frozen_fn = FrozenFunction(self.signatures["detect"])
+        return _numpy(self._frozen_fn(inputs))
 
     def raw_outputs(self, images):
         inputs = _float_inputs(images)

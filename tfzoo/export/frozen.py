@@ -1,0 +1,87 @@
+"""Frozen inference: a traced function with its variables turned into constants.
+
+:func:`freeze` traces a function (a detector's ``detect``, a loaded SavedModel's
+signature) and replaces every variable it reads by a constant holding its current value
+(TensorFlow's ``convert_variables_to_constants_v2``, what the TFLite converter does
+first). The result computes the same detections. Why it exists: on an x86 CPU, TF's
+oneDNN convolutions treat a constant kernel differently from a variable one. A constant
+kernel is reordered once into oneDNN's blocked layout and cached, and Grappler folds each
+inference batch norm and activation into its convolution. A variable kernel is read in its
+stored layout at every call, where TF 2.21 picks slower kernels for wide layers (256
+channels and up; :class:`tfzoo.layers.Conv2D` documents the same effect).
+
+Figures (``benchmarks/bench_model.py --parts frozen``, BENCHMARKS.md): ``yolov3`` at 416,
+batch 1, about 1.7x faster end to end, decoder and NMS included (Darknet-53's
+convolutions are 256 to 1,024 channels wide); the 2-4 M-parameter CPU presets 0-10 %.
+
+The costs:
+
+- Freezing traces the function and copies every weight into the graph: about 7 s for
+  ``yolov3`` (62 M parameters) on 2 cores, then about as long again in the first call
+  (Grappler folds the batch norms into the kernels). Worth it for a few hundred images,
+  not for one.
+- Memory: the weights are held twice more (the graph's constants and oneDNN's reordered
+  copies), so about 3x the model's size (``yolov3``: 250 MB of weights).
+- The weights are those of the moment of freezing: later training does not reach a frozen
+  function.
+- oneDNN caches its convolution primitives by shape for the whole process, not per
+  function: a process that ran the variable-kernel path first can reuse its primitives in
+  the frozen function and lose most of the gain. Freeze before the first call, and time
+  the two paths in separate processes (``bench_model.py`` runs ``--parts frozen`` alone).
+
+TFLite files hold their weights as constants already (:mod:`tfzoo.export.tflite`).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _convert(concrete):
+    # The v2 converter has no public alias (tf.compat.v1.graph_util's works on v1 graphs).
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
+
+    return convert_variables_to_constants_v2(concrete)
+
+
+class FrozenFunction:
+    """``fn`` traced for ``input_signature`` (a structure of ``tf.TensorSpec``), its
+    variables read once into constants. Called with inputs of that structure, it returns
+    the structure ``fn`` returns (a dict of tensors for ``detect``).
+
+    ``fn`` may also be a ``ConcreteFunction`` taking keyword arguments (a loaded
+    SavedModel's signature; no ``input_signature``): the frozen function takes the dict of
+    its arguments.
+    """
+
+    def __init__(self, fn, input_signature=None):
+        self._keywords = isinstance(fn, tf.types.experimental.ConcreteFunction)
+        if self._keywords:
+            concrete = fn
+            input_signature = fn.structured_input_signature[1]
+        else:
+            concrete = tf.function(fn, input_signature=[input_signature], autograph=False).get_concrete_function()
+        self.input_signature = input_signature
+        self._structure = concrete.structured_outputs
+        self._frozen = _convert(concrete)
+
+    def __call__(self, inputs):
+        inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
+        outputs = self._frozen(**inputs) if self._keywords else self._frozen(*tf.nest.flatten(inputs))
+        if isinstance(outputs, dict):
+            return outputs
+        return tf.nest.pack_sequence_as(self._structure, tf.nest.flatten(outputs))
+
+
+def input_signature(detector, batch_size=None):
+    """The ``detect`` input spec of ``detector``: float32 images ``[B, H, W, 3]``, with
+    ``proposals [B, R, 4]`` in a dict for a proposal-based detector."""
+    height, width = detector.image_size
+    images = tf.TensorSpec([batch_size, height, width, 3], tf.float32)
+    if "proposals" not in detector.input_names:
+        return images
+    return {"images": images, "proposals": tf.TensorSpec([batch_size, detector.config.max_proposals, 4], tf.float32)}
+
+
+def freeze_detect(detector, batch_size=None):
+    """``detector.detect`` as a :class:`FrozenFunction` (any batch by default)."""
+    return FrozenFunction(detector.detect, input_signature(detector, batch_size))
