@@ -21,7 +21,7 @@ EXIT_FAILURE = 1
 DATA_HELP = "dataset spec: shapes | voc:PATH | coco:PATH | yolo:PATH | tfds:NAME (e.g. tfds:voc/2007)"
 FROZEN_HELP = ("run the model with its weights read once into constants (a Keras model or SavedModel; "
                "tfzoo.export.frozen): faster on an x86 CPU for the wide paper presets (yolov3 at 416: "
-               "about 1.7x), after a one-off cost of seconds that few images do not repay")
+               "1.6x), after a one-off cost of seconds that few images do not repay")
 MODEL_HELP = "a training directory, a .keras or .tflite file, or (with --trust-model) a SavedModel directory or .h5"
 IMAGE_SIZE_HELP = ("run a Keras model at this square input size instead of its own (same weights; the "
                    "detectors are fully convolutional, and one trained small often finds small objects "
