@@ -13,10 +13,11 @@ from tfzoo import cli
 from tests.data.conftest import tree_hash
 from tests.models.conftest import tiny_settings
 
-#: One preset per family: the single-stage heads, the RPN, the proposal-based three (SPP-Net
-#: is Fast R-CNN's path plus R-CNN's stages), and both YOLO codebases.
-FAMILIES = ["retinanet_mobile", "ssd_mobile", "faster_rcnn_mobile", "fast_rcnn_mobile", "rcnn_mobile", "yolov1_tiny",
-            "yolov3_tiny"]
+#: One preset per data path: a single-stage head on anchors (RetinaNet; SSD's encoder is the
+#: same shared matcher on other anchors), the RPN, the proposal-based path (R-CNN: the
+#: proposals a second input, as Fast R-CNN and SPP-Net take them, then its post-fit
+#: stages), and both YOLO codebases (their own cell encoders).
+FAMILIES = ["retinanet_mobile", "faster_rcnn_mobile", "rcnn_mobile", "yolov1_tiny", "yolov3_tiny"]
 
 #: (image index, what is damaged, the problem the reader names, what it does).
 DAMAGE = [
