@@ -61,5 +61,9 @@ def test_loaded_models_freeze_with_the_same_detections(kind, artifacts_dir):
     assert not model.is_frozen and fast.format == model.format and fast.class_names == model.class_names
     images = helpers.sample_images(2)
     _same(fast.detect(images), model.detect(images))
+    original = images[0, 5:60, :50].astype(np.uint8)  # any size: resized, then the frozen detect (predict)
+    got, want = fast.detect_original(original), model.detect_original(original)
+    assert got["num_detections"] == want["num_detections"]
+    np.testing.assert_allclose(got["detection_boxes"], want["detection_boxes"], atol=1e-4)
     if kind == "keras":  # --image-size after --frozen keeps it frozen
         assert model.frozen().with_image_size(96).is_frozen

@@ -276,7 +276,10 @@ class SavedModelModel(LoadedModel):
         return self._call("raw_outputs", **(inputs if isinstance(inputs, dict) else {"images": inputs}))
 
     def detect_original(self, image, proposals=None):
-        """Runs the SavedModel's own ``serving_default`` (resizing inside the graph)."""
+        """Runs the SavedModel's own ``serving_default`` (resizing inside the graph); frozen,
+        the frozen ``detect`` on the image resized as the other formats resize it."""
+        if self.is_frozen:
+            return super().detect_original(image, proposals)
         image = _one_image(image)
         extra = {"proposals": self._padded(self._proposals(image, proposals))[None]} if self.max_proposals else {}
         return _unbatch(self._call("serving_default", images=image[None], **extra))
