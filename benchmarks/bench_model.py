@@ -301,11 +301,11 @@ def _frozen_timings(args, frozen):
     if frozen:
         started = time.perf_counter()
         detect = frozen_export.freeze_detect(ours, batch_size=1)
-        forward = frozen_export.FrozenFunction(lambda x: ours(x, training=False), spec)
         result["freeze_s"] = time.perf_counter() - started
         started = time.perf_counter()
         detect(image)
         result["first_call_s"] = time.perf_counter() - started
+        forward = frozen_export.FrozenFunction(lambda x: ours(x, training=False), spec)
         fns = {"tfzoo detect, frozen": lambda: detect(image), "tfzoo forward only, frozen": lambda: forward(image)}
     else:
         detect = tf.function(ours.detect, input_signature=[spec])
@@ -322,6 +322,7 @@ def _frozen_timings(args, frozen):
 
 #: The child process of the frozen part: the variable-weight path in a process of its own.
 _VARIABLE_CHILD = "--variable-path-child"
+CHILD_TIMEOUT_S = 1800
 
 
 def part_frozen(args):
@@ -330,9 +331,9 @@ def part_frozen(args):
     _print("frozen: timing the variable-weight detect in a child process ...")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "variable.json")
-        argv = [a for a in sys.argv[1:] if a != _VARIABLE_CHILD]
-        child = subprocess.run([sys.executable, os.path.abspath(__file__), *_child_argv(argv), _VARIABLE_CHILD, out],
-                               capture_output=True, text=True)
+        # (the child returns before any part runs or --json is written)
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), *args.argv, _VARIABLE_CHILD, out],
+                               capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
         if child.returncode != 0:
             raise RuntimeError(f"the variable-path child failed:\n{child.stderr[-3000:]}")
         with open(out, encoding="utf-8") as f:
@@ -357,23 +358,11 @@ def part_frozen(args):
     }
     result["speedup_frozen_detect"] = (stats["tfzoo detect (tf.function) [child]"]["median"]
                                        / stats["tfzoo detect, frozen"]["median"])
+    # The two processes' machine speed may differ: the same ratio with each side's time in
+    # units of its own process's matmul.
+    result["speedup_frozen_detect_matmul_normalized"] = (
+        result["speedup_frozen_detect"] * result["matmul_flops_per_s [child]"]["median"] / rate)
     return result
-
-
-def _child_argv(argv):
-    """``argv`` with ``--json`` dropped (the child writes its own file)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a == "--json":
-            skip = True
-            continue
-        if a.startswith("--json="):
-            continue
-        out.append(a)
-    return out
 
 
 def report_frozen(r):
@@ -381,14 +370,16 @@ def report_frozen(r):
     for name, stats in r["stats_s"].items():
         lines.append(f"| {name} | {common.fmt(stats, 1000)} |")
     lines.append("")
-    lines.append(f"forward {r['forward_flops'] / 1e9:.2f} GFLOP (graph count); freezing took {r['freeze_s']:.1f} s, "
-                 f"the first frozen call {r['first_call_s']:.1f} s; detections {r['num_detections']} frozen, "
-                 f"{r['variable_num_detections']} with variables")
+    lines.append(f"forward {r['forward_flops'] / 1e9:.2f} GFLOP (graph count); freezing detect took "
+                 f"{r['freeze_s']:.1f} s, its first call {r['first_call_s']:.1f} s; detections {r['num_detections']} "
+                 f"frozen, {r['variable_num_detections']} with variables")
     lines.append(f"fp32 matmul: {common.fmt(r['matmul_flops_per_s'], 1e-9)} GFLOP/s (child process: "
                  f"{common.fmt(r['matmul_flops_per_s [child]'], 1e-9)})")
     lines.append("fractions of the matmul median: " + "; ".join(
         f"{k} {v:.2f}" for k, v in r["fractions_of_matmul"].items()) + f" (target >= {r['flop_target']:.2f})")
-    lines.append(f"frozen detect is {r['speedup_frozen_detect']:.2f}x as fast as the variable-weight detect")
+    lines.append(f"frozen detect is {r['speedup_frozen_detect']:.2f}x as fast as the variable-weight detect "
+                 f"({r['speedup_frozen_detect_matmul_normalized']:.2f}x with each time in units of its process's "
+                 "matmul)")
     return "\n".join(lines)
 
 
@@ -907,6 +898,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = [a for a in (sys.argv[1:] if argv is None else argv)]  # what the frozen part's child runs with
     if args.tiny:
         args.image_size = args.mobile_image_size = TINY_IMAGE_SIZE
         args.matmul_size = min(args.matmul_size, 256)

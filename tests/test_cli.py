@@ -408,7 +408,7 @@ def test_autograph_errors_show_the_original_exception(monkeypatch, capsys):
     assert code == 1 and err == "tfzoo: error: ValueError: boxes must have 4 coordinates, got 3\n"
 
 
-def test_evaluate_a_model_file(model_artifacts, tmp_path, capsys):
+def test_evaluate_a_model_file(model_artifacts, tmp_path, capsys, monkeypatch):
     from tfzoo.eval import RESULT_KEYS
 
     out_json = tmp_path / "metrics.json"
@@ -418,11 +418,21 @@ def test_evaluate_a_model_file(model_artifacts, tmp_path, capsys):
     metrics = json.loads(out_json.read_text())
     assert set(RESULT_KEYS) <= set(metrics) and 0.0 <= metrics["AP"] <= 1.0
     assert "AP50" in out and "voc07_mAP" in out
-    # --frozen: the weights read once into constants, the same scores
-    frozen_json = tmp_path / "frozen.json"
+    # --frozen: the weights read once into constants (the frozen function runs), the same scores
+    from tfzoo.export import frozen as frozen_module
+
+    frozen_json, calls = tmp_path / "frozen.json", []
+    real = frozen_module.freeze_detect
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(frozen_module, "freeze_detect", counted)
     code, _, err = run(["evaluate", model_artifacts("keras"), "--data", "shapes:3", "--split", "val",
                         "--batch-size", "2", "--frozen", "--json", str(frozen_json)], capsys)
     assert code == 0, err
+    assert calls == [1]  # frozen once, at the first batch
     frozen = json.loads(frozen_json.read_text())
     scalars = [k for k in RESULT_KEYS if k != "per_class"]
     assert {k: frozen[k] for k in scalars} == pytest.approx({k: metrics[k] for k in scalars}, abs=1e-4)
@@ -436,6 +446,9 @@ def test_evaluate_refuses_an_untrusted_saved_model_and_both_sources(model_artifa
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["evaluate", path, "--detections", "r.json", "--data", "shapes:2"])
     assert exit_info.value.code == 2 and "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["evaluate", "--detections", "r.json", "--data", "shapes:2", "--frozen"])
+    assert exit_info.value.code == 2 and "--frozen applies to a MODEL_PATH" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_a_model_with_other_classes(model_artifacts, monkeypatch, capsys):

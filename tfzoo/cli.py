@@ -647,6 +647,8 @@ def cmd_evaluate(args):
         args.parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.detections and args.image_size is not None:
         args.parser.error("--image-size applies to a MODEL_PATH, not to --detections")
+    if args.detections and args.frozen:
+        args.parser.error("--frozen applies to a MODEL_PATH, not to --detections")
     if not 0.0 <= args.plot_score_threshold <= 1.0:
         args.parser.error(f"--plot-score-threshold must be in [0, 1], got {args.plot_score_threshold}")
     if args.plots and os.path.exists(args.plots) and not os.path.isdir(args.plots):

@@ -33,8 +33,11 @@ def test_frozen_detect_equals_detect_and_reads_no_variable(name):
         inputs = {"images": images, "proposals": corners.reshape(2, -1, 4)[..., [0, 2, 1, 3]].astype(np.float32)}
     fn = frozen.freeze_detect(detector)
     graph_ops = {op.type for op in fn._frozen.graph.get_operations()}
-    assert not graph_ops & {"ReadVariableOp", "VarHandleOp"}, "a variable is still read"
+    assert not graph_ops & {"ReadVariableOp", "VarHandleOp"} and not fn._frozen.variables, "a variable is still read"
     _same(fn(inputs), detector.predict_on_batch(inputs))
+    wrong = {"image": images} if isinstance(inputs, dict) else {"images": images}
+    with pytest.raises(ValueError, match="this frozen function takes"):
+        fn(wrong)
     # Frozen weights are those of the moment of freezing.
     detector.set_weights([w * 0.5 for w in detector.get_weights()])
     assert not np.allclose(np.asarray(fn(inputs)["detection_scores"]),

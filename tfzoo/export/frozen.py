@@ -1,7 +1,7 @@
 """Frozen inference: a traced function with its variables turned into constants.
 
-:func:`freeze` traces a function (a detector's ``detect``, a loaded SavedModel's
-signature) and replaces every variable it reads by a constant holding its current value
+:class:`FrozenFunction` traces a function (a detector's ``detect``, a loaded SavedModel's
+signature; :func:`freeze_detect`) and replaces every variable it reads by a constant holding its current value
 (TensorFlow's ``convert_variables_to_constants_v2``, what the TFLite converter does
 first). The result computes the same detections. Why it exists: on an x86 CPU, TF's
 oneDNN convolutions treat a constant kernel differently from a variable one. A constant
@@ -22,8 +22,9 @@ The costs:
   ``yolov3`` (62 M parameters) on 2 cores, then about as long again in the first call
   (Grappler folds the batch norms into the kernels). Worth it for a few hundred images,
   not for one.
-- Memory: the weights are held twice more (the graph's constants and oneDNN's reordered
-  copies), so about 3x the model's size (``yolov3``: 250 MB of weights).
+- Memory: the weights are held again, as the graph's constants, besides the model's
+  variables, and oneDNN keeps its reordered copies of the kernels (``yolov3``: 250 MB of
+  weights each time; not measured).
 - The weights are those of the moment of freezing: later training does not reach a frozen
   function.
 - oneDNN caches its convolution primitives by shape for the whole process, not per
@@ -63,10 +64,19 @@ class FrozenFunction:
         else:
             concrete = tf.function(fn, input_signature=[input_signature], autograph=False).get_concrete_function()
         self.input_signature = input_signature
-        self._structure = concrete.structured_outputs
+        # (the outputs' structure only: holding the traced tensors would keep the traced
+        # graph, and its variables, alive)
+        self._structure = tf.nest.map_structure(lambda _: None, concrete.structured_outputs)
         self._frozen = _convert(concrete)
 
     def __call__(self, inputs):
+        try:
+            tf.nest.assert_same_structure(self.input_signature, inputs)
+        except (ValueError, TypeError):
+            want = (f"a dict with the keys {sorted(self.input_signature)}" if isinstance(self.input_signature, dict)
+                    else "one tensor")
+            got = f"a dict with the keys {sorted(inputs)}" if isinstance(inputs, dict) else type(inputs).__name__
+            raise ValueError(f"this frozen function takes {want}, got {got}") from None
         inputs = tf.nest.map_structure(tf.convert_to_tensor, inputs)
         outputs = self._frozen(**inputs) if self._keywords else self._frozen(*tf.nest.flatten(inputs))
         if isinstance(outputs, dict):

@@ -134,10 +134,11 @@ class LoadedModel:
         raise NotImplementedError
 
     def frozen(self):
-        """This model with :meth:`detect` computed by a frozen function: the weights read
-        once into constants (:mod:`tfzoo.export.frozen`; faster on an x86 CPU for wide
-        models, at a cost of seconds when first called). Keras models and SavedModels; a
-        TFLite file holds its weights as constants already and returns itself."""
+        """This model with :meth:`detect` (and :meth:`detect_original`) computed by a frozen
+        function: the weights read once into constants (:mod:`tfzoo.export.frozen`; faster
+        on an x86 CPU for wide models, at a cost of seconds when first called;
+        :meth:`raw_outputs` stays as it was). Keras models and SavedModels; a TFLite file
+        holds its weights as constants already and returns itself."""
         return self
 
     def raw_outputs(self, images):
