@@ -200,8 +200,9 @@ def test_tfzoo_faster_rcnn_calibrated_on_its_proposals():
     assert 0 < int(detector.detect(image)["num_detections"][0]) <= 9
 
 
-# (yolov3's adapter runs in test_model_benchmark_tiny_frozen_run)
-@pytest.mark.parametrize("model", ["retinanet", "ssd300", "faster_rcnn_fpn"])
+# One family's adapter end to end (about 17 s each); the others' calibration is tested
+# in-process below, yolov3's runs in test_model_benchmark_tiny_frozen_run.
+@pytest.mark.parametrize("model", ["retinanet"])
 def test_model_benchmark_tiny_latency_run(tmp_path, model):
     out = tmp_path / "results.json"
     proc = _run(str(BENCHMARKS / "bench_model.py"), "--model", model, "--tiny", "--repeats", "1",
@@ -253,14 +254,13 @@ def test_multiscale_benchmark_tiny_run(tmp_path):
 
 
 def test_train_step_tiny_run_prints_every_contender():
+    # (one backbone: --also-backbone repeats the same contenders on a second one)
     result = _run("benchmarks/bench_train_step.py", "--image-size", "64", "--batch-size", "2", "--repeats", "1",
-                  "--warmup", "1", "--backbone", "mobilenet_v2", "--also-backbone", "resnet10")
+                  "--warmup", "1", "--backbone", "mobilenet_v2")
     assert result.returncode == 0, result.stderr[-2000:]
     for line in ("model forward+backward", "backbone keras-BN fwd+bwd", "model fwd+bwd, bf16 FPN+heads",
                  "model fwd+bwd, all mixed bf16", "speed-up of the model's forward+backward, bf16 FPN+heads",
-                 "resnet10 backbone fwd+bwd", "resnet10 model fwd+bwd, all mixed bf16",
-                 "speed-up of the model's forward+backward, resnet10 model fwd+bwd:",
-                 "mobilenet_v2 backbone at 64:", "resnet10 backbone at 64:"):
+                 "mobilenet_v2 backbone at 64:"):
         assert line in result.stdout, line
 
 
