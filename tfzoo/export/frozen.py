@@ -84,16 +84,6 @@ class FrozenFunction:
         return tf.nest.pack_sequence_as(self._structure, tf.nest.flatten(outputs))
 
 
-def input_signature(detector, batch_size=None):
-    """The ``detect`` input spec of ``detector``: float32 images ``[B, H, W, 3]``, with
-    ``proposals [B, R, 4]`` in a dict for a proposal-based detector."""
-    height, width = detector.image_size
-    images = tf.TensorSpec([batch_size, height, width, 3], tf.float32)
-    if "proposals" not in detector.input_names:
-        return images
-    return {"images": images, "proposals": tf.TensorSpec([batch_size, detector.config.max_proposals, 4], tf.float32)}
-
-
 def freeze_detect(detector, batch_size=None):
     """``detector.detect`` as a :class:`FrozenFunction` (any batch by default)."""
-    return FrozenFunction(detector.detect, input_signature(detector, batch_size))
+    return FrozenFunction(detector.detect, detector.detect_spec(batch_size))

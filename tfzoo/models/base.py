@@ -488,6 +488,15 @@ class Detector(keras.Model):
         """``(height, width)`` of the model input."""
         return tuple(int(d) for d in self.inputs[0].shape[1:3])
 
+    def detect_spec(self, batch_size=None):
+        """What :meth:`detect` takes: float32 images ``tf.TensorSpec [B, H, W, 3]``, in a dict
+        with ``proposals [B, R, 4]`` for a proposal-based detector (``B`` any when None)."""
+        height, width = self.image_size
+        images = tf.TensorSpec([batch_size, height, width, 3], tf.float32)
+        if "proposals" not in self.input_names:
+            return images
+        return {"images": images, "proposals": tf.TensorSpec([batch_size, int(self.inputs[1].shape[1]), 4], tf.float32)}
+
     # --- training -----------------------------------------------------------------------
 
     def compile(self, optimizer="adam", **kwargs):

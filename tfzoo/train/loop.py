@@ -134,12 +134,7 @@ class _Run:
         """``(metrics, evaluator)`` of the detector on ``dataset``."""
         detector = self.detector
         if self._detect is None:
-            height, width = detector.image_size
-            images = tf.TensorSpec([None, height, width, 3], tf.float32)
-            if "proposals" in detector.input_names:
-                images = {"images": images,
-                          "proposals": tf.TensorSpec([None, detector.config.max_proposals, 4], tf.float32)}
-            self._detect = tf.function(detector.detect, input_signature=[images])
+            self._detect = tf.function(detector.detect, input_signature=[detector.detect_spec()])
         return tfzoo.eval.evaluate_detector(
             self._detect, dataset, detector.image_size, names, tfzoo.data.category_ids(specs[0]),
             keep_aspect_ratio=detector.encoder.keep_aspect_ratio, progress=bool(self.verbose),
