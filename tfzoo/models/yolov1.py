@@ -43,14 +43,19 @@ Presets (one-stage):
   momentum 0.9, weight decay 5e-4, batch 64, warm-up from 1e-3 to 1e-2, then 1e-2, 1e-3,
   1e-4 for 75, 30 and 30 epochs; random scaling and translation up to 20 %, exposure and
   saturation up to 1.5 in HSV: augmentation ``yolo``).
-- ``yolov1_tiny``: Fast YOLO's 9 convolutions at half width, ended as Darknet's later tiny
-  cfg ends it: a 3x3 convolution narrowing the map to 256 channels (128 at half width),
-  read directly by the linear output layer (no hidden layer, no dropout). A CPU preset
-  trained from random weights with the CPU recipe (AdamW 2e-3, cosine), which the paper's
-  parametrization of that layer does not survive (below). Its class outputs are logits
-  trained with softmax cross-entropy (``class_loss="softmax"``): the paper's squared
-  error on them learns the classes far more slowly from random weights (on the
-  ``symbols`` stand-in in 20 minutes, val AP50 0.203 against 0.372).
+- ``yolov1_tiny``: Fast YOLO's 9 convolutions at quarter width (8 to 256 channels), ended
+  as Darknet's later tiny cfg ends it: a 3x3 convolution narrowing the map to 256 channels
+  (64 at quarter width), read directly by the linear output layer (no hidden layer, no
+  dropout). A CPU preset trained from random weights with the CPU recipe (AdamW 2e-3,
+  cosine), which the paper's parametrization of that layer does not survive (below). Its
+  class outputs are logits trained with softmax cross-entropy (``class_loss="softmax"``):
+  the paper's squared error on them learns the classes far more slowly from random
+  weights (on the ``symbols`` stand-in in 20 minutes, val AP50 0.203 against 0.372).
+  Quarter width because at 448 x 448 the network is bound by its training step's compute:
+  half width trained 31 images/s on 2 CPU cores, quarter width 53, and in the runs
+  compared the losses fell as fast per epoch at either width, so a time budget buys the
+  narrower network 1.7x the epochs (``symbols``, 20 minutes: val AP50 0.533 against 0.372;
+  BENCHMARKS.md). ``--set backbone_alpha=0.5`` trains the wider one.
 
 The output layer from random weights (``yolov1_tiny``; options of every YOLOv1 config). The
 paper's trunk is ImageNet-pretrained for a week before detection; from random weights, a
@@ -68,8 +73,8 @@ layer and change how it trains:
   with unit-variance kernels (Karras et al. 2018's "equalized learning rate"): hidden
   layers start at the scale of LeCun's initialization, but an Adam step then moves an
   output by about ``sqrt(fan-in)`` times the learning rate rather than ``fan-in`` times
-  (6,272 inputs at half width): the linear outputs no longer run away at the CPU recipe's
-  rate. It is meant for Adam-family optimizers: under SGD, whose steps follow the
+  (3,136 inputs in ``yolov1_tiny``): the linear outputs no longer run away at the CPU
+  recipe's rate. It is meant for Adam-family optimizers: under SGD, whose steps follow the
   gradient's size, it divides the layers' effective learning rate by their fan-in.
 """
 from __future__ import annotations
@@ -161,10 +166,11 @@ class YOLOv1Config(DetectorConfig):
 PRESETS = {
     "yolov1": YOLOv1Config(),
     # Fast YOLO as Darknet's later tiny cfg ends it: a 3x3 convolution narrowing the map (256,
-    # here 128 at half width) read directly by the output layer, no hidden layer, no dropout.
+    # here 64 at quarter width) read directly by the output layer, no hidden layer, no dropout.
     # From random weights on a CPU the output layer is the shared-plus-free reparametrization
-    # and its inputs are equalized (see YOLOv1.create); the CPU recipe as for the other CPU presets.
-    "yolov1_tiny": YOLOv1Config(name="yolov1_tiny", backbone="fast_yolo", backbone_alpha=0.5, head_channels=256,
+    # and its inputs are equalized (see YOLOv1.create); the CPU recipe as for the other CPU
+    # presets. Quarter width: 1.7x the half-width network's training images/s (module doc).
+    "yolov1_tiny": YOLOv1Config(name="yolov1_tiny", backbone="fast_yolo", backbone_alpha=0.25, head_channels=256,
                                 fc_units=(), dropout=0.0, equalized_fc=True, shared_cell_output=True,
                                 class_loss="softmax", **{**SCRATCH_RECIPE, "augment": "yolo"}),
 }
@@ -236,7 +242,7 @@ class YOLOv1(Detector):
                   for i, units in enumerate(config.fc_units, start=1)]
         # A small initial fully connected output layer (N(0, 1e-3) kernel, on the scaled inputs
         # where equalized): its first predictions are near 0 rather than of unit size, which
-        # its fan-in (25,088 at Fast YOLO's half width) would give, and which the first steps
+        # its fan-in (25,088 for Fast YOLO's 512-channel map) would give, and which the first steps
         # would then spend pulling back.
         outputs_per_cell = b * BOX_CHANNELS + k
         output = keras.layers.Dense(s * s * outputs_per_cell, dtype="float32", name="fc_out",
