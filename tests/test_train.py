@@ -1223,6 +1223,25 @@ def test_progress_is_one_plain_line_per_epoch_when_not_a_terminal():
                         lines[1]), lines[1]
 
 
+def test_progress_counts_to_the_time_budgets_plan_not_to_the_running_fit_call():
+    """Under --minutes the first epoch runs before any plan, and a re-plan can lengthen the
+    run past the running ``fit`` call's ``epochs``: the lines follow the plan."""
+    import io
+
+    stream = io.StringIO()
+    progress = T.TrainingProgress(batch_size=4, stream=stream)
+    plan = {"epochs": None}
+    progress.planned = lambda: plan["epochs"]
+    for epoch, (fit_epochs, planned) in enumerate([(1, None), (62, 62), (62, 103)]):
+        progress.set_params({"epochs": fit_epochs, "steps": 1})
+        plan["epochs"] = planned
+        progress.on_epoch_begin(epoch)
+        progress.on_train_batch_end(0, {"loss": 1.0})
+        progress.on_epoch_end(epoch, {"loss": 1.0})
+    lines = stream.getvalue().splitlines()
+    assert [line.split(":")[1] for line in lines] == [" epoch 1/?", " epoch 2/62", " epoch 3/103"]
+
+
 def test_progress_bar_on_a_terminal_closes_when_training_stops_inside_an_epoch():
     import io
 

@@ -130,6 +130,15 @@ class TrainingProgress(keras.callbacks.Callback):
         self.stream = sys.stderr if stream is None else stream
         self.interactive = _isatty(self.stream) if interactive is None else interactive
         self._bar = None
+        #: Under a time budget, a callable giving the epochs planned now (None before the
+        #: first plan): a re-plan lengthens the run past the ``epochs`` of the ``fit`` call
+        #: that is running, so the lines count to the plan, not to that call's end.
+        self.planned = None
+
+    def _total(self):
+        if self.planned is None:
+            return self.params.get("epochs")
+        return self.planned() or "?"  # "?": the first epoch, run before the budget's plan
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.monotonic()
@@ -138,7 +147,7 @@ class TrainingProgress(keras.callbacks.Callback):
         if self.interactive:
             from tqdm import tqdm  # noqa: PLC0415
 
-            self._bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self.params.get('epochs')}",
+            self._bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self._total()}",
                              unit="step", file=self.stream, dynamic_ncols=True, leave=True)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -161,7 +170,7 @@ class TrainingProgress(keras.callbacks.Callback):
             self._bar.close()
             self._bar = None
         else:
-            print(f"tfzoo: epoch {epoch + 1}/{self.params.get('epochs')}: {summary}", file=self.stream, flush=True)
+            print(f"tfzoo: epoch {epoch + 1}/{self._total()}: {summary}", file=self.stream, flush=True)
 
     def on_train_end(self, logs=None):
         if self._bar is not None:  # stopped inside an epoch

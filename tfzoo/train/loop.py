@@ -757,11 +757,14 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
         budget = TimeBudget(time.monotonic() + 60.0 * minutes, minutes)
         callbacks.append(budget)
     callbacks.append(checkpoint)
-    if verbose:
-        callbacks.append(TrainingProgress(config.batch_size))  # after the checkpoint: its line holds val AP
+    progress = TrainingProgress(config.batch_size) if verbose else None
+    if progress is not None:
+        callbacks.append(progress)  # after the checkpoint: its line holds val AP
     if minutes is not None and schedule is not None and initial_epoch == 0:
         replan = _Replan(run, schedule, steps_per_epoch, budget.deadline, max_epochs, verbose)
         callbacks.append(replan)  # after the checkpoint: an epoch's length includes it
+        if progress is not None:
+            progress.planned = lambda: replan.planned
     callbacks += [*_tensorboard(run.dir.path(LOGS_DIR)), *extra_callbacks]
     history = {}
 
