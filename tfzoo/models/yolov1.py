@@ -50,7 +50,8 @@ Presets (one-stage):
   cosine), which the paper's parametrization of that layer does not survive (below). Its
   class outputs are logits trained with softmax cross-entropy (``class_loss="softmax"``):
   the paper's squared error on them learns the classes far more slowly from random
-  weights (on the ``symbols`` stand-in in 20 minutes, val AP50 0.203 against 0.372).
+  weights (on the ``symbols`` stand-in in 20 minutes at half width, val AP50 0.203
+  against 0.372).
   Quarter width because at 448 x 448 the network is bound by its training step's compute:
   half width trained 31 images/s on 2 CPU cores, quarter width 53, and in the runs
   compared the losses fell as fast per epoch at either width, so a time budget buys the
