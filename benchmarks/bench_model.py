@@ -898,7 +898,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = [a for a in (sys.argv[1:] if argv is None else argv)]  # what the frozen part's child runs with
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what the frozen part's child runs with
     if args.tiny:
         args.image_size = args.mobile_image_size = TINY_IMAGE_SIZE
         args.matmul_size = min(args.matmul_size, 256)

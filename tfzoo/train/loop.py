@@ -763,8 +763,6 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     if minutes is not None and schedule is not None and initial_epoch == 0:
         replan = _Replan(run, schedule, steps_per_epoch, budget.deadline, max_epochs, verbose)
         callbacks.append(replan)  # after the checkpoint: an epoch's length includes it
-        if progress is not None:
-            progress.planned = lambda: replan.planned
     callbacks += [*_tensorboard(run.dir.path(LOGS_DIR)), *extra_callbacks]
     history = {}
 
@@ -789,6 +787,8 @@ def _fit(run, train_set, config, schedule, steps_per_epoch, planned, initial_epo
     run.start_clock()
     if minutes is not None and schedule is not None and initial_epoch == 0 and planned > 1:
         # Time budget: one epoch on the provisional schedule, then fit the schedule to the budget.
+        if progress is not None:  # the lines count to the plan ("?" before it is made)
+            progress.planned = lambda: replan.planned
         fit(0, 1)
         if budget.stopped is None and nan_guard.stopped is None and not detector.stop_training:
             overhead = time.monotonic() - (checkpoint.epoch_times[-1][1] or fit_started)
