@@ -20,7 +20,7 @@ SCRIPTS = {"bench_model.py": "--mobile-model", "bench_pipeline.py": "--repeats",
            "bench_standins.py": "--label", "probe_classes.py": "agnostic",
            "bench_roi_crops.py": "--rois", "bench_proposals.py": "--size", "bench_svd.py": "--trained-ranks",
            "bench_generations.py": "--rpn-proposals", "bench_rcnn_memory.py": "--formats",
-           "bench_multiscale.py": "--rounds"}
+           "bench_multiscale.py": "--rounds", "bench_tflite_runtime.py": "--matmul"}
 HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 
@@ -395,3 +395,25 @@ def test_rcnn_memory_benchmark_tiny_run(tmp_path):
     assert set(result) == {"keras", "tflite"}
     assert all(row["peak_gib"] >= row["before_gib"] > 0 and row["seconds"] > 0 for row in result.values())
     assert all(row["loading_peak_gib"] >= row["before_gib"] for row in result.values())
+
+
+def test_tflite_runtime_benchmark_tiny_run(tmp_path):
+    out = tmp_path / "runtime.json"
+    proc = _run(str(BENCHMARKS / "bench_tflite_runtime.py"), "--image-size", "64", "--num-classes", "2",
+                "--candidates", "20", "--repeats", "2", "--calls", "1", "--matmul", "64", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    stats = {name: s["median"] for name, s in result["stats_s"].items()}
+    threads = f"TFLite, {result['threads']} threads"
+    assert {"SavedModel detect", "SavedModel raw_outputs", threads, "TFLite raw_outputs", "fp32 matmul"} <= set(stats)
+    assert all(value > 0 for value in stats.values())
+    assert result["network_flops"] > 0 and result["matmul_gflops"] > 0
+    assert result["ratio"] == pytest.approx(stats[threads] / stats["SavedModel detect"])
+    assert result["ratio_bound"] == pytest.approx(result["network_flops"] / (result["matmul_gflops"] * 1e9)
+                                                  / stats["SavedModel detect"])
+    # Keras' 2x upsampling repeats rows, then columns (RESHAPE + TILE each); XNNPACK takes no
+    # TILE, so the network alone is split around it; the NMS stays in the builtin kernels.
+    raw, detect = result["delegate_split"]["raw_outputs"], result["delegate_split"]["detect"]
+    assert raw["builtin_ops"] == {"TILE": 2} and raw["partitions"] >= 2
+    assert detect["builtin_ops"]["NON_MAX_SUPPRESSION_V5"] == 1 and "CONV_2D" not in detect["builtin_ops"]
+    assert "bound: the network at the matmul's rate" in proc.stdout
