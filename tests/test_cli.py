@@ -523,9 +523,9 @@ def test_predict_draws_and_writes_detections_in_original_pixels(model_artifacts,
     assert report["agree"] and report["matched"] == len(rows), report
 
 
-def test_predict_on_a_folder_runs_on_its_images(model_artifacts, tmp_path, capsys):
-    """A folder stands for its images (sorted, not subfolders, other files left out); one
-    without images is a one-line error naming it, before the model loads."""
+def test_predict_on_a_folder_runs_on_its_images(model_artifacts, tmp_path, capsys, monkeypatch):
+    """A folder stands for its images (sorted, not subfolders, other files left out), also
+    with ``--frozen``; one without images is a one-line error naming it, before the model loads."""
     from PIL import Image
 
     from tests.export import helpers
@@ -543,6 +543,29 @@ def test_predict_on_a_folder_runs_on_its_images(model_artifacts, tmp_path, capsy
     result = json.loads((out_dir / "detections.json").read_text())
     assert [e["file"] for e in result["images"]] == [str(folder / "a.png"), str(folder / "b.JPG")]
     assert sorted(os.listdir(out_dir)) == ["a.png", "b.png", "detections.json"]
+    # --frozen: one frozen function for both images, the same detections
+    from tfzoo.export import frozen as frozen_module
+
+    calls, real = [], frozen_module.freeze_detect
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(frozen_module, "freeze_detect", counted)
+    code, out, err = run(["predict", model_artifacts("keras"), str(folder), "--frozen", "--out",
+                          str(tmp_path / "frozen")], capsys)
+    assert code == 0, err
+    assert calls == [1]
+    frozen = json.loads((tmp_path / "frozen" / "detections.json").read_text())
+    assert sum(len(entry["detections"]) for entry in result["images"]) > 0
+    for plain_entry, frozen_entry in zip(result["images"], frozen["images"], strict=True):
+        assert plain_entry["file"] == frozen_entry["file"]
+        plain_rows, frozen_rows = plain_entry["detections"], frozen_entry["detections"]
+        assert [r["class_id"] for r in frozen_rows] == [r["class_id"] for r in plain_rows]
+        assert [r["score"] for r in frozen_rows] == pytest.approx([r["score"] for r in plain_rows], abs=1e-4)
+        np.testing.assert_allclose([r["box_yxyx_px"] for r in frozen_rows], [r["box_yxyx_px"] for r in plain_rows],
+                                   atol=0.05)
     (tmp_path / "empty").mkdir()
     code, out, err = run(["predict", model_artifacts("keras"), str(folder), str(tmp_path / "empty"),
                           "--out", str(tmp_path / "out2")], capsys)
