@@ -28,7 +28,6 @@ import argparse
 import collections
 import json
 import os
-import statistics
 import sys
 import tempfile
 
