@@ -529,13 +529,14 @@ def report_train(r):
 
 class TFLiteRunner:
     """A ``.tflite`` detector in the ``ai-edge-litert`` interpreter: ``detect(images)`` runs
-    ``signature`` -> its outputs dict (quantized inputs/outputs converted)."""
+    ``signature`` -> its outputs dict (quantized inputs/outputs converted). ``options`` go to
+    the ``Interpreter`` (its delegate and op-resolver settings)."""
 
-    def __init__(self, path, num_threads, signature="serving_default"):
+    def __init__(self, path, num_threads, signature="serving_default", **options):
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = path
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.interpreter = Interpreter(model_path=path, num_threads=num_threads, **options)
         self.interpreter.allocate_tensors()
         signatures = self.interpreter.get_signature_list()
         self.runner = None

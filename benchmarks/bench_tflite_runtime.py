@@ -34,16 +34,6 @@ import tempfile
 import common
 
 
-def _interpreter_runner(path, signature, image, **options):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, **options)
-    interpreter.allocate_tensors()
-    runner = interpreter.get_signature_runner(signature)
-    name = next(iter(runner.get_input_details()))
-    return lambda: runner(**{name: image})
-
-
 def _compiled_model_runner(path, signature, image, threads):
     """The ``CompiledModel`` API's run of ``signature`` (None where LiteRT lacks it)."""
     try:
@@ -61,13 +51,9 @@ def _compiled_model_runner(path, signature, image, threads):
     return lambda: model.run_by_index(index, inputs, outputs)
 
 
-def delegate_split(path, threads):
-    """``{"partitions": XNNPACK partitions, "builtin_ops": {op: count}}`` of a TFLite file:
-    the ops the default delegate left to the builtin kernels."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    interpreter.allocate_tensors()
+def delegate_split(interpreter):
+    """``{"partitions": XNNPACK partitions, "builtin_ops": {op: count}}`` of an allocated
+    ``Interpreter`` with the default delegate: the ops it left to the builtin kernels."""
     # The node list keeps the nodes a delegate replaced beside its DELEGATE nodes: walk back
     # from the outputs, through a DELEGATE node wherever one produces the tensor.
     ops = interpreter._get_ops_details()
@@ -127,25 +113,23 @@ def main(argv=None):
         export.export_tflite(detector, full)
         export.export_tflite(detector, raw, raw_outputs=True)
         saved = export.load_model(saved_path, trust_model=True)
-        result["delegate_split"] = {"detect": delegate_split(full, args.threads),
-                                    "raw_outputs": delegate_split(raw, args.threads)}
-
         from ai_edge_litert.interpreter import OpResolverType
 
-        runners = {
-            "SavedModel detect": lambda: saved.detect(image),
-            "SavedModel raw_outputs": lambda: saved.raw_outputs(image),
-            f"TFLite, {args.threads} threads": _interpreter_runner(full, "serving_default", image,
-                                                                   num_threads=args.threads),
-            "TFLite, 1 thread": _interpreter_runner(full, "serving_default", image, num_threads=1),
-            "TFLite, XNNPACK latest features": _interpreter_runner(
-                full, "serving_default", image, num_threads=args.threads,
-                experimental_default_delegate_latest_features=True),
-            "TFLite, builtin kernels (no XNNPACK)": _interpreter_runner(
-                full, "serving_default", image, num_threads=args.threads,
-                experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-            "TFLite raw_outputs": _interpreter_runner(raw, "raw_outputs", image, num_threads=args.threads),
+        tflite = {
+            f"TFLite, {args.threads} threads": bm.TFLiteRunner(full, args.threads),
+            "TFLite, 1 thread": bm.TFLiteRunner(full, 1),
+            "TFLite, XNNPACK latest features": bm.TFLiteRunner(
+                full, args.threads, experimental_default_delegate_latest_features=True),
+            "TFLite, builtin kernels (no XNNPACK)": bm.TFLiteRunner(
+                full, args.threads, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+            "TFLite raw_outputs": bm.TFLiteRunner(raw, args.threads, signature="raw_outputs"),
         }
+        result["delegate_split"] = {
+            "detect": delegate_split(tflite[f"TFLite, {args.threads} threads"].interpreter),
+            "raw_outputs": delegate_split(tflite["TFLite raw_outputs"].interpreter)}
+        runners = {"SavedModel detect": lambda: saved.detect(image),
+                   "SavedModel raw_outputs": lambda: saved.raw_outputs(image),
+                   **{name: (lambda r=r: r.detect(image)) for name, r in tflite.items()}}
         compiled = _compiled_model_runner(full, "serving_default", image, args.threads)
         if compiled is not None:
             runners["TFLite, CompiledModel API"] = compiled
