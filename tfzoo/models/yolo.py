@@ -216,8 +216,8 @@ _V2 = {"num_classes": 20, "masks": ((0, 1, 2, 3, 4),), "ignore_iou": 0.6, "objec
 #: (10 x 10 cells); it trains at 288 ... 384 (1.1x the arithmetic of 320) and infers at the
 #: top of that range, 384 (12 x 12), as the paper's multi-scale model is tested at sizes up
 #: to 544. On the symbols stand-in in 20 minutes (2-core AMD EPYC): val AP50 0.747 at 320
-#: (256 ... 384); 0.839 with the same seed at 384, 0.756 with another (BENCHMARKS.md, "Data it
-#: has not seen"); the model trained at 320 scored 0.765 served at 384.
+#: (256 ... 384); 0.839 with the same seed at 384, 0.756 and 0.776 with two others
+#: (BENCHMARKS.md, "Data it has not seen"); the model trained at 320 scored 0.765 served at 384.
 _V2_TINY = {"image_size": 384, "multi_scale": (0.75, 1.0)}
 PRESETS_V2 = {
     "yolov2": YOLOConfig(name="yolov2", backbone="darknet19", priors=YOLOV2_PRIORS, **_V2),
