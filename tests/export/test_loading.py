@@ -57,7 +57,7 @@ def _drop_empty(detections):
             "num_detections": np.array([keep.sum()], np.int32)}
 
 
-@pytest.mark.parametrize("kind", ["keras", "saved_model"])
+@pytest.mark.parametrize("kind", ["keras", "saved_model", "tflite"])
 def test_detect_original_maps_boxes_to_the_original_image(kind, models, detector):
     """A 160 x 120 image is letterboxed by exactly 0.4 to 64 x 48 (+ 16 columns of padding),
     so boxes normalized to the original are the input-normalized ones times [1, 4/3, 1, 4/3]."""
@@ -77,6 +77,28 @@ def test_detect_original_maps_boxes_to_the_original_image(kind, models, detector
     report = compare_detections(_drop_empty(expected), _drop_empty(got), iou=0.99,
                                 min_score=helpers.SCORE_THRESHOLD + 0.01)
     assert report["agree"] and report["matched"] > 0, report
+
+
+def test_detect_original_resizes_images_of_every_size_in_one_traced_graph(models):
+    """The Keras and TFLite paths resize and map back through graphs traced once (op by op
+    they cost more than a small network), pixel for pixel the eager resize."""
+    from tfzoo.data import augment as aug
+    from tfzoo.export import loading
+
+    model = models["tflite"]
+    resize, to_original = loading._original_size_graphs(tuple(model.image_size), model.keep_aspect_ratio)
+    model.detect_original(helpers.sample_images(1)[0].astype(np.uint8))
+    traced = to_original.experimental_get_tracing_count()
+    for h, w in [(160, 120), (97, 203), (64, 64), (300, 41)]:
+        image = np.random.default_rng(h).integers(0, 256, [h, w, 3], dtype=np.uint8)
+        got, info = resize(image[None])
+        want, want_info = aug.resize_images(image[None], model.image_size, keep_aspect_ratio=model.keep_aspect_ratio)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(info.numpy(), want_info.numpy(), rtol=1e-6)
+        out = model.detect_original(image)
+        assert out["detection_boxes"].shape == (100, 4)
+    assert resize.experimental_get_tracing_count() == 1
+    assert to_original.experimental_get_tracing_count() == traced
 
 
 def test_saved_model_and_h5_need_trust(paths):
