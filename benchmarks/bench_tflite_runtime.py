@@ -115,8 +115,9 @@ def main(argv=None):
         saved = export.load_model(saved_path, trust_model=True)
         from ai_edge_litert.interpreter import OpResolverType
 
+        default = f"TFLite, {args.threads} threads"
         tflite = {
-            f"TFLite, {args.threads} threads": bm.TFLiteRunner(full, args.threads),
+            default: bm.TFLiteRunner(full, args.threads),
             "TFLite, 1 thread": bm.TFLiteRunner(full, 1),
             "TFLite, XNNPACK latest features": bm.TFLiteRunner(
                 full, args.threads, experimental_default_delegate_latest_features=True),
@@ -125,7 +126,7 @@ def main(argv=None):
             "TFLite raw_outputs": bm.TFLiteRunner(raw, args.threads, signature="raw_outputs"),
         }
         result["delegate_split"] = {
-            "detect": delegate_split(tflite[f"TFLite, {args.threads} threads"].interpreter),
+            "detect": delegate_split(tflite[default].interpreter),
             "raw_outputs": delegate_split(tflite["TFLite raw_outputs"].interpreter)}
         runners = {"SavedModel detect": lambda: saved.detect(image),
                    "SavedModel raw_outputs": lambda: saved.raw_outputs(image),
@@ -161,8 +162,8 @@ def main(argv=None):
         lines.append(f"{name:40s} {1e3 * s['median']:10.2f} {common.fmt(s, 1e3, 2):>15s} "
                      f"{s['median'] / saved_detect:13.2f} {rate / 1e9:8.0f} {rate / matmul_rate:9.2f}")
     bound = flops / matmul_rate / saved_detect
-    result["ratio"] = stats[f"TFLite, {args.threads} threads"]["median"] / saved_detect
-    result["per_round_ratio"] = common.paired_ratios(runs[f"TFLite, {args.threads} threads"], runs["SavedModel detect"])
+    result["ratio"] = stats[default]["median"] / saved_detect
+    result["per_round_ratio"] = common.paired_ratios(runs[default], runs["SavedModel detect"])
     result["ratio_bound"] = bound
     lines += [
         f"fp32 matmul {args.matmul}: {matmul_rate / 1e9:.0f} GFLOP/s",

@@ -86,7 +86,7 @@ def test_detect_original_resizes_images_of_every_size_in_one_traced_graph(models
     from tfzoo.export import loading
 
     model = models["tflite"]
-    resize, to_original = loading._original_size_graphs(tuple(model.image_size), model.keep_aspect_ratio)
+    resize, to_original = loading._original_size_graphs(model.image_size, model.keep_aspect_ratio)
     model.detect_original(helpers.sample_images(1)[0].astype(np.uint8))
     traced = to_original.experimental_get_tracing_count()
     for h, w in [(160, 120), (97, 203), (64, 64), (300, 41)]:

@@ -160,8 +160,7 @@ class LoadedModel:
         from tfzoo.data import augment as aug
 
         image = _one_image(image)
-        resize, to_original = _original_size_graphs(tuple(np.ravel(self.image_size).tolist()),
-                                                    bool(self.keep_aspect_ratio))
+        resize, to_original = _original_size_graphs(self.image_size, self.keep_aspect_ratio)
         resized, info = resize(image[None])
         inputs = resized.numpy()
         if self.max_proposals:

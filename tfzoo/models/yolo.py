@@ -222,7 +222,7 @@ _V2_TINY = {"image_size": 384, "multi_scale": (0.75, 1.0)}
 PRESETS_V2 = {
     "yolov2": YOLOConfig(name="yolov2", backbone="darknet19", priors=YOLOV2_PRIORS, **_V2),
     "yolov2_tiny": YOLOConfig(name="yolov2_tiny", backbone="darknet_tiny", priors=YOLOV2_TINY_PRIORS,
-                              **{**_V2, **_CPU, "epochs": _CPU["epochs"], **_V2_TINY}),
+                              **{**_V2, **_CPU, **_V2_TINY}),
 }
 
 

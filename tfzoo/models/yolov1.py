@@ -49,11 +49,10 @@ Presets (one-stage):
   dropout). A CPU preset trained from random weights with the CPU recipe at twice its
   peak rate (AdamW 4e-3, cosine; 2e-3 left the class loss at chance for a fifth of a
   20-minute run), which the paper's parametrization of that layer does not survive
-  (below). Its
-  class outputs are logits trained with softmax cross-entropy (``class_loss="softmax"``):
-  the paper's squared error on them learns the classes far more slowly from random
-  weights (on the ``symbols`` stand-in in 20 minutes at half width, val AP50 0.203
-  against 0.372).
+  (below). Its class outputs are logits trained with softmax cross-entropy
+  (``class_loss="softmax"``): the paper's squared error on them learns the classes far
+  more slowly from random weights (on the ``symbols`` stand-in in 20 minutes at half
+  width, val AP50 0.203 against 0.372).
   Quarter width because at 448 x 448 the network is bound by its training step's compute:
   half width trained 31 images/s on 2 CPU cores, quarter width 53, and in the runs
   compared the losses fell as fast per epoch at either width, so a time budget buys the
